@@ -1,0 +1,50 @@
+"""The ``herald`` command."""
+from __future__ import annotations
+
+import sys
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from infra.cli import db, schemas, stack, worker
+from infra.cli.errors import CliError
+
+app = typer.Typer(
+    help="Herald: domain events on Kafka → email, SMS and push. Settings come from HERALD_* variables (see `herald config`).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(stack.app, name="stack")
+app.add_typer(db.app, name="db")
+app.add_typer(schemas.app, name="schemas")
+app.command("worker")(worker.worker)
+
+
+@app.command()
+def config() -> None:
+    """Print every setting with its current value (secrets masked)."""
+    from infra.settings import Settings
+
+    for k, v in Settings().masked().items():
+        print(f"HERALD_{k.upper():<28} {v}")
+
+
+def main() -> None:
+    err = Console(stderr=True)
+    try:
+        app()
+    except CliError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+    except ValidationError as exc:
+        err.print(f"[red]error:[/] invalid HERALD_* setting: {exc}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""One typed settings object, read from ``HERALD_*`` environment variables.
+
+Defaults point at the local stack that ``herald stack up`` starts on loopback.
+Secrets are ``SecretStr`` so that printing the settings never leaks them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Channel = Literal["email", "sms", "push"]
+CHANNELS: tuple[Channel, ...] = ("email", "sms", "push")
+
+
+def _default_home() -> Path:
+    return Path.home() / ".cache" / "herald"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+
+    # --- connections ---------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    database_url: SecretStr = Field(
+        SecretStr("postgresql://herald@127.0.0.1:5432/herald"),
+        description="PostgreSQL URL (the local stack trusts loopback)",
+    )
+    redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"), description="Redis URL")
+
+    # --- the local stack -------------------------------------------------
+    stack: Literal["local", "containers"] = Field(
+        "local", description="local: jars + Debian packages; containers: testcontainers (needs Docker)"
+    )
+    home: Path = Field(default_factory=_default_home, description="jar cache, data and logs of the local stack")
+    kafka_version: str = Field("4.1.1", description="org.apache.kafka:kafka_2.13 version from Maven Central")
+    kafka_heap: str = Field("512m", description="broker heap (-Xmx)")
+
+    # --- naming: tests use unique prefixes ----------------------------------
+    topic_prefix: str = Field("herald", description="prefix of every Herald topic")
+    redis_prefix: str = Field("herald", description="prefix of every Redis key")
+    app_id: str = Field("herald", description="Kafka consumer-group prefix of the workers")
+    partitions: int = Field(12, ge=1, description="partitions of the events, bulk and deliver topics")
+    small_partitions: int = Field(3, ge=1, description="partitions of retry, dlq, status and receipts topics")
+
+    # --- pipeline ---------------------------------------------------------
+    routes_file: Path | None = Field(None, description="routes YAML (default: the packaged infra/config/routes.yaml)")
+    batch_size: int = Field(1000, ge=1, description="records per agent batch")
+    batch_within: float = Field(0.05, gt=0, description="seconds an agent waits to fill a batch")
+    retry_delays: list[float] = Field([60.0, 300.0, 900.0], description="retry ladder delays, seconds")
+    recipient_cache_ttl: int = Field(300, description="seconds a recipient stays in the Redis cache")
+    dedup_ttl: int = Field(7 * 24 * 3600, description="seconds an (event, channel) de-duplication key lives")
+    metrics_port: int = Field(9108, description="worker Prometheus /metrics port (0: off)")
+
+    # --- providers (the sandbox by default) ------------------------------
+    email_provider: Literal["smtp", "sendgrid"] = "smtp"
+    sms_provider: Literal["twilio"] = "twilio"
+    push_provider: Literal["fcm"] = "fcm"
+    email_from: str = "Herald <no-reply@herald.local>"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    sendgrid_api_key: SecretStr = SecretStr("SG.sandbox")
+    sendgrid_host: str = Field("http://127.0.0.1:8025", description="SendGrid API base URL")
+    twilio_account_sid: str = "ACsandbox00000000000000000000000000"
+    twilio_auth_token: SecretStr = SecretStr("sandbox-token")
+    twilio_from: str = "+15005550006"
+    twilio_base_url: str = Field("http://127.0.0.1:8026", description="Twilio API base URL")
+    fcm_credentials_file: Path | None = Field(None, description="service-account JSON (default: a generated sandbox one)")
+    fcm_url: str = Field("http://127.0.0.1:8027", description="FCM HTTP v1 base URL")
+    sandbox_host: str = "127.0.0.1"
+
+    # --- API ---------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    sendgrid_webhook_public_key: str | None = None
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _ladder_not_empty(cls, v: list[float]) -> list[float]:
+        if not v or any(d <= 0 for d in v):
+            raise ValueError("retry_delays needs at least one positive delay")
+        return v
+
+    # --- derived names ------------------------------------------------------
+    def topic(self, name: str) -> str:
+        """``topic("events")`` → ``herald.events``."""
+        return f"{self.topic_prefix}.{name}"
+
+    def rkey(self, *parts: str) -> str:
+        return ":".join((self.redis_prefix, *parts))
+
+    @property
+    def retry_topics(self) -> list[str]:
+        return [self.topic(f"retry.{tier_name(d)}") for d in self.retry_delays]
+
+    @property
+    def dsn(self) -> str:
+        return self.database_url.get_secret_value()
+
+    @property
+    def redis_dsn(self) -> str:
+        return self.redis_url.get_secret_value()
+
+    def masked(self) -> dict[str, str]:
+        """Every setting as printable text; secrets (and URL passwords) masked."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                text = value.get_secret_value()
+                out[name] = _mask_url(text) if "://" in text else "**********"
+            else:
+                out[name] = str(value)
+        return out
+
+
+def tier_name(seconds: float) -> str:
+    """60 → '1m', 300 → '5m', 900 → '15m', 2 → '2s'."""
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s".replace(".", "_")
+
+
+def _mask_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user, colon, _pw = creds.partition(":")
+    return f"{scheme}://{user}{':****' if colon else ''}@{host}"

@@ -1,0 +1,103 @@
+"""``create_app(settings)`` builds the Faust app: one thin agent per AgentSpec.
+
+An agent takes a batch with ``noack_take`` (nothing is acked before it is
+processed), hands it to its handler through the BatchRunner, and acks only
+after the handler's outputs are acknowledged by the broker.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+
+import faust
+
+from infra.settings import Settings
+from streams.agents import AgentSpec, agent_specs, select
+from streams.context import Context
+from streams.records import InRecord
+from streams.runner import BatchRunner
+
+
+class _SharedContext:
+    """One Context per worker, opened lazily inside the worker's event loop."""
+
+    def __init__(self, settings: Settings, factory: Callable[[Settings], Awaitable[Context]]) -> None:
+        self._settings = settings
+        self._factory = factory
+        self._ctx: Context | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Context:
+        async with self._lock:
+            if self._ctx is None:
+                self._ctx = await self._factory(self._settings)
+                try:
+                    self._ctx.metrics.serve(self._settings.metrics_port)
+                except OSError as exc:  # port taken (a second worker on this host): no /metrics here
+                    import logging
+
+                    logging.getLogger("herald.app").warning("metrics port %s: %s", self._settings.metrics_port, exc)
+            return self._ctx
+
+    async def close(self) -> None:
+        if self._ctx is not None:
+            await self._ctx.close()
+            self._ctx = None
+
+
+def _to_in(event: faust.types.EventT) -> InRecord:
+    m = event.message
+    headers = m.headers or []
+    if isinstance(headers, dict):
+        headers = list(headers.items())
+    return InRecord(m.topic, m.partition, m.offset, m.key, m.value, list(headers), int((m.timestamp or 0) * 1000))
+
+
+def _agent_fn(spec: AgentSpec, shared: _SharedContext, settings: Settings):
+    async def agent(stream: faust.StreamT) -> None:
+        runner: BatchRunner | None = None
+        async for events in stream.noack_take(settings.batch_size, within=settings.batch_within):
+            if runner is None:
+                ctx = await shared.get()
+                runner = BatchRunner(await spec.build(ctx), ctx)
+            await runner.run([_to_in(e) for e in events])
+            for e in events:
+                await stream.ack(e)
+
+    agent.__name__ = spec.name.replace("-", "_")
+    agent.__qualname__ = agent.__name__
+    return agent
+
+
+def create_app(
+    settings: Settings,
+    agents: Iterable[str] | None = None,
+    context_factory: Callable[[Settings], Awaitable[Context]] = Context.open,
+) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{b}" for b in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        autodiscover=False,
+        topic_replication_factor=1,
+        topic_partitions=settings.partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        broker_commit_every=settings.batch_size,
+        stream_buffer_maxsize=max(4096, settings.batch_size * 2),
+        producer_acks=-1,
+        producer_enable_idempotence=True,
+        stream_wait_empty=False,
+        table_standby_replicas=0,
+    )
+    shared = _SharedContext(settings, context_factory)
+    for spec in select(agent_specs(settings), agents):
+        topic = app.topic(*spec.topics, value_serializer="raw", key_serializer="raw")
+        app.agent(topic, name=spec.name, concurrency=1)(_agent_fn(spec, shared, settings))
+
+    app.herald_shared = shared  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,44 @@
+"""What a worker's handlers share: settings, codec, producer, Redis, PostgreSQL, metrics.
+
+Built inside the worker's event loop (``await Context.open(settings)``) and
+passed to every handler; nothing here is global.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool
+
+from infra.settings import Settings
+from schemas.codec import Codec
+from streams.metrics import Metrics
+from streams.output import Output
+
+
+@dataclass
+class Context:
+    settings: Settings
+    codec: Codec
+    output: Output
+    redis: aioredis.Redis
+    db: AsyncConnectionPool
+    metrics: Metrics = field(default_factory=Metrics)
+
+    @classmethod
+    async def open(cls, settings: Settings, *, codec: Codec | None = None, metrics: Metrics | None = None) -> Context:
+        db = AsyncConnectionPool(settings.dsn, min_size=1, max_size=8, open=False, kwargs={"autocommit": True})
+        await db.open(wait=True, timeout=30)
+        return cls(
+            settings=settings,
+            codec=codec or Codec(),
+            output=Output(settings.kafka_bootstrap),
+            redis=aioredis.from_url(settings.redis_dsn, socket_timeout=5, socket_connect_timeout=5),
+            db=db,
+            metrics=metrics or Metrics(),
+        )
+
+    async def close(self) -> None:
+        self.output.close()
+        await self.redis.aclose()
+        await self.db.close()

@@ -1,0 +1,79 @@
+"""The agents' producer: librdkafka, idempotent, acks=all, with a linger.
+
+``send_all`` returns only after every record of the batch is acknowledged by
+the broker, so an agent acks its input only once its outputs are durable.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from streams.records import OutRecord
+
+
+class ProduceError(RuntimeError):
+    """Some records of a batch were not acknowledged by the broker."""
+
+
+def producer_config(bootstrap: str, **extra: object) -> dict[str, object]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "batch.size": 1_000_000,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+        "message.timeout.ms": 60_000,
+        **extra,
+    }
+
+
+class Output:
+    def __init__(self, bootstrap: str, **extra: object) -> None:
+        self._producer = Producer(producer_config(bootstrap, **extra))
+        self._lock = threading.Lock()
+
+    def _produce(self, records: Iterable[OutRecord], errors: list[KafkaError]) -> int:
+        def report(err: KafkaError | None, _msg: object) -> None:
+            if err is not None:
+                errors.append(err)
+
+        n = 0
+        produce, poll = self._producer.produce, self._producer.poll
+        for r in records:
+            while True:
+                try:
+                    produce(r.topic, r.value, r.key, headers=r.headers or None, on_delivery=report)
+                    break
+                except BufferError:  # local queue full: serve delivery reports, then try again
+                    poll(0.05)
+            n += 1
+        return n
+
+    def send_all_blocking(self, records: Iterable[OutRecord], timeout: float = 60.0) -> int:
+        errors: list[KafkaError] = []
+        with self._lock:
+            n = self._produce(records, errors)
+            left = self._producer.flush(timeout)
+        if left:
+            raise ProduceError(f"{left} records not acknowledged within {timeout}s")
+        if errors:
+            raise ProduceError(f"{len(errors)} records failed: {errors[0]}")
+        return n
+
+    async def send_all(self, records: list[OutRecord], timeout: float = 60.0) -> int:
+        if not records:
+            return 0
+        return await asyncio.to_thread(self.send_all_blocking, records, timeout)
+
+    def close(self) -> None:
+        self._producer.flush(10)
+
+
+def is_kafka_error(exc: BaseException) -> bool:
+    return isinstance(exc, (KafkaException, ProduceError))

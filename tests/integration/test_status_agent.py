@@ -1,0 +1,60 @@
+"""The status agent writes StatusChange records to PostgreSQL in batches and never moves a status backwards."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from schemas.codec import Codec
+from streams.output import Output
+from streams.status import status_record
+from tests.support.worker import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_status_never_moves_backwards_and_history_keeps_everything(topics, db, worker_factory):
+    settings = topics
+    codec, out = Codec(), Output(settings.kafka_bootstrap)
+    nid = f"n-{uuid.uuid4().hex[:8]}"
+    topic = settings.topic("status")
+
+    def change(status: str, at: int):
+        return status_record(codec, topic, notification_id=nid, event_id=nid, user_id="u1", status=status,
+                             channel="email", event_type="OrderPlaced", at_ms=at)
+
+    # queued, then delivered, then a late "sent" (out of order, as receipts can be)
+    out.send_all_blocking([change("queued", 1_000), change("delivered", 3_000), change("sent", 2_000)])
+    worker_factory(settings, agents=["status"])
+
+    def history():
+        return db.execute("SELECT status FROM status_history WHERE notification_id=%s ORDER BY id", (nid,)).fetchall()
+
+    rows = wait_for(lambda: len(history()) == 3 and history(), timeout=60, message="three history rows")
+    assert [r[0] for r in rows] == ["queued", "delivered", "sent"]
+    assert db.execute("SELECT status FROM notifications WHERE id=%s", (nid,)).fetchone()[0] == "delivered"
+
+
+def test_undecodable_status_goes_to_the_dlq_and_the_next_one_is_written(topics, db, worker_factory):
+    from confluent_kafka import Consumer
+
+    settings = topics
+    codec, out = Codec(), Output(settings.kafka_bootstrap)
+    nid = f"n-{uuid.uuid4().hex[:8]}"
+    from streams.records import OutRecord
+
+    out.send_all_blocking([
+        OutRecord(settings.topic("status"), b"k", b"garbage"),
+        status_record(codec, settings.topic("status"), notification_id=nid, event_id=nid, user_id="u1", status="sent"),
+    ])
+    worker_factory(settings, agents=["status"])
+    wait_for(lambda: db.execute("SELECT 1 FROM notifications WHERE id=%s", (nid,)).fetchone(), 60, message="status row")
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.app_id + "-check", "auto.offset.reset": "earliest"})
+    c.subscribe([settings.topic("dlq")])
+    msg = wait_for(lambda: (m := c.poll(0.5)) is not None and not m.error() and m, 30, message="dlq record")
+    headers = dict(msg.headers())
+    c.close()
+    assert msg.value() == b"garbage"
+    assert headers["herald-dlq-stage"] == b"decode"
+    assert headers["herald-dlq-error-class"] == b"not_avro"
+    assert headers["herald-dlq-origin-topic"] == settings.topic("status").encode()
