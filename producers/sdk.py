@@ -1,0 +1,112 @@
+"""The SDK for upstream services: ``emit()`` any catalogued record to Herald.
+
+    from producers.sdk import Emitter
+    with Emitter() as herald:                        # HERALD_KAFKA_BOOTSTRAP or bootstrap=...
+        herald.emit("OrderPlaced", {...})            # validated against the catalog, keyed by user id
+
+Idempotent producer with ``acks=all``; a record the broker did not take
+raises ``EmitError`` from ``flush()`` (and from leaving the ``with`` block).
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from confluent_kafka import KafkaError, Producer
+
+from schemas.codec import Codec
+from streams.output import producer_config
+from streams.records import TRACE
+
+LANE_TOPIC = {"CampaignMessage": "bulk"}  # everything else goes to the interactive lane
+
+
+class EmitError(RuntimeError):
+    """The broker did not acknowledge one or more emitted records."""
+
+    def __init__(self, errors: list[tuple[str, KafkaError]]) -> None:
+        first_id, first = errors[0]
+        super().__init__(f"{len(errors)} record(s) not delivered; first: event {first_id}: {first.str()}")
+        self.errors = errors
+
+
+class Emitter:
+    def __init__(
+        self,
+        bootstrap: str | None = None,
+        *,
+        topic_prefix: str | None = None,
+        codec: Codec | None = None,
+        **producer_extra: object,
+    ) -> None:
+        if bootstrap is None or topic_prefix is None:
+            from infra.settings import Settings
+
+            s = Settings()
+            bootstrap = bootstrap or s.kafka_bootstrap
+            topic_prefix = topic_prefix or s.topic_prefix
+        self.topic_prefix = topic_prefix
+        self.codec = codec or Codec()
+        self._producer = Producer(producer_config(bootstrap, **producer_extra))
+        self._errors: list[tuple[str, KafkaError]] = []
+        self._lock = threading.Lock()
+
+    def emit(self, name: str, record: Mapping[str, Any], *, trace_id: str | None = None, key: str | None = None) -> str:
+        """Encode and send ``record`` as the latest version of schema ``name``; returns its event id.
+
+        ``event_id`` and ``occurred_at`` are filled in when absent. Raises ``ValueError``
+        at once when the record does not match the schema.
+        """
+        rec = dict(record)
+        rec.setdefault("event_id", uuid.uuid4().hex)
+        rec.setdefault("occurred_at", datetime.now(timezone.utc))
+        value = self.codec.encode(name, rec)
+        user = key or rec.get("user_id")
+        if not user:
+            raise ValueError(f"{name}: a user_id (or key=) is needed to key the record")
+        topic = f"{self.topic_prefix}.{LANE_TOPIC.get(name, 'events')}"
+        event_id = str(rec["event_id"])
+
+        def report(err: KafkaError | None, _msg: object) -> None:
+            if err is not None:
+                with self._lock:
+                    self._errors.append((event_id, err))
+
+        headers = [(TRACE, (trace_id or uuid.uuid4().hex).encode())]
+        while True:
+            try:
+                self._producer.produce(topic, value, str(user).encode(), headers=headers, on_delivery=report)
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+        return event_id
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait for every record; raise ``EmitError`` for those the broker refused or that timed out."""
+        deadline = time.monotonic() + timeout
+        left = self._producer.flush(timeout)
+        while left and time.monotonic() < deadline:
+            left = self._producer.flush(max(0.1, deadline - time.monotonic()))
+        with self._lock:
+            errors, self._errors = self._errors, []
+        if left:
+            errors.append(("?", KafkaError(KafkaError._MSG_TIMED_OUT, f"{left} record(s) still in flight after {timeout}s")))
+        if errors:
+            raise EmitError(errors)
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> Emitter:
+        return self
+
+    def __exit__(self, exc_type, *_: object) -> None:
+        if exc_type is None:
+            self.flush()
+        else:
+            self._producer.flush(5)
