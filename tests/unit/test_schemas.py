@@ -1,0 +1,146 @@
+"""Every schema round-trips; unknown bytes are a clear decode error; the catalog is backward compatible."""
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from fastavro import schemaless_writer
+
+from schemas.catalog import CatalogError, load_catalog
+from schemas.codec import MAGIC, Codec, DecodeError
+from schemas.compat import check_catalog, problems
+
+NOW = datetime(2026, 11, 22, 9, 0, tzinfo=timezone.utc)
+
+SAMPLES: dict[str, dict] = {
+    "OrderPlaced": {
+        "event_id": "e1", "occurred_at": NOW, "user_id": "u1", "order_id": "o-1", "currency": "EUR", "total_cents": 4990,
+        "items": [{"sku": "A", "name": "Mug", "quantity": 2, "unit_price_cents": 1495}],
+        "shipping_address": {"line1": "Ring 1", "city": "Wien", "postal_code": "1010", "country": "AT"},
+    },
+    "UserFollowed": {"event_id": "e2", "occurred_at": NOW, "user_id": "u1", "follower_id": "u2", "follower_name": "Ada",
+                     "follower_avatar_url": "https://x/a.png"},
+    "PasswordResetRequested": {"event_id": "e3", "occurred_at": NOW, "user_id": "u1", "reset_url": "https://r", "expires_in_minutes": 15},
+    "BirthdayReached": {"event_id": "e4", "occurred_at": NOW, "user_id": "u1", "age": 40, "send_at": NOW},
+    "NotificationRequested": {"event_id": "e5", "occurred_at": NOW, "user_id": "u1", "template": "t", "channels": ["email", "push"],
+                              "category": "transactional", "variables_json": '{"a": [1, 2]}', "send_at": None, "ttl_seconds": 60},
+    "CampaignMessage": {"event_id": "c:u1", "occurred_at": NOW, "campaign_id": "c", "user_id": "u1", "template": "weekly_digest",
+                        "channels": ["email"], "category": "marketing", "variables_json": "{}"},
+    "Delivery": {
+        "delivery_id": "d", "notification_id": "e1", "event_id": "e1", "event_type": "OrderPlaced", "user_id": "u1",
+        "channel": "email", "lane": "interactive", "category": "transactional", "address": "a@example.com",
+        "template": "order_confirmation", "template_version": 1, "locale": "de", "subject": "Danke", "text": "t",
+        "html": "<p>t</p>", "push_title": None, "push_data": {"k": "v"}, "sms_segments": 0, "campaign_id": None,
+        "occurred_at": NOW, "expires_at": None, "attempt": 2, "first_failure_at": NOW, "last_error": "503",
+    },
+    "StatusChange": {"notification_id": "e1", "event_id": "e1", "event_type": "OrderPlaced", "user_id": "u1", "status": "sent",
+                     "channel": "email", "reason": None, "delivery_id": "d", "provider_message_id": "m", "template": "t",
+                     "category": "transactional", "campaign_id": None, "at": NOW},
+    "Receipt": {"provider": "sendgrid", "provider_message_id": "m", "status": "bounced", "hard_bounce": True, "reason": "550", "at": NOW},
+}
+
+
+@pytest.fixture(scope="module")
+def codec() -> Codec:
+    return Codec()
+
+
+def test_every_catalogued_schema_has_a_sample():
+    assert set(SAMPLES) == set(load_catalog().names())
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_every_schema_round_trips(codec: Codec, name: str):
+    data = codec.encode(name, SAMPLES[name])
+    assert data[:2] == MAGIC
+    assert data[2:10] == codec.catalog.latest(name).fingerprint
+    decoded = codec.decode(data)
+    assert decoded.name == name
+    assert decoded.record == SAMPLES[name]
+
+
+def test_old_writer_version_is_read_with_the_new_reader_schema(codec: Codec):
+    v1 = {k: v for k, v in SAMPLES["UserFollowed"].items() if k != "follower_avatar_url"}
+    decoded = codec.decode(codec.encode("UserFollowed", v1, version=1))
+    assert decoded.version == 1
+    assert decoded.record == {**v1, "follower_avatar_url": None}
+
+
+def test_unknown_fingerprint_is_a_decode_error_that_names_it(codec: Codec):
+    body = io.BytesIO()
+    schemaless_writer(body, {"type": "record", "name": "X", "fields": [{"name": "a", "type": "int"}]}, {"a": 1})
+    data = MAGIC + bytes.fromhex("0123456789abcdef") + body.getvalue()
+    with pytest.raises(DecodeError) as err:
+        codec.decode(data)
+    assert err.value.reason == "unknown_schema"
+    assert "0123456789abcdef" in str(err.value)
+
+
+@pytest.mark.parametrize("data,reason", [(b"", "not_avro"), (None, "not_avro"), (b'{"json": true}', "not_avro")])
+def test_non_avro_bytes_are_a_decode_error(codec: Codec, data, reason):
+    with pytest.raises(DecodeError) as err:
+        codec.decode(data)
+    assert err.value.reason == reason
+
+
+def test_truncated_body_is_a_corrupt_decode_error(codec: Codec):
+    data = codec.encode("OrderPlaced", SAMPLES["OrderPlaced"])
+    with pytest.raises(DecodeError) as err:
+        codec.decode(data[:14])
+    assert err.value.reason == "corrupt"
+
+
+def test_encoding_a_record_that_does_not_match_says_which_schema(codec: Codec):
+    with pytest.raises(ValueError, match="OrderPlaced v1"):
+        codec.encode("OrderPlaced", {"event_id": "e"})
+
+
+def test_the_shipped_catalog_is_backward_compatible():
+    assert check_catalog(load_catalog()) == {name: [] for name in load_catalog().names()}
+
+
+REC = {"type": "record", "name": "R"}
+
+
+@pytest.mark.parametrize(
+    "reader_fields,writer_fields,expected",
+    [
+        ([{"name": "a", "type": "long"}], [{"name": "a", "type": "int"}], []),                      # promotion
+        ([{"name": "a", "type": "int"}], [{"name": "a", "type": "long"}], ["a: long cannot be read as int"]),
+        ([{"name": "b", "type": "int"}], [], ["b: new field without a default"]),
+        ([{"name": "b", "type": ["null", "int"], "default": None}], [], []),                      # optional new field
+        ([], [{"name": "gone", "type": "string"}], []),                                            # removed field is skipped
+        ([{"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["x"]}}],
+         [{"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["x", "y"]}}],
+         ["e: enum symbols ['y'] unknown to the reader and no default"]),
+        ([{"name": "u", "type": ["null", "string"]}], [{"name": "u", "type": "string"}], []),       # widened to a union
+        ([{"name": "u", "type": "string"}], [{"name": "u", "type": ["null", "string"]}], ["u: null cannot be read as string"]),
+    ],
+)
+def test_compatibility_rules(reader_fields, writer_fields, expected):
+    assert problems({**REC, "fields": reader_fields}, {**REC, "fields": writer_fields}) == expected
+
+
+def test_a_new_version_without_a_default_is_reported(tmp_path: Path):
+    base = {**REC, "name": "Thing", "fields": [{"name": "a", "type": "string"}]}
+    (tmp_path / "Thing.v1.avsc").write_text(json.dumps(base))
+    (tmp_path / "Thing.v2.avsc").write_text(json.dumps({**base, "fields": base["fields"] + [{"name": "b", "type": "int"}]}))
+    assert check_catalog(load_catalog(tmp_path)) == {"Thing": ["v2 cannot read v1: b: new field without a default"]}
+
+
+@pytest.mark.parametrize(
+    "files,message",
+    [
+        ({"thing.avsc": REC}, "named <Name>.v<N>.avsc"),
+        ({"R.v1.avsc": {**REC, "fields": []}, "R.v3.avsc": {**REC, "fields": [{"name": "a", "type": "int", "default": 1}]}}, "without gaps"),
+        ({"R.v1.avsc": {**REC, "fields": []}, "R.v2.avsc": {**REC, "fields": []}}, "are the same schema"),
+    ],
+)
+def test_catalog_mistakes_are_clear_errors(tmp_path: Path, files, message):
+    for name, schema in files.items():
+        (tmp_path / name).write_text(json.dumps(schema))
+    with pytest.raises(CatalogError, match=message):
+        load_catalog(tmp_path)
