@@ -99,5 +99,10 @@ def create_app(
         topic = app.topic(*spec.topics, value_serializer="raw", key_serializer="raw")
         app.agent(topic, name=spec.name, concurrency=1)(_agent_fn(spec, shared, settings))
 
+    @app.task
+    async def open_context() -> None:
+        # open connections and serve /metrics at start, not at the first record
+        await shared.get()
+
     app.herald_shared = shared  # type: ignore[attr-defined]
     return app
