@@ -9,6 +9,7 @@ from rich.console import Console
 
 from infra.cli import db, schemas, stack, worker
 from infra.cli.errors import CliError
+from infra.cli.scheduler import scheduler as scheduler_command
 
 app = typer.Typer(
     help="Herald: domain events on Kafka → email, SMS and push. Settings come from HERALD_* variables (see `herald config`).",
@@ -20,6 +21,7 @@ app.add_typer(stack.app, name="stack")
 app.add_typer(db.app, name="db")
 app.add_typer(schemas.app, name="schemas")
 app.command("worker")(worker.worker)
+app.command("scheduler")(scheduler_command)
 
 
 @app.command()

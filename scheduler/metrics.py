@@ -1,0 +1,20 @@
+"""Prometheus metrics of a scheduler process, in a registry of their own."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class SchedulerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry or CollectorRegistry()
+        self.published = Counter("herald_scheduler_published", "Scheduled rows published to Kafka", ["kind"], registry=r)
+        self.refused = Counter("herald_scheduler_refused", "Scheduled rows Kafka refused (backed off)", ["reason"], registry=r)
+        self.lag = Histogram("herald_scheduler_lag_seconds", "Database time from due_at to claim", ["kind"], buckets=_LAG_BUCKETS, registry=r)
+        self.last_tick = Gauge("herald_scheduler_last_tick_timestamp", "Unix time the scheduler last finished a tick", registry=r)
+        self.cleaned = Counter("herald_scheduler_cleaned", "Rows removed or changed by housekeeping", ["job"], registry=r)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        if port:
+            start_http_server(port, addr=addr, registry=self.registry)
