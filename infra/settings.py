@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     routes_file: Path | None = Field(None, description="routes YAML (default: the packaged infra/config/routes.yaml)")
     batch_size: int = Field(1000, ge=1, description="records per agent batch")
     batch_within: float = Field(0.05, gt=0, description="seconds an agent waits to fill a batch")
+    batch_engine_agents: list[str] = Field(
+        ["route-bulk", "deliver-email-bulk", "deliver-sms-bulk", "deliver-push-bulk", "status"],
+        description="agents run by the librdkafka batch engine instead of Faust (the high-volume ones)",
+    )
     retry_delays: list[float] = Field([60.0, 300.0, 900.0], description="retry ladder delays, seconds")
     recipient_cache_ttl: int = Field(300, description="seconds a recipient stays in the Redis cache")
     dedup_ttl: int = Field(7 * 24 * 3600, description="seconds an (event, channel) de-duplication key lives")

@@ -14,6 +14,7 @@ import faust
 from infra.settings import Settings
 from streams.agents import AgentSpec, agent_specs, select
 from streams.context import Context
+from streams.engine import run_batch_agent
 from streams.records import InRecord
 from streams.runner import BatchRunner
 
@@ -69,6 +70,18 @@ def _agent_fn(spec: AgentSpec, shared: _SharedContext, settings: Settings):
     return agent
 
 
+def _batch_task(spec: AgentSpec, shared: _SharedContext, settings: Settings):
+    async def runner_factory() -> BatchRunner:
+        ctx = await shared.get()
+        return BatchRunner(await spec.build(ctx), ctx)
+
+    async def task() -> None:
+        await run_batch_agent(spec.name, spec.topics, runner_factory, settings)
+
+    task.__name__ = task.__qualname__ = spec.name.replace("-", "_")
+    return task
+
+
 def create_app(
     settings: Settings,
     agents: Iterable[str] | None = None,
@@ -95,9 +108,16 @@ def create_app(
         table_standby_replicas=0,
     )
     shared = _SharedContext(settings, context_factory)
+    batch_specs: list[AgentSpec] = []
     for spec in select(agent_specs(settings), agents):
+        if spec.name in settings.batch_engine_agents:
+            batch_specs.append(spec)
+            continue
         topic = app.topic(*spec.topics, value_serializer="raw", key_serializer="raw")
         app.agent(topic, name=spec.name, concurrency=1)(_agent_fn(spec, shared, settings))
+
+    for spec in batch_specs:
+        app.task(_batch_task(spec, shared, settings))
 
     @app.task
     async def open_context() -> None:
