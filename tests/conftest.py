@@ -51,10 +51,10 @@ def test_database(services: Settings) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(test_database: str, tmp_path: Path) -> Settings:
-    """Settings unique to this test: topics, Redis keys and consumer group."""
+def settings(test_database: str, tmp_path: Path) -> Iterator[Settings]:
+    """Settings unique to this test: topics, Redis keys and consumer group (all removed afterwards)."""
     tag = f"t{uuid.uuid4().hex[:10]}"
-    return Settings(
+    s = Settings(
         database_url=test_database,
         topic_prefix=tag,
         redis_prefix=tag,
@@ -65,6 +65,27 @@ def settings(test_database: str, tmp_path: Path) -> Settings:
         retry_delays=[1.0, 2.0, 3.0],
         home=Settings().home,
     )
+    yield s
+    _remove_traces(s)
+
+
+def _remove_traces(s: Settings) -> None:
+    """Delete the test's topics and Redis keys so the shared broker stays small."""
+    import redis
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+        mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(s.topic_prefix + ".") or t.startswith(s.app_id + "-")]
+        if mine:
+            for f in admin.delete_topics(mine, operation_timeout=10).values():
+                f.result(15)
+        r = redis.Redis.from_url(s.redis_dsn)
+        keys = list(r.scan_iter(match=f"{s.redis_prefix}:*", count=1000))
+        if keys:
+            r.delete(*keys)
+    except Exception as exc:  # noqa: BLE001 - clean-up must not turn a passing test red
+        print(f"clean-up of {s.topic_prefix}: {exc!r}")
 
 
 @pytest.fixture
