@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from infra.settings import Settings, tier_name
+from infra.topics import topic_specs
 
 
 def test_settings_read_herald_variables(monkeypatch):
@@ -80,3 +81,9 @@ def test_an_invalid_setting_is_a_clear_cli_error():
     assert done.returncode == 2
     assert "invalid HERALD_* setting" in done.stderr and "partitions" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_default_partitions_are_12_for_events_and_deliver_topics():
+    specs = {s.name: s.partitions for s in topic_specs(Settings())}
+    assert specs["herald.events"] == specs["herald.bulk"] == specs["herald.deliver.email"] == 12
+    assert specs["herald.deliver.push.bulk"] == 12
