@@ -1,0 +1,106 @@
+"""The API's Kafka side: a producer whose sends await their delivery reports, and consumer-group offsets for /healthz.
+
+Unlike ``streams.output.Output`` (a worker's batch producer that flushes under a
+lock), many requests produce concurrently here: each awaits only its own
+records' delivery reports, served by one poll thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from confluent_kafka import KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from streams.output import ProduceError, producer_config
+from streams.records import OutRecord
+
+Offsets = dict[tuple[str, int], tuple[int, int]]
+
+
+class AsyncProducer:
+    def __init__(self, bootstrap: str, *, message_timeout_ms: int = 10_000) -> None:
+        # a short linger: a request waits for its own record, not for a batch to fill
+        self._producer = Producer(producer_config(bootstrap, **{"linger.ms": 1, "message.timeout.ms": message_timeout_ms}))
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="api-producer-poll", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
+
+    async def send(self, records: list[OutRecord], timeout: float = 15.0) -> None:
+        """Produce ``records``; returns once the broker acknowledged all of them (acks=all), else raises ProduceError."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[None]] = []
+        for r in records:
+            fut: asyncio.Future[None] = loop.create_future()
+
+            def report(err: KafkaError | None, _msg: object, fut: asyncio.Future[None] = fut) -> None:
+                loop.call_soon_threadsafe(_settle, fut, err)
+
+            for _ in range(200):
+                try:
+                    self._producer.produce(r.topic, r.value, r.key, headers=r.headers or None, on_delivery=report)
+                    break
+                except BufferError:  # local queue full: let the poll thread drain it
+                    await asyncio.sleep(0.01)
+            else:
+                raise ProduceError("producer queue full")
+            futures.append(fut)
+        try:
+            await asyncio.wait_for(asyncio.gather(*futures), timeout)
+        except TimeoutError as exc:
+            raise ProduceError(f"no delivery report within {timeout}s") from exc
+
+    def close(self) -> None:
+        self._producer.flush(5)
+        self._closed.set()
+        self._thread.join(2)
+
+
+def _settle(fut: asyncio.Future[None], err: KafkaError | None) -> None:
+    if fut.done():
+        return
+    if err is not None:
+        fut.set_exception(ProduceError(f"broker did not take the record: {err.str()}"))
+    else:
+        fut.set_result(None)
+
+
+def group_offsets(admin: AdminClient, group: str, timeout: float = 5.0) -> Offsets:
+    """``{(topic, partition): (committed, log_end)}`` for every partition of every topic the group committed on.
+
+    Blocking (call it in a thread). A partition of such a topic without a commit reads committed = -1.
+    """
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout)[group].result()
+    committed = {(tp.topic, tp.partition): tp.offset for tp in res.topic_partitions if not tp.error}
+    topics = {t for t, _ in committed}
+    if not topics:
+        return {}
+    meta = admin.list_topics(timeout=timeout)
+    wanted: list[TopicPartition] = []
+    for t in topics:
+        tmeta = meta.topics.get(t)
+        if tmeta is None:
+            continue
+        wanted += [TopicPartition(t, p) for p in tmeta.partitions]
+    ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in wanted}, request_timeout=timeout)
+    out: Offsets = {}
+    for tp, fut in ends.items():
+        key = (tp.topic, tp.partition)
+        out[key] = (committed.get(key, -1), fut.result().offset)
+    return out
+
+
+def kafka_answers(admin: AdminClient, timeout: float = 3.0) -> str:
+    """Blocking: the broker count, or raises when no broker answers within ``timeout``."""
+    t0 = time.perf_counter()
+    meta = admin.list_topics(timeout=timeout)
+    if not meta.brokers:
+        raise ConnectionError("no broker in the metadata")
+    return f"{len(meta.brokers)} broker(s), {1000 * (time.perf_counter() - t0):.1f} ms"

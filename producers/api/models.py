@@ -1,0 +1,178 @@
+"""Request and response bodies (the OpenAPI spec is generated from these)."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from infra.settings import CHANNELS
+from producers.api import validation
+
+ID = r"^[A-Za-z0-9._:@+\-]{1,200}$"
+ID_RE = re.compile(ID)
+
+
+def unknown_channel(name: str) -> str:
+    return f"unknown channel '{name[:40]}' (known: {', '.join(CHANNELS)})"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NotificationRequest(Strict):
+    """Mirrors the Avro record ``herald.NotificationRequested`` (the id and time are added by the API)."""
+
+    user_id: str = Field(pattern=ID, description="the recipient")
+    template: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._\-]+$", description="template code")
+    channels: list[str] = Field(min_length=1, max_length=3, description="email, sms and/or push")
+    category: str = Field("transactional", pattern=r"^[a-z][a-z0-9_]{0,49}$")
+    variables: dict[str, Any] = Field(default_factory=dict, description="template variables")
+    send_at: datetime | None = Field(None, description="deliver at this time (ISO 8601 with offset) instead of now")
+    ttl_seconds: int | None = Field(None, ge=1, le=30 * 24 * 3600, description="drop when not sent within this time")
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, v: list[str]) -> list[str]:
+        for c in v:
+            if c not in CHANNELS:
+                raise ValueError(unknown_channel(c))
+        if len(set(v)) != len(v):
+            raise ValueError("a channel is listed twice")
+        return v
+
+    @field_validator("send_at")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("send_at needs a UTC offset (like 2030-01-01T09:00:00+01:00)")
+        if v is not None and not (1970 <= v.year <= 9000):
+            raise ValueError("send_at is out of range")
+        return v
+
+
+class NotificationAccepted(BaseModel):
+    id: str = Field(description="the notification id (the event id of the NotificationRequested record)")
+    status: str = "accepted"
+
+
+class HistoryEntry(BaseModel):
+    status: str
+    channel: str | None
+    reason: str | None
+    delivery_id: str | None
+    provider_message_id: str | None
+    at: datetime
+
+
+class NotificationView(BaseModel):
+    id: str
+    event_id: str
+    event_type: str
+    user_id: str
+    template: str | None
+    category: str | None
+    campaign_id: str | None
+    status: str
+    reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    history: list[HistoryEntry] = []
+
+
+class NotificationPage(BaseModel):
+    items: list[NotificationView]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page; null on the last page")
+
+
+class UserUpdate(Strict):
+    """Fields present are set (null clears an address); fields absent keep their value."""
+
+    email: str | None = Field(None, max_length=254)
+    phone: str | None = Field(None, max_length=16)
+    locale: str | None = Field(None, max_length=20)
+    time_zone: str | None = Field(None, max_length=64)
+    first_name: str | None = Field(None, max_length=100)
+
+    @model_validator(mode="after")
+    def _valid(self) -> UserUpdate:
+        checks = {
+            "email": validation.email_problem,
+            "phone": validation.phone_problem,
+            "locale": validation.locale_problem,
+            "time_zone": validation.time_zone_problem,
+        }
+        for name, check in checks.items():
+            value = getattr(self, name)
+            if value is not None and (problem := check(value)):
+                raise ValueError(f"{name}: {problem}")
+        for name in ("locale", "time_zone"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class UserView(BaseModel):
+    id: str
+    email: str | None
+    phone: str | None
+    locale: str
+    time_zone: str
+    first_name: str | None
+    email_undeliverable: bool
+    phone_undeliverable: bool
+    updated_at: datetime
+
+
+class Preferences(Strict):
+    muted: bool = Field(False, description="mute everything except critical categories (security)")
+    channels: dict[str, bool] = Field(default_factory=dict, description='e.g. {"sms": false}; absent means allowed')
+    categories: dict[str, bool] = Field(default_factory=dict, description='e.g. {"marketing": false}')
+    quiet_start: time | None = Field(None, description="start of quiet hours in the user's time zone (HH:MM)")
+    quiet_end: time | None = Field(None, description="end of quiet hours (HH:MM)")
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, v: dict[str, bool]) -> dict[str, bool]:
+        for c in v:
+            if c not in CHANNELS:
+                raise ValueError(unknown_channel(c))
+        return v
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, v: dict[str, bool]) -> dict[str, bool]:
+        for c in v:
+            if not re.match(r"^[a-z][a-z0-9_]{0,49}$", c):
+                raise ValueError(f"category '{c[:60]}' is not a category name (lower-case letters, digits, _)")
+        if len(v) > 100:
+            raise ValueError("at most 100 categories")
+        return v
+
+    @model_validator(mode="after")
+    def _quiet(self) -> Preferences:
+        if (self.quiet_start is None) != (self.quiet_end is None):
+            raise ValueError("quiet_start and quiet_end go together")
+        for t in (self.quiet_start, self.quiet_end):
+            if t is not None and t.tzinfo is not None:
+                raise ValueError("quiet hours are local times in the user's time zone: no UTC offset")
+        return self
+
+
+class DeviceIn(Strict):
+    token: str = Field(min_length=1, max_length=4096)
+    platform: str = Field(description="android, ios or web")
+
+    @model_validator(mode="after")
+    def _token(self) -> DeviceIn:
+        if problem := validation.push_token_problem(self.platform, self.token):
+            raise ValueError(problem)
+        return self
+
+
+class DeviceView(BaseModel):
+    token: str
+    platform: str
+    active: bool

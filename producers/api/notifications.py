@@ -1,0 +1,155 @@
+"""POST /v1/notifications (accept and produce), GET a notification with its history, GET a user's history."""
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Path, Query
+from fastapi.responses import JSONResponse
+
+from producers.api.auth import ApiKey, Resources
+from producers.api.cursor import CursorError, decode_cursor, encode_cursor
+from producers.api.models import ID, HistoryEntry, NotificationAccepted, NotificationPage, NotificationRequest, NotificationView
+from producers.api.notification_record import body_hash, to_record
+from producers.api.resources import ApiResources
+from streams.output import ProduceError
+from streams.records import TRACE, OutRecord, now_ms
+
+router = APIRouter(tags=["notifications"])
+
+NOTIFICATION_COLUMNS = "id, event_id, event_type, user_id, template, category, campaign_id, status, reason, created_at, updated_at"
+ERRORS = {401: {"description": "no valid API key"}, 429: {"description": "rate limit exceeded (see Retry-After)"}}
+
+
+async def template_channels(res: ApiResources, code: str) -> frozenset[str]:
+    cached = res.templates.get(code)
+    if cached is not None:
+        return cached
+    async with res.db.connection() as conn:
+        rows = await (await conn.execute("SELECT DISTINCT channel FROM templates WHERE code = %s AND active", (code,))).fetchall()
+    channels = frozenset(r[0] for r in rows)
+    if channels:  # only known templates are cached: a template added a moment ago must not read as unknown
+        res.templates.put(code, channels)
+    return channels
+
+
+async def claim_idempotency(res: ApiResources, key_id: int, key: str, digest: str, fresh_id: str) -> str:
+    """The notification id for this (API key, Idempotency-Key): ``fresh_id`` the first time, the stored one after; 409 when the body differs."""
+    async with res.db.connection() as conn:
+        row = await (await conn.execute(
+            """
+            WITH ins AS (
+                INSERT INTO api_idempotency (api_key_id, key, body_hash, notification_id) VALUES (%s, %s, %s, %s)
+                ON CONFLICT (api_key_id, key) DO NOTHING RETURNING body_hash, notification_id
+            )
+            SELECT body_hash, notification_id FROM ins
+            UNION ALL
+            SELECT body_hash, notification_id FROM api_idempotency WHERE api_key_id = %s AND key = %s
+            LIMIT 1
+            """,
+            (key_id, key, digest, fresh_id, key_id, key),
+        )).fetchone()
+    if row is None:  # the row was inserted by a concurrent request whose snapshot we cannot see yet
+        raise HTTPException(409, "a request with this Idempotency-Key is in flight; retry it")
+    stored_hash, notification_id = row
+    if stored_hash != digest:
+        raise HTTPException(409, "this Idempotency-Key was used with a different request body; use a new key for a new request")
+    return notification_id
+
+
+@router.post(
+    "/v1/notifications",
+    status_code=202,
+    response_model=NotificationAccepted,
+    responses={**ERRORS, 409: {"description": "Idempotency-Key reused with another body"},
+               422: {"description": "invalid request, unknown template or channel"},
+               503: {"description": "Kafka did not take the request; retry"}},
+)
+async def create_notification(
+    body: NotificationRequest,
+    key_id: ApiKey,
+    res: Resources,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+                                                  description="same key and body → same notification id")] = None,
+    x_trace_id: Annotated[str | None, Header(max_length=64, pattern=r"^[A-Za-z0-9\-_.]+$")] = None,
+) -> JSONResponse:
+    """Accept a notification: validated, produced to the events topic (acks=all, delivery report awaited), 202 with its id.
+
+    The id is also the event id. Re-sending with the same ``Idempotency-Key`` and body answers the same id
+    (and produces the same event again, which the pipeline de-duplicates, so a request that failed half-way is safe to retry).
+    """
+    have = await template_channels(res, body.template)
+    if not have:
+        raise HTTPException(422, f"unknown template '{body.template}'")
+    if missing := [c for c in body.channels if c not in have]:
+        raise HTTPException(422, f"template '{body.template}' has no active {', '.join(missing)} version (it has: {', '.join(sorted(have))})")
+    notification_id = uuid.uuid4().hex
+    if idempotency_key is not None:
+        notification_id = await claim_idempotency(res, key_id, idempotency_key, body_hash(body), notification_id)
+    try:
+        value = res.codec.encode("NotificationRequested", to_record(body, notification_id, now_ms()))
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    trace = x_trace_id or uuid.uuid4().hex
+    topic = res.settings.topic("events")
+    try:
+        await res.producer.send([OutRecord(topic, body.user_id.encode(), value, [(TRACE, trace.encode())])])
+    except ProduceError as exc:
+        raise HTTPException(503, f"the notification was not stored in Kafka ({exc}); retry with the same Idempotency-Key",
+                            headers={"Retry-After": "1"}) from exc
+    res.metrics.accepted.inc()
+    return JSONResponse(
+        {"id": notification_id, "status": "accepted"}, status_code=202,
+        headers={"Location": f"/v1/notifications/{notification_id}", "X-Trace-Id": trace},
+    )
+
+
+def _view(row: tuple, history: list[HistoryEntry] | None = None) -> NotificationView:
+    keys = NOTIFICATION_COLUMNS.split(", ")
+    return NotificationView(**dict(zip(keys, row)), history=history or [])
+
+
+@router.get("/v1/notifications/{notification_id}", response_model=NotificationView,
+            responses={**ERRORS, 404: {"description": "unknown notification"}})
+async def get_notification(notification_id: Annotated[str, Path(pattern=ID)], _key: ApiKey, res: Resources) -> NotificationView:
+    """A notification's current status and its whole history (every change, in order)."""
+    async with res.db.connection() as conn:
+        row = await (await conn.execute(f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = %s", (notification_id,))).fetchone()
+        if row is None:
+            raise HTTPException(404, f"no notification '{notification_id}' (a just-accepted one appears once the pipeline has queued it)")
+        hist = await (await conn.execute(
+            "SELECT status, channel, reason, delivery_id, provider_message_id, at FROM status_history"
+            " WHERE notification_id = %s ORDER BY at, id LIMIT 1000",
+            (notification_id,),
+        )).fetchall()
+    keys = ("status", "channel", "reason", "delivery_id", "provider_message_id", "at")
+    return _view(row, [HistoryEntry(**dict(zip(keys, h))) for h in hist])
+
+
+@router.get("/v1/users/{user_id}/notifications", response_model=NotificationPage, responses={**ERRORS})
+async def list_user_notifications(
+    user_id: Annotated[str, Path(pattern=ID)],
+    _key: ApiKey,
+    res: Resources,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> NotificationPage:
+    """A user's notifications, newest first, ``limit`` per page; follow ``next_cursor`` for older ones."""
+    args: list[object] = [user_id]
+    where = "user_id = %s"
+    if cursor:
+        try:
+            at, nid = decode_cursor(cursor)
+        except CursorError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        where += " AND (created_at, id) < (%s, %s)"
+        args += [at, nid]
+    async with res.db.connection() as conn:
+        rows = await (await conn.execute(
+            f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE {where} ORDER BY created_at DESC, id DESC LIMIT %s",
+            (*args, limit + 1),
+        )).fetchall()
+    items = [_view(r) for r in rows[:limit]]
+    nxt = encode_cursor(rows[limit - 1][9], rows[limit - 1][0]) if len(rows) > limit else None
+    return NotificationPage(items=items, next_cursor=nxt)
+

@@ -1,0 +1,147 @@
+"""Provider webhooks → ``Receipt`` records on the receipts topic, keyed by provider message id.
+
+Signatures are checked on the raw bytes before anything is parsed: SendGrid's
+signed event webhook (ECDSA P-256 over timestamp + payload, verified with the
+SDK's ``EventWebhook``) and Twilio's ``X-Twilio-Signature`` (HMAC over the URL
+and the form, verified with the SDK's ``RequestValidator``).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from fastapi import APIRouter, Header, HTTPException, Request
+from sendgrid.helpers.eventwebhook import EventWebhook
+from starlette.datastructures import ImmutableMultiDict
+from twilio.request_validator import RequestValidator
+
+from producers.api.auth import Resources
+from producers.api.provider_events import PayloadError, Translation, from_sendgrid, from_twilio
+from producers.api.resources import ApiResources
+from streams.output import ProduceError
+from streams.records import OutRecord, now_ms
+
+router = APIRouter(tags=["webhooks"])
+
+SENDGRID_BODY = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "array", "items": {"type": "object", "properties": {
+            "email": {"type": "string"}, "timestamp": {"type": "integer"}, "event": {"type": "string"},
+            "sg_message_id": {"type": "string"}, "reason": {"type": "string"}, "type": {"type": "string"},
+        }},
+    }}}},
+}
+TWILIO_BODY = {
+    "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+        "type": "object", "properties": {
+            "MessageSid": {"type": "string"}, "MessageStatus": {"type": "string"}, "ErrorCode": {"type": "string"},
+            "To": {"type": "string"}, "AccountSid": {"type": "string"},
+        },
+    }}}},
+}
+RESPONSES = {
+    401: {"description": "missing or wrong signature"},
+    400: {"description": "signed but not a provider payload"},
+    413: {"description": "body too large"},
+    503: {"description": "webhook not configured, or Kafka did not take the receipts (the provider retries)"},
+}
+
+
+def load_sendgrid_key(text: str) -> ec.EllipticCurvePublicKey:
+    """The verification key as SendGrid shows it (base64 DER) or as a PEM block."""
+    if "BEGIN PUBLIC KEY" in text:
+        key = load_pem_public_key(text.encode())
+    else:
+        key = EventWebhook(text.strip()).public_key
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError("the SendGrid webhook key is not an elliptic-curve public key")
+    return key
+
+
+def sendgrid_signature_ok(key: ec.EllipticCurvePublicKey, payload: bytes, signature: str, timestamp: str) -> bool:
+    try:
+        raw = base64.b64decode(signature, validate=True)
+        key.verify(raw, timestamp.encode() + payload, ec.ECDSA(hashes.SHA256()))
+        return True
+    except (InvalidSignature, binascii.Error, ValueError):
+        return False
+
+
+async def _produce(res: ApiResources, provider: str, t: Translation) -> dict[str, Any]:
+    topic = res.settings.topic("receipts")
+    records = [OutRecord(topic, r["provider_message_id"].encode(), res.codec.encode("Receipt", r)) for r in t.receipts]
+    try:
+        await res.producer.send(records)
+    except ProduceError as exc:
+        raise HTTPException(503, f"receipts not stored ({exc}); the provider will retry", headers={"Retry-After": "5"}) from exc
+    for r in t.receipts:
+        res.metrics.receipts.labels(provider, r["status"]).inc()
+    for why, n in t.skipped.items():
+        res.metrics.webhook_skipped.labels(why).inc(n)
+    return {"accepted": len(t.receipts), "skipped": sum(t.skipped.values())}
+
+
+@router.post("/v1/webhooks/sendgrid", openapi_extra=SENDGRID_BODY, responses=RESPONSES)
+async def sendgrid_events(
+    request: Request,
+    res: Resources,
+    x_twilio_email_event_webhook_signature: Annotated[str | None, Header()] = None,
+    x_twilio_email_event_webhook_timestamp: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """SendGrid's signed event webhook: delivered, open, click, bounce and dropped events become receipts."""
+    key = request.app.state.sendgrid_key
+    if key is None:
+        raise HTTPException(503, "SendGrid webhook not configured: set HERALD_SENDGRID_WEBHOOK_PUBLIC_KEY")
+    payload = await request.body()
+    sig, ts = x_twilio_email_event_webhook_signature, x_twilio_email_event_webhook_timestamp
+    if not sig or not ts or not sendgrid_signature_ok(key, payload, sig, ts):
+        res.metrics.rejected.labels("bad_signature").inc()
+        raise HTTPException(401, "bad or missing X-Twilio-Email-Event-Webhook-Signature / -Timestamp")
+    try:
+        events = json.loads(payload)
+        translation = from_sendgrid(events, now_ms())
+    except (ValueError, PayloadError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise HTTPException(400, f"not a SendGrid event batch: {exc}") from exc
+    return await _produce(res, "sendgrid", translation)
+
+
+def _public_url(request: Request, public_base: str | None) -> str:
+    if not public_base:
+        return str(request.url)
+    query = f"?{request.url.query}" if request.url.query else ""
+    return public_base.rstrip("/") + request.url.path + query
+
+
+@router.post("/v1/webhooks/twilio", openapi_extra=TWILIO_BODY, responses=RESPONSES)
+async def twilio_status(
+    request: Request,
+    res: Resources,
+    x_twilio_signature: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """Twilio's message status callback (form-encoded, ``X-Twilio-Signature``): delivered, undelivered, failed, read."""
+    body = await request.body()
+    try:
+        form = ImmutableMultiDict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200))
+    except (UnicodeDecodeError, ValueError) as exc:
+        form = None
+        bad = exc
+    validator = RequestValidator(res.settings.twilio_auth_token.get_secret_value())
+    url = _public_url(request, res.config.public_url)
+    if not x_twilio_signature or form is None or not validator.validate(url, form, x_twilio_signature):
+        res.metrics.rejected.labels("bad_signature").inc()
+        detail = "bad or missing X-Twilio-Signature"
+        if form is None:
+            detail += f" (body is not a form: {bad})"
+        raise HTTPException(401, detail)
+    try:
+        translation = from_twilio({k: form[k] for k in form}, now_ms())
+    except PayloadError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    return await _produce(res, "twilio", translation)
