@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from infra.cli import db, schemas, stack, worker
+from infra.cli import api as api_command, apikeys
 from infra.cli.errors import CliError
 from infra.cli.scheduler import scheduler as scheduler_command
 
@@ -22,6 +23,8 @@ app.add_typer(db.app, name="db")
 app.add_typer(schemas.app, name="schemas")
 app.command("worker")(worker.worker)
 app.command("scheduler")(scheduler_command)
+app.command("api")(api_command.api)
+app.add_typer(apikeys.app, name="apikeys")
 
 
 @app.command()
