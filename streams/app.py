@@ -82,6 +82,14 @@ def _batch_task(spec: AgentSpec, shared: _SharedContext, settings: Settings):
     return task
 
 
+def _service_task(spec: AgentSpec, shared: _SharedContext):
+    async def task() -> None:
+        await spec.service(await shared.get())  # type: ignore[misc]
+
+    task.__name__ = task.__qualname__ = spec.name.replace("-", "_")
+    return task
+
+
 def create_app(
     settings: Settings,
     agents: Iterable[str] | None = None,
@@ -110,6 +118,9 @@ def create_app(
     shared = _SharedContext(settings, context_factory)
     batch_specs: list[AgentSpec] = []
     for spec in select(agent_specs(settings), agents):
+        if spec.service is not None:
+            app.task(_service_task(spec, shared))
+            continue
         if spec.name in settings.batch_engine_agents:
             batch_specs.append(spec)
             continue

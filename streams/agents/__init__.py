@@ -14,14 +14,17 @@ from streams.context import Context
 from streams.runner import Handler
 
 # modules holding agents, in start order
-AGENT_MODULES = ("streams.agents.status",)
+AGENT_MODULES = ("streams.agents.status", "streams.agents.retry", "streams.agents.route")
 
 
 @dataclass(frozen=True)
 class AgentSpec:
     name: str
     topics: list[str]
-    build: Callable[[Context], Awaitable[Handler]]
+    build: Callable[[Context], Awaitable[Handler]] | None = None
+    # instead of a handler: a loop that consumes ``topics`` itself and runs until cancelled
+    # (the retry tiers, which pause and seek partitions)
+    service: Callable[[Context], Awaitable[None]] | None = None
 
 
 def agent_specs(settings: Settings) -> list[AgentSpec]:
