@@ -47,6 +47,19 @@ def _to_in(m) -> InRecord:
     return InRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(), list(m.headers() or []), ts if ts > 0 else 0)
 
 
+def _record_lag(consumer: Consumer, committed: list[TopicPartition], lag: dict[tuple[str, int], int], metrics) -> None:
+    """Records behind the log end per topic, from librdkafka's cached watermarks (no round trip)."""
+    for tp in committed:
+        try:
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+        except Exception:  # noqa: BLE001 - no cached watermark yet
+            continue
+        if high >= 0:
+            lag[(tp.topic, tp.partition)] = max(0, high - tp.offset)
+    for topic in {t for t, _ in lag}:
+        metrics.consumer_lag.labels(topic).set(sum(v for (t, _), v in lag.items() if t == topic))
+
+
 async def run_batch_agent(name: str, topics: list[str], runner_factory, settings: Settings) -> None:
     """Consume ``topics`` in group ``{app_id}-{name}`` until cancelled."""
     pool = ThreadPoolExecutor(1, thread_name_prefix=f"engine-{name}")
@@ -54,6 +67,7 @@ async def run_batch_agent(name: str, topics: list[str], runner_factory, settings
     consumer = Consumer(consumer_config(settings, f"{settings.app_id}-{name}"))
     consumer.subscribe(topics)
     runner: BatchRunner | None = None
+    lag: dict[tuple[str, int], int] = {}
     try:
         while True:
             msgs = await loop.run_in_executor(pool, consumer.consume, settings.batch_size, settings.batch_within)
@@ -71,6 +85,7 @@ async def run_batch_agent(name: str, topics: list[str], runner_factory, settings
             await runner.run(batch)
             offsets = [TopicPartition(t, p, o) for (t, p), o in high.items()]
             await loop.run_in_executor(pool, lambda: consumer.commit(offsets=offsets, asynchronous=False))
+            _record_lag(consumer, offsets, lag, runner.ctx.metrics)
     except asyncio.CancelledError:
         raise
     finally:

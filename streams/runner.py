@@ -87,7 +87,8 @@ class BatchRunner:
         except Exception as exc:  # noqa: BLE001
             if is_infra_error(exc):
                 raise
-            log.exception("%s: record %s/%d/%d dead-lettered", self.handler.name, rec.topic, rec.partition, rec.offset)
+            log.exception("%s: record %s/%d/%d dead-lettered", self.handler.name, rec.topic, rec.partition, rec.offset,
+                          extra={"trace_id": rec.trace_id})
             why = DeadLetter(self.handler.stage, type(exc).__name__, str(exc) or repr(exc))
             self.ctx.metrics.dead_letters.labels(why.stage, why.error_class).inc()
             return [dead_letter(rec, why, self.ctx.settings.topic("dlq"))]

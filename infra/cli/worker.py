@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 import sys
 
 import typer
@@ -33,7 +34,10 @@ def worker(
         from infra.cli.errors import CliError
 
         raise CliError(str(exc)) from exc
-    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from infra.logs import logging_config
+
+    config = logging_config(loglevel)
+    logging.config.dictConfig(config)
     app = create_app(settings, agents)
     sys.argv = sys.argv[:1]
-    faust.Worker(app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
+    faust.Worker(app, loglevel=loglevel.upper(), quiet=True, logging_config=config).execute_from_commandline()
