@@ -11,6 +11,7 @@ from infra.cli import db, schemas, stack, worker
 from infra.cli import api as api_command, apikeys
 from infra.cli.errors import CliError
 from infra.cli.scheduler import scheduler as scheduler_command
+from infra.cli import campaign as campaign_cli
 
 app = typer.Typer(
     help="Herald: domain events on Kafka → email, SMS and push. Settings come from HERALD_* variables (see `herald config`).",
@@ -23,6 +24,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(schemas.app, name="schemas")
 app.command("worker")(worker.worker)
 app.command("scheduler")(scheduler_command)
+app.add_typer(campaign_cli.app, name="campaign")
 app.command("api")(api_command.api)
 app.add_typer(apikeys.app, name="apikeys")
 

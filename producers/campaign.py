@@ -1,0 +1,303 @@
+"""The campaign producer: recipients → ``CampaignMessage`` records on ``herald.bulk`` at full producer speed.
+
+A campaign is a row of ``campaigns`` (template, channels, category, variables,
+source, total, produced). Recipients are sent in chunks; a chunk counts as
+produced only once the broker acknowledged all of it, and ``produced`` grows
+only over the contiguous acknowledged prefix. ``event_id`` is
+``campaign_id:user_id``, so a resumed campaign that sends a chunk again is
+de-duplicated downstream (route's (event, channel) key and the delivery
+ledger). Encoding is CPU-bound Python, so chunks are spread over ``procs``
+processes, each with its own librdkafka producer.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+from confluent_kafka import KafkaError, Producer
+
+from producers.campaign_source import Recipient, Rejected
+from schemas.codec import Codec
+from streams.output import producer_config
+from streams.records import TRACE
+
+CHANNELS = ("email", "sms", "push")
+
+
+class CampaignError(RuntimeError):
+    """The campaign stopped: what happened and how far it got (resume it with its id)."""
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    id: str
+    template: str
+    source: dict[str, str]              # {"file": path} or {"query": sql}
+    channels: tuple[str, ...] = ("email",)
+    category: str = "marketing"
+    variables: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.template:
+            raise ValueError("a campaign needs a template code")
+        if not self.channels or any(c not in CHANNELS for c in self.channels):
+            raise ValueError(f"channels must be some of {', '.join(CHANNELS)}; got {', '.join(self.channels) or 'none'}")
+
+
+def new_campaign_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"c{now:%Y%m%d}-{secrets.token_hex(4)}"
+
+
+def event_id(campaign_id: str, user_id: str) -> str:
+    return f"{campaign_id}:{user_id}"
+
+
+def message(spec: CampaignSpec, r: Recipient, occurred_at_ms: int, base_variables_json: str | None = None) -> dict[str, Any]:
+    """The ``CampaignMessage`` for one recipient: campaign variables, overridden by the recipient's own."""
+    if r.variables:
+        variables_json = json.dumps({**spec.variables, **r.variables}, separators=(",", ":"), default=str)
+    else:
+        variables_json = base_variables_json or json.dumps(spec.variables, separators=(",", ":"), default=str)
+    return {
+        "event_id": event_id(spec.id, r.user_id),
+        "occurred_at": occurred_at_ms,
+        "campaign_id": spec.id,
+        "user_id": r.user_id,
+        "template": spec.template,
+        "channels": list(spec.channels),
+        "category": spec.category,
+        "variables_json": variables_json,
+    }
+
+
+# --- the campaigns table ------------------------------------------------------
+
+@dataclass(frozen=True)
+class CampaignRow:
+    spec: CampaignSpec
+    total: int
+    produced: int
+    status: str
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def create(conn: psycopg.Connection, spec: CampaignSpec, total: int) -> None:
+    try:
+        conn.execute(
+            "INSERT INTO campaigns (id, template, source, total, produced, status, channels, category, variables) "
+            "VALUES (%s, %s, %s, %s, 0, 'producing', %s, %s, %s)",
+            (spec.id, spec.template, json.dumps(spec.source), total, list(spec.channels), spec.category,
+             json.dumps(spec.variables)),
+        )
+    except psycopg.errors.UniqueViolation as exc:
+        raise CampaignError(f"campaign {spec.id} already exists; continue it with --resume {spec.id}") from exc
+
+
+def load(conn: psycopg.Connection, campaign_id: str) -> CampaignRow | None:
+    row = conn.execute(
+        "SELECT id, template, source, channels, category, variables, total, produced, status, error, created_at, finished_at "
+        "FROM campaigns WHERE id = %s",
+        (campaign_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    cid, template, source, channels, category, variables, total, produced, status, error, created, finished = row
+    spec = CampaignSpec(cid, template, json.loads(source), tuple(channels), category, variables or {})
+    return CampaignRow(spec, total, produced, status, error, created, finished)
+
+
+def set_progress(conn: psycopg.Connection, campaign_id: str, produced: int, status: str = "producing",
+                 error: str | None = None, total: int | None = None) -> None:
+    conn.execute(
+        "UPDATE campaigns SET produced = GREATEST(produced, %s), status = %s, error = %s, total = COALESCE(%s, total), "
+        "updated_at = now(), finished_at = CASE WHEN %s = 'produced' THEN now() ELSE finished_at END WHERE id = %s",
+        (produced, status, error, total, status, campaign_id),
+    )
+
+
+# --- producing ------------------------------------------------------------------
+
+@dataclass
+class ChunkResult:
+    index: int
+    sent: int
+    errors: list[str]
+
+
+class ChunkProducer:
+    """Encodes and produces one chunk of recipients, then waits for every acknowledgement."""
+
+    def __init__(self, bootstrap: str, topic: str, spec: CampaignSpec, codec: Codec | None = None,
+                 timeout: float = 60.0, **producer_extra: object) -> None:
+        self.topic = topic
+        self.spec = spec
+        self.codec = codec or Codec()
+        self.timeout = timeout
+        self._errors: list[str] = []
+        self._base_vars = json.dumps(spec.variables, separators=(",", ":"), default=str)
+        config = producer_config(bootstrap, **{
+            "linger.ms": 20,
+            "delivery.report.only.error": True,  # no Python callback per acknowledged record
+            "on_delivery": self._report,
+            "message.timeout.ms": int(timeout * 1000),
+            **producer_extra,
+        })
+        self._producer = Producer(config)
+
+    def _report(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._errors.append(f"{msg.key()!r}: {err.str()}")
+
+    def send(self, index: int, chunk: list[Recipient]) -> ChunkResult:
+        spec, encode, produce, poll = self.spec, self.codec.encode, self._producer.produce, self._producer.poll
+        topic, base = self.topic, self._base_vars
+        occurred = int(time.time() * 1000)
+        for r in chunk:
+            rec = message(spec, r, occurred, base)
+            eid = rec["event_id"].encode()
+            while True:
+                try:
+                    produce(topic, encode("CampaignMessage", rec), r.user_id.encode(), headers=[(TRACE, eid)])
+                    break
+                except BufferError:
+                    poll(0.05)
+        left = self._producer.flush(self.timeout)
+        errors, self._errors = self._errors, []
+        if left:
+            errors.append(f"{left} record(s) not acknowledged within {self.timeout:.0f}s")
+        return ChunkResult(index, len(chunk) if not errors else 0, errors)
+
+    def close(self) -> None:
+        self._producer.flush(5)
+
+
+_worker: ChunkProducer | None = None  # one per pool process, set by _init_worker
+
+
+def _init_worker(bootstrap: str, topic: str, spec: CampaignSpec, extra: dict[str, object]) -> None:
+    global _worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
+    _worker = ChunkProducer(bootstrap, topic, spec, **extra)
+
+
+def _send_chunk(job: tuple[int, list[Recipient]]) -> ChunkResult:
+    assert _worker is not None
+    return _worker.send(*job)
+
+
+@dataclass
+class ProduceReport:
+    produced: int                     # contiguous acknowledged prefix, including what was skipped on resume
+    sent_now: int
+    rejected: list[Rejected]
+    rejected_count: int
+    seconds: float
+    interrupted: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.sent_now / self.seconds if self.seconds > 0 else 0.0
+
+
+def _chunks(items: Iterable[Recipient | Rejected], skip: int, size: int, rejected: list[Rejected],
+            counter: list[int]) -> Iterator[tuple[int, list[Recipient]]]:
+    """Chunks of recipients after the first ``skip``; rejected lines are collected (the first 1000 kept)."""
+    seen = 0
+    chunk: list[Recipient] = []
+    index = 0
+    for item in items:
+        if isinstance(item, Rejected):
+            counter[0] += 1
+            if len(rejected) < 1000:
+                rejected.append(item)
+            continue
+        seen += 1
+        if seen <= skip:
+            continue
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield index, chunk
+            index += 1
+            chunk = []
+    if chunk:
+        yield index, chunk
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    spec: CampaignSpec,
+    recipients: Iterable[Recipient | Rejected],
+    *,
+    skip: int = 0,
+    procs: int = 1,
+    chunk_size: int = 20_000,
+    on_progress: Callable[[int], None] | None = None,
+    producer_extra: dict[str, object] | None = None,
+) -> ProduceReport:
+    """Produce every recipient after the first ``skip``; ``on_progress(produced)`` after each acknowledged chunk.
+
+    Stops at the first chunk the broker did not fully acknowledge (``errors``)
+    or at Ctrl-C (``interrupted``); ``produced`` is then what a resume skips.
+    """
+    rejected: list[Rejected] = []
+    rejected_count = [0]
+    jobs = _chunks(recipients, skip, chunk_size, rejected, rejected_count)
+    extra = producer_extra or {}
+    produced, sent = skip, 0
+    errors: list[str] = []
+    interrupted = False
+    t0 = time.perf_counter()
+    if procs <= 1:
+        results: Iterator[ChunkResult]
+        local = ChunkProducer(bootstrap, topic, spec, **extra)
+        results = (local.send(i, c) for i, c in jobs)
+        pool = None
+    else:
+        # Pool.imap would read the whole source ahead; a semaphore keeps a few chunks in flight per process
+        window = threading.Semaphore(procs * 2)
+        stopping = threading.Event()
+
+        def bounded() -> Iterator[tuple[int, list[Recipient]]]:
+            for job in jobs:
+                while not window.acquire(timeout=0.2):
+                    if stopping.is_set():
+                        return
+                yield job
+
+        pool = mp.get_context("fork").Pool(procs, _init_worker, (bootstrap, topic, spec, extra))
+        results = pool.imap(_send_chunk, bounded())  # in order: the acknowledged prefix is well defined
+    try:
+        for r in results:
+            if pool is not None:
+                window.release()
+            if r.errors:
+                errors = r.errors[:5]
+                break
+            produced += r.sent
+            sent += r.sent
+            if on_progress:
+                on_progress(produced)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if pool is not None:
+            stopping.set()
+            pool.terminate()
+            pool.join()
+        else:
+            local.close()
+    return ProduceReport(produced, sent, rejected, rejected_count[0], time.perf_counter() - t0, interrupted, errors)
