@@ -1,0 +1,185 @@
+"""Route configuration (infra/config/routes.yaml): loading and validation.
+
+A bad file stops the worker at start with an error that names the route and
+the field, rather than dead-lettering every event later.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from infra.settings import CHANNELS
+
+# request records carry template, channels, category and variables themselves
+REQUEST_RECORDS = ("NotificationRequested", "CampaignMessage")
+LANES = ("interactive", "bulk")
+LIMIT_KEY_PARTS = ("user", "channel", "category", "event_type")
+
+
+class RouteConfigError(ValueError):
+    """The routes file is invalid; the message names the route (or section) and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    event_type: str
+    recipient: str
+    template: str | None
+    channels: tuple[str, ...]
+    category: str | None
+    lane: str
+    ttl_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateRule:
+    name: str
+    key: tuple[str, ...]
+    limit: int
+    window_seconds: int
+    channels: frozenset[str] | None = None
+    categories: frozenset[str] | None = None
+
+    def applies(self, channel: str, category: str) -> bool:
+        return (self.channels is None or channel in self.channels) and (
+            self.categories is None or category in self.categories
+        )
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    routes: dict[str, Route]
+    critical_categories: frozenset[str] = frozenset({"security"})
+    quiet_hours_channels: frozenset[str] = frozenset({"sms", "push"})
+    rate_limits: tuple[RateRule, ...] = ()
+    template_refresh_seconds: float = 5.0
+    source: str = field(default="<memory>", compare=False)
+
+    def is_critical(self, category: str) -> bool:
+        return category in self.critical_categories
+
+
+def default_routes_path() -> Path:
+    return Path(str(resources.files("infra") / "config" / "routes.yaml"))
+
+
+def load_routes(path: Path | None = None, known_records: dict[str, set[str]] | None = None) -> RouteConfig:
+    """Read and validate the routes file (default: the packaged one).
+
+    ``known_records`` maps record short names to their field names (from the
+    schema catalog); when given, every route must name a catalogued record and
+    an existing recipient field.
+    """
+    path = path or default_routes_path()
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise RouteConfigError(f"{path}: cannot read the routes file: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise RouteConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_routes(raw, str(path), known_records)
+
+
+def parse_routes(raw: Any, source: str = "<memory>", known_records: dict[str, set[str]] | None = None) -> RouteConfig:
+    if not isinstance(raw, dict):
+        raise RouteConfigError(f"{source}: expected a mapping with a 'routes' section")
+    routes_raw = raw.get("routes")
+    if not isinstance(routes_raw, dict) or not routes_raw:
+        raise RouteConfigError(f"{source}: 'routes' must be a non-empty mapping of event type → route")
+    routes = {name: _route(source, str(name), spec, known_records) for name, spec in routes_raw.items()}
+    critical = _str_list(source, "critical_categories", raw.get("critical_categories", ["security"]))
+    quiet = _str_list(source, "quiet_hours_channels", raw.get("quiet_hours_channels", ["sms", "push"]))
+    for ch in quiet:
+        if ch not in CHANNELS:
+            raise RouteConfigError(f"{source}: quiet_hours_channels: unknown channel {ch!r} (expected one of {', '.join(CHANNELS)})")
+    refresh = raw.get("template_refresh_seconds", 5)
+    if not isinstance(refresh, (int, float)) or refresh < 0:
+        raise RouteConfigError(f"{source}: template_refresh_seconds: expected a number >= 0, got {refresh!r}")
+    rules_raw = raw.get("rate_limits", [])
+    if not isinstance(rules_raw, list):
+        raise RouteConfigError(f"{source}: rate_limits: expected a list of rules")
+    rules = tuple(_rule(source, i, r) for i, r in enumerate(rules_raw))
+    names = [r.name for r in rules]
+    if len(set(names)) != len(names):
+        raise RouteConfigError(f"{source}: rate_limits: rule names must be unique, got {names}")
+    return RouteConfig(routes, frozenset(critical), frozenset(quiet), rules, float(refresh), source)
+
+
+def _route(source: str, name: str, spec: Any, known: dict[str, set[str]] | None) -> Route:
+    where = f"{source}: route {name!r}"
+    if not isinstance(spec, dict):
+        raise RouteConfigError(f"{where}: expected a mapping of fields")
+    allowed = {"recipient", "template", "channels", "category", "lane", "ttl_seconds"}
+    if extra := set(spec) - allowed:
+        raise RouteConfigError(f"{where}: unknown field(s) {', '.join(sorted(extra))} (allowed: {', '.join(sorted(allowed))})")
+    if known is not None and name not in known:
+        raise RouteConfigError(f"{where}: no record of that name in the schema catalog")
+    recipient = spec.get("recipient")
+    if not isinstance(recipient, str) or not recipient:
+        raise RouteConfigError(f"{where}: field 'recipient': required, the event field holding the user id")
+    if known is not None and recipient not in known[name]:
+        raise RouteConfigError(f"{where}: field 'recipient': {name} has no field {recipient!r}")
+    is_request = name in REQUEST_RECORDS
+    template = spec.get("template")
+    channels = spec.get("channels")
+    category = spec.get("category")
+    if not is_request:
+        if not isinstance(template, str) or not template:
+            raise RouteConfigError(f"{where}: field 'template': required, a template code")
+        if not isinstance(channels, list) or not channels:
+            raise RouteConfigError(f"{where}: field 'channels': required, a non-empty list of {', '.join(CHANNELS)}")
+        if not isinstance(category, str) or not category:
+            raise RouteConfigError(f"{where}: field 'category': required (transactional, social, marketing, security...)")
+    for ch in channels or []:
+        if ch not in CHANNELS:
+            raise RouteConfigError(f"{where}: field 'channels': unknown channel {ch!r} (expected one of {', '.join(CHANNELS)})")
+    if channels and len(set(channels)) != len(channels):
+        raise RouteConfigError(f"{where}: field 'channels': listed twice in {channels}")
+    lane = spec.get("lane", "interactive")
+    if lane not in LANES:
+        raise RouteConfigError(f"{where}: field 'lane': {lane!r} is not one of {', '.join(LANES)}")
+    ttl = spec.get("ttl_seconds")
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0:
+        raise RouteConfigError(f"{where}: field 'ttl_seconds': required, a positive number of seconds, got {ttl!r}")
+    return Route(name, recipient, template, tuple(channels or ()), category, lane, ttl)
+
+
+def _rule(source: str, i: int, r: Any) -> RateRule:
+    where = f"{source}: rate_limits[{i}]"
+    if not isinstance(r, dict):
+        raise RouteConfigError(f"{where}: expected a mapping")
+    name = r.get("name")
+    if not isinstance(name, str) or not name or ":" in name:
+        raise RouteConfigError(f"{where}: field 'name': required, without ':'")
+    where = f"{source}: rate limit {name!r}"
+    key = r.get("key")
+    if not isinstance(key, list) or not key or any(k not in LIMIT_KEY_PARTS for k in key):
+        raise RouteConfigError(f"{where}: field 'key': a non-empty list of {', '.join(LIMIT_KEY_PARTS)}, got {key!r}")
+    limit, window = r.get("limit"), r.get("window_seconds")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise RouteConfigError(f"{where}: field 'limit': a number >= 0, got {limit!r}")
+    if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
+        raise RouteConfigError(f"{where}: field 'window_seconds': a positive number, got {window!r}")
+    channels = r.get("channels")
+    if channels is not None:
+        for ch in _str_list(source, f"rate limit {name!r}: field 'channels'", channels):
+            if ch not in CHANNELS:
+                raise RouteConfigError(f"{where}: field 'channels': unknown channel {ch!r}")
+    categories = r.get("categories")
+    if categories is not None:
+        _str_list(source, f"rate limit {name!r}: field 'categories'", categories)
+    return RateRule(
+        name, tuple(key), limit, window,
+        frozenset(channels) if channels is not None else None,
+        frozenset(categories) if categories is not None else None,
+    )
+
+
+def _str_list(source: str, what: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
+        raise RouteConfigError(f"{source}: {what}: expected a list of names, got {value!r}")
+    return value

@@ -1,0 +1,94 @@
+"""Steps 1–2: a decoded record and its route → what to notify (an Intent), or a reason to dead-letter it."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from infra.settings import CHANNELS
+from schemas.codec import Decoded
+from streams.routes import REQUEST_RECORDS, RouteConfig
+
+
+class RouteError(ValueError):
+    """The record decoded but cannot be routed; ``reason`` is the DLQ error class."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class Intent:
+    event_id: str
+    event_type: str
+    user_id: str
+    template: str
+    channels: tuple[str, ...]
+    category: str
+    lane: str
+    ttl_seconds: int
+    occurred_ms: int
+    send_at_ms: int | None
+    critical: bool
+    variables: dict[str, Any] = field(default_factory=dict)
+    campaign_id: str | None = None
+
+
+def to_ms(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return int(value)
+
+
+def intent_for(decoded: Decoded, cfg: RouteConfig, bulk: bool = False) -> Intent:
+    """Build the Intent of one decoded record; raises RouteError (``no_route``, ``bad_event``, ``bad_variables``)."""
+    route = cfg.routes.get(decoded.name)
+    if route is None:
+        raise RouteError("no_route", f"no route for event type {decoded.name!r} (routes: {', '.join(sorted(cfg.routes))})")
+    rec = decoded.record
+    user_id = rec.get(route.recipient)
+    if not isinstance(user_id, str) or not user_id:
+        raise RouteError("bad_event", f"{decoded.name}: recipient field {route.recipient!r} is empty")
+    event_id = rec.get("event_id")
+    if not isinstance(event_id, str) or not event_id:
+        raise RouteError("bad_event", f"{decoded.name}: event_id is empty")
+    if decoded.name in REQUEST_RECORDS:
+        template = rec["template"]
+        channels = tuple(dict.fromkeys(rec["channels"]))  # de-duplicated, order kept
+        category = rec["category"]
+        try:
+            variables = json.loads(rec.get("variables_json") or "{}")
+        except ValueError as exc:
+            raise RouteError("bad_variables", f"{decoded.name} {event_id}: variables_json is not JSON: {exc}") from exc
+        if not isinstance(variables, dict):
+            raise RouteError("bad_variables", f"{decoded.name} {event_id}: variables_json must be a JSON object")
+        if not template:
+            raise RouteError("bad_event", f"{decoded.name} {event_id}: template is empty")
+        if not channels:
+            raise RouteError("bad_event", f"{decoded.name} {event_id}: no channels")
+    else:
+        template, channels, category = route.template or "", route.channels, route.category or ""
+        variables = dict(rec)
+    for ch in channels:
+        if ch not in CHANNELS:
+            raise RouteError("bad_event", f"{decoded.name} {event_id}: unknown channel {ch!r}")
+    ttl = rec.get("ttl_seconds") or route.ttl_seconds
+    return Intent(
+        event_id=event_id,
+        event_type=decoded.name,
+        user_id=user_id,
+        template=template,
+        channels=channels,
+        category=category,
+        lane="bulk" if bulk else route.lane,
+        ttl_seconds=int(ttl),
+        occurred_ms=to_ms(rec.get("occurred_at")) or 0,
+        send_at_ms=to_ms(rec.get("send_at")),
+        critical=cfg.is_critical(category),
+        variables=variables,
+        campaign_id=rec.get("campaign_id"),
+    )

@@ -1,0 +1,46 @@
+"""Step 9: which rate-limit counters a notification increments (fixed windows), and the Lua call's arguments."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.routes import RateRule
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    key: str
+    limit: int
+    ttl: int
+    rule: str
+
+
+def counters(rules: tuple[RateRule, ...], key_prefix: str, *, user: str, channel: str, category: str,
+             event_type: str, now_ms: int) -> list[Counter]:
+    """The counters one (event, channel) notification counts against; the window is part of the key."""
+    values = {"user": user, "channel": channel, "category": category, "event_type": event_type}
+    out = []
+    for rule in rules:
+        if not rule.applies(channel, category):
+            continue
+        bucket = now_ms // (rule.window_seconds * 1000)
+        parts = ":".join(values[k] for k in rule.key)
+        # the key lives one window past its bucket's end, no longer
+        out.append(Counter(f"{key_prefix}:{rule.name}:{parts}:{bucket}", rule.limit, rule.window_seconds + 60, rule.name))
+    return out
+
+
+def script_args(checks: list[list[Counter]]) -> tuple[list[str], list[int]]:
+    """KEYS and ARGV of the rate-limit script for a batch of checks (each a list of counters)."""
+    index: dict[str, int] = {}
+    argv: list[int] = [len(checks)]
+    for counters_ in checks:
+        argv.append(len(counters_))
+        for c in counters_:
+            i = index.setdefault(c.key, len(index) + 1)
+            argv += [i, c.limit, c.ttl]
+    return list(index), argv
+
+
+def denied_by(checks: list[list[Counter]], results: list[int]) -> list[str | None]:
+    """Script results (0 allowed, i = the i-th counter was full) → the denying rule's name per check."""
+    return [None if r == 0 else cs[int(r) - 1].rule for cs, r in zip(checks, results)]

@@ -1,0 +1,89 @@
+"""Step 10: render one channel's message from a compiled template; SMS segment count.
+
+Template text is data that operators edit, so any failure in it is caught
+here and reported as a RenderFailure (DLQ stage ``render``), never raised.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from jinja2 import Template, UndefinedError
+from jinja2.exceptions import SecurityError
+
+from streams.templates import CompiledTemplate
+
+GSM7_BASIC = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENDED = set("^{}\\[~]|€\f")
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    text: str
+    subject: str | None = None
+    html: str | None = None
+    push_title: str | None = None
+    sms_segments: int = 0
+    push_data: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderFailure:
+    reason: str   # render_error | template_security | no_template
+    message: str
+
+
+def sms_segments(text: str) -> int:
+    """Segments an SMS of ``text`` takes: GSM-7 (160, or 153 per part) unless a character needs UCS-2 (70, or 67)."""
+    if not text:
+        return 0
+    if all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in text):
+        septets = sum(2 if c in GSM7_EXTENDED else 1 for c in text)
+        return 1 if septets <= 160 else math.ceil(septets / 153)
+    units = len(text.encode("utf-16-le")) // 2
+    return 1 if units <= 70 else math.ceil(units / 67)
+
+
+def _part(tmpl: CompiledTemplate, name: str, t: Template | None, context: dict[str, Any]) -> str | None:
+    if t is None:
+        return None
+    return t.render(context).strip()
+
+
+def render(tmpl: CompiledTemplate | None, channel: str, context: dict[str, Any],
+           push_data: dict[str, str] | None = None) -> Rendered | RenderFailure:
+    if tmpl is None:
+        return RenderFailure("no_template", f"no active {channel} template for this code and locale chain")
+    if tmpl.error:
+        return RenderFailure("render_error", f"{tmpl.label}: {tmpl.error}")
+    part = "text"
+    try:
+        text = _part(tmpl, "text", tmpl.text, context) or ""
+        part = "subject"
+        subject = _part(tmpl, part, tmpl.subject, context)
+        part = "html"
+        html = _part(tmpl, part, tmpl.html, context)
+        part = "push_title"
+        title = _part(tmpl, part, tmpl.push_title, context)
+    except SecurityError as exc:
+        return RenderFailure("template_security", f"{tmpl.label} ({part}): unsafe access refused: {exc}")
+    except UndefinedError as exc:
+        return RenderFailure("render_error", f"{tmpl.label} ({part}): missing variable: {exc}")
+    except Exception as exc:  # noqa: BLE001 - template code is data; any failure in it is a render error
+        return RenderFailure("render_error", f"{tmpl.label} ({part}): {type(exc).__name__}: {exc}")
+    if not text:
+        return RenderFailure("render_error", f"{tmpl.label}: the text part rendered empty")
+    if channel == "email" and not subject:
+        return RenderFailure("render_error", f"{tmpl.label}: an email template needs a subject")
+    return Rendered(
+        text=text,
+        subject=subject if channel == "email" else None,
+        html=html if channel == "email" else None,
+        push_title=title if channel == "push" else None,
+        sms_segments=sms_segments(text) if channel == "sms" else 0,
+        push_data=dict(push_data or {}) if channel == "push" else {},
+    )
