@@ -24,3 +24,7 @@ class Permanent(DeliveryError):
 
 class InvalidToken(Permanent):
     """The device token is gone (FCM UNREGISTERED, APNs 410): deactivate the device at once."""
+
+
+class InvalidAddress(Permanent):
+    """The address itself is unusable (malformed e-mail, not a phone number): dead-lettered as ``invalid_address``."""

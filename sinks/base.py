@@ -1,0 +1,45 @@
+"""The one protocol every provider sink speaks.
+
+``send_batch`` takes Delivery records (dicts, as decoded from Avro) and
+returns one result per delivery, in order: ``Sent`` or one of the
+``sinks.errors`` exceptions *as a value*. Vendor exceptions are mapped onto
+that taxonomy inside each sink module and never leave ``sinks/``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sinks.errors import DeliveryError
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    provider_message_id: str
+
+
+Result = Sent | DeliveryError
+Delivery = dict[str, Any]
+
+
+class Sink(Protocol):
+    provider: str    # e.g. "sendgrid": names the circuit breaker and the metrics
+    channel: str     # "email" | "sms" | "push"
+    max_batch: int   # the most deliveries one send_batch call should get
+
+    async def send_batch(self, deliveries: list[Delivery]) -> list[Result]:
+        """Hand the deliveries to the provider; one result per delivery, never raises for a provider error."""
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+def parse_retry_after(value: str | None, default: float = 1.0) -> float:
+    """Retry-After in seconds (the HTTP-date form is rare at these providers; treated as the default)."""
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return default

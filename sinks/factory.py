@@ -1,0 +1,32 @@
+"""Build the sink of a channel from settings (``email_provider``, ``sms_provider``, ``push_provider``)."""
+from __future__ import annotations
+
+from infra.settings import Settings
+from sinks.base import Sink
+
+
+def provider_of(settings: Settings, channel: str) -> str:
+    return {"email": settings.email_provider, "sms": settings.sms_provider, "push": settings.push_provider}[channel]
+
+
+def build_sink(settings: Settings, channel: str) -> Sink:
+    provider = provider_of(settings, channel)
+    if provider == "smtp":
+        from sinks.smtp import SmtpSink
+
+        pw = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+        return SmtpSink(settings.smtp_host, settings.smtp_port, settings.email_from, settings.smtp_username, pw)
+    if provider == "sendgrid":
+        from sinks.sendgrid import SendGridSink
+
+        return SendGridSink(settings.sendgrid_api_key.get_secret_value(), settings.sendgrid_host, settings.email_from)
+    if provider == "twilio":
+        from sinks.twilio import TwilioSink
+
+        return TwilioSink(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
+                          settings.twilio_from, settings.twilio_base_url)
+    if provider == "fcm":
+        from sinks.fcm import FcmSink
+
+        return FcmSink.from_settings(settings)
+    raise ValueError(f"no sink for provider {provider!r} of channel {channel!r}")

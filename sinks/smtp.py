@@ -1,0 +1,146 @@
+"""SMTP sink: one kept-alive connection, messages sent one after another in a worker thread.
+
+smtplib is blocking, so a batch runs in one ``asyncio.to_thread`` call; the
+connection survives between batches and is re-opened once when the server
+dropped it. SMTP reply codes map onto the taxonomy: 4xx → Retryable,
+5xx on RCPT/DATA → Permanent (invalid address), connection trouble → Retryable.
+"""
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import socket
+import threading
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+from sinks.base import Delivery, Result, Sent
+from sinks.errors import Permanent, Retryable
+
+
+class SmtpSink:
+    provider = "smtp"
+    channel = "email"
+
+    def __init__(self, host: str, port: int, sender: str, username: str | None = None,
+                 password: str | None = None, timeout: float = 10.0, max_batch: int = 200) -> None:
+        self.host, self.port, self.sender = host, port, sender
+        self.username, self.password = username, password
+        self.timeout = timeout
+        self.max_batch = max_batch
+        self._conn: smtplib.SMTP | None = None
+        self._lock = threading.Lock()
+
+    async def send_batch(self, deliveries: list[Delivery]) -> list[Result]:
+        if not deliveries:
+            return []
+        return await asyncio.to_thread(self._send_all, deliveries)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._quit)
+
+    # --- blocking part, in a thread ------------------------------------------
+    def _send_all(self, deliveries: list[Delivery]) -> list[Result]:
+        with self._lock:
+            results: list[Result] = []
+            for i, d in enumerate(deliveries):
+                try:
+                    results.append(self._send_one(d))
+                except _ConnectionLost as exc:
+                    # the connection is gone: this one and the rest are worth another attempt
+                    results += [Retryable(f"smtp connection: {exc}")] * (len(deliveries) - i)
+                    break
+            return results
+
+    def _connection(self) -> smtplib.SMTP:
+        if self._conn is None:
+            try:
+                conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+                conn.ehlo()
+                if self.username:
+                    if conn.has_extn("starttls"):
+                        conn.starttls()
+                        conn.ehlo()
+                    conn.login(self.username, self.password or "")
+            except (OSError, smtplib.SMTPException) as exc:
+                raise _ConnectionLost(f"connect to {self.host}:{self.port}: {exc}") from exc
+            self._conn = conn
+        return self._conn
+
+    def _send_one(self, d: Delivery) -> Result:
+        msg = build_message(d, self.sender)
+        for reconnect in (True, False):
+            conn = self._connection()
+            try:
+                refused = conn.send_message(msg, from_addr=_bare(self.sender), to_addrs=[d["address"]])
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, text = next(iter(exc.recipients.values()))
+                return _by_code(code, text, "recipient refused")
+            except smtplib.SMTPSenderRefused as exc:
+                return _by_code(exc.smtp_code, exc.smtp_error, "sender refused")
+            except smtplib.SMTPDataError as exc:
+                return _by_code(exc.smtp_code, exc.smtp_error, "data refused")
+            except smtplib.SMTPResponseException as exc:
+                self._drop()
+                if exc.smtp_code == 421:  # service closing the channel: temporary
+                    return Retryable(f"smtp 421: {_text(exc.smtp_error)}")
+                return _by_code(exc.smtp_code, exc.smtp_error, "smtp error")
+            except (smtplib.SMTPServerDisconnected, ConnectionError, socket.timeout, OSError) as exc:
+                self._drop()
+                if reconnect:
+                    continue
+                raise _ConnectionLost(str(exc)) from exc
+            if refused:
+                code, text = next(iter(refused.values()))
+                return _by_code(code, text, "recipient refused")
+            return Sent(msg["Message-ID"])
+        raise _ConnectionLost("unreachable")
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def _quit(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                try:
+                    conn.quit()
+                except (OSError, smtplib.SMTPException):
+                    pass
+
+
+class _ConnectionLost(Exception):
+    pass
+
+
+def build_message(d: Delivery, sender: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = d["address"]
+    msg["Subject"] = d.get("subject") or ""
+    msg["Message-ID"] = make_msgid(idstring=d["delivery_id"][:32], domain="herald.local")
+    msg["X-Herald-Delivery-Id"] = d["delivery_id"]
+    msg.set_content(d["text"])
+    if d.get("html"):
+        msg.add_alternative(d["html"], subtype="html")
+    return msg
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def _by_code(code: int, text: bytes | str, what: str) -> Result:
+    msg = f"smtp {code} {what}: {_text(text)}"
+    if 400 <= code < 500:
+        return Retryable(msg)
+    return Permanent(msg)
+
+
+def _bare(sender: str) -> str:
+    return sender.rsplit("<", 1)[-1].rstrip(">").strip() if "<" in sender else sender
