@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TopicPartition = tuple[str, int]
+GroupPartition = tuple[str, str, int]  # (consumer group, topic, partition)
 
 
 @dataclass(frozen=True, slots=True)
 class Stall:
+    group: str
     topic: str
     partition: int
     committed: int
@@ -32,10 +33,10 @@ class Stall:
 class CommitWatch:
     stall_after: float
     # partition → (committed offset last seen, time it was first seen at that offset or without lag)
-    _progress: dict[TopicPartition, tuple[int, float]] = field(default_factory=dict)
+    _progress: dict[GroupPartition, tuple[int, float]] = field(default_factory=dict)
 
-    def observe(self, now: float, offsets: dict[TopicPartition, tuple[int, int]]) -> list[Stall]:
-        """Record a sample ``{(topic, partition): (committed, log_end)}`` taken at ``now``; return the stalled partitions.
+    def observe(self, now: float, offsets: dict[GroupPartition, tuple[int, int]]) -> list[Stall]:
+        """Record a sample ``{(group, topic, partition): (committed, log_end)}`` taken at ``now``; return the stalled partitions.
 
         A committed offset below 0 means "nothing committed yet": the lag is the whole log.
         """
@@ -48,7 +49,7 @@ class CommitWatch:
                 continue
             waited = now - seen[1]
             if waited >= self.stall_after:
-                stalls.append(Stall(tp[0], tp[1], committed, end, waited))
+                stalls.append(Stall(tp[0], tp[1], tp[2], committed, end, waited))
         for tp in set(self._progress) - set(offsets):
             del self._progress[tp]
-        return sorted(stalls, key=lambda s: (s.topic, s.partition))
+        return sorted(stalls, key=lambda s: (s.group, s.topic, s.partition))

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from producers.api.auth import Resources
-from producers.api.kafka import group_offsets, kafka_answers
+from producers.api.kafka import group_offsets, herald_groups, kafka_answers
 from producers.api.resources import ApiResources
 
 router = APIRouter(tags=["operations"])
@@ -21,20 +21,25 @@ async def _sample(res: ApiResources) -> dict[str, Any]:
     now = time.monotonic()
     if res.health_sample and now - res.health_sample[0] < res.config.health_cache_seconds:
         return res.health_sample[1]
-    group = res.settings.app_id
+    app_id = res.settings.app_id
+
+    def read() -> tuple[list[str], dict]:
+        groups = herald_groups(res.admin, app_id)
+        return groups, group_offsets(res.admin, groups)
+
     try:
-        offsets = await asyncio.wait_for(asyncio.to_thread(group_offsets, res.admin, group), 10)
+        groups, offsets = await asyncio.wait_for(asyncio.to_thread(read), 10)
     except Exception as exc:  # noqa: BLE001 - any failure to read offsets means we cannot vouch for the consumers
-        verdict = {"ok": False, "group": group, "error": f"cannot read the consumer group's offsets: {exc!r}"}
+        verdict = {"ok": False, "error": f"cannot read the consumer groups' offsets: {exc!r}"}
     else:
         stalls = res.commit_watch.observe(now, offsets)
         verdict = {
             "ok": not stalls,
-            "group": group,
+            "groups": groups,
             "partitions": len(offsets),
             "lag": sum(max(end - max(c, 0), 0) for c, end in offsets.values()),
             "stalled": [
-                {"topic": s.topic, "partition": s.partition, "lag": s.lag, "seconds_without_commit": round(s.stalled_for, 1)}
+                {"group": s.group, "topic": s.topic, "partition": s.partition, "lag": s.lag, "seconds_without_commit": round(s.stalled_for, 1)}
                 for s in stalls
             ],
         }
@@ -44,7 +49,7 @@ async def _sample(res: ApiResources) -> dict[str, Any]:
 
 @router.get("/healthz", responses={503: {"description": "a consumer stopped committing"}})
 async def healthz(res: Resources) -> JSONResponse:
-    """Live when no partition with waiting records has gone ``HERALD_API_COMMIT_STALL_SECONDS`` without a commit by the workers' consumer group."""
+    """Live when no partition with waiting records has gone ``HERALD_API_COMMIT_STALL_SECONDS`` without a commit by the workers' consumer groups (``app_id`` and ``app_id-*``)."""
     verdict = await _sample(res)
     return JSONResponse(verdict, status_code=200 if verdict["ok"] else 503)
 

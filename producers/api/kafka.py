@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from streams.output import ProduceError, producer_config
 from streams.records import OutRecord
 
-Offsets = dict[tuple[str, int], tuple[int, int]]
+Offsets = dict[tuple[str, str, int], tuple[int, int]]
 
 
 class AsyncProducer:
@@ -70,30 +70,36 @@ def _settle(fut: asyncio.Future[None], err: KafkaError | None) -> None:
         fut.set_result(None)
 
 
-def group_offsets(admin: AdminClient, group: str, timeout: float = 5.0) -> Offsets:
-    """``{(topic, partition): (committed, log_end)}`` for every partition of every topic the group committed on.
+def herald_groups(admin: AdminClient, app_id: str, timeout: float = 5.0) -> list[str]:
+    """The workers' consumer groups: ``app_id`` (Faust agents) and ``app_id-<agent>`` (batch engine, retry tiers)."""
+    listed = admin.list_consumer_groups(request_timeout=timeout).result()
+    return sorted(g.group_id for g in listed.valid if g.group_id == app_id or g.group_id.startswith(app_id + "-"))
+
+
+def group_offsets(admin: AdminClient, groups: list[str], timeout: float = 5.0) -> Offsets:
+    """``{(group, topic, partition): (committed, log_end)}`` for every partition of every topic a group committed on.
 
     Blocking (call it in a thread). A partition of such a topic without a commit reads committed = -1.
     """
     from confluent_kafka import ConsumerGroupTopicPartitions
 
-    res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout)[group].result()
-    committed = {(tp.topic, tp.partition): tp.offset for tp in res.topic_partitions if not tp.error}
-    topics = {t for t, _ in committed}
+    committed: dict[tuple[str, str, int], int] = {}
+    for group in groups:  # the admin API takes one group per request
+        res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout)[group].result()
+        committed.update({(group, tp.topic, tp.partition): tp.offset for tp in res.topic_partitions if not tp.error})
+    topics = {t for _, t, _ in committed}
     if not topics:
         return {}
     meta = admin.list_topics(timeout=timeout)
-    wanted: list[TopicPartition] = []
-    for t in topics:
-        tmeta = meta.topics.get(t)
-        if tmeta is None:
-            continue
-        wanted += [TopicPartition(t, p) for p in tmeta.partitions]
-    ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in wanted}, request_timeout=timeout)
+    wanted = [TopicPartition(t, p) for t in topics if (tm := meta.topics.get(t)) is not None for p in tm.partitions]
+    ends = {(tp.topic, tp.partition): f.result().offset
+            for tp, f in admin.list_offsets({tp: OffsetSpec.latest() for tp in wanted}, request_timeout=timeout).items()}
     out: Offsets = {}
-    for tp, fut in ends.items():
-        key = (tp.topic, tp.partition)
-        out[key] = (committed.get(key, -1), fut.result().offset)
+    for group in groups:
+        for t in {t for g, t, _ in committed if g == group}:
+            for (topic, p), end in ends.items():
+                if topic == t:
+                    out[(group, t, p)] = (committed.get((group, t, p), -1), end)
     return out
 
 
