@@ -14,7 +14,7 @@ from streams.context import Context
 from streams.runner import Handler
 
 # modules holding agents, in start order
-AGENT_MODULES = ("streams.agents.status", "streams.agents.retry", "streams.agents.route", "streams.agents.deliver")
+AGENT_MODULES = ("streams.agents.status", "streams.agents.retry", "streams.agents.route", "streams.agents.deliver", "streams.agents.receipts")
 
 
 @dataclass(frozen=True)
