@@ -15,7 +15,7 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 from sinks.base import Delivery, Result, Sent
-from sinks.errors import Permanent, Retryable
+from sinks.errors import InvalidAddress, Permanent, Retryable
 
 
 class SmtpSink:
@@ -75,7 +75,7 @@ class SmtpSink:
                 refused = conn.send_message(msg, from_addr=_bare(self.sender), to_addrs=[d["address"]])
             except smtplib.SMTPRecipientsRefused as exc:
                 code, text = next(iter(exc.recipients.values()))
-                return _by_code(code, text, "recipient refused")
+                return _by_code(code, text, "recipient refused", InvalidAddress)
             except smtplib.SMTPSenderRefused as exc:
                 return _by_code(exc.smtp_code, exc.smtp_error, "sender refused")
             except smtplib.SMTPDataError as exc:
@@ -92,7 +92,7 @@ class SmtpSink:
                 raise _ConnectionLost(str(exc)) from exc
             if refused:
                 code, text = next(iter(refused.values()))
-                return _by_code(code, text, "recipient refused")
+                return _by_code(code, text, "recipient refused", InvalidAddress)
             return Sent(msg["Message-ID"])
         raise _ConnectionLost("unreachable")
 
@@ -135,11 +135,11 @@ def _text(raw: bytes | str) -> str:
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
 
-def _by_code(code: int, text: bytes | str, what: str) -> Result:
+def _by_code(code: int, text: bytes | str, what: str, permanent: type[Permanent] = Permanent) -> Result:
     msg = f"smtp {code} {what}: {_text(text)}"
     if 400 <= code < 500:
         return Retryable(msg)
-    return Permanent(msg)
+    return permanent(msg)
 
 
 def _bare(sender: str) -> str:

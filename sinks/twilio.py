@@ -1,0 +1,84 @@
+"""Twilio sink: the real ``twilio`` SDK, several Messages.create calls in flight.
+
+The SDK is blocking (requests), so calls run on a small thread pool; the HTTP
+client subclass rewrites ``https://api.twilio.com`` to the configured base URL
+(the sandbox) and remembers a 429's Retry-After, which TwilioRestException
+does not carry.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from sinks.base import Delivery, Result, Sent, parse_retry_after
+from sinks.errors import InvalidAddress, Permanent, RateLimited, Retryable
+
+TWILIO_API = "https://api.twilio.com"
+INVALID_NUMBER_CODES = {21211, 21214, 21217, 21401, 21407, 21408, 21610, 21612, 21614}
+
+
+class RewritingHttpClient(TwilioHttpClient):
+    def __init__(self, base_url: str, timeout: float = 15.0) -> None:
+        super().__init__(pool_connections=True, timeout=timeout)
+        self.base_url = base_url.rstrip("/")
+        self._local = threading.local()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
+        assert self.session is not None
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.trust_env = False if base_url.startswith("http://127.") else self.session.trust_env
+
+    def request(self, method: str, url: str, *args, **kwargs) -> Response:  # type: ignore[override]
+        if url.startswith(TWILIO_API):
+            url = self.base_url + url[len(TWILIO_API):]
+        resp = super().request(method, url, *args, **kwargs)
+        self._local.retry_after = resp.headers.get("Retry-After") if resp.status_code == 429 else None
+        return resp
+
+    def last_retry_after(self) -> str | None:
+        return getattr(self._local, "retry_after", None)
+
+
+class TwilioSink:
+    provider = "twilio"
+    channel = "sms"
+    max_batch = 200
+
+    def __init__(self, account_sid: str, auth_token: str, sender: str, base_url: str, in_flight: int = 8) -> None:
+        self._http = RewritingHttpClient(base_url)
+        self._client = Client(account_sid, auth_token, http_client=self._http)
+        self._sender = sender
+        self._pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="twilio")
+
+    async def send_batch(self, deliveries: list[Delivery]) -> list[Result]:
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(*(loop.run_in_executor(self._pool, self._send_one, d) for d in deliveries)))
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+    def _send_one(self, d: Delivery) -> Result:
+        try:
+            msg = self._client.messages.create(to=d["address"], from_=self._sender, body=d["text"])
+        except TwilioRestException as exc:
+            return self._map(exc)
+        except (requests.RequestException, TwilioException, OSError) as exc:
+            return Retryable(f"twilio unreachable: {exc}")
+        return Sent(str(msg.sid))
+
+    def _map(self, exc: TwilioRestException) -> Result:
+        text = f"twilio {exc.status} code {exc.code}: {exc.msg}"
+        if exc.status == 429:
+            return RateLimited(text, parse_retry_after(self._http.last_retry_after()))
+        if exc.status >= 500:
+            return Retryable(text)
+        if exc.code in INVALID_NUMBER_CODES:
+            return InvalidAddress(text)
+        return Permanent(text)
