@@ -1,0 +1,45 @@
+"""Routes config: the shipped file validates against the schema catalog; bad files name the route and the field."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from schemas.catalog import load_catalog
+from streams.routes import RouteConfigError, load_routes, parse_routes
+
+CATALOG = load_catalog()
+KNOWN = {n: {f["name"] for f in CATALOG.latest(n).raw["fields"]} for n in CATALOG.versions}
+GOOD = {"recipient": "user_id", "template": "t", "channels": ["email"], "category": "social", "ttl_seconds": 60}
+
+
+def test_shipped_routes_are_valid():
+    cfg = load_routes(known_records=KNOWN)
+    assert cfg.routes["CampaignMessage"].lane == "bulk" and cfg.is_critical("security")
+    assert {r.name: r.limit for r in cfg.rate_limits} == {"email_per_user_day": 10, "per_user_type_hour": 100}
+
+
+@pytest.mark.parametrize("routes, rules, message", [
+    ({"OrderPlaced": {**GOOD, "channels": ["fax"]}}, [], "route 'OrderPlaced': field 'channels': unknown channel 'fax'"),
+    ({"OrderPlaced": {**GOOD, "ttl_seconds": 0}}, [], "route 'OrderPlaced': field 'ttl_seconds'"),
+    ({"OrderPlaced": {**GOOD, "lane": "fast"}}, [], "route 'OrderPlaced': field 'lane'"),
+    ({"OrderPlaced": {**GOOD, "recipient": "nobody"}}, [], "field 'recipient': OrderPlaced has no field 'nobody'"),
+    ({"OrderPlaced": {k: v for k, v in GOOD.items() if k != "template"}}, [], "route 'OrderPlaced': field 'template'"),
+    ({"OrderPlaced": {**GOOD, "colour": "red"}}, [], "route 'OrderPlaced': unknown field(s) colour"),
+    ({"Nope": GOOD}, [], "route 'Nope': no record of that name"),
+    ({"OrderPlaced": GOOD}, [{"name": "r", "key": ["planet"], "limit": 1, "window_seconds": 1}], "rate limit 'r': field 'key'"),
+    ({"OrderPlaced": GOOD}, [{"name": "r", "key": ["user"], "limit": -1, "window_seconds": 1}], "rate limit 'r': field 'limit'"),
+    ({"OrderPlaced": GOOD}, [{"name": "r", "key": ["user"], "limit": 1, "window_seconds": 1}] * 2, "unique"),
+])
+def test_invalid_routes_name_the_route_and_field(routes, rules, message):
+    with pytest.raises(RouteConfigError) as err:
+        parse_routes({"routes": routes, "rate_limits": rules}, "r.yaml", KNOWN)
+    assert message in str(err.value)
+
+
+def test_request_records_need_no_template_and_files_load(tmp_path):
+    p = tmp_path / "routes.yaml"
+    p.write_text(yaml.safe_dump({"routes": {"NotificationRequested": {"recipient": "user_id", "ttl_seconds": 5}}}))
+    assert load_routes(p, KNOWN).routes["NotificationRequested"].template is None
+    p.write_text("routes: [unclosed")
+    with pytest.raises(RouteConfigError, match="not valid YAML"):
+        load_routes(p)

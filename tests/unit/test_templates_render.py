@@ -1,0 +1,104 @@
+"""Templates: sandbox, strict undefined, autoescape, locale fallback, SMS segments, the compiled cache."""
+from __future__ import annotations
+
+import pytest
+
+from infra.seed import SEED_TEMPLATES
+from streams.routes import load_routes
+from streams.stages.route.render import RenderFailure, Rendered, render, sms_segments
+from streams.templates import Environments, TemplateSource, TemplateStore, compile_template, locale_chain, money
+
+ENVS = Environments()
+
+
+def t(text: str, channel: str = "sms", **kw) -> object:
+    return compile_template(ENVS, TemplateSource("c", channel, "default", 1, text, **kw))
+
+
+@pytest.mark.parametrize("text, context, reason, names", [
+    ("Hi {{ name }}", {}, "render_error", "'name' is undefined"),
+    ("{{ order.total }}", {"order": {}}, "render_error", "no attribute 'total'"),
+    ("{{ ''.__class__.__mro__ }}", {}, "template_security", "__class__"),
+    ("{{ x.__globals__ }}", {"x": money}, "template_security", "__globals__"),
+    ("{% for i in range(10**9) %}{% endfor %}", {}, "render_error", "OverflowError"),
+    ("{{ items.append(1) }}", {"items": []}, "template_security", "append"),
+    ("{{ 1 / 0 }}", {}, "render_error", "ZeroDivisionError"),
+    ("{% if x %}", {}, "render_error", "syntax error"),
+    ("{{ '' }}", {}, "render_error", "rendered empty"),
+])
+def test_render_failures_are_reported_never_empty(text, context, reason, names):
+    out = render(t(text), "sms", context)
+    assert isinstance(out, RenderFailure) and out.reason == reason and names in out.message, out
+
+
+def test_missing_template_is_its_own_reason():
+    assert render(None, "push", {}).reason == "no_template"
+
+
+def test_email_html_is_escaped_text_is_not_and_a_subject_is_required():
+    out = render(t("Hi {{ n }}", "email", subject="S {{ n }}", body_html="<p>{{ n }}</p>"), "email", {"n": "<b>&"})
+    assert out == Rendered(text="Hi <b>&", subject="S <b>&", html="<p>&lt;b&gt;&amp;</p>")
+    assert render(t("Hi", "email"), "email", {}).reason == "render_error"
+
+
+def test_push_gets_title_and_data_sms_gets_segments():
+    out = render(t("body", "push", push_title="T {{ a }}"), "push", {"a": 1}, {"k": "v"})
+    assert (out.push_title, out.push_data, out.sms_segments) == ("T 1", {"k": "v"}, 0)
+    assert render(t("x" * 161), "sms", {}).sms_segments == 2
+
+
+@pytest.mark.parametrize("text, segments", [
+    ("", 0), ("a" * 160, 1), ("a" * 161, 2), ("a" * 306, 2), ("a" * 307, 3),
+    ("€" * 80, 1), ("€" * 81, 2),                 # extension characters count two septets
+    ("ä" * 160, 1),                               # in the GSM-7 basic set
+    ("ł" * 70, 1), ("ł" * 71, 2), ("ł" * 134, 2), ("ł" * 135, 3),   # UCS-2
+    ("😀" * 35, 1), ("😀" * 36, 2),               # surrogate pairs count two units
+])
+def test_sms_segments(text, segments):
+    assert sms_segments(text) == segments
+
+
+@pytest.mark.parametrize("locale, chain", [
+    ("de-AT", ["de-AT", "de", "default"]), ("de_AT", ["de-AT", "de", "default"]), ("en", ["en", "default"]),
+    ("", ["default"]), (None, ["default"]), ("zh-Hant-TW", ["zh-Hant-TW", "zh-Hant", "zh", "default"]),
+])
+def test_locale_chain(locale, chain):
+    assert locale_chain(locale) == chain
+
+
+def test_store_picks_by_fallback_and_compiles_each_version_once():
+    store = TemplateStore(refresh_seconds=60)
+    codes = sorted({s.code for s in SEED_TEMPLATES})
+    store.load_rows(codes, list(SEED_TEMPLATES))
+    assert store.pick("order_confirmation", "email", "de-AT").source.locale == "de"
+    assert store.pick("order_confirmation", "email", "fr").source.locale == "default"
+    assert store.pick("password_reset", "sms", "en") is None
+    first = store.pick("order_confirmation", "sms", "en")
+    store.load_rows(codes, list(SEED_TEMPLATES))
+    assert store.pick("order_confirmation", "sms", "en") is first          # same version: not recompiled
+    v2 = TemplateSource("order_confirmation", "sms", "default", 2, "v2 {{ order_id }}")
+    store.load_rows(["order_confirmation"], [v2])                           # a newly activated version replaces it
+    assert store.pick("order_confirmation", "sms", "en").source.version == 2
+    assert store.pick("order_confirmation", "email", "en") is None          # a reload holds exactly the active rows
+    assert store.stale({"order_confirmation"}) == [] and store.stale({"other"}) == ["other"]
+
+
+def test_every_routed_template_is_seeded_for_each_of_its_channels():
+    seeded = {(s.code, s.channel) for s in SEED_TEMPLATES if s.locale == "default"}
+    for route in load_routes().routes.values():
+        for ch in route.channels:
+            assert (route.template, ch) in seeded, (route.event_type, ch)
+
+
+def test_seed_templates_render_with_sample_events():
+    from tests.unit.test_route_stage import ORDER
+    store = TemplateStore()
+    store.load_rows(sorted({s.code for s in SEED_TEMPLATES}), list(SEED_TEMPLATES))
+    for loc in ("en", "de"):
+        for ch in ("email", "sms", "push"):
+            out = render(store.pick("order_confirmation", ch, loc), ch, {**ORDER, "user": {"first_name": "Ada"}})
+            assert isinstance(out, Rendered), out
+
+
+def test_money():
+    assert (money(4550), money(-5, "USD"), money(0)) == ("45.50 EUR", "-0.05 USD", "0.00 EUR")
