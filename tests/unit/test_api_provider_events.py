@@ -1,0 +1,84 @@
+"""Provider webhook payloads → Receipt records (pure)."""
+from __future__ import annotations
+
+import pytest
+
+from producers.api.provider_events import PayloadError, from_sendgrid, from_twilio
+from schemas.codec import Codec
+
+NOW = 1_700_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("event", "status", "hard"),
+    [
+        ({"event": "delivered"}, "delivered", False),
+        ({"event": "open"}, "opened", False),
+        ({"event": "click", "url": "https://x"}, "clicked", False),
+        ({"event": "bounce", "type": "bounce", "reason": "550 no such user"}, "bounced", True),
+        ({"event": "bounce", "type": "blocked", "reason": "mailbox full"}, "bounced", False),
+        ({"event": "bounce"}, "bounced", True),
+        ({"event": "dropped", "reason": "Bounced Address"}, "bounced", True),
+        ({"event": "dropped", "reason": "Unsubscribed Address"}, "failed", False),
+    ],
+)
+def test_sendgrid_events_map_to_receipts(event, status, hard):
+    ev = {"email": "a@example.com", "timestamp": 1_700_000_001, "sg_message_id": "abc123.filter0001.1.2", **event}
+    t = from_sendgrid([ev], NOW)
+    [r] = t.receipts
+    assert (r["status"], r["hard_bounce"]) == (status, hard)
+    assert r["provider_message_id"] == "abc123"  # the X-Message-Id part, as the send call returned it
+    assert r["at"] == 1_700_000_001_000
+    assert r["address"] == "a@example.com"
+    Codec().encode("Receipt", r)  # every receipt fits the schema
+
+
+def test_sendgrid_untracked_events_and_missing_ids_are_skipped_and_counted():
+    t = from_sendgrid([
+        {"event": "processed", "sg_message_id": "m1"},
+        {"event": "deferred", "sg_message_id": "m1"},
+        {"event": "delivered"},
+        {"sg_message_id": "m1"},
+        {"event": "delivered", "sg_message_id": "m2", "herald_delivery_id": "d-9"},
+    ], NOW)
+    assert [r["provider_message_id"] for r in t.receipts] == ["m2"]
+    assert t.receipts[0]["delivery_id"] == "d-9"
+    assert t.skipped == {"sendgrid:processed": 1, "sendgrid:deferred": 1, "sendgrid:no_message_id": 1, "sendgrid:no_event": 1}
+
+
+@pytest.mark.parametrize("payload", [{"event": "delivered"}, "x", [1], [["a"]], None])
+def test_sendgrid_payload_that_is_not_an_event_array_is_refused(payload):
+    with pytest.raises(PayloadError):
+        from_sendgrid(payload, NOW)
+
+
+def test_sendgrid_bad_timestamp_falls_back_to_now():
+    [r] = from_sendgrid([{"event": "delivered", "sg_message_id": "m", "timestamp": "yesterday"}], NOW).receipts
+    assert r["at"] == NOW
+
+
+@pytest.mark.parametrize(
+    ("form", "status", "hard"),
+    [
+        ({"MessageStatus": "delivered"}, "delivered", False),
+        ({"MessageStatus": "read"}, "opened", False),
+        ({"MessageStatus": "undelivered", "ErrorCode": "30005"}, "bounced", True),
+        ({"MessageStatus": "undelivered", "ErrorCode": "30003"}, "bounced", False),
+        ({"MessageStatus": "failed", "ErrorCode": "21211"}, "bounced", True),
+    ],
+)
+def test_twilio_status_callbacks_map_to_receipts(form, status, hard):
+    [r] = from_twilio({"MessageSid": "SM1", "To": "+436601234567", **form}, NOW).receipts
+    assert (r["status"], r["hard_bounce"], r["provider_message_id"], r["address"]) == (status, hard, "SM1", "+436601234567")
+    Codec().encode("Receipt", r)
+
+
+@pytest.mark.parametrize("kind", ["queued", "sending", "sent", "accepted"])
+def test_twilio_progress_statuses_are_skipped(kind):
+    t = from_twilio({"MessageSid": "SM1", "MessageStatus": kind}, NOW)
+    assert t.receipts == [] and t.skipped == {f"twilio:{kind}": 1}
+
+
+def test_twilio_callback_without_sid_is_refused():
+    with pytest.raises(PayloadError):
+        from_twilio({"MessageStatus": "delivered"}, NOW)

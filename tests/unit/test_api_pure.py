@@ -1,0 +1,117 @@
+"""Pure parts of the API: keys, validation, rate-limit verdicts, cursors, idempotency hashes, the commit watch."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from pydantic import ValidationError
+
+from producers.api.commit_watch import CommitWatch
+from producers.api.cursor import CursorError, decode_cursor, encode_cursor
+from producers.api.keys import hash_key, key_from_headers, new_key
+from producers.api.models import DeviceIn, NotificationRequest, Preferences, UserUpdate
+from producers.api.notification_record import body_hash, to_record
+from producers.api.ratelimit import decide
+from producers.api.validation import push_token_problem
+from schemas.codec import Codec
+
+FCM = "fGx0" + "A" * 120 + ":APA91b" + "-_" * 10
+
+
+def test_new_keys_are_unique_and_only_their_hash_is_kept():
+    a, b = new_key(), new_key()
+    assert a.key != b.key and a.key.startswith(f"hk_{a.prefix}_")
+    assert a.key_hash == hash_key(a.key) and a.key not in a.key_hash
+
+
+@pytest.mark.parametrize(
+    ("authorization", "x_api_key", "expect"),
+    [("Bearer hk_1_x", None, "hk_1_x"), ("bearer  hk_1_x ", None, "hk_1_x"), (None, "hk_1_x", "hk_1_x"),
+     ("Basic hk_1_x", None, None), ("Bearer nope", None, None), (None, None, None), ("Bearer " + "hk_" + "x" * 300, None, None)],
+)
+def test_key_from_headers(authorization, x_api_key, expect):
+    assert key_from_headers(authorization, x_api_key) == expect
+
+
+@pytest.mark.parametrize(
+    ("platform", "token", "ok"),
+    [("android", FCM, True), ("web", FCM, True), ("ios", "ab" * 32, True), ("ios", FCM, True),
+     ("android", "ab" * 32, False), ("ios", "zz" * 32, False), ("android", "short", False),
+     ("android", FCM + " ", False), ("windows", FCM, False)],
+)
+def test_push_tokens_per_platform(platform, token, ok):
+    assert (push_token_problem(platform, token) is None) == ok
+
+
+@pytest.mark.parametrize(
+    ("count", "limit", "pttl", "allowed", "retry_after", "remaining"),
+    [(1, 10, 1000, True, 0, 9), (10, 10, 500, True, 0, 0), (11, 10, 400, False, 1, 0),
+     (11, 10, 2500, False, 3, 0), (11, 10, -1, False, 60, 0)],
+)
+def test_rate_limit_verdicts(count, limit, pttl, allowed, retry_after, remaining):
+    v = decide(count, limit, pttl, 60)
+    assert (v.allowed, v.retry_after, v.remaining) == (allowed, retry_after, remaining)
+
+
+def test_cursor_round_trip_and_garbage():
+    at = datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+    assert decode_cursor(encode_cursor(at, "n|1")) == (at, "n|1")
+    for bad in ["", "!!!", "bm9zZXA", encode_cursor(at, "x").replace("A", "B") + "x"]:
+        with pytest.raises(CursorError):
+            decode_cursor(bad)
+
+
+def req(**kw):
+    base = {"user_id": "u1", "template": "order_placed", "channels": ["email"]}
+    return NotificationRequest.model_validate({**base, **kw})
+
+
+def test_body_hash_ignores_spelling_but_not_content():
+    a = req(variables={"a": 1, "b": 2}, send_at="2030-01-01T10:00:00+01:00")
+    b = NotificationRequest.model_validate_json(
+        '{"send_at": "2030-01-01T09:00:00Z", "variables": {"b": 2, "a": 1}, "channels": ["email"], "template": "order_placed", "user_id": "u1"}'
+    )
+    assert body_hash(a) == body_hash(b)
+    assert body_hash(a) != body_hash(req(variables={"a": 1, "b": 3}, send_at="2030-01-01T10:00:00+01:00"))
+
+
+def test_record_is_a_valid_notification_requested():
+    r = to_record(req(variables={"name": "Ana"}, send_at="2030-01-01T00:00:00Z", ttl_seconds=60), "nid", 123)
+    decoded = Codec().decode(Codec().encode("NotificationRequested", r))
+    assert decoded.record["event_id"] == "nid" and decoded.record["variables_json"] == '{"name":"Ana"}'
+    assert decoded.record["send_at"] == datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "needle"),
+    [
+        (NotificationRequest, {"user_id": "u", "template": "t", "channels": ["fax"]}, "unknown channel 'fax'"),
+        (NotificationRequest, {"user_id": "u", "template": "t", "channels": ["sms", "sms"]}, "listed twice"),
+        (NotificationRequest, {"user_id": "u", "template": "t", "channels": ["sms"], "send_at": "2030-01-01T00:00:00"}, "UTC offset"),
+        (NotificationRequest, {"user_id": "u", "template": "t", "channels": ["sms"], "extra": 1}, "extra"),
+        (Preferences, {"channels": {"pigeon": False}}, "unknown channel 'pigeon'"),
+        (Preferences, {"quiet_start": "22:00"}, "go together"),
+        (UserUpdate, {"email": "not-an-address"}, "email"),
+        (UserUpdate, {"phone": "0660123"}, "E.164"),
+        (UserUpdate, {"time_zone": "Mars/Olympus"}, "IANA"),
+        (UserUpdate, {"locale": None}, "cannot be null"),
+        (DeviceIn, {"platform": "ios", "token": "xyz"}, "APNs"),
+    ],
+)
+def test_bad_input_is_refused_with_a_message_naming_it(model, data, needle):
+    with pytest.raises(ValidationError) as exc:
+        model.model_validate(data)
+    assert needle in str(exc.value)
+
+
+def test_commit_watch_flags_only_partitions_with_lag_and_no_progress():
+    w = CommitWatch(stall_after=10)
+    tp, idle, fresh = ("g", "t", 0), ("g", "t", 1), ("g", "t", 2)
+    assert w.observe(0, {tp: (5, 9), idle: (3, 3), fresh: (-1, 4)}) == []
+    assert w.observe(9, {tp: (5, 9), idle: (3, 3), fresh: (-1, 4)}) == []
+    stalls = w.observe(10, {tp: (5, 9), idle: (3, 3), fresh: (-1, 4)})
+    assert [(s.partition, s.lag) for s in stalls] == [(0, 4), (2, 4)]
+    # progress resets the clock; catching up clears it
+    assert [s.partition for s in w.observe(11, {tp: (6, 9), idle: (3, 3), fresh: (4, 4)})] == []
+    assert [s.partition for s in w.observe(20, {tp: (6, 9), idle: (3, 3), fresh: (4, 4)})] == []
+    assert [s.partition for s in w.observe(21, {tp: (6, 9), idle: (3, 3), fresh: (4, 4)})] == [0]
