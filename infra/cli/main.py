@@ -12,6 +12,7 @@ from infra.cli import api as api_command, apikeys
 from infra.cli.errors import CliError
 from infra.cli.scheduler import scheduler as scheduler_command
 from infra.cli import campaign as campaign_cli
+from infra.cli import dlq as dlq_cli
 
 app = typer.Typer(
     help="Herald: domain events on Kafka → email, SMS and push. Settings come from HERALD_* variables (see `herald config`).",
@@ -27,6 +28,7 @@ app.command("scheduler")(scheduler_command)
 app.add_typer(campaign_cli.app, name="campaign")
 app.command("api")(api_command.api)
 app.add_typer(apikeys.app, name="apikeys")
+app.add_typer(dlq_cli.app, name="dlq")
 
 
 @app.command()
