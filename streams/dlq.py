@@ -34,11 +34,14 @@ class DeadLetter:
 def dead_letter(rec: InRecord, why: DeadLetter, dlq_topic: str) -> OutRecord:
     """Build the DLQ record for ``rec``.
 
-    A record that is itself a replayed dead letter keeps its origin (so replay
-    sends it home again) and its replay count; earlier dlq headers are replaced.
+    A replayed dead letter that fails again keeps its replay count
+    (``herald-dlq-replays``) and ``herald-replay-of`` (set by
+    ``herald dlq replay``); earlier why-headers are replaced. The origin is
+    always the topic the record failed on: a replayed record that gets further
+    and fails in a later stage must be replayed to that later stage.
     """
     kept = [(k, v) for k, v in rec.headers if not k.startswith(PREFIX) or k in (REPLAYS,)]
-    origin_topic = rec.header("herald-replay-origin-topic") or rec.topic
+    origin_topic = rec.topic
     now = now_ms()
     added = [
         (ORIGIN_TOPIC, origin_topic),
