@@ -9,10 +9,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from producers.api.resources import ApiMetrics
 
 
-class _TooLarge(Exception):
-    pass
-
-
 async def _send_json(send: Send, status: int, body: dict) -> None:
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
@@ -41,28 +37,34 @@ class BodyLimit:
                     await _send_json(send, 413, message)
                     return
         seen = 0
-        started = False
+        started = rejected = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            # past the limit: answer 413 ourselves and tell the app the client went away
+            # (an exception would be turned into a 400 by FastAPI's body parsing)
+            nonlocal seen, started, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge
+                    rejected = True
+                    if not started:
+                        started = True
+                        await _send_json(send, 413, message)
+                    return {"type": "http.disconnect"}
             return msg
 
         async def tracked_send(msg: Message) -> None:
             nonlocal started
+            if rejected:
+                return  # the 413 is already out
             if msg["type"] == "http.response.start":
                 started = True
             await send(msg)
 
-        try:
-            await self.app(scope, limited_receive, tracked_send)
-        except _TooLarge:
-            if not started:
-                await _send_json(send, 413, message)
+        await self.app(scope, limited_receive, tracked_send)
 
 
 class RequestMetrics:
