@@ -53,7 +53,8 @@ class Sandbox:
         self._smtp: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(build_app(self.state), access_log=None)
+        # handler_cancellation: a request whose client vanished (a killed worker) is not recorded as accepted
+        self._runner = web.AppRunner(build_app(self.state), access_log=None, handler_cancellation=True)
         await self._runner.setup()
         for port in {self.ports.sendgrid, self.ports.twilio, self.ports.fcm}:
             await web.TCPSite(self._runner, self.ports.host, port, reuse_address=True).start()
