@@ -29,6 +29,9 @@ app.add_typer(campaign_cli.app, name="campaign")
 app.command("api")(api_command.api)
 app.add_typer(apikeys.app, name="apikeys")
 app.add_typer(dlq_cli.app, name="dlq")
+from infra.cli import devices as devices_cli, sandbox as sandbox_cli  # noqa: E402
+app.add_typer(sandbox_cli.app, name="sandbox")
+app.add_typer(devices_cli.app, name="devices")
 
 
 @app.command()
