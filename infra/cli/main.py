@@ -12,6 +12,7 @@ from infra.cli import api as api_command, apikeys
 from infra.cli.errors import CliError
 from infra.cli.scheduler import scheduler as scheduler_command
 from infra.cli import campaign as campaign_cli
+from infra.cli import users as users_cli
 from infra.cli import dlq as dlq_cli
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app.add_typer(schemas.app, name="schemas")
 app.command("worker")(worker.worker)
 app.command("scheduler")(scheduler_command)
 app.add_typer(campaign_cli.app, name="campaign")
+app.add_typer(users_cli.app, name="users")
 app.command("api")(api_command.api)
 app.add_typer(apikeys.app, name="apikeys")
 app.add_typer(dlq_cli.app, name="dlq")
