@@ -1,0 +1,130 @@
+"""Latency of POST /v1/notifications at a fixed request rate (open loop), uvicorn in its own process.
+
+    /tmp/v1/bin/python bench/api.py                 # 200 requests/s for 20 s
+    /tmp/v1/bin/python bench/api.py --quick         # 100 requests/s for 3 s
+    /tmp/v1/bin/python bench/api.py --rate 400 --seconds 10
+
+Each request is sent at its scheduled time whether or not earlier ones have
+answered (so a slow server shows up as latency, not as a lower rate). The
+server produces every request to Kafka with acks=all and waits for the
+delivery report before answering 202. Prints p50/p95/p99; target p99 <= 20 ms.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import psycopg
+from confluent_kafka.admin import AdminClient
+
+from infra.settings import Settings
+from infra.topics import ensure_topics
+from producers.api.keys import new_key
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare(settings: Settings) -> str:
+    ensure_topics(settings)
+    k = new_key()
+    with psycopg.connect(settings.dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO templates (code, channel, version, body_text, active) VALUES ('bench_api', 'email', 1, 'Hi {{ name }}', true)"
+                     " ON CONFLICT DO NOTHING")
+        conn.execute("INSERT INTO api_keys (name, prefix, key_hash) VALUES ('bench', %s, %s)", (k.prefix, k.key_hash))
+    return k.key
+
+
+async def fire(base: str, key: str, rate: float, seconds: float) -> tuple[list[float], dict[int, int]]:
+    latencies: list[float] = []
+    codes: dict[int, int] = {}
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30, headers={"Authorization": f"Bearer {key}"}) as client:
+        async def one(i: int) -> None:
+            t0 = time.perf_counter()
+            try:
+                r = await client.post("/v1/notifications", json={
+                    "user_id": f"bench-{i % 1000}", "template": "bench_api", "channels": ["email"], "variables": {"name": "Ana", "i": i}})
+                code = r.status_code
+            except httpx.HTTPError:
+                code = 0
+            latencies.append(time.perf_counter() - t0)
+            codes[code] = codes.get(code, 0) + 1
+
+        # warm-up: connections, caches, the producer's first metadata
+        await asyncio.gather(*(one(-i) for i in range(1, 21)))
+        latencies.clear()
+        codes.clear()
+        n = int(rate * seconds)
+        start = time.perf_counter()
+        tasks = []
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+    return latencies, codes
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=float, default=200.0, help="requests per second")
+    ap.add_argument("--seconds", type=float, default=20.0, help="how long")
+    ap.add_argument("--quick", action="store_true", help="100 requests/s for 3 s")
+    args = ap.parse_args()
+    if args.quick:
+        args.rate, args.seconds = 100.0, 3.0
+    os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+    tag = f"bench{uuid.uuid4().hex[:8]}"
+    settings = Settings(topic_prefix=tag, redis_prefix=tag, app_id=tag, partitions=3, small_partitions=1)
+    key = prepare(settings)
+    port = free_port()
+    env = {**os.environ, "HERALD_TOPIC_PREFIX": tag, "HERALD_REDIS_PREFIX": tag, "HERALD_APP_ID": tag,
+           "HERALD_API_RATE_LIMIT": "1000000", "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "infra.cli.main", "api", "--port", str(port)], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("the API did not become ready")
+            time.sleep(0.2)
+        t0 = time.perf_counter()
+        latencies, codes = asyncio.run(fire(base, key, args.rate, args.seconds))
+        took = time.perf_counter() - t0
+    finally:
+        server.terminate()
+        server.wait(15)
+        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(tag + ".")]
+        if mine:
+            for f in admin.delete_topics(mine, operation_timeout=10).values():
+                f.result(15)
+        with psycopg.connect(settings.dsn, autocommit=True) as conn:
+            conn.execute("DELETE FROM api_keys WHERE name = 'bench'")
+    ms = sorted(x * 1000 for x in latencies)
+    q = statistics.quantiles(ms, n=100)
+    print(f"POST /v1/notifications: {len(ms)} requests at {args.rate:g}/s over {took:.1f} s (achieved {len(ms) / took:.0f}/s)")
+    print(f"status codes: {dict(sorted(codes.items()))}")
+    print(f"latency ms: p50 {q[49]:.2f}  p95 {q[94]:.2f}  p99 {q[98]:.2f}  max {ms[-1]:.2f}  (target p99 <= 20 ms)")
+
+
+if __name__ == "__main__":
+    main()
