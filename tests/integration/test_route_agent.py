@@ -177,3 +177,88 @@ def test_request_records_bring_template_channels_and_variables(route_env, db, wo
     assert bulk["lane"] == "bulk" and bulk["campaign_id"] == "c1" and "Here is what happened this week." in bulk["text"]
     assert {r["topic"] for r in recs if r["name"] == "Delivery" and r["value"]["event_id"] == camp["event_id"]} == {
         deliver_topic(settings, "email", "bulk")}
+
+
+def test_render_errors_are_dead_lettered_naming_the_variable_and_a_fixed_template_replays(route_env, db, worker_factory):
+    settings = route_env
+    uid = f"u-{uuid.uuid4().hex[:8]}"
+    add_user(db, uid, phone="+4311")
+    code_missing, code_escape = f"broken_{uuid.uuid4().hex[:6]}", f"escape_{uuid.uuid4().hex[:6]}"
+    db.execute("INSERT INTO templates (code, channel, locale, version, body_text, active) VALUES (%s,'sms','default',1,%s,true)",
+               (code_missing, "Hi {{ user.first_name }}, your code is {{ verification_code }}"))
+    db.execute("INSERT INTO templates (code, channel, locale, version, body_text, active) VALUES (%s,'sms','default',1,%s,true)",
+               (code_escape, "{{ ''.__class__.__mro__[1].__subclasses__() }}"))
+
+    def request(code: str) -> dict:
+        return {"event_id": f"n-{uuid.uuid4().hex[:8]}", "occurred_at": int(time.time() * 1000), "user_id": uid, "template": code,
+                "channels": ["sms"], "category": "transactional", "variables_json": "{}", "send_at": None, "ttl_seconds": None}
+
+    missing, escape = request(code_missing), request(code_escape)
+    emit(settings, "NotificationRequested", missing)
+    emit(settings, "NotificationRequested", escape)
+    reader = TopicReader(settings, [settings.topic("dlq"), deliver_topic(settings, "sms")])
+    worker_factory(settings, agents=["route"])
+    recs = reader.wait(lambda rs: len([r for r in rs if r["topic"].endswith("dlq")]) == 2 and rs, message="two render dead letters")
+    dead = {r["value"]["event_id"]: r["headers"] for r in recs if r["topic"].endswith("dlq")}
+    assert dead[missing["event_id"]]["herald-dlq-stage"] == b"render"
+    assert dead[missing["event_id"]]["herald-dlq-error-class"] == b"render_error"
+    assert b"verification_code" in dead[missing["event_id"]]["herald-dlq-error"]
+    assert dead[escape["event_id"]]["herald-dlq-error-class"] == b"template_security"
+    assert b"__class__" in dead[escape["event_id"]]["herald-dlq-error"]
+    assert not deliveries(recs, missing["event_id"]) and not deliveries(recs, escape["event_id"])
+    # fix the template (a new active version), replay the dead letter: it is not taken for a duplicate
+    db.execute("UPDATE templates SET active = false WHERE code = %s", (code_missing,))
+    db.execute("INSERT INTO templates (code, channel, locale, version, body_text, active) VALUES (%s,'sms','default',2,%s,true)",
+               (code_missing, "Hi {{ user.first_name }}, your code is {{ verification_code | default('none') }}"))
+    time.sleep(5.5)  # template_refresh_seconds
+    raw = next(r["raw"] for r in recs if r["topic"].endswith("dlq") and r["value"]["event_id"] == missing["event_id"])
+    emit_raw(settings, raw, uid.encode())
+    recs = reader.wait(lambda rs: deliveries(rs, missing["event_id"]) and rs, message="the replayed request delivered")
+    reader.close()
+    d = deliveries(recs, missing["event_id"])
+    assert len(d) == 1 and d[0]["text"] == "Hi Ada, your code is none" and d[0]["template_version"] == 2
+
+
+def test_expired_send_at_and_quiet_hours(route_env, db, worker_factory):
+    settings = route_env
+    now = int(time.time() * 1000)
+    uid = f"u-{uuid.uuid4().hex[:8]}"
+    add_user(db, uid, email="q@example.test", phone="+4399", devices=["tok-q"])
+    # a quiet window around now (UTC): SMS and push deferred to its end, email not
+    db.execute("INSERT INTO preferences (user_id, quiet_start, quiet_end) VALUES (%s, (now() - interval '1 hour')::time, "
+               "(now() + interval '1 hour')::time)", (uid,))
+    old = order_placed(uid, occurred_ms=now - 2 * 86_400_000)
+    quiet = order_placed(uid)
+    later = {"event_id": f"b-{uuid.uuid4().hex[:8]}", "occurred_at": now, "user_id": uid, "age": 30, "send_at": now + 20_000}
+    emit(settings, "OrderPlaced", old)
+    emit(settings, "OrderPlaced", quiet)
+    emit(settings, "BirthdayReached", later, trace="t-later")
+    reader = TopicReader(settings, [settings.topic("status"), deliver_topic(settings, "email")])
+    worker_factory(settings, agents=["route"])
+    recs = reader.wait(lambda rs: statuses(rs, old["event_id"]) and len(statuses(rs, quiet["event_id"])) == 3
+                       and statuses(rs, later["event_id"]) and rs, message="expired, deferred and scheduled statuses")
+    assert statuses(recs, old["event_id"]) == [("email", "expired", "ttl"), ("push", "expired", "ttl"), ("sms", "expired", "ttl")]
+    assert statuses(recs, quiet["event_id"]) == [("email", "queued", None), ("push", "deferred", "quiet_hours"),
+                                                 ("sms", "deferred", "quiet_hours")]
+    assert statuses(recs, later["event_id"]) == [(None, "scheduled", "send_at")]
+    rows = db.execute("SELECT kind, topic, key, value, headers, due_at, notification_id FROM scheduled WHERE notification_id IN (%s, %s) "
+                      "ORDER BY kind, topic", (quiet["event_id"], later["event_id"])).fetchall()
+    assert [(r[0], r[1]) for r in rows] == [("quiet_hours", deliver_topic(settings, "push")), ("quiet_hours", deliver_topic(settings, "sms")),
+                                            ("send_at", settings.topic("events"))]
+    codec = Codec()
+    sms = codec.decode(rows[1][3]).record
+    assert sms["channel"] == "sms" and sms["address"] == "+4399" and rows[1][2] == uid.encode()
+    end = db.execute("SELECT (now() + interval '1 hour')::time").fetchone()[0]
+    assert abs((rows[1][5].time().hour * 60 + rows[1][5].time().minute) - (end.hour * 60 + end.minute)) <= 1
+    send_at_row = rows[2]
+    assert codec.decode(send_at_row[3]).record["event_id"] == later["event_id"] and send_at_row[4][TRACE] == "t-later"
+    # what the scheduler does when due: republish the bytes unchanged; the second pass is not stopped or re-scheduled
+    wait_for(lambda: time.time() * 1000 > later["send_at"], 30)
+    Output(settings.kafka_bootstrap).send_all_blocking([OutRecord(send_at_row[1], send_at_row[2], bytes(send_at_row[3]),
+                                                                  [(k, v.encode()) for k, v in send_at_row[4].items()])])
+    recs = reader.wait(lambda rs: deliveries(rs, later["event_id"]) and rs, message="the birthday greeting once due")
+    reader.close()
+    assert [d["channel"] for d in deliveries(recs, later["event_id"])] == ["email"]
+    # (its push is deferred: the quiet window is still on)
+    assert db.execute("SELECT kind, count(*) FROM scheduled WHERE notification_id = %s GROUP BY kind ORDER BY kind",
+                      (later["event_id"],)).fetchall() == [("quiet_hours", 1), ("send_at", 1)]
