@@ -56,9 +56,14 @@ WHERE u.id = n.id
   AND (n.email, n.phone, n.locale, n.time_zone, n.first_name) IS DISTINCT FROM (u.email, u.phone, u.locale, u.time_zone, u.first_name)
 RETURNING u.id
 """
-# a token listed for another user moves to this one: the old owner's cache must go too
-MOVED_FROM = """
-SELECT DISTINCT d.user_id FROM devices d JOIN import_devices s ON s.token = d.token WHERE d.user_id <> s.user_id
+# whose recipient changes through devices: owners of new, moved or re-platformed tokens, and the previous
+# owner of a moved token (a token listed again for its owner changes nothing the route stage reads)
+DEVICE_CHANGES = """
+WITH s AS (SELECT DISTINCT ON (token) user_id, token, platform FROM import_devices ORDER BY token, line DESC)
+SELECT s.user_id FROM s LEFT JOIN devices d ON d.token = s.token
+WHERE d.token IS NULL OR d.user_id <> s.user_id OR d.platform <> s.platform
+UNION
+SELECT d.user_id FROM s JOIN devices d ON d.token = s.token WHERE d.user_id <> s.user_id
 """
 UPSERT_DEVICES = """
 INSERT INTO devices AS d (user_id, token, platform)
@@ -173,11 +178,10 @@ def import_users(conn: psycopg.Connection, rows: Iterable[UserRow | Rejected]) -
         changed = set(inserted)
         changed.update(updated)
         if devices:
-            changed.update(r[0] for r in conn.execute(MOVED_FROM))
-            for uid, is_new in conn.execute(UPSERT_DEVICES):
+            changed.update(r[0] for r in conn.execute(DEVICE_CHANGES))
+            for _uid, is_new in conn.execute(UPSERT_DEVICES):
                 report.devices_seen += 1
                 report.devices_new += bool(is_new)
-                changed.add(uid)
         if prefs:
             pref_changed = [r[0] for r in conn.execute(UPSERT_PREFS)]
             report.preferences_changed = len(pref_changed)
