@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import psycopg
 
+from streams.devices import cleanup_inactive_devices
+
 log = logging.getLogger("herald.scheduler.housekeeping")
 
 _LOCK_ID = 0x48_4B_45_45_50  # "HKEEP": at most one replica cleans at a time
@@ -37,6 +39,16 @@ def purge_published(keep_days: int = 7, chunk: int = 10_000, max_chunks: int = 1
         return total
 
     job.__name__ = "purge_published"
+    return job
+
+
+def stale_devices(days: int = 30) -> Job:
+    """Devices deactivated, or not seen, for ``days`` days (the deliver stage's clean-up, run here periodically)."""
+
+    def job(conn: psycopg.Connection) -> int:
+        return cleanup_inactive_devices(conn, days)
+
+    job.__name__ = "stale_devices"
     return job
 
 

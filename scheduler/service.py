@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 
 from infra.settings import Settings
-from scheduler.housekeeping import Job, purge_published, run_jobs
+from scheduler.housekeeping import Job, purge_published, run_jobs, stale_devices
 from scheduler.metrics import SchedulerMetrics
 from scheduler.outbox import Outbox
 
@@ -27,11 +27,12 @@ class SchedulerConfig:
     batch_size: int = 1000              # rows per claim (one transaction)
     housekeeping_every: float = 3600.0  # seconds; 0 turns housekeeping off
     keep_published_days: int = 7
+    device_inactive_days: int = 30
     delivery_timeout: float = 30.0
 
 
 def default_jobs(config: SchedulerConfig) -> list[Job]:
-    return [purge_published(config.keep_published_days)]
+    return [purge_published(config.keep_published_days), stale_devices(config.device_inactive_days)]
 
 
 class Scheduler:
