@@ -3,6 +3,8 @@
     from producers.sdk import Emitter
     with Emitter() as herald:                        # HERALD_KAFKA_BOOTSTRAP or bootstrap=...
         herald.emit("OrderPlaced", {...})            # validated against the catalog, keyed by user id
+        herald.emit("BirthdayReached", {"user_id": "u1", "age": 30},
+                    send_at=next_local("09:00", "Europe/Vienna", weekday="monday"))
 
 Idempotent producer with ``acks=all``; a record the broker did not take
 raises ``EmitError`` from ``flush()`` (and from leaving the ``with`` block).
@@ -16,13 +18,16 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
+from producers.send_at import next_local, to_ms
 from schemas.codec import Codec
 from streams.output import producer_config
 from streams.records import TRACE
 
 LANE_TOPIC = {"CampaignMessage": "bulk"}  # everything else goes to the interactive lane
+
+__all__ = ["EmitError", "Emitter", "next_local"]
 
 
 class EmitError(RuntimeError):
@@ -55,13 +60,30 @@ class Emitter:
         self._errors: list[tuple[str, KafkaError]] = []
         self._lock = threading.Lock()
 
-    def emit(self, name: str, record: Mapping[str, Any], *, trace_id: str | None = None, key: str | None = None) -> str:
+    def emit(
+        self,
+        name: str,
+        record: Mapping[str, Any],
+        *,
+        trace_id: str | None = None,
+        key: str | None = None,
+        send_at: datetime | int | None = None,
+        wait: bool = False,
+    ) -> str:
         """Encode and send ``record`` as the latest version of schema ``name``; returns its event id.
 
-        ``event_id`` and ``occurred_at`` are filled in when absent. Raises ``ValueError``
+        ``event_id`` and ``occurred_at`` are filled in when absent. ``send_at`` (an
+        aware datetime, e.g. from ``next_local``, or epoch ms) schedules the
+        notification, for schemas with a ``send_at`` field. ``wait=True`` blocks
+        until the broker acknowledged (``EmitError`` otherwise). Raises ``ValueError``
         at once when the record does not match the schema.
         """
         rec = dict(record)
+        if send_at is not None:
+            fields = {f["name"] for f in self.codec.catalog.latest(name).parsed["fields"]}
+            if "send_at" not in fields:
+                raise ValueError(f"{name} has no send_at field; schedulable records: NotificationRequested, BirthdayReached, …")
+            rec["send_at"] = to_ms(send_at)
         rec.setdefault("event_id", uuid.uuid4().hex)
         rec.setdefault("occurred_at", datetime.now(timezone.utc))
         value = self.codec.encode(name, rec)
@@ -83,7 +105,11 @@ class Emitter:
                 break
             except BufferError:
                 self._producer.poll(0.05)
+            except KafkaException as exc:  # refused locally (e.g. larger than message.max.bytes): the caller hears now
+                raise EmitError([(event_id, exc.args[0])]) from exc
         self._producer.poll(0)
+        if wait:
+            self.flush()
         return event_id
 
     def flush(self, timeout: float = 30.0) -> None:
