@@ -14,6 +14,7 @@ from infra.cli.scheduler import scheduler as scheduler_command
 from infra.cli import campaign as campaign_cli
 from infra.cli import users as users_cli
 from infra.cli import dlq as dlq_cli
+from infra.cli import templates as templates_cli
 
 app = typer.Typer(
     help="Herald: domain events on Kafka → email, SMS and push. Settings come from HERALD_* variables (see `herald config`).",
@@ -31,6 +32,7 @@ app.add_typer(users_cli.app, name="users")
 app.command("api")(api_command.api)
 app.add_typer(apikeys.app, name="apikeys")
 app.add_typer(dlq_cli.app, name="dlq")
+app.add_typer(templates_cli.app, name="templates")
 from infra.cli import devices as devices_cli, sandbox as sandbox_cli  # noqa: E402
 app.add_typer(sandbox_cli.app, name="sandbox")
 app.add_typer(devices_cli.app, name="devices")
