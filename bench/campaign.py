@@ -1,0 +1,266 @@
+"""A million-user email campaign end to end, on this machine, in one run.
+
+users imported (COPY) → campaign producer → herald.bulk → route-bulk → deliver-email-bulk
+(SendGrid batching, into the sandbox) → status → PostgreSQL. Prints:
+
+* the producer's events/s (``herald campaign send`` code path, ``--procs`` processes);
+* the time from the first produced message until the sandbox received the last email,
+  and until the last ``sent`` status is in PostgreSQL; end-to-end notifications/s;
+* CPU per notification: the workers' process CPU (utime+stime from /proc), and the
+  sandbox's separately (it stands in for SendGrid's servers);
+* the raw Kafka pass-through rate (confluent-kafka consume → produce of the same
+  records) measured in the same run, after the pipeline finished.
+
+Everything runs in a private database, topic prefix, Redis prefix and consumer
+group, all removed at the end. Targets: producer ≥ 200k events/s; the million
+delivered in ≤ 60 s.
+
+    python bench/campaign.py --users 20000        # while developing
+    python bench/campaign.py                      # the million (only on an idle machine)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from infra.db import migrate  # noqa: E402
+from infra.sandbox.server import free_port  # noqa: E402
+from infra.seed import seed_templates  # noqa: E402
+from infra.settings import Settings  # noqa: E402
+from infra.topics import ensure_topics, topic_specs  # noqa: E402
+from producers.campaign import CampaignSpec, create, produce, set_progress  # noqa: E402
+from producers.campaign_source import Recipient  # noqa: E402
+from producers.users_import import import_users, rows_of  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+AGENTS = ["route-bulk", "deliver-email-bulk", "status"]
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def env_for(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    from tests.support.env import settings_env
+
+    return {**os.environ, **settings_env(settings), "NO_PROXY": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "infra.cli.main", *cmd], env=env, stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def sandbox_count(http: httpx.Client) -> int:
+    return http.get("/_sandbox/inbox", params={"summary": "1"}).json()["count"]
+
+
+def write_users(path: Path, n: int, tag: str) -> None:
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"{tag}-{i:07d}", "email": f"{tag}-{i}@example.test", "locale": "en",
+                                "time_zone": "Europe/Vienna", "first_name": "Ada"}) + "\n")
+
+
+def raw_pass_through(settings: Settings, src: str, n: int, timeout: float) -> float:
+    dst = settings.topic("bench-raw")
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.app_id + "-raw",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    p = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5, "batch.size": 1_000_000,
+                  "compression.type": "lz4", "queue.buffering.max.messages": 2_000_000, "enable.idempotence": True, "acks": "all"})
+    c.subscribe([src])
+    seen, t0 = 0, None
+    deadline = time.monotonic() + timeout
+    while seen < n and time.monotonic() < deadline:
+        msgs = c.consume(5000, 1.0)
+        if msgs and t0 is None:
+            t0 = time.perf_counter()
+        for m in msgs:
+            if m.error():
+                continue
+            while True:
+                try:
+                    p.produce(dst, m.value(), m.key(), headers=m.headers())
+                    break
+                except BufferError:
+                    p.poll(0.01)
+            seen += 1
+        if msgs:
+            p.flush(30)
+            c.commit(asynchronous=False)
+    elapsed = time.perf_counter() - (t0 or time.perf_counter())
+    c.close()
+    return seen / elapsed if elapsed > 0 else 0.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=1_000_000, help="recipients (default: a million)")
+    ap.add_argument("--procs", type=int, default=2, help="campaign producer processes")
+    ap.add_argument("--workers", type=int, default=2, help="worker processes, each running route-bulk, deliver-email-bulk and status")
+    ap.add_argument("--split", action="store_true", help="one worker process per agent instead, to see each agent's CPU")
+    ap.add_argument("--partitions", type=int, default=12)
+    ap.add_argument("--timeout", type=float, default=None, help="seconds to wait for the last delivery (default: scaled to --users)")
+    ap.add_argument("--keep", action="store_true", help="keep the database and topics (to inspect them)")
+    a = ap.parse_args()
+    n = a.users
+    timeout = a.timeout or max(120.0, n / 2000)
+    tag = f"bench{uuid.uuid4().hex[:6]}"
+    base = Settings()
+    admin_dsn = base.dsn.rsplit("/", 1)[0] + "/postgres"
+    db_name = f"herald_{tag}"
+    with psycopg.connect(admin_dsn, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{db_name}"')
+    h = "127.0.0.1"
+    settings = Settings(database_url=base.dsn.rsplit("/", 1)[0] + f"/{db_name}", topic_prefix=tag, redis_prefix=tag, app_id=tag,
+                        partitions=a.partitions, metrics_port=0, email_provider="sendgrid",
+                        sendgrid_host=f"http://{h}:{free_port()}", twilio_base_url=f"http://{h}:{free_port()}",
+                        fcm_url=f"http://{h}:{free_port()}", smtp_port=free_port())
+    work = Path(tempfile.mkdtemp(prefix=f"{tag}-"))
+    procs: list[subprocess.Popen] = []
+    print(f"bench {tag}: {n:,} users, {a.workers} worker(s), {a.procs} producer process(es), {a.partitions} partitions; logs in {work}")
+    try:
+        migrate(settings)
+        ensure_topics(settings)
+        with psycopg.connect(settings.dsn, autocommit=True) as conn:
+            seed_templates(conn)
+            users_file = work / "users.jsonl"
+            write_users(users_file, n, tag)
+            t = time.perf_counter()
+            report = import_users(conn, rows_of(users_file))
+            print(f"users import        : {report.inserted:,} users in {time.perf_counter() - t:.1f}s")
+
+        env = env_for(settings)
+        sandbox = start(["sandbox", "run"], env, work / "sandbox.log")
+        procs.append(sandbox)
+        http = httpx.Client(base_url=settings.sendgrid_host, trust_env=False, timeout=10)
+        for _ in range(300):
+            try:
+                sandbox_count(http)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        if a.split:
+            groups = {ag: [ag] for ag in AGENTS}
+        else:
+            groups = {f"worker-{i}": AGENTS for i in range(a.workers)}
+        workers = [start(["worker", *sum((["-a", ag] for ag in ags), [])], env, work / f"{name}.log") for name, ags in groups.items()]
+        procs += workers
+
+        db = psycopg.connect(settings.dsn, autocommit=True)
+
+        def sent_statuses(cid: str) -> int:
+            return db.execute("SELECT count(*) FROM notifications WHERE campaign_id = %s AND status_rank >= 50", (cid,)).fetchone()[0]
+
+        # warm-up: workers joined their groups, connections open, templates cached
+        warm = CampaignSpec(f"{tag}-warm", "weekly_digest", {"bench": "warm-up"})
+        create(db, warm, 20)
+        produce(settings.kafka_bootstrap, settings.topic("bulk"), warm, [Recipient(f"{tag}-{i:07d}") for i in range(20)])
+        deadline = time.monotonic() + 180
+        while sent_statuses(warm.id) < 20:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"warm-up: workers did not deliver 20 messages in 180 s; see {work}")
+            time.sleep(0.5)
+        base_count = sandbox_count(http)
+        cpu0 = {w.pid: cpu_seconds(w.pid) for w in workers}
+        sandbox_cpu0 = cpu_seconds(sandbox.pid)
+
+        spec = CampaignSpec(f"{tag}-main", "weekly_digest", {"bench": "generated"}, variables={"headline": "Spring is here"})
+        create(db, spec, n)
+        recipients = (Recipient(f"{tag}-{i:07d}") for i in range(n))
+        t0 = time.perf_counter()
+        prod = produce(settings.kafka_bootstrap, settings.topic("bulk"), spec, recipients, procs=a.procs)
+        set_progress(db, spec.id, prod.produced, "produced", total=n)
+        print(f"producer            : {prod.produced:,} events in {prod.seconds:.1f}s = {prod.rate:,.0f} events/s "
+              f"({a.procs} process(es); target ≥ 200,000)")
+
+        last_delivery = last_status = None
+        deadline = time.monotonic() + timeout
+        delivered = statuses = 0
+        while time.monotonic() < deadline and (last_delivery is None or last_status is None):
+            if last_delivery is None:
+                delivered = sandbox_count(http) - base_count
+                if delivered >= n:
+                    last_delivery = time.perf_counter() - t0
+            if last_status is None:
+                statuses = sent_statuses(spec.id)
+                if statuses >= n:
+                    last_status = time.perf_counter() - t0
+            time.sleep(0.5)
+        elapsed = time.perf_counter() - t0
+        worker_cpu = sum(cpu_seconds(w.pid) - cpu0[w.pid] for w in workers)
+        sandbox_cpu = cpu_seconds(sandbox.pid) - sandbox_cpu0
+        if last_delivery is None:
+            print(f"NOT DONE            : {delivered:,} of {n:,} emails at the sandbox, {statuses:,} sent statuses after {elapsed:.0f}s")
+        else:
+            print(f"last delivery       : {last_delivery:.1f}s after the first produced message (target ≤ 60 s for a million)")
+        if last_status is not None:
+            print(f"last 'sent' status  : {last_status:.1f}s")
+        done = max(delivered, 1)
+        print(f"end to end          : {done / (last_delivery or elapsed):,.0f} notifications/s")
+        print(f"worker CPU          : {worker_cpu:.1f}s = {worker_cpu / done * 1e6:,.0f} µs per notification "
+              f"(sandbox: {sandbox_cpu / done * 1e6:,.0f} µs)")
+        if a.split:
+            for name, w in zip(groups, workers):
+                print(f"  {name:<18}: {(cpu_seconds(w.pid) - cpu0[w.pid]) / done * 1e6:,.0f} µs per notification")
+        summary = db.execute("SELECT status, count(*) FROM notifications WHERE campaign_id = %s GROUP BY 1 ORDER BY 2 DESC",
+                             (spec.id,)).fetchall()
+        print(f"statuses            : {', '.join(f'{s} {c:,}' for s, c in summary)}")
+
+        for w in workers:
+            stop(w)
+        rate = raw_pass_through(settings, settings.topic("bulk"), n + 20, timeout=300)
+        print(f"raw Kafka           : {rate:,.0f} records/s consume→produce (confluent-kafka, one process, same records)")
+        db.close()
+    finally:
+        for p in procs:
+            stop(p)
+        if not a.keep:
+            admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+            names = [s.name for s in topic_specs(settings)] + [settings.topic("bench-raw")]
+            for f in admin.delete_topics(names, operation_timeout=30).values():
+                try:
+                    f.result(30)
+                except Exception:  # noqa: BLE001 - a topic that was never created
+                    pass
+            with psycopg.connect(admin_dsn, autocommit=True) as c:
+                c.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+            import redis
+
+            r = redis.Redis.from_url(settings.redis_dsn)
+            for key in r.scan_iter(f"{tag}:*", count=10_000):
+                r.unlink(key)
+            r.close()
+
+
+if __name__ == "__main__":
+    main()
