@@ -1,8 +1,8 @@
 """The route agents: events (interactive) and bulk → rendered Deliveries, status changes, scheduled rows.
 
-Per batch, whatever its size: two Redis round trips (a pipeline of recipient
-GETs and de-duplication SET NX GETs; a pipeline of cache fills and the one
-rate-limit script) and at most four PostgreSQL statements (recipient cache
+Per batch, whatever its size: two Redis round trips (an MGET of cached
+recipients and one script doing every de-duplication SET NX GET; cache fills
+for the misses and the one rate-limit script) and at most four PostgreSQL statements (recipient cache
 misses, templates not loaded recently, the de-duplication authority, the
 scheduled rows), the first three run concurrently. A render failure adds one
 more of each, to release the claims of the failed channels so that a replay
@@ -39,6 +39,17 @@ from streams.status import status_record
 from streams.templates import TemplateStore
 
 log = logging.getLogger("herald.route")
+
+# the de-duplication fast path for a whole batch in one command: SET NX GET per key.
+# KEYS: dedup keys; ARGV[1]: ttl; ARGV[i + 1]: the claim origin for KEYS[i]. Returns per key the previous origin or "".
+CLAIM_LUA = """
+local out = {}
+for i = 1, #KEYS do
+  local prev = redis.call('SET', KEYS[i], ARGV[i + 1], 'NX', 'GET', 'EX', ARGV[1])
+  if prev then out[i] = prev else out[i] = '' end
+end
+return out
+"""
 
 CLAIM_SQL = """
 WITH input AS (
@@ -166,15 +177,14 @@ class RouteHandler:
         s, redis, db = self.ctx.settings, self.ctx.redis, self.ctx.db
         users = list(dict.fromkeys(c.intent.user_id for c in cands))
 
-        # Redis round trip 1: cached recipients + de-duplication fast path
+        # Redis round trip 1: cached recipients (one MGET) + de-duplication fast path (one script)
         pipe = redis.pipeline(transaction=False)
-        for u in users:
-            pipe.get(recipient_key(s, u))
-        for c in cands:
-            pipe.set(s.rkey("dedup", c.intent.event_id, c.channel), c.origin, nx=True, get=True, ex=s.dedup_ttl)
-        replies = await pipe.execute()
-        recipients: dict[str, Recipient | None] = {u: parse_cached(r) for u, r in zip(users, replies)}
-        for c, prev in zip(cands, replies[len(users):]):
+        pipe.mget([recipient_key(s, u) for u in users])
+        pipe.eval(CLAIM_LUA, len(cands), *[s.rkey("dedup", c.intent.event_id, c.channel) for c in cands],
+                  s.dedup_ttl, *[c.origin for c in cands])
+        cached, previous = await pipe.execute()
+        recipients: dict[str, Recipient | None] = {u: parse_cached(r) for u, r in zip(users, cached)}
+        for c, prev in zip(cands, previous):
             c.claim = classify_claim(prev, c.origin)
         misses = [u for u, r in recipients.items() if r is None]
         claiming = [c for c in cands if c.claim != "duplicate"]

@@ -168,7 +168,7 @@ def test_script_args_share_keys_and_results_name_the_rule():
 
 # --- identities --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("previous, kind", [(None, "new"), (b"t:0:5", "mine"), ("t:0:5", "mine"), (b"t:1:5", "duplicate")])
+@pytest.mark.parametrize("previous, kind", [(None, "new"), (b"", "new"), (b"t:0:5", "mine"), ("t:0:5", "mine"), (b"t:1:5", "duplicate")])
 def test_claims(previous, kind):
     assert classify_claim(previous, "t:0:5") == kind
 

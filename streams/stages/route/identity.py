@@ -19,8 +19,11 @@ def claim_origin(topic: str, partition: int, offset: int) -> str:
 
 
 def classify_claim(previous: bytes | str | None, origin: str) -> str:
-    """Redis ``SET NX GET`` result → "new" (claimed now), "mine" (claimed by this record before) or "duplicate"."""
-    if previous is None:
+    """Redis ``SET NX GET`` result → "new" (claimed now), "mine" (claimed by this record before) or "duplicate".
+
+    ``None`` or empty: the key did not exist (the claim script returns "" for nil).
+    """
+    if not previous:
         return "new"
     if isinstance(previous, bytes):
         previous = previous.decode("utf-8", "replace")
