@@ -3,10 +3,16 @@
 
 Whoever changes a user, a device or a preference calls ``invalidate_recipient``
 after the change commits, so the very next event sees it.
+
+Cache-aside has a race: a worker reads the old row, the change commits and
+the key is deleted, then the worker writes the old row back for a whole TTL.
+So ``invalidate_recipient`` also leaves a short-lived marker, and the batch's
+cache fill (``queue_fill``) skips users that carry one.
 """
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from psycopg_pool import AsyncConnectionPool
 
 from infra.settings import Settings
@@ -22,13 +28,45 @@ WHERE u.id = ANY(%s)
 """
 
 
+# seconds a fill is refused after an invalidation: far longer than one batch's read-then-fill
+INVALIDATION_GUARD_SECONDS = 10
+
+# KEYS: cache key, marker key, cache key, marker key...; ARGV[1]: ttl, ARGV[1 + n]: the n-th value
+FILL_LUA = """
+for i = 1, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i + 1]) == 0 then
+    redis.call('SET', KEYS[i], ARGV[(i + 1) / 2 + 1], 'EX', ARGV[1])
+  end
+end
+return 0
+"""
+
+
 def recipient_key(settings: Settings, user_id: str) -> str:
     return settings.rkey("recipient", user_id)
 
 
+def invalidation_key(settings: Settings, user_id: str) -> str:
+    return settings.rkey("recipient-invalidated", user_id)
+
+
 async def invalidate_recipient(redis: aioredis.Redis, settings: Settings, user_id: str) -> None:
     """Drop a user's cached recipient (call after committing any change to the user, devices or preferences)."""
-    await redis.delete(recipient_key(settings, user_id))
+    pipe = redis.pipeline(transaction=True)
+    pipe.delete(recipient_key(settings, user_id))
+    pipe.set(invalidation_key(settings, user_id), b"1", ex=INVALIDATION_GUARD_SECONDS)
+    await pipe.execute()
+
+
+def queue_fill(pipe: Pipeline, settings: Settings, recipients: list[Recipient]) -> bool:
+    """Queue the cache fill of freshly read recipients on ``pipe`` (skipping just-invalidated users)."""
+    if not recipients:
+        return False
+    keys: list[str] = []
+    for r in recipients:
+        keys += [recipient_key(settings, r.id), invalidation_key(settings, r.id)]
+    pipe.eval(FILL_LUA, len(keys), *keys, settings.recipient_cache_ttl, *[to_cache(r) for r in recipients])
+    return True
 
 
 def recipient_from_row(row: tuple) -> Recipient:
@@ -61,4 +99,4 @@ def parse_cached(data: bytes | None) -> Recipient | None:
         return None
 
 
-__all__ = ["invalidate_recipient", "load_recipients", "parse_cached", "recipient_key", "to_cache"]
+__all__ = ["invalidate_recipient", "load_recipients", "parse_cached", "queue_fill", "recipient_key"]

@@ -25,7 +25,7 @@ from streams.agents import AgentSpec
 from streams.context import Context
 from streams.dlq import DeadLetter, dead_letter
 from streams.ratelimit import queue_checks
-from streams.recipients import load_recipients, parse_cached, recipient_key, to_cache
+from streams.recipients import load_recipients, parse_cached, queue_fill, recipient_key
 from streams.records import TRACE, InRecord, OutRecord, now_ms, set_header
 from streams.routes import RouteConfig, load_routes
 from streams.stages.route.decide import channel_decision, delivery_record, push_data, template_context
@@ -213,9 +213,7 @@ class RouteHandler:
 
         # Redis round trip 2: fill the cache + step 9, every rate limit of the batch in one script
         pipe = redis.pipeline(transaction=False)
-        for u in misses:
-            if (r := recipients.get(u)) is not None:
-                pipe.set(recipient_key(s, u), to_cache(r), ex=s.recipient_cache_ttl)
+        queue_fill(pipe, s, list(loaded.values()))
         limited = [c for c in going if c.limits]
         queued = queue_checks(pipe, [c.limits for c in limited])
         replies = await pipe.execute() if len(pipe) else []

@@ -197,3 +197,35 @@ def test_round_trips_per_batch_do_not_grow_with_the_batch(topics, db):
     assert o2 > o1 > 0  # the batches did produce deliveries and statuses
     assert (r1, r2) == (2, 2)              # recipients+dedup pipeline, cache fill+rate-limit pipeline
     assert p1 == 3 and p2 == 2             # misses, dedup authority (+ templates once; cached for the second batch)
+
+
+def test_a_stale_read_is_not_written_back_to_the_cache_after_an_invalidation(topics, db):
+    """The cache-aside race: read the old row, the change commits and invalidates, then the fill must not land."""
+    import redis.asyncio as aioredis
+
+    from streams.recipients import load_recipients, queue_fill, recipient_key
+
+    settings = topics
+    uid, other = f"u-{uuid.uuid4().hex[:8]}", f"u-{uuid.uuid4().hex[:8]}"
+    add_user(db, uid)
+    add_user(db, other)
+
+    async def run() -> tuple[bool, bool]:
+        from psycopg_pool import AsyncConnectionPool
+
+        pool = AsyncConnectionPool(settings.dsn, min_size=1, max_size=2, open=False, kwargs={"autocommit": True})
+        await pool.open()
+        r = aioredis.from_url(settings.redis_dsn)
+        try:
+            stale = await load_recipients(pool, [uid, other])        # a worker reads
+            db.execute("INSERT INTO preferences (user_id, muted) VALUES (%s, true)", (uid,))
+            await invalidate_recipient(r, settings, uid)                # the API commits and invalidates
+            pipe = r.pipeline(transaction=False)
+            queue_fill(pipe, settings, list(stale.values()))            # the worker's fill comes late
+            await pipe.execute()
+            return bool(await r.exists(recipient_key(settings, uid))), bool(await r.exists(recipient_key(settings, other)))
+        finally:
+            await r.aclose()
+            await pool.close()
+
+    assert asyncio.run(run()) == (False, True)
