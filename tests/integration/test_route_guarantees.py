@@ -3,7 +3,6 @@ opt-out honoured by the very next event, rate limits exact under two racing work
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import pytest
