@@ -39,7 +39,8 @@ SAMPLES: dict[str, dict] = {
     "StatusChange": {"notification_id": "e1", "event_id": "e1", "event_type": "OrderPlaced", "user_id": "u1", "status": "sent",
                      "channel": "email", "reason": None, "delivery_id": "d", "provider_message_id": "m", "template": "t",
                      "category": "transactional", "campaign_id": None, "at": NOW},
-    "Receipt": {"provider": "sendgrid", "provider_message_id": "m", "status": "bounced", "hard_bounce": True, "reason": "550", "at": NOW},
+    "Receipt": {"provider": "sendgrid", "provider_message_id": "m", "status": "bounced", "hard_bounce": True, "reason": "550", "at": NOW,
+                "address": "a@example.com", "delivery_id": "d"},
 }
 
 
