@@ -15,6 +15,8 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from schemas.canonical import canonical_form
+
 _FILE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\.v(?P<version>\d+)\.avsc$")
 
 
@@ -27,6 +29,8 @@ class SchemaVersion:
     raw: dict[str, Any] = field(repr=False, hash=False, compare=False)
     parsed: dict[str, Any] = field(repr=False, hash=False, compare=False)
     fingerprint: bytes = b""  # 8 bytes, little-endian as on the wire
+    # fingerprints other libraries compute for the same schema (accepted when reading)
+    aliases: tuple[bytes, ...] = ()
 
     @property
     def fingerprint_hex(self) -> str:
@@ -46,6 +50,8 @@ class Catalog:
                 other = self.by_fingerprint[v.fingerprint]
                 raise CatalogError(f"{v.path} and {other.path} are the same schema (fingerprint {v.fingerprint_hex})")
             self.by_fingerprint[v.fingerprint] = v
+            for alias in v.aliases:
+                self.by_fingerprint.setdefault(alias, v)
             self.versions.setdefault(v.name, []).append(v)
         for name, vs in self.versions.items():
             numbers = [v.version for v in vs]
@@ -73,7 +79,11 @@ def load_version(path: str, text: str) -> SchemaVersion:
         raise CatalogError(f"{path}: must hold the record {m['name']}")
     canonical = to_parsing_canonical_form(parsed)
     fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
-    return SchemaVersion(m["name"], parsed["name"], int(m["version"]), path, raw, parsed, fp)
+    if canonical != canonical_form(raw):
+        raise CatalogError(f"{path}: canonical forms disagree (fastavro vs schemas.canonical); report this schema")
+    uncollapsed = canonical_form(raw, collapse_logical=False)
+    aliases = () if uncollapsed == canonical else (bytes.fromhex(fingerprint(uncollapsed, "CRC-64-AVRO")),)
+    return SchemaVersion(m["name"], parsed["name"], int(m["version"]), path, raw, parsed, fp, aliases)
 
 
 def load_catalog(root: Path | None = None) -> Catalog:

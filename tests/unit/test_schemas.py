@@ -145,3 +145,27 @@ def test_catalog_mistakes_are_clear_errors(tmp_path: Path, files, message):
         (tmp_path / name).write_text(json.dumps(schema))
     with pytest.raises(CatalogError, match=message):
         load_catalog(tmp_path)
+
+
+def test_every_version_is_found_by_the_fingerprint_apache_avro_computes(codec: Codec):
+    """Apache's Python avro does not collapse logical-type primitives in the canonical form; we accept its fingerprint too."""
+    import avro.schema
+
+    for versions in codec.catalog.versions.values():
+        for v in versions:
+            apache = avro.schema.parse(json.dumps(v.raw)).fingerprint("CRC-64-AVRO")
+            assert codec.catalog.by_fingerprint[apache] is v, v.path
+
+
+def test_bytes_written_by_apache_avro_decode():
+    import avro.io
+    import avro.schema
+
+    codec = Codec()
+    raw = codec.catalog.latest("PasswordResetRequested").raw
+    schema = avro.schema.parse(json.dumps(raw))
+    body = io.BytesIO()
+    record = SAMPLES["PasswordResetRequested"]
+    avro.io.DatumWriter(schema).write(record, avro.io.BinaryEncoder(body))
+    decoded = codec.decode(MAGIC + schema.fingerprint("CRC-64-AVRO") + body.getvalue())
+    assert decoded.name == "PasswordResetRequested" and decoded.record == record

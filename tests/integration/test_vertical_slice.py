@@ -1,0 +1,147 @@
+"""Issue #2's vertical slice through the real broker, PostgreSQL and Redis:
+
+OrderPlaced emitted with the SDK → route agent (decode, route, render order_confirmation)
+→ deliver-email agent → SMTP sandbox → PostgreSQL says ``sent``; bad input goes to the DLQ
+with its reason while the next good event is still delivered; an event written by an
+independent Avro library through an independent Kafka client is delivered too.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+from importlib import resources
+
+import avro.io
+import avro.schema
+import psycopg
+import pytest
+from confluent_kafka import Consumer
+
+from infra.sandbox.server import free_port
+from infra.seed import seed_templates
+from producers.sdk import Emitter
+from schemas.codec import Codec
+from streams.output import Output
+from streams.records import OutRecord
+from tests.support.sandbox import sandbox  # noqa: F401 - fixture
+from tests.support.worker import wait_for
+
+pytestmark = pytest.mark.integration
+
+AGENTS = ["route", "deliver-email", "status"]
+
+
+def _user(db: psycopg.Connection) -> tuple[str, str]:
+    uid = f"u-{uuid.uuid4().hex[:8]}"
+    email = f"{uid}@example.org"
+    db.execute("INSERT INTO users (id, email, locale, time_zone, first_name) VALUES (%s, %s, 'en', 'Europe/Vienna', 'Ada')", (uid, email))
+    return uid, email
+
+
+def _order(uid: str) -> dict:
+    return {
+        "user_id": uid, "order_id": f"o-{uuid.uuid4().hex[:6]}", "currency": "EUR", "total_cents": 4490,
+        "items": [{"sku": "MUG", "name": "Herald mug", "quantity": 2, "unit_price_cents": 1495},
+                  {"sku": "TEE", "name": "Herald tee", "quantity": 1, "unit_price_cents": 1500}],
+    }
+
+
+def _status(db: psycopg.Connection, event_id: str) -> str | None:
+    row = db.execute("SELECT status FROM notifications WHERE id = %s", (event_id,)).fetchone()
+    return row[0] if row else None
+
+
+@pytest.fixture
+def slice_settings(sandbox, db):  # noqa: F811 - the fixture above
+    seed_templates(db)
+    return sandbox.settings.model_copy(update={"email_provider": "smtp", "metrics_port": free_port()})
+
+
+def test_order_placed_is_emailed_and_marked_sent(slice_settings, sandbox, db, worker_factory):  # noqa: F811
+    settings = slice_settings
+    uid, email = _user(db)
+    order = _order(uid)
+    worker_factory(settings, agents=AGENTS)
+    with Emitter(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix) as sdk:
+        event_id = sdk.emit("OrderPlaced", order)
+
+    mail = wait_for(lambda: sandbox.control.inbox("email", to=email), 90, message="the email in the SMTP sandbox")[0]
+    assert mail["provider"] == "smtp"
+    assert order["order_id"] in mail["subject"] + mail["text"]
+    assert "Herald mug" in mail["text"] and "Herald tee" in mail["text"]
+    wait_for(lambda: _status(db, event_id) == "sent", 60, message="notification sent in PostgreSQL")
+    ledger = db.execute("SELECT status, address FROM deliveries WHERE notification_id = %s AND channel = 'email'", (event_id,)).fetchall()
+    assert ledger == [("sent", email)]
+    # the user has no phone and no device: those channels are skipped with a reason, not lost
+    reasons = {r[0]: r[1] for r in db.execute(
+        "SELECT channel, reason FROM status_history WHERE notification_id = %s AND status = 'skipped'", (event_id,))}
+    assert reasons == {"sms": "no_address", "push": "no_address"}
+
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{settings.metrics_port}/metrics", timeout=10).read().decode()
+    events_in = [l for l in metrics.splitlines() if l.startswith("herald_events_in_total") and settings.topic("events") in l]
+    assert events_in and float(events_in[0].rsplit(" ", 1)[1]) >= 1
+    assert any(l.startswith("herald_deliveries_total") and 'outcome="sent"' in l and not l.endswith(" 0.0")
+               for l in metrics.splitlines())
+
+
+def test_bad_input_is_dead_lettered_with_a_reason_and_the_next_event_is_delivered(slice_settings, sandbox, db, worker_factory):  # noqa: F811
+    settings = slice_settings
+    uid, email = _user(db)
+    codec = Codec()
+    receipt = codec.encode("Receipt", {"provider": "smtp", "provider_message_id": "m", "status": "delivered",
+                                       "at": datetime.now(timezone.utc)})
+    Output(settings.kafka_bootstrap).send_all_blocking([
+        OutRecord(settings.topic("events"), uid.encode(), b"\x00not avro at all"),
+        OutRecord(settings.topic("events"), uid.encode(), receipt),  # catalogued, but no route means anything for it
+    ])
+    worker_factory(settings, agents=AGENTS)
+    with Emitter(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix) as sdk:
+        good = sdk.emit("OrderPlaced", _order(uid))
+    wait_for(lambda: sandbox.control.inbox("email", to=email), 90, message="the good event's email")
+    wait_for(lambda: _status(db, good) == "sent", 60, message="good event sent")
+
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.app_id}-check", "auto.offset.reset": "earliest"})
+    c.subscribe([settings.topic("dlq")])
+    dead: list = []
+    wait_for(lambda: dead.extend(m for m in c.consume(10, 0.5) if not m.error()) or len(dead) >= 2, 30, message="two dead letters")
+    c.close()
+    by_class = {dict(m.headers())["herald-dlq-error-class"].decode(): m for m in dead}
+    assert set(by_class) == {"not_avro", "no_route"}
+    assert by_class["not_avro"].value() == b"\x00not avro at all"          # original bytes untouched
+    assert dict(by_class["no_route"].headers())["herald-dlq-stage"] == b"route"
+    assert by_class["no_route"].value() == receipt
+    assert dict(by_class["no_route"].headers())["herald-dlq-origin-topic"] == settings.topic("events").encode()
+
+
+def test_an_event_from_an_independent_avro_library_and_kafka_client_is_delivered(slice_settings, sandbox, db, worker_factory):  # noqa: F811
+    """Apache's ``avro`` package reads the .avsc and writes the body; aiokafka (not librdkafka) sends it."""
+    from aiokafka import AIOKafkaProducer
+
+    settings = slice_settings
+    uid, email = _user(db)
+    text = (resources.files("schemas") / "avro" / "events" / "OrderPlaced.v1.avsc").read_text()
+    schema = avro.schema.parse(text)
+    body = io.BytesIO()
+    event_id = f"apache-{uuid.uuid4().hex[:8]}"
+    record = {**_order(uid), "event_id": event_id, "occurred_at": datetime.now(timezone.utc), "shipping_address": None}
+    avro.io.DatumWriter(schema).write(record, avro.io.BinaryEncoder(body))
+    value = b"\xc3\x01" + schema.fingerprint("CRC-64-AVRO") + body.getvalue()
+    assert json.loads(text)["name"] == "OrderPlaced"
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(settings.topic("events"), value, key=uid.encode())
+        finally:
+            await producer.stop()
+
+    worker_factory(settings, agents=AGENTS)
+    asyncio.run(send())
+    mail = wait_for(lambda: sandbox.control.inbox("email", to=email), 90, message="the email")[0]
+    assert record["order_id"] in mail["subject"] + mail["text"]
+    wait_for(lambda: _status(db, event_id) == "sent", 60, message="sent")
