@@ -109,6 +109,22 @@ class Settings(BaseSettings):
     def redis_dsn(self) -> str:
         return self.redis_url.get_secret_value()
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as HERALD_* variables, for a child process (a worker, the scheduler)."""
+        import json
+
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, (list, dict)):
+                value = json.dumps(value)
+            env[f"HERALD_{name.upper()}"] = str(value)
+        return env
+
     def masked(self) -> dict[str, str]:
         """Every setting as printable text; secrets (and URL passwords) masked."""
         out: dict[str, str] = {}

@@ -26,6 +26,8 @@ app.add_typer(stack.app, name="stack")
 app.add_typer(db.app, name="db")
 app.add_typer(schemas.app, name="schemas")
 app.command("worker")(worker.worker)
+from infra.cli.demo import demo as demo_command  # noqa: E402
+app.command("demo")(demo_command)
 app.command("scheduler")(scheduler_command)
 app.add_typer(campaign_cli.app, name="campaign")
 app.add_typer(users_cli.app, name="users")

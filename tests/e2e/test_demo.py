@@ -1,0 +1,25 @@
+"""`herald demo` (what `make demo` runs) delivers on every channel and prints it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_prints_delivered_notifications(topics):
+    env = {**os.environ, **topics.to_env(), "NO_PROXY": "127.0.0.1,localhost"}
+    done = subprocess.run([sys.executable, "-m", "infra.cli.main", "demo", "--timeout", "120"],
+                          capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "What Herald delivered" in out
+    rows = [l for l in out.splitlines() if l.startswith("│")]
+    assert len(rows) == 14  # 3 orders x 3 channels, a follower x 2, a reset, a scheduled birthday x 2
+    assert all(" sent " in r for r in rows)
+    assert {"email", "sms", "push"} <= {c for r in rows for c in ("email", "sms", "push") if f" {c} " in r}
+    assert "Sandbox providers received: fcm 5, smtp 6, twilio 3" in out
+    assert "worker and scheduler stopped" in out
