@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Channel = Literal["email", "sms", "push"]
@@ -19,8 +19,40 @@ def _default_home() -> Path:
     return Path.home() / ".cache" / "herald"
 
 
+class ApiConfig(BaseModel):
+    """The HTTP API's section (``settings.api``; variables ``HERALD_API__*``)."""
+
+
+    rate_limit: int = Field(100, ge=1, description="requests per API key per rate window")
+    rate_window: int = Field(1, ge=1, description="rate-limit window, seconds")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body (413 beyond)")
+    max_webhook_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest webhook body (provider batches)")
+    public_url: str | None = Field(
+        None, description="the URL providers call (e.g. https://herald.example.com); Twilio signs the full URL it called"
+    )
+    commit_stall_seconds: float = Field(
+        120.0, gt=0, description="/healthz fails when a partition with lag has not committed for this long"
+    )
+    health_cache_seconds: float = Field(2.0, ge=0, description="how long /healthz reuses its last Kafka offsets sample")
+    key_cache_seconds: float = Field(5.0, ge=0, description="how long a looked-up API key is trusted (revocation delay)")
+    template_cache_seconds: float = Field(10.0, ge=0, description="how long a known template's channels are cached")
+
+
+class DeliverTuning(BaseModel):
+    """Tuning of the deliver agents (``settings.deliver``; variables ``HERALD_DELIVER__*``)."""
+
+    breaker_failures: int = 5
+    breaker_open_seconds: float = 60.0
+    breaker_close_after: int = 2
+    max_rate_wait: float = 10.0
+    rate_wait_budget: float = 30.0
+    claim_lease: float = 120.0
+    device_failure_limit: int = 5
+    max_chunk: int = 1000   # upper bound of one sink call (the sink's own limit applies too)
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="HERALD_", env_nested_delimiter="__", extra="ignore")
 
     # --- connections ---------------------------------------------------
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
@@ -77,10 +109,13 @@ class Settings(BaseSettings):
     fcm_url: str = Field("http://127.0.0.1:8027", description="FCM HTTP v1 base URL")
     sandbox_host: str = "127.0.0.1"
 
+    deliver: DeliverTuning = Field(default_factory=DeliverTuning, description="deliver agents: circuit breaker, 429 waits, claim lease, device failures")
+
     # --- API ---------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     sendgrid_webhook_public_key: str | None = None
+    api: ApiConfig = Field(default_factory=ApiConfig, description="HTTP API: rate limit, body limits, health thresholds, caches")
 
     @field_validator("retry_delays")
     @classmethod
@@ -120,6 +155,8 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            elif isinstance(value, BaseModel):
+                value = value.model_dump_json()
             elif isinstance(value, (list, dict)):
                 value = json.dumps(value)
             env[f"HERALD_{name.upper()}"] = str(value)

@@ -56,7 +56,7 @@ def list_keys(all_: bool = typer.Option(False, "--all", help="include revoked ke
 
 @app.command()
 def revoke(key: str = typer.Argument(..., help="the key id (from `list`) or its prefix")) -> None:
-    """Revoke a key; API processes stop accepting it within HERALD_API_KEY_CACHE_SECONDS (default 5 s)."""
+    """Revoke a key; API processes stop accepting it within HERALD_API__KEY_CACHE_SECONDS (default 5 s)."""
     with _connect() as conn:
         if key.isdigit():
             rows = conn.execute("UPDATE api_keys SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL RETURNING id, name",

@@ -31,7 +31,7 @@ UNAVAILABLE = (
 
 def create_api(settings: Settings | None = None, config: ApiConfig | None = None) -> FastAPI:
     settings = settings or Settings()
-    config = config or ApiConfig()
+    config = config or settings.api
     metrics = ApiMetrics()
     # a bad key fails the start, not the first webhook
     sendgrid_key = (

@@ -49,7 +49,7 @@ async def _sample(res: ApiResources) -> dict[str, Any]:
 
 @router.get("/healthz", responses={503: {"description": "a consumer stopped committing"}})
 async def healthz(res: Resources) -> JSONResponse:
-    """Live when no partition with waiting records has gone ``HERALD_API_COMMIT_STALL_SECONDS`` without a commit by the workers' consumer groups (``app_id`` and ``app_id-*``)."""
+    """Live when no partition with waiting records has gone ``HERALD_API__COMMIT_STALL_SECONDS`` without a commit by the workers' consumer groups (``app_id`` and ``app_id-*``)."""
     verdict = await _sample(res)
     return JSONResponse(verdict, status_code=200 if verdict["ok"] else 503)
 

@@ -23,9 +23,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from infra.settings import CHANNELS, Settings
+from infra.settings import CHANNELS, DeliverTuning, Settings
 from infra.topics import deliver_topic
 from schemas.codec import DecodeError
 from sinks.base import Result, Sink
@@ -45,24 +44,6 @@ from streams.stages.retry import DUE_HEADER, ORIGIN_HEADER, Ladder
 from streams.status import status_record
 
 log = logging.getLogger("herald.deliver")
-
-
-class DeliverSettings(BaseSettings):
-    """Tuning of the deliver agents, from ``HERALD_DELIVER_*`` variables."""
-
-    model_config = SettingsConfigDict(env_prefix="HERALD_DELIVER_", extra="ignore")
-    breaker_failures: int = 5
-    breaker_open_seconds: float = 60.0
-    breaker_close_after: int = 2
-    max_rate_wait: float = 10.0
-    rate_wait_budget: float = 30.0
-    claim_lease: float = 120.0
-    device_failure_limit: int = 5
-    max_chunk: int = 1000   # upper bound of one sink call (the sink's own limit applies too)
-
-    def config(self) -> DeliverConfig:
-        return DeliverConfig(self.breaker_failures, self.breaker_open_seconds, self.breaker_close_after,
-                             self.max_rate_wait, self.rate_wait_budget, self.claim_lease, self.device_failure_limit)
 
 
 class LaneGate:
@@ -131,10 +112,11 @@ Item = tuple[InRecord, dict[str, Any]]
 class DeliverHandler:
     stage = "deliver"
 
-    def __init__(self, ctx: Context, channel: str, lane: str, sink: Sink, gate: LaneGate, tuning: DeliverSettings) -> None:
+    def __init__(self, ctx: Context, channel: str, lane: str, sink: Sink, gate: LaneGate, tuning: DeliverTuning) -> None:
         self.ctx, self.channel, self.lane, self.sink, self.gate = ctx, channel, lane, sink, gate
         self.name = f"deliver-{channel}" + ("-bulk" if lane == "bulk" else "")
-        self.cfg = tuning.config()
+        self.cfg = DeliverConfig(tuning.breaker_failures, tuning.breaker_open_seconds, tuning.breaker_close_after,
+                                 tuning.max_rate_wait, tuning.rate_wait_budget, tuning.claim_lease, tuning.device_failure_limit)
         self.chunk = max(1, min(sink.max_batch, tuning.max_chunk))
         self.ladder = Ladder.from_settings(ctx.settings)
         self.circuit = CircuitStore(ctx.redis, ctx.settings, sink.provider, ctx.metrics)
@@ -334,7 +316,7 @@ def _ms(value: Any) -> int:
 
 def specs(settings: Settings) -> list[AgentSpec]:
     gate = LaneGate()  # one per worker process: interactive and bulk agents of a channel share it
-    tuning = DeliverSettings()
+    tuning = settings.deliver
     out: list[AgentSpec] = []
     for channel in CHANNELS:
         for lane in ("interactive", "bulk"):

@@ -20,7 +20,7 @@ from tests.support.worker import wait_for
 
 pytestmark = pytest.mark.e2e
 
-ENV = {"HERALD_DELIVER_BREAKER_FAILURES": "1000"}   # these tests are about the ladder, not the circuit
+ENV = {"HERALD_DELIVER__BREAKER_FAILURES": "1000"}   # these tests are about the ladder, not the circuit
 
 
 def herald(settings: Settings, *args: str) -> subprocess.CompletedProcess:

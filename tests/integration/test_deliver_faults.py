@@ -34,7 +34,7 @@ def test_sigkill_after_the_provider_accepted_a_chunk_sends_each_message_exactly_
     held = delivery("email", user_id="u-same")   # same key: same partition, same batch, after the ten
     ctl.faults("sendgrid", hold=[held["address"]])
     _produce(settings, "email", first + [held])
-    env = {"HERALD_DELIVER_MAX_CHUNK": "10"}
+    env = {"HERALD_DELIVER__MAX_CHUNK": "10"}
     w = worker_factory(settings, agents=["deliver-email"], extra_env=env)
     # the first chunk is accepted and marked sent; the worker is now blocked inside the call of the second,
     # so the batch is unfinished and its offsets are not committed
@@ -43,7 +43,7 @@ def test_sigkill_after_the_provider_accepted_a_chunk_sends_each_message_exactly_
     w.kill()
     ctl.faults("sendgrid", hold=[])
     # restart; a lease of 0 lets the new worker take over the dead worker's claim at once
-    worker_factory(settings, agents=["deliver-email"], extra_env={**env, "HERALD_DELIVER_CLAIM_LEASE": "0"})
+    worker_factory(settings, agents=["deliver-email"], extra_env={**env, "HERALD_DELIVER__CLAIM_LEASE": "0"})
     wait_for(lambda: _ledger(db, [held]).get(held["delivery_id"]) == "sent", 120, message="held delivery sent")
     counts: dict[str, int] = {}
     for m in ctl.inbox("email"):
@@ -57,7 +57,7 @@ def test_circuit_opens_on_a_5xx_storm_stops_calling_probes_and_closes(sandbox, d
     r = redis.Redis.from_url(settings.redis_dsn)
     key = circuit_key(settings, "sendgrid")
     ctl.faults("sendgrid", storm=-1)
-    env = {"HERALD_DELIVER_MAX_CHUNK": "1", "HERALD_DELIVER_BREAKER_OPEN_SECONDS": "4"}
+    env = {"HERALD_DELIVER__MAX_CHUNK": "1", "HERALD_DELIVER__BREAKER_OPEN_SECONDS": "4"}
     worker_factory(settings, agents=["deliver-email"], extra_env=env)
     storm = [delivery("email") for _ in range(12)]
     _produce(settings, "email", storm)
@@ -100,7 +100,7 @@ def test_unregistered_token_deactivates_at_once_and_five_temporary_failures_too(
     db.execute("INSERT INTO users (id) VALUES (%s)", (uid,))
     for t in (gone, flaky, fine):
         db.execute("INSERT INTO devices (user_id, token, platform) VALUES (%s, %s, 'android')", (uid, t))
-    env = {"HERALD_DELIVER_BREAKER_FAILURES": "1000"}
+    env = {"HERALD_DELIVER__BREAKER_FAILURES": "1000"}
     worker_factory(settings, agents=["deliver-push"], extra_env=env)
     ctl.faults("fcm", unregistered_tokens=[gone])
     _produce(settings, "push", [delivery("push", address=gone, user_id=uid), delivery("push", address=fine, user_id=uid)])
