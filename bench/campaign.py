@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from infra.children import spawn as start, stop  # noqa: E402
 from infra.db import migrate  # noqa: E402
 from infra.sandbox.server import free_port  # noqa: E402
 from infra.seed import seed_templates  # noqa: E402
@@ -87,21 +87,6 @@ def env_for(settings: Settings, extra: dict[str, str] | None = None) -> dict[str
     from tests.support.env import settings_env
 
     return {**os.environ, **settings_env(settings), "NO_PROXY": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1", **(extra or {})}
-
-
-def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "infra.cli.main", *cmd], env=env, stdout=log.open("ab"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def sandbox_count(http: httpx.Client) -> int:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import psycopg
 
+from producers.lines import Rejected, json_objects
+
 
 class SourceError(ValueError):
     """The recipient source cannot be read as a whole (missing file, no id column, bad query)."""
@@ -24,12 +26,6 @@ class SourceError(ValueError):
 class Recipient:
     user_id: str
     variables: dict[str, str] | None = None  # per-recipient template variables, merged over the campaign's
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    line: int
-    reason: str
 
 
 ID_COLUMNS = ("user_id", "id")
@@ -88,17 +84,11 @@ def _csv(f, path: Path) -> Iterator[Recipient | Rejected]:
 
 
 def _jsonl(f) -> Iterator[Recipient | Rejected]:
-    for n, line in enumerate(f, 1):
-        if not line.strip():
+    for item in json_objects(f):
+        if isinstance(item, Rejected):
+            yield item
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield Rejected(n, f"not JSON: {exc.msg}")
-            continue
-        if not isinstance(obj, dict):
-            yield Rejected(n, "not a JSON object")
-            continue
+        n, obj = item
         uid = obj.get("user_id", obj.get("id"))
         if not isinstance(uid, (str, int)) or str(uid).strip() == "":
             yield Rejected(n, "no user_id")

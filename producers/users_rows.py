@@ -25,6 +25,7 @@ from datetime import time
 from typing import Any
 
 from producers.api.validation import email_problem, locale_problem, phone_problem, push_token_problem, time_zone_problem
+from producers.lines import Rejected, json_objects
 
 ID = re.compile(r"^[A-Za-z0-9._:@+\-]{1,200}$")  # the API's user id rule
 CHANNELS = ("email", "sms", "push")
@@ -56,12 +57,6 @@ class UserRow:
     first_name: str | None
     devices: tuple[tuple[str, str], ...]  # (platform, token)
     prefs: Prefs | None
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    line: int
-    reason: str
 
 
 class Invalid(ValueError):
@@ -208,17 +203,11 @@ def read_csv(lines: Iterable[str]) -> Iterator[UserRow | Rejected]:
 
 
 def read_jsonl(lines: Iterable[str]) -> Iterator[UserRow | Rejected]:
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
+    for item in json_objects(lines):
+        if isinstance(item, Rejected):
+            yield item
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield Rejected(n, f"not JSON: {exc.msg}")
-            continue
-        if not isinstance(obj, dict):
-            yield Rejected(n, "not a JSON object")
-            continue
+        n, obj = item
         if unknown := set(obj) - KNOWN_KEYS:
             yield Rejected(n, f"unknown key(s) {', '.join(sorted(unknown))}")
             continue

@@ -27,7 +27,8 @@ from streams.runner import BatchRunner
 log = logging.getLogger("herald.engine")
 
 
-def consumer_config(settings: Settings, group: str) -> dict[str, object]:
+def consumer_config(settings: Settings, group: str, **overrides: object) -> dict[str, object]:
+    """Manual commits, cooperative rebalancing, bounded prefetch; ``overrides`` use librdkafka's names."""
     return {
         "bootstrap.servers": settings.kafka_bootstrap,
         "group.id": group,
@@ -39,10 +40,11 @@ def consumer_config(settings: Settings, group: str) -> dict[str, object]:
         "heartbeat.interval.ms": 1_000,
         "queued.max.messages.kbytes": 32_768,
         "fetch.wait.max.ms": 50,
+        **overrides,
     }
 
 
-def _to_in(m) -> InRecord:
+def to_in_record(m) -> InRecord:
     ts = m.timestamp()[1]
     return InRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(), list(m.headers() or []), ts if ts > 0 else 0)
 
@@ -76,7 +78,7 @@ async def run_batch_agent(name: str, topics: list[str], runner_factory, settings
                 if m.error():
                     log.warning("%s: consume error %s", name, m.error())
                     continue
-                batch.append(_to_in(m))
+                batch.append(to_in_record(m))
                 high[(m.topic(), m.partition())] = m.offset() + 1
             if not batch:
                 continue

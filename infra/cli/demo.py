@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from infra.children import spawn, stop
 from infra.cli.errors import CliError
 from infra.cli.stack import env_no_proxy
 from infra.db import migrate
@@ -27,21 +27,6 @@ console = Console(width=None if sys.stdout.isatty() else 150)
 # a notification is finished when its status is one of these (it may still be "sent" on one
 # channel while another waits, so the wait below also compares queued and sent deliveries)
 FINISHED = {"sent", "delivered", "suppressed", "skipped", "rate_limited", "expired", "failed", "dead_lettered"}
-
-
-def _spawn(args: list[str], settings: Settings, log: Path) -> subprocess.Popen:
-    env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "infra.cli.main", *args], env=env, stdout=open(log, "ab"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _wait_for_worker(settings: Settings, worker: subprocess.Popen, log: Path, timeout: float = 60) -> None:
@@ -164,8 +149,9 @@ def demo(
 
     with running_sandbox(with_free_ports(base)) as sandbox:
         settings = sandbox.settings.model_copy(update={"metrics_port": 0})
-        worker = _spawn(["worker", "--loglevel", "warning"], settings, logs / f"worker-{tag}.log")
-        scheduler = _spawn(["scheduler", "--metrics-port", "0"], settings, logs / f"scheduler-{tag}.log")
+        env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
+        worker = spawn(["worker", "--loglevel", "warning"], env, logs / f"worker-{tag}.log")
+        scheduler = spawn(["scheduler", "--metrics-port", "0"], env, logs / f"scheduler-{tag}.log")
         try:
             with console.status("starting the worker and the scheduler"):
                 _wait_for_worker(settings, worker, logs / f"worker-{tag}.log")
@@ -191,6 +177,6 @@ def demo(
             console.print(f"finished in {time.time() - t0:.1f}s after the first emit; the undecodable record is in "
                           f"{settings.topic('dlq')} (try `herald dlq stats`)")
         finally:
-            _stop(worker)
-            _stop(scheduler)
+            stop(worker)
+            stop(scheduler)
     console.print("[green]✓[/] demo done, worker and scheduler stopped")

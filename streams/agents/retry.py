@@ -31,6 +31,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from infra.settings import CHANNELS, Settings, tier_name
 from infra.topics import deliver_topic
+from streams.engine import consumer_config, to_in_record
 from streams.agents import AgentSpec
 from streams.context import Context
 from streams.dlq import DeadLetter, dead_letter
@@ -50,27 +51,6 @@ def tier_agent_name(delay_s: float) -> str:
 
 def deliver_topics(settings: Settings) -> frozenset[str]:
     return frozenset(deliver_topic(settings, c, lane) for c in CHANNELS for lane in ("interactive", "bulk"))
-
-
-def consumer_config(settings: Settings, group: str) -> dict[str, object]:
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "group.id": group,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "cooperative-sticky",
-        "session.timeout.ms": 10_000,
-        "heartbeat.interval.ms": 1_000,
-        # bounds what librdkafka prefetches; a held partition fetches nothing
-        "queued.max.messages.kbytes": 4_096,
-        "fetch.wait.max.ms": 100,
-    }
-
-
-def _to_in(m: Message) -> InRecord:
-    ts = m.timestamp()[1]
-    return InRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(), list(m.headers() or []), max(ts, 0))
 
 
 class TierLoop:
@@ -118,7 +98,11 @@ class TierLoop:
         def call(fn, *args, **kw):
             return loop.run_in_executor(pool, lambda: fn(*args, **kw))
 
-        consumer = Consumer(consumer_config(self.ctx.settings, f"{self.ctx.settings.app_id}-{self.name}"))
+        consumer = Consumer(consumer_config(
+            self.ctx.settings, f"{self.ctx.settings.app_id}-{self.name}",
+            # a held partition fetches nothing; bound what librdkafka prefetches for the others
+            **{"queued.max.messages.kbytes": 4_096, "fetch.wait.max.ms": 100},
+        ))
         consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
         backoff = 0.1
         try:
@@ -177,7 +161,7 @@ class TierLoop:
                 if off != want:
                     continue
                 del self.expect[p]
-            by_part.setdefault(p, []).append(_to_in(m))
+            by_part.setdefault(p, []).append(to_in_record(m))
         return by_part
 
     def _outputs(self, plans: dict[int, PartitionPlan]) -> list[OutRecord]:
