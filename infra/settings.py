@@ -85,6 +85,9 @@ class Settings(BaseSettings):
         ["route-bulk", "deliver-email-bulk", "deliver-sms-bulk", "deliver-push-bulk", "status"],
         description="agents run by the librdkafka batch engine instead of Faust (the high-volume ones)",
     )
+    queued_status_bulk: bool = Field(
+        False, description="also write a 'queued' status for bulk-lane deliveries (one more status record per campaign message)"
+    )
     retry_delays: list[float] = Field([60.0, 300.0, 900.0], description="retry ladder delays, seconds")
     recipient_cache_ttl: int = Field(300, description="seconds a recipient stays in the Redis cache")
     dedup_ttl: int = Field(7 * 24 * 3600, description="seconds an (event, channel) de-duplication key lives")

@@ -257,7 +257,10 @@ class RouteHandler:
                 self._status(res, c.rec, it, "deferred", c.channel, "quiet_hours", d["delivery_id"])
             else:
                 res.out.append(OutRecord(topic, key, value, headers))
-                self._status(res, c.rec, it, "queued", c.channel, None, d["delivery_id"])
+                if it.lane != "bulk" or self.ctx.settings.queued_status_bulk:
+                    self._status(res, c.rec, it, "queued", c.channel, None, d["delivery_id"])
+                else:  # a campaign's notification row appears with its "sent": half the status traffic
+                    res.count("queued", "")
 
     async def _fail_render(self, failed: list[tuple[Candidate, RenderFailure]], res: BatchResult) -> None:
         """Dead-letter each record once (naming every failed channel) and release those channels' claims."""
