@@ -134,7 +134,7 @@ def raw_pass_through(settings: Settings, src: str, n: int, timeout: float) -> fl
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=1_000_000, help="recipients (default: a million)")
-    ap.add_argument("--procs", type=int, default=2, help="campaign producer processes")
+    ap.add_argument("--procs", type=int, default=1, help="campaign producer processes")
     ap.add_argument("--workers", type=int, default=2, help="worker processes, each running route-bulk, deliver-email-bulk and status")
     ap.add_argument("--split", action="store_true", help="one worker process per agent instead, to see each agent's CPU")
     ap.add_argument("--partitions", type=int, default=12)

@@ -62,6 +62,9 @@ def event_id(campaign_id: str, user_id: str) -> str:
     return f"{campaign_id}:{user_id}"
 
 
+PER_RECIPIENT = ("event_id", "user_id", "variables_json")
+
+
 def message(spec: CampaignSpec, r: Recipient, occurred_at_ms: int, base_variables_json: str | None = None) -> dict[str, Any]:
     """The ``CampaignMessage`` for one recipient: campaign variables, overridden by the recipient's own."""
     if r.variables:
@@ -161,15 +164,18 @@ class ChunkProducer:
             self._errors.append(f"{msg.key()!r}: {err.str()}")
 
     def send(self, index: int, chunk: list[Recipient]) -> ChunkResult:
-        spec, encode, produce, poll = self.spec, self.codec.encode, self._producer.produce, self._producer.poll
+        spec, produce, poll = self.spec, self._producer.produce, self._producer.poll
         topic, base = self.topic, self._base_vars
         occurred = int(time.time() * 1000)
+        # only event_id, user_id and variables_json differ between a chunk's messages
+        sample = message(spec, Recipient("-"), occurred, base)
+        encode = self.codec.prepared("CampaignMessage", {k: v for k, v in sample.items() if k not in PER_RECIPIENT})
         for r in chunk:
             rec = message(spec, r, occurred, base)
             eid = rec["event_id"].encode()
             while True:
                 try:
-                    produce(topic, encode("CampaignMessage", rec), r.user_id.encode(), headers=[(TRACE, eid)])
+                    produce(topic, encode(rec), r.user_id.encode(), headers=[(TRACE, eid)])
                     break
                 except BufferError:
                     poll(0.05)

@@ -169,3 +169,21 @@ def test_bytes_written_by_apache_avro_decode():
     avro.io.DatumWriter(schema).write(record, avro.io.BinaryEncoder(body))
     decoded = codec.decode(MAGIC + schema.fingerprint("CRC-64-AVRO") + body.getvalue())
     assert decoded.name == "PasswordResetRequested" and decoded.record == record
+
+
+@pytest.mark.parametrize("user_id,variables", [
+    ("u1", "{}"), ("", ""), ("ü-ß-名前", '{"a": "ö"}'), ("x" * 200, "{" + '"k": 1,' * 100 + '"z": 0}'), ("u" * 63, "v" * 64),
+])
+def test_a_prepared_encoder_writes_exactly_what_encode_writes(codec: Codec, user_id: str, variables: str):
+    fixed = {"occurred_at": NOW, "campaign_id": "c-42", "template": "weekly_digest", "channels": ["email", "push"],
+             "category": "marketing"}
+    encode = codec.prepared("CampaignMessage", fixed)
+    varying = {"event_id": f"c-42:{user_id}", "user_id": user_id, "variables_json": variables}
+    data = encode(varying)
+    assert data == codec.encode("CampaignMessage", {**fixed, **varying})
+    assert codec.decode(data).record == {**fixed, **varying}
+
+
+def test_only_string_fields_can_vary(codec: Codec):
+    with pytest.raises(ValueError, match="CampaignMessage.channels"):
+        codec.prepared("CampaignMessage", {"occurred_at": NOW, "campaign_id": "c", "template": "t", "category": "m"})
