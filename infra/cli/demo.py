@@ -76,10 +76,12 @@ def _emit(settings: Settings, users: list[str]) -> tuple[list[tuple[str, str, st
 
 def _progress(conn: psycopg.Connection, ids: list[str]) -> tuple[int, bool]:
     rows = conn.execute("SELECT id, status FROM notifications WHERE id = ANY(%s)", (ids,)).fetchall()
+    # every queued delivery must have its outcome in the status history (the table reads it), not only in the ledger
     queued, sent = conn.execute(
-        """SELECT (SELECT count(*) FROM status_history WHERE notification_id = ANY(%s) AND status = 'queued'),
-                  (SELECT count(*) FROM deliveries WHERE notification_id = ANY(%s) AND status IN ('sent', 'failed'))""",
-        (ids, ids)).fetchone()
+        """SELECT count(*) FILTER (WHERE status = 'queued'),
+                  count(*) FILTER (WHERE status IN ('sent', 'failed', 'dead_lettered') AND channel IS NOT NULL)
+           FROM status_history WHERE notification_id = ANY(%s)""",
+        (ids,)).fetchone()
     finished = sum(1 for _, s in rows if s in FINISHED)
     return finished, finished == len(ids) and queued == sent
 
