@@ -32,12 +32,12 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from infra.children import spawn as start, stop  # noqa: E402
+from rawkafka import pass_through  # noqa: E402 - bench/ is on sys.path when run as a script
 from infra.db import migrate  # noqa: E402
 from infra.sandbox.server import free_port  # noqa: E402
 from infra.seed import seed_templates  # noqa: E402
@@ -98,37 +98,6 @@ def write_users(path: Path, n: int, tag: str) -> None:
         for i in range(n):
             f.write(json.dumps({"id": f"{tag}-{i:07d}", "email": f"{tag}-{i}@example.test", "locale": "en",
                                 "time_zone": "Europe/Vienna", "first_name": "Ada"}) + "\n")
-
-
-def raw_pass_through(settings: Settings, src: str, n: int, timeout: float) -> float:
-    dst = settings.topic("bench-raw")
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.app_id + "-raw",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    p = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5, "batch.size": 1_000_000,
-                  "compression.type": "lz4", "queue.buffering.max.messages": 2_000_000, "enable.idempotence": True, "acks": "all"})
-    c.subscribe([src])
-    seen, t0 = 0, None
-    deadline = time.monotonic() + timeout
-    while seen < n and time.monotonic() < deadline:
-        msgs = c.consume(5000, 1.0)
-        if msgs and t0 is None:
-            t0 = time.perf_counter()
-        for m in msgs:
-            if m.error():
-                continue
-            while True:
-                try:
-                    p.produce(dst, m.value(), m.key(), headers=m.headers())
-                    break
-                except BufferError:
-                    p.poll(0.01)
-            seen += 1
-        if msgs:
-            p.flush(30)
-            c.commit(asynchronous=False)
-    elapsed = time.perf_counter() - (t0 or time.perf_counter())
-    c.close()
-    return seen / elapsed if elapsed > 0 else 0.0
 
 
 def main() -> None:
@@ -252,7 +221,7 @@ def main() -> None:
 
         for w in workers:
             stop(w)
-        rate = raw_pass_through(settings, settings.topic("bulk"), n + 20, timeout=300)
+        rate = pass_through(settings.kafka_bootstrap, settings.topic("bulk"), settings.topic("bench-raw"), n + 20, timeout=300, batch=5000).rate
         print(f"raw Kafka           : {rate:,.0f} records/s consume→produce (confluent-kafka, one process, same records)")
         db.close()
     finally:

@@ -27,10 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg  # noqa: E402
 import redis  # noqa: E402
-from confluent_kafka import Consumer, Producer  # noqa: E402
+from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from infra.db import migrate  # noqa: E402
+from rawkafka import pass_through  # noqa: E402 - bench/ is on sys.path when run as a script
 from infra.seed import seed_demo_users, seed_templates  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
@@ -154,35 +155,11 @@ def bench_kafka(settings: Settings, values: list[bytes]) -> float:
             except BufferError:
                 p.poll(0.05)
     p.flush(60)
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.app_id + "-bench",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    c.subscribe([src])
-    out = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                    "batch.size": 1_000_000, "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000})
-    n, t0 = 0, None
-    deadline = time.monotonic() + 120
-    while n < len(values) and time.monotonic() < deadline:
-        msgs = c.consume(1000, 1.0)
-        if msgs and t0 is None:
-            t0 = time.perf_counter()
-        for m in msgs:
-            if m.error():
-                continue
-            while True:
-                try:
-                    out.produce(dst, m.value(), m.key())
-                    break
-                except BufferError:
-                    out.poll(0.05)
-            n += 1
-        out.poll(0)
-    out.flush(60)
-    elapsed = time.perf_counter() - (t0 or time.perf_counter())
-    c.close()
+    raw = pass_through(settings.kafka_bootstrap, src, dst, len(values))
     admin.delete_topics([src, dst])
-    if n < len(values):
-        raise SystemExit(f"kafka: consumed only {n} of {len(values)} records")
-    return elapsed
+    if raw.records < len(values):
+        raise SystemExit(f"kafka: consumed only {raw.records} of {len(values)} records")
+    return raw.seconds
 
 
 def main() -> None:

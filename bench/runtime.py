@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
 import uuid
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from rawkafka import pass_through
 
 BOOTSTRAP = os.environ.get("HERALD_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 
@@ -39,32 +41,6 @@ def fill(topic: str, n: int, size: int) -> float:
                 p.poll(0.01)
     p.flush(60)
     return n / (time.perf_counter() - t0)
-
-
-def raw_pass_through(src: str, dst: str, n: int) -> tuple[float, float]:
-    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"bench-raw-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False})
-    p = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 5, "batch.size": 1_000_000, "compression.type": "lz4",
-                  "queue.buffering.max.messages": 2_000_000, "enable.idempotence": True, "acks": "all"})
-    c.subscribe([src])
-    seen, t0, cpu0 = 0, None, time.process_time()
-    deadline = time.monotonic() + 120
-    while seen < n and time.monotonic() < deadline:
-        msgs = c.consume(1000, 1.0)
-        if msgs and t0 is None:
-            t0 = time.perf_counter()
-        for m in msgs:
-            if m.error():
-                continue
-            p.produce(dst, m.value(), m.key())
-            seen += 1
-        p.poll(0)
-        if msgs:
-            p.flush(30)
-            c.commit(asynchronous=False)
-    elapsed = time.perf_counter() - (t0 or time.perf_counter())
-    c.close()
-    return seen / elapsed, (time.process_time() - cpu0) / max(seen, 1) * 1e6
 
 
 def faust_child(src: str, dst: str, n: int) -> None:
@@ -112,14 +88,15 @@ def main() -> None:
     for t in (src, dst1, dst2):
         make_topic(t, a.partitions)
     print(f"producing {a.records:,} records of {a.size} B: {fill(src, a.records, a.size):,.0f} records/s")
-    raw_rate, raw_cpu = raw_pass_through(src, dst1, a.records)
+    raw = pass_through(BOOTSTRAP, src, dst1, a.records)
+    raw_rate, raw_cpu = raw.rate, raw.cpu_us_per_record
     print(f"raw confluent-kafka consume→produce : {raw_rate:>10,.0f} records/s  {raw_cpu:6.1f} µs CPU/record")
     child = subprocess.run([sys.executable, __file__, "--faust-child", src, dst2, str(a.records)], capture_output=True, text=True, timeout=600)
-    line = next((l for l in child.stdout.splitlines() if l.startswith("RESULT")), None)
-    if line is None:
+    found = re.search(r"RESULT (\S+) (\S+)", child.stdout + child.stderr)  # Faust logs a worker's stdout
+    if found is None:
         print("faust child failed:", child.stdout[-2000:], child.stderr[-2000:])
         return
-    f_rate, f_cpu = float(line.split()[1]), float(line.split()[2])
+    f_rate, f_cpu = float(found[1]), float(found[2])
     print(f"faust noack_take agent pass-through : {f_rate:>10,.0f} records/s  {f_cpu:6.1f} µs CPU/record")
     print(f"ratio faust / raw                   : {f_rate / raw_rate:10.2f}")
 
