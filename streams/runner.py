@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from typing import Protocol
 
 import psycopg
@@ -62,8 +63,8 @@ class BatchRunner:
         """Process and produce the batch's outputs. Returns only when done; raises only CancelledError."""
         m = self.ctx.metrics
         name = self.handler.name
-        for rec in batch:
-            m.events_in.labels(rec.topic).inc()
+        for topic, n in Counter(rec.topic for rec in batch).items():
+            m.events_in.labels(topic).inc(n)
         t0 = time.perf_counter()
         await self._until_done(lambda: self._whole(batch))
         m.batch_seconds.labels(name).observe(time.perf_counter() - t0)

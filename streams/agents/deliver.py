@@ -122,6 +122,7 @@ class DeliverHandler:
         self.circuit = CircuitStore(ctx.redis, ctx.settings, sink.provider, ctx.metrics)
         self.status_topic = ctx.settings.topic("status")
         self.dlq_topic = ctx.settings.topic("dlq")
+        self._counters: dict[str, Any] = {}
 
     async def handle(self, batch: list[InRecord]) -> list[OutRecord]:
         if self.lane == "interactive":
@@ -307,7 +308,10 @@ class DeliverHandler:
         return dead_letter(rec, why, self.dlq_topic)
 
     def _count(self, what: str) -> None:
-        self.ctx.metrics.deliveries.labels(self.channel, self.sink.provider, what).inc()
+        counter = self._counters.get(what)
+        if counter is None:  # labels() takes a lock and builds a key: once per outcome, not per delivery
+            counter = self._counters[what] = self.ctx.metrics.deliveries.labels(self.channel, self.sink.provider, what)
+        counter.inc()
 
 
 def _ms(value: Any) -> int:

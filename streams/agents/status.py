@@ -1,6 +1,8 @@
 """The status agent: StatusChange records → PostgreSQL, in batches, never backwards."""
 from __future__ import annotations
 
+from collections import Counter
+
 from infra.settings import Settings
 from schemas.codec import DecodeError
 from streams.agents import AgentSpec
@@ -62,8 +64,8 @@ class StatusHandler:
                                 for u in updates
                             ],
                         )
-        for c in changes:
-            self.ctx.metrics.stage_outcomes.labels("status", c["status"], c["reason"] or "").inc()
+        for (status, reason), n in Counter((c["status"], c["reason"] or "") for c in changes).items():
+            self.ctx.metrics.stage_outcomes.labels("status", status, reason).inc(n)
         return dead
 
 
