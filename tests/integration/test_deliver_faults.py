@@ -34,12 +34,16 @@ def test_sigkill_after_the_provider_accepted_a_chunk_sends_each_message_exactly_
     held = delivery("email", user_id="u-same")   # same key: same partition, same batch, after the ten
     ctl.faults("sendgrid", hold=[held["address"]])
     _produce(settings, "email", first + [held])
-    env = {"HERALD_DELIVER__MAX_CHUNK": "10"}
+    # a 2 s batch window: the eleven records already in the log reach the agent as one batch even on a loaded
+    # machine (with the default 50 ms window a batch boundary could fall between them, so part of the first
+    # ten would travel in the held chunk and be 'claimed', not 'sent')
+    env = {"HERALD_DELIVER__MAX_CHUNK": "10", "HERALD_BATCH_WITHIN": "2"}
     w = worker_factory(settings, agents=["deliver-email"], extra_env=env)
     # the first chunk is accepted and marked sent; the worker is now blocked inside the call of the second,
     # so the batch is unfinished and its offsets are not committed
     wait_for(lambda: ctl.stats()["held"] == 1, 120, message="second chunk held by the provider")
     assert set(_ledger(db, first).values()) == {"sent"} and len(_ledger(db, first)) == 10
+    assert _ledger(db, [held]) == {held["delivery_id"]: "claimed"}
     w.kill()
     ctl.faults("sendgrid", hold=[])
     # restart; a lease of 0 lets the new worker take over the dead worker's claim at once
