@@ -23,6 +23,9 @@ def producer_config(bootstrap: str, **extra: object) -> dict[str, object]:
         "bootstrap.servers": bootstrap,
         "enable.idempotence": True,
         "acks": "all",
+        # Java's and aiokafka's key hash: an upstream team producing with another client puts a user's events
+        # on the same partition as Herald's own writers do (librdkafka's default, consistent_random, does not)
+        "partitioner": "murmur2_random",
         "linger.ms": 5,
         "batch.size": 1_000_000,
         "compression.type": "lz4",

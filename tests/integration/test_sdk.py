@@ -49,6 +49,23 @@ def test_campaign_messages_go_to_the_bulk_lane_and_wait_returns_after_the_ack(to
     herald.close()
 
 
+def test_a_users_events_land_on_the_partition_java_and_aiokafka_choose_for_the_key(topics):
+    """Per-user order holds across clients only if every client hashes a key to the same partition."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    settings = topics
+    users = [f"user-{i}" for i in range(40)]
+    with Emitter(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix) as herald:
+        for u in users:
+            herald.emit("BirthdayReached", {"user_id": u, "age": 30}, wait=False)
+    got = read(settings, settings.topic("events"), len(users))
+    assert len(got) == len(users)
+    parts = list(range(settings.partitions))
+    expected = {u: DefaultPartitioner()(u.encode(), parts, parts) for u in users}
+    assert len(set(expected.values())) > 1
+    assert {m.key().decode(): m.partition() for m in got} == expected
+
+
 def test_an_unreachable_broker_is_an_error_for_the_caller():
     herald = Emitter("127.0.0.1:1", topic_prefix="nowhere", **{"message.timeout.ms": 1500})
     with pytest.raises(EmitError) as caught:
