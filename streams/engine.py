@@ -9,8 +9,9 @@ alone would spend minutes of CPU on a million-user campaign. Agents listed in
     consume up to batch_size → runner.run(batch) (outputs durable) → commit offsets
 
 Consume is only called between batches, so a rebalance never revokes a
-partition with a batch in flight; a crash before the commit redelivers the
-batch (handlers are idempotent: de-dup and the ledger).
+partition with a batch in flight; a crash before the commit, or a commit the
+group refuses (a broker restart lost the member), redelivers the batch
+(handlers are idempotent: de-dup and the ledger).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from infra.settings import Settings
 from streams.records import InRecord
@@ -86,7 +87,13 @@ async def run_batch_agent(name: str, topics: list[str], runner_factory, settings
                 runner = await runner_factory()
             await runner.run(batch)
             offsets = [TopicPartition(t, p, o) for (t, p), o in high.items()]
-            await loop.run_in_executor(pool, lambda: consumer.commit(offsets=offsets, asynchronous=False))
+            try:
+                await loop.run_in_executor(pool, lambda: consumer.commit(offsets=offsets, asynchronous=False))
+            except KafkaException as exc:
+                # the group moved on (broker restart, session lost, rebalance): librdkafka rejoins by itself;
+                # whoever owns these partitions next reads the batch again and the handlers' idempotence absorbs it
+                log.warning("%s: commit failed (%s); the batch will be read again", name, exc.args[0])
+                continue
             _record_lag(consumer, offsets, lag, runner.ctx.metrics)
     except asyncio.CancelledError:
         raise

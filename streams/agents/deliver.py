@@ -12,7 +12,10 @@ restart they are re-read (the offset was not committed). A claim younger than
 handed back to the first retry tier without being sent; once older it is sent
 again. So in that window, and only there, a message may reach the provider
 twice (at-least-once, bounded to one chunk per crash); everywhere else, replays
-and re-deliveries are acknowledged from the ledger without a provider call.
+and re-deliveries are acknowledged from the ledger without a provider call, and
+their 'sent' status is said again (a batch retried after Kafka, Redis or
+PostgreSQL went away must not lose it). An outage is not a crash: after a call
+the mark waits for PostgreSQL, and the circuit skips an observation without Redis.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from streams.context import Context
 from streams.devices import apply_device_effects
 from streams.dlq import DeadLetter, dead_letter
 from streams.records import ATTEMPT, InRecord, OutRecord, now_ms, set_header
+from streams.runner import is_infra_error
 from streams.stages.deliver import (
     DeadLetterIt, DeliverConfig, HandBack, MarkSent, ScheduleRetry, WaitAndResend, admit, device_effects,
     failure, first_occurrences, ledger_decision, observation, observe, outcome, pause,
@@ -85,7 +89,7 @@ WITH input AS (
     SELECT * FROM unnest(%(ids)s::text[], %(nids)s::text[], %(chs)s::text[], %(addrs)s::text[])
         AS t(delivery_id, notification_id, channel, address)
 ), prev AS (
-    SELECT d.delivery_id, d.status FROM deliveries d JOIN input USING (delivery_id)
+    SELECT d.delivery_id, d.status, d.provider_message_id FROM deliveries d JOIN input USING (delivery_id)
 ), claimed AS (
     INSERT INTO deliveries AS d (delivery_id, notification_id, channel, address, status, attempts, claimed_at, updated_at)
     SELECT delivery_id, notification_id, channel, address, 'claimed', 1, now(), now() FROM input
@@ -94,7 +98,7 @@ WITH input AS (
     WHERE d.status = 'failed' OR (d.status = 'claimed' AND d.claimed_at <= now() - make_interval(secs => %(lease)s))
     RETURNING d.delivery_id
 )
-SELECT i.delivery_id, c.delivery_id IS NOT NULL, p.status
+SELECT i.delivery_id, c.delivery_id IS NOT NULL, p.status, p.provider_message_id
 FROM input i LEFT JOIN claimed c USING (delivery_id) LEFT JOIN prev p USING (delivery_id)
 """
 
@@ -152,10 +156,13 @@ class DeliverHandler:
             else:
                 live.append((rec, d))
         to_send: list[Item] = []
-        for item, decision in zip(live, await self._claim(live), strict=True):
+        for item, (decision, pmid) in zip(live, await self._claim(live), strict=True):
             if decision == "send":
                 to_send.append(item)
             elif decision == "already_sent":
+                # said again: this batch may be a retry whose first run sent it and then lost its outputs
+                # (Kafka, Redis or PostgreSQL went away); a 'sent' never moves a later status backwards
+                out.append(self._status(item[0], item[1], "sent", provider_message_id=pmid))
                 self._count("already_sent")
             else:  # claimed by a call that may still be running elsewhere: look again later
                 out.append(self._retry_record(item[0], item[1], self.ladder.topics[0],
@@ -205,7 +212,7 @@ class DeliverHandler:
                 cur = observe(cur, seen, now, self.cfg)
                 return pause(cur, max(limits), now) if limits else cur
 
-            await self.circuit.update(change)
+            await self._observe(change)
             resend: list[Item] = []
             marks: list[tuple[str, str, str | None, str | None]] = []
             for (rec, d), r in zip(chunk, results, strict=True):
@@ -216,7 +223,7 @@ class DeliverHandler:
                 marks.append(self._apply(rec, d, action, out, now))
                 if self.channel == "push":
                     effects.append((d["address"], r))
-            await self._mark(marks)
+            await self._mark_after_call(marks)
             if resend:
                 wait = max(r.retry_after for r in results if isinstance(r, RateLimited))
                 await asyncio.sleep(wait)
@@ -270,7 +277,8 @@ class DeliverHandler:
         await self._mark(marks)
 
     # --- ledger ---------------------------------------------------------------
-    async def _claim(self, items: list[Item]) -> list[str]:
+    async def _claim(self, items: list[Item]) -> list[tuple[str, str | None]]:
+        """Per item: the ledger's decision and, for one already sent, its provider message id."""
         if not items:
             return []
         ds = [d for _, d in items]
@@ -278,8 +286,32 @@ class DeliverHandler:
                   "chs": [self.channel] * len(ds), "addrs": [d["address"] for d in ds], "lease": self.cfg.claim_lease}
         async with self.ctx.db.connection() as conn:
             rows = await (await conn.execute(CLAIM, params)).fetchall()
-        by_id = {r[0]: ledger_decision(r[1], r[2]) for r in rows}
+        by_id = {r[0]: (ledger_decision(r[1], r[2]), r[3]) for r in rows}
         return [by_id[d["delivery_id"]] for d in ds]
+
+    async def _observe(self, change) -> None:
+        """Feed the call's outcome to the shared circuit; without Redis the breaker misses one observation."""
+        try:
+            await self.circuit.update(change)
+        except Exception as exc:  # noqa: BLE001
+            if not is_infra_error(exc):
+                raise
+            log.warning("%s: circuit state not updated (%r)", self.name, exc)
+
+    async def _mark_after_call(self, marks: list[tuple[str, str, str | None, str | None]]) -> None:
+        """The provider has answered: what it said must reach the ledger, or a retry of the batch would take
+        these rows for calls still in flight and send them again after the lease. Waits out a PostgreSQL outage."""
+        backoff = 0.1
+        while True:
+            try:
+                await self._mark(marks)
+                return
+            except Exception as exc:  # noqa: BLE001
+                if not is_infra_error(exc):
+                    raise
+                log.warning("%s: ledger not reachable after a provider call (%r); retrying in %.1fs", self.name, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     async def _mark(self, marks: list[tuple[str, str, str | None, str | None]]) -> None:
         if not marks:
