@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import logging.config
 import sys
+import time
 
 import typer
 
@@ -11,11 +12,38 @@ from infra.cli.stack import env_no_proxy
 from infra.settings import Settings
 
 AGENTS = typer.Option(None, "--agent", "-a", help="run only these agents (repeatable); default: all")
+WAIT_KAFKA = typer.Option(60.0, "--wait-kafka", min=0,
+                          help="seconds to wait at start for the Kafka broker to answer before giving up")
+
+
+def wait_for_kafka(bootstrap: str, seconds: float) -> None:
+    """A worker started before its broker (a host boot, a compose file) waits instead of crashing in Faust."""
+    from confluent_kafka.admin import AdminClient
+
+    from infra.cli.errors import CliError
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})  # 0: no connect-refused spam
+    deadline = time.monotonic() + seconds
+    said = False
+    while True:
+        try:
+            if admin.list_topics(timeout=2).brokers:
+                return
+        except Exception:  # noqa: BLE001 - not there yet
+            pass
+        if not said:
+            print(f"waiting up to {seconds:g} s for Kafka at {bootstrap} ...", file=sys.stderr, flush=True)
+            said = True
+        if time.monotonic() >= deadline:
+            raise CliError(f"Kafka at {bootstrap} did not answer within {seconds:g} s: start it (`herald stack up`) "
+                           "or point HERALD_KAFKA_BOOTSTRAP at a running broker")
+        time.sleep(0.5)
 
 
 def worker(
     agents: list[str] | None = AGENTS,
     loglevel: str = typer.Option("warning", help="log level"),
+    wait_kafka: float = WAIT_KAFKA,
 ) -> None:
     """Run the pipeline's Faust agents (route, deliver per channel and lane, retry tiers, status).
 
@@ -34,6 +62,7 @@ def worker(
         from infra.cli.errors import CliError
 
         raise CliError(str(exc)) from exc
+    wait_for_kafka(settings.kafka_bootstrap, wait_kafka)
     from infra.logs import logging_config
 
     config = logging_config(loglevel)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -45,6 +46,18 @@ def test_stack_status_prints_each_component_and_whether_it_answers(settings: Set
     bad = _herald(nothing_there, "stack", "status")
     assert bad.returncode == 1
     assert "no" in next(l for l in bad.stdout.splitlines() if "kafka" in l)
+
+
+def test_a_worker_without_a_broker_waits_then_says_what_to_do_without_a_traceback(settings: Settings):
+    nothing_there = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})
+    t0 = time.monotonic()
+    out = _herald(nothing_there, "worker", "--wait-kafka", "2")
+    assert out.returncode == 1
+    assert time.monotonic() - t0 >= 2
+    said = " ".join(out.stderr.split())
+    assert "waiting up to 2 s for Kafka at 127.0.0.1:1" in said
+    assert "did not answer within 2 s" in said and "herald stack up" in said
+    assert "Traceback" not in out.stderr + out.stdout
 
 
 def test_migrations_run_twice_harmlessly(settings: Settings, db):
