@@ -143,8 +143,9 @@ class ChunkProducer:
     """Encodes and produces one chunk of recipients, then waits for every acknowledgement."""
 
     def __init__(self, bootstrap: str, topic: str, spec: CampaignSpec, codec: Codec | None = None,
-                 timeout: float = 60.0, **producer_extra: object) -> None:
+                 timeout: float = 60.0, stop: threading.Event | None = None, **producer_extra: object) -> None:
         self.topic = topic
+        self.stop = stop or threading.Event()
         self.spec = spec
         self.codec = codec or Codec()
         self.timeout = timeout
@@ -170,7 +171,12 @@ class ChunkProducer:
         # only event_id, user_id and variables_json differ between a chunk's messages
         sample = message(spec, Recipient("-"), occurred, base)
         encode = self.codec.prepared("CampaignMessage", {k: v for k, v in sample.items() if k not in PER_RECIPIENT})
+        stopped = self.stop.is_set
         for r in chunk:
+            if stopped():   # Ctrl-C: this chunk counts as not produced; a resume sends it again
+                self._producer.flush(5)
+                self._errors = []
+                return ChunkResult(index, 0, [])
             rec = message(spec, r, occurred, base)
             eid = rec["event_id"].encode()
             while True:
@@ -267,9 +273,15 @@ def produce(
     errors: list[str] = []
     interrupted = False
     t0 = time.perf_counter()
+    stop = threading.Event()
+    previous_handler = None
     if procs <= 1:
         results: Iterator[ChunkResult]
-        local = ChunkProducer(bootstrap, topic, spec, **extra)
+        if threading.current_thread() is threading.main_thread():
+            # a KeyboardInterrupt raised inside librdkafka's produce() surfaces as a TypeError about header
+            # keys; a flag checked between records stops the chunk cleanly instead
+            previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.set())
+        local = ChunkProducer(bootstrap, topic, spec, stop=stop, **extra)
         results = (local.send(i, c) for i, c in jobs)
         pool = None
     else:
@@ -297,9 +309,14 @@ def produce(
             sent += r.sent
             if on_progress:
                 on_progress(produced)
+            if stop.is_set():
+                interrupted = True
+                break
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
         if pool is not None:
             stopping.set()
             pool.terminate()

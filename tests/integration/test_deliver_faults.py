@@ -88,7 +88,8 @@ def test_429_is_waited_out_without_spending_an_attempt(sandbox, db, worker_facto
     ctl.faults("sendgrid", rate_limit=2, retry_after=1)
     ds = [delivery("email") for _ in range(3)]
     _produce(settings, "email", ds)
-    worker_factory(settings, agents=["deliver-email"])
+    # a 2 s batch window: the three records reach the agent as one batch, one request, even on a loaded machine
+    worker_factory(settings, agents=["deliver-email"], extra_env={"HERALD_BATCH_WITHIN": "2"})
     wait_for(lambda: set(_ledger(db, ds).values()) == {"sent"} and len(_ledger(db, ds)) == 3, 120, message="sent")
     assert ctl.requests("sendgrid") == 3   # 429, 429, then accepted: the same request again, not a retry tier
     rows = db.execute("SELECT attempts FROM deliveries WHERE delivery_id = ANY(%s)", ([d["delivery_id"] for d in ds],))
