@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import psycopg
@@ -51,6 +52,21 @@ class Handler(Protocol):
 
 def is_infra_error(exc: BaseException) -> bool:
     return isinstance(exc, INFRA_ERRORS) or is_kafka_error(exc)
+
+
+async def until_reachable(attempt: Callable[[], Awaitable[None]], what: str, max_backoff: float = 5.0) -> None:
+    """Await ``attempt()`` until it succeeds, waiting out infrastructure errors with backoff; others raise."""
+    backoff = 0.1
+    while True:
+        try:
+            await attempt()
+            return
+        except Exception as exc:  # noqa: BLE001
+            if not is_infra_error(exc):
+                raise
+            log.warning("%s: infrastructure error %r; retrying in %.1fs", what, exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff)
 
 
 class BatchRunner:

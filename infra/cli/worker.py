@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import logging.config
 import sys
-import time
 
 import typer
 
@@ -21,24 +20,22 @@ def wait_for_kafka(bootstrap: str, seconds: float) -> None:
     from confluent_kafka.admin import AdminClient
 
     from infra.cli.errors import CliError
+    from infra.stack.process import wait_until
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})  # 0: no connect-refused spam
-    deadline = time.monotonic() + seconds
-    said = False
-    while True:
-        try:
-            if admin.list_topics(timeout=2).brokers:
-                return
-        except Exception:  # noqa: BLE001 - not there yet
-            pass
-        if not said:
-            print(f"waiting up to {seconds:g} s for Kafka at {bootstrap} ...", file=sys.stderr, flush=True)
-            said = True
-        if time.monotonic() >= deadline:
-            raise CliError(f"Kafka at {bootstrap} did not answer within {seconds:g} s: start it (`herald stack up`) "
-                           "or point HERALD_KAFKA_BOOTSTRAP at a running broker")
-        time.sleep(0.5)
 
+    def answers() -> bool:
+        try:
+            return bool(admin.list_topics(timeout=2).brokers)
+        except Exception:  # noqa: BLE001 - not there yet
+            return False
+
+    if answers():
+        return
+    print(f"waiting up to {seconds:g} s for Kafka at {bootstrap} ...", file=sys.stderr, flush=True)
+    if not wait_until(answers, timeout=seconds, interval=0.5):
+        raise CliError(f"Kafka at {bootstrap} did not answer within {seconds:g} s: start it (`herald stack up`) "
+                       "or point HERALD_KAFKA_BOOTSTRAP at a running broker")
 
 def worker(
     agents: list[str] | None = AGENTS,

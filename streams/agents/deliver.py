@@ -39,7 +39,7 @@ from streams.context import Context
 from streams.devices import apply_device_effects
 from streams.dlq import DeadLetter, dead_letter
 from streams.records import ATTEMPT, InRecord, OutRecord, now_ms, set_header
-from streams.runner import is_infra_error
+from streams.runner import is_infra_error, until_reachable
 from streams.stages.deliver import (
     DeadLetterIt, DeliverConfig, HandBack, MarkSent, ScheduleRetry, WaitAndResend, admit, device_effects,
     failure, first_occurrences, ledger_decision, observation, observe, outcome, pause,
@@ -301,17 +301,7 @@ class DeliverHandler:
     async def _mark_after_call(self, marks: list[tuple[str, str, str | None, str | None]]) -> None:
         """The provider has answered: what it said must reach the ledger, or a retry of the batch would take
         these rows for calls still in flight and send them again after the lease. Waits out a PostgreSQL outage."""
-        backoff = 0.1
-        while True:
-            try:
-                await self._mark(marks)
-                return
-            except Exception as exc:  # noqa: BLE001
-                if not is_infra_error(exc):
-                    raise
-                log.warning("%s: ledger not reachable after a provider call (%r); retrying in %.1fs", self.name, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        await until_reachable(lambda: self._mark(marks), f"{self.name}: ledger after a provider call")
 
     async def _mark(self, marks: list[tuple[str, str, str | None, str | None]]) -> None:
         if not marks:
