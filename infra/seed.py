@@ -84,12 +84,12 @@ SEED_TEMPLATES: tuple[TemplateSource, ...] = (
                    "If it was not you, ignore this message.",
                    subject="Reset your password",
                    body_html="<p>Someone asked to reset your password.</p>"
-                             "<p><a href=\"{{ reset_url }}\">Reset it</a> within {{ expires_in_minutes }} minutes.</p>"
+                             "<p><a href=\"{{ reset_url | url }}\">Reset it</a> within {{ expires_in_minutes }} minutes.</p>"
                              "<p>If it was not you, ignore this message.</p>"),
     TemplateSource("password_reset", "email", "de", 1,
                    "Jemand möchte dein Passwort zurücksetzen. Dieser Link gilt {{ expires_in_minutes }} Minuten:\n{{ reset_url }}",
                    subject="Passwort zurücksetzen",
-                   body_html="<p><a href=\"{{ reset_url }}\">Passwort zurücksetzen</a> (gültig {{ expires_in_minutes }} Minuten)</p>"),
+                   body_html="<p><a href=\"{{ reset_url | url }}\">Passwort zurücksetzen</a> (gültig {{ expires_in_minutes }} Minuten)</p>"),
     # BirthdayReached → birthday_greeting (social)
     TemplateSource("birthday_greeting", "email", "default", 1,
                    "Happy birthday, {{ user.first_name or 'friend' }}!{% if age %} {{ age }} looks good on you.{% endif %}",

@@ -8,7 +8,10 @@ workers without a restart.
 """
 from __future__ import annotations
 
+import logging
+import re
 import time as _time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +33,49 @@ def money(cents: Any, currency: str = "EUR") -> str:
     return f"{sign}{value // 100}.{value % 100:02d} {currency}"
 
 
+log = logging.getLogger("herald.templates")
+
+SAFE_URL_SCHEMES = frozenset({"http", "https", "mailto"})
+URL_PLACEHOLDER = "#"
+# What a browser ignores when it parses an href (WHATWG URL): leading and trailing
+# C0 controls and spaces, and every tab, CR and LF, so "java\tscript:" is javascript:.
+_URL_EDGES = "".join(map(chr, range(0x21)))
+_URL_TAB_NEWLINE = re.compile(r"[\t\n\r]")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+
+# Warnings of the render in progress (render() collects them into Rendered.warnings).
+render_warnings: ContextVar[list[str] | None] = ContextVar("render_warnings", default=None)
+
+
+def warn(message: str) -> None:
+    log.warning("template: %s", message)
+    collected = render_warnings.get()
+    if collected is not None:
+        collected.append(message)
+
+
+def safe_url(value: Any) -> str:
+    """``href="{{ link | url }}"``: the URL (as a browser reads it) when it is http, https or mailto, else ``#``.
+
+    A placeholder rather than a render failure: a link variable is event data, and
+    a notification with one dead link (counted as a warning) beats a dead-lettered
+    password reset, while a ``javascript:`` href must never reach an inbox.
+    The result is a plain string, so autoescape still escapes it for the attribute.
+    """
+    url = str.__str__(_URL_TAB_NEWLINE.sub("", str(value)).strip(_URL_EDGES))  # plain str, even from Markup
+    m = _SCHEME.match(url)
+    if m is None or m.group(1).lower() not in SAFE_URL_SCHEMES:
+        # the scheme only: a link can carry a token, and the logs are no place for it
+        what = f"a {m.group(1).lower()}: link" if m else "a link without an http, https or mailto scheme"
+        warn(f"unsafe_url: {what} was replaced by {URL_PLACEHOLDER!r}")
+        return URL_PLACEHOLDER
+    return url
+
+
 def _env(autoescape: bool) -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=autoescape, trim_blocks=True, lstrip_blocks=True)
     env.filters["money"] = money
+    env.filters["url"] = safe_url
     return env
 
 

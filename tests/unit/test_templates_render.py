@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import pytest
+from markupsafe import Markup
 
 from infra.seed import SEED_TEMPLATES
 from streams.routes import load_routes
 from streams.stages.route.render import RenderFailure, Rendered, render, sms_segments
-from streams.templates import Environments, TemplateSource, TemplateStore, compile_template, locale_chain, money
+from streams.templates import Environments, TemplateSource, TemplateStore, compile_template, locale_chain, money, safe_url
 
 ENVS = Environments()
 
@@ -102,3 +103,63 @@ def test_seed_templates_render_with_sample_events():
 
 def test_money():
     assert (money(4550), money(-5, "USD"), money(0)) == ("45.50 EUR", "-0.05 USD", "0.00 EUR")
+
+
+# --- safe links: the url filter ----------------------------------------------------------------
+
+@pytest.mark.parametrize("value, shown", [
+    ("https://example.test/reset?t=1&u=2", "https://example.test/reset?t=1&u=2"),
+    ("http://example.test", "http://example.test"),
+    ("HTTPS://EXAMPLE.TEST/", "HTTPS://EXAMPLE.TEST/"),
+    ("mailto:help@example.test", "mailto:help@example.test"),
+    ("  https://example.test/\n", "https://example.test/"),       # what a browser strips, stripped
+    ("https://exa\tmple.test/", "https://example.test/"),
+    ("javascript:alert(1)", "#"),
+    ("JavaScript:alert(1)", "#"),
+    (" JAVASCRIPT:alert(1)", "#"),
+    ("java\tscript:alert(1)", "#"),
+    ("java\nscr\ript:alert(1)", "#"),
+    ("\x00\x1fjavascript:alert(1)", "#"),
+    ("vbscript:msgbox(1)", "#"),
+    ("data:text/html;base64,PHNjcmlwdD4=", "#"),
+    ("file:///etc/passwd", "#"),
+    ("//evil.test/x", "#"),                                         # no scheme: an email has no base URL
+    ("reset", "#"),
+    ("", "#"),
+    (None, "#"),
+])
+def test_url_filter_allows_only_http_https_and_mailto(value, shown):
+    assert safe_url(value) == shown
+
+
+def test_url_filter_output_is_still_escaped_in_html():
+    out = render(t("x", "email", subject="s", body_html='<a href="{{ u | url }}">x</a>'), "email",
+                 {"u": Markup('https://x.test/"onmouseover="alert(1)')})
+    assert out.html == '<a href="https://x.test/&#34;onmouseover=&#34;alert(1)">x</a>' and out.warnings == ()
+
+
+@pytest.mark.parametrize("locale", ["en", "de"])
+@pytest.mark.parametrize("link", ["javascript:alert(document.cookie)", " JaVaScRiPt:alert(1)", "java\tscript:alert(1)"])
+def test_seed_password_reset_never_puts_a_javascript_link_in_an_href(locale, link):
+    store = TemplateStore()
+    store.load_rows(["password_reset"], [s for s in SEED_TEMPLATES if s.code == "password_reset"])
+    out = render(store.pick("password_reset", "email", locale), "email",
+                 {"reset_url": link, "expires_in_minutes": 30, "user": {"first_name": "Ada"}})
+    assert isinstance(out, Rendered), out
+    assert 'href="#"' in out.html and "script" not in out.html.lower()
+    assert len(out.warnings) == 1 and "unsafe_url" in out.warnings[0]
+
+
+def test_seed_password_reset_keeps_a_real_link():
+    store = TemplateStore()
+    store.load_rows(["password_reset"], [s for s in SEED_TEMPLATES if s.code == "password_reset"])
+    out = render(store.pick("password_reset", "email", "en"), "email",
+                 {"reset_url": "https://id.example.test/reset?t=a&u=b", "expires_in_minutes": 30, "user": {}})
+    assert 'href="https://id.example.test/reset?t=a&amp;u=b"' in out.html and out.warnings == ()
+
+
+def test_every_seed_href_goes_through_the_url_filter():
+    import re
+    for s in SEED_TEMPLATES:
+        for href in re.findall(r'href="([^"]*)"', s.body_html or ""):
+            assert re.fullmatch(r"\{\{ *\w+(\.\w+)* *\| *url *\}\}", href), (s.code, s.locale, href)

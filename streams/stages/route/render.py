@@ -12,7 +12,7 @@ from typing import Any
 from jinja2 import Template, UndefinedError
 from jinja2.exceptions import SecurityError
 
-from streams.templates import CompiledTemplate
+from streams.templates import CompiledTemplate, render_warnings
 
 GSM7_BASIC = set(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -29,6 +29,7 @@ class Rendered:
     push_title: str | None = None
     sms_segments: int = 0
     push_data: dict[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # e.g. an unsafe link replaced by the ``url`` filter
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,8 @@ def render(tmpl: CompiledTemplate | None, channel: str, context: dict[str, Any],
     if tmpl.error:
         return RenderFailure("render_error", f"{tmpl.label}: {tmpl.error}")
     part = "text"
+    warnings: list[str] = []
+    token = render_warnings.set(warnings)
     try:
         text = _part(tmpl, "text", tmpl.text, context) or ""
         part = "subject"
@@ -75,6 +78,8 @@ def render(tmpl: CompiledTemplate | None, channel: str, context: dict[str, Any],
         return RenderFailure("render_error", f"{tmpl.label} ({part}): missing variable: {exc}")
     except Exception as exc:  # noqa: BLE001 - template code is data; any failure in it is a render error
         return RenderFailure("render_error", f"{tmpl.label} ({part}): {type(exc).__name__}: {exc}")
+    finally:
+        render_warnings.reset(token)
     if not text:
         return RenderFailure("render_error", f"{tmpl.label}: the text part rendered empty")
     if channel == "email" and not subject:
@@ -86,4 +91,5 @@ def render(tmpl: CompiledTemplate | None, channel: str, context: dict[str, Any],
         push_title=title if channel == "push" else None,
         sms_segments=sms_segments(text) if channel == "sms" else 0,
         push_data=dict(push_data or {}) if channel == "push" else {},
+        warnings=tuple(warnings),
     )
