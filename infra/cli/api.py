@@ -19,6 +19,7 @@ def api(
     """
     import uvicorn
 
+    from infra.logs import logging_config
     from infra.settings import Settings
 
     env_no_proxy()
@@ -30,5 +31,6 @@ def api(
         port=port or settings.api_port,
         workers=workers,
         log_level=loglevel,
-        access_log=False,
+        log_config=logging_config(loglevel, settings),  # JSON lines, masked: uvicorn's own formatter prints raw paths
+        access_log=True,  # at info level and below; masked like every other line
     )

@@ -33,8 +33,12 @@ def scheduler(
     from scheduler.metrics import SchedulerMetrics
     from scheduler.service import Scheduler, SchedulerConfig
 
-    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    import logging.config
+
+    from infra.logs import logging_config
+
     settings = Settings()
+    logging.config.dictConfig(logging_config(loglevel, settings))
     config = SchedulerConfig(interval=interval, batch_size=batch_size, housekeeping_every=housekeeping_every,
                              keep_published_days=keep_published_days)
     metrics = SchedulerMetrics()

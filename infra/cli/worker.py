@@ -62,7 +62,7 @@ def worker(
     wait_for_kafka(settings.kafka_bootstrap, wait_kafka)
     from infra.logs import logging_config
 
-    config = logging_config(loglevel)
+    config = logging_config(loglevel, settings)
     logging.config.dictConfig(config)
     app = create_app(settings, agents)
     sys.argv = sys.argv[:1]
