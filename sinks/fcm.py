@@ -7,6 +7,12 @@ with a fresh RSA key). The send URL has no public override in firebase-admin
 the only place in Herald that touches them. It also replaces the SDK's own
 retrying HTTP client (4 retries on 500/503, ~7 s) with one that does not
 retry: retries are the ladder's job, and a blocked batch would stall the lane.
+
+Outcomes are per message: each goes through ``send_each_async`` on its own
+(the SDK makes one HTTP request per message either way), so a message the SDK
+refuses to encode, or one Herald refuses before the call (a title with a line
+break, a reserved data key, a payload over FCM's 4096 bytes; see
+``sinks.content``), is that delivery's Permanent result and spoils nothing else.
 """
 from __future__ import annotations
 
@@ -22,9 +28,12 @@ from firebase_admin._retry import HttpxRetry
 
 from infra.settings import Settings
 from sinks.base import Delivery, Result, Sent, parse_retry_after
-from sinks.errors import InvalidAddress, InvalidToken, Permanent, RateLimited, Retryable
+from sinks.content import check_body, check_header, check_token
+from sinks.errors import DeliveryError, InvalidAddress, InvalidToken, Permanent, RateLimited, Retryable
 
 SANDBOX_PROJECT = "herald-sandbox"
+MAX_PAYLOAD_BYTES = 4096   # FCM's limit on a notification message's title, body and data
+_RESERVED_DATA = ("from", "message_type")   # and any key starting with "google" or "gcm"
 _RETRYABLE = (exceptions.UnavailableError, exceptions.InternalError, exceptions.DeadlineExceededError,
               exceptions.UnknownError, exceptions.AbortedError)
 
@@ -66,28 +75,50 @@ class FcmSink:
         return cls(info, settings.fcm_url)
 
     async def send_batch(self, deliveries: list[Delivery]) -> list[Result]:
-        if not deliveries:
-            return []
-        msgs = [
-            messaging.Message(
-                token=d["address"],
-                notification=messaging.Notification(title=d.get("push_title"), body=d["text"]),
-                data={**(d.get("push_data") or {}), "delivery_id": d["delivery_id"]},
-            )
-            for d in deliveries
-        ]
+        return list(await asyncio.gather(*(self._send_one(d) for d in deliveries)))
+
+    async def _send_one(self, d: Delivery) -> Result:
         try:
-            batch = await messaging.send_each_async(msgs, app=self._app)
+            msg = build_message(d)
+        except DeliveryError as err:
+            return err
+        try:
+            batch = await messaging.send_each_async([msg], app=self._app)
         except exceptions.FirebaseError as exc:
-            return [_map(exc)] * len(deliveries)
-        except (OSError, ValueError) as exc:
-            return [Retryable(f"fcm: {exc}")] * len(deliveries)
-        return [Sent(r.message_id) if r.success else _map(r.exception) for r in batch.responses]
+            return _map(exc)
+        except ValueError as exc:  # raised while encoding, before any request
+            return Permanent(f"fcm: message cannot be built: {exc}")
+        except OSError as exc:
+            return Retryable(f"fcm: {exc}")
+        except Exception as exc:  # noqa: BLE001 - this message only: the others of the batch keep their results
+            return Retryable(f"fcm: unexpected error: {exc!r}")
+        [r] = batch.responses
+        return Sent(r.message_id) if r.success else _map(r.exception)
 
     async def close(self) -> None:
         # the SDK's own close runs asyncio.run(), impossible inside a loop: close our client here first
         await messaging._get_messaging_service(self._app)._async_client.aclose()  # noqa: SLF001
         await asyncio.to_thread(firebase_admin.delete_app, self._app)
+
+
+def build_message(d: Delivery) -> messaging.Message:
+    """The FCM message of one delivery; raises ``Permanent``/``InvalidAddress`` for a value it cannot carry."""
+    check_token("device token", d["address"])
+    check_header("push title", d.get("push_title"))
+    check_body("text", d["text"])
+    data = {**(d.get("push_data") or {}), "delivery_id": d["delivery_id"]}
+    for key in data:
+        if key in _RESERVED_DATA or key.startswith(("google", "gcm")):
+            raise Permanent(f"push data key {key!r} is reserved by FCM")
+    size = sum(len(k.encode()) + len(str(v).encode()) for k, v in data.items())
+    size += len((d.get("push_title") or "").encode()) + len(d["text"].encode())
+    if size > MAX_PAYLOAD_BYTES:
+        raise Permanent(f"push payload is {size} bytes (title, text and data), more than FCM's {MAX_PAYLOAD_BYTES}")
+    return messaging.Message(
+        token=d["address"],
+        notification=messaging.Notification(title=d.get("push_title"), body=d["text"]),
+        data=data,
+    )
 
 
 def _point_at(app: firebase_admin.App, base_url: str, timeout: float) -> None:

@@ -2,17 +2,26 @@
 
 Every delivery carries its own rendered text, so one request batches them with
 per-personalization ``subject`` and ``substitutions`` (the content holds only
-the tags). A delivery too large for substitutions (SendGrid allows 10 000
-bytes per personalization) goes in a request of its own.
+the tags). SendGrid substitutes tags in the subject, the content and the
+custom args, and a substituted value may itself be scanned for tags, so the
+tags of each request are random and checked to occur nowhere in that
+request's subjects, texts, HTML or custom args: no template output can be
+taken for a tag. A delivery too large for substitutions (SendGrid allows
+10 000 bytes per personalization) goes in a request of its own.
 
-SendGrid rejects a whole request for one bad address (400, with
-``personalizations.N...`` in the error's field): those deliveries become
-Permanent and the rest are sent again once without them.
+Outcomes are per delivery: one that cannot be carried (a subject with CR/LF,
+an address that is not one mailbox, see ``sinks.content``) is left out of the
+request as its own Permanent result. SendGrid rejects a whole request for one
+bad personalization (400, with ``personalizations.N...`` in the error's
+field): those deliveries become InvalidAddress (an address field) or Permanent
+and the rest are sent again without them.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import secrets
 import socket
 import urllib.error
 from email.utils import parseaddr
@@ -22,10 +31,11 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
 from sinks.base import Delivery, Result, Sent, parse_retry_after
-from sinks.errors import InvalidAddress, Permanent, RateLimited, Retryable
+from sinks.content import check_body, check_email_address, check_header
+from sinks.errors import DeliveryError, InvalidAddress, Permanent, RateLimited, Retryable
 
-TEXT_TAG, HTML_TAG = "-herald-text-", "-herald-html-"
 MAX_SUBSTITUTION_BYTES = 10_000
+MAX_ROUNDS = 3   # requests per group: the first, and again without the personalizations SendGrid named
 _FIELD = re.compile(r"^personalizations\.(\d+)\.")
 
 
@@ -37,6 +47,7 @@ class SendGridSink:
     def __init__(self, api_key: str, host: str, sender: str, timeout: float = 30.0) -> None:
         self._sg = SendGridAPIClient(api_key, host=host)
         self._sg.client.timeout = timeout
+        self._sender = sender
         name, email = parseaddr(sender)
         self._from = {"email": email, "name": name} if name else {"email": email}
 
@@ -52,6 +63,11 @@ class SendGridSink:
         results: list[Result | None] = [None] * len(ds)
         groups: dict[bool, list[int]] = {True: [], False: []}
         for i, d in enumerate(ds):
+            try:
+                self._check(d)
+            except DeliveryError as err:
+                results[i] = err
+                continue
             size = len(d["text"].encode()) + len((d.get("html") or "").encode())
             if size > MAX_SUBSTITUTION_BYTES - 200:
                 self._send(ds, [i], results, inline=True)
@@ -62,33 +78,52 @@ class SendGridSink:
                 self._send(ds, idx[k:k + self.max_batch], results, inline=False)
         return [r if r is not None else Retryable("not attempted") for r in results]
 
-    def _send(self, ds: list[Delivery], idx: list[int], results: list[Result | None], inline: bool,
-              second_try: bool = False) -> None:
-        body = self._body([ds[i] for i in idx], inline)
-        try:
-            resp = self._sg.client.mail.send.post(request_body=body)
-        except HTTPError as exc:
-            bad = _bad_personalizations(exc) if exc.status_code == 400 else set()
-            if bad and not second_try:
-                for j in bad:
-                    results[idx[j]] = InvalidAddress(f"sendgrid 400: invalid address {ds[idx[j]]['address']}")
-                rest = [i for j, i in enumerate(idx) if j not in bad]
-                if rest:
-                    self._send(ds, rest, results, inline, second_try=True)
+    def _check(self, d: Delivery) -> None:
+        check_header("from", self._sender)
+        check_email_address(d["address"])
+        check_header("subject", d.get("subject"))
+        check_header("delivery_id", d["delivery_id"])
+        check_header("notification_id", d["notification_id"])
+        check_body("text", d["text"])
+        check_body("html", d.get("html"))
+
+    def _send(self, ds: list[Delivery], idx: list[int], results: list[Result | None], inline: bool) -> None:
+        for _ in range(MAX_ROUNDS):
+            if not idx:
                 return
-            err = _map_http_error(exc)
+            try:
+                resp = self._sg.client.mail.send.post(request_body=self._body([ds[i] for i in idx], inline))
+            except HTTPError as exc:
+                bad = _bad_personalizations(exc) if exc.status_code == 400 else {}
+                bad = {j: why for j, why in bad.items() if j < len(idx)}
+                if not bad:
+                    err = _map_http_error(exc)
+                    for i in idx:
+                        results[i] = err
+                    return
+                for j, (field, message) in bad.items():
+                    address = ds[idx[j]]["address"]
+                    results[idx[j]] = (InvalidAddress(f"sendgrid 400: invalid address {address}: {message}")
+                                       if _is_address_field(field) else Permanent(f"sendgrid 400: {field}: {message}"))
+                idx = [i for j, i in enumerate(idx) if j not in bad]
+                continue
+            except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
+                for i in idx:
+                    results[i] = Retryable(f"sendgrid unreachable: {exc}")
+                return
+            except Exception as exc:  # noqa: BLE001 - this request only: the others of the batch keep their results
+                for i in idx:
+                    results[i] = Retryable(f"sendgrid: unexpected error: {exc!r}")
+                return
+            message_id = resp.headers.get("X-Message-Id") or ""
             for i in idx:
-                results[i] = err
+                results[i] = Sent(message_id)
             return
-        except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
-            for i in idx:
-                results[i] = Retryable(f"sendgrid unreachable: {exc}")
-            return
-        message_id = resp.headers.get("X-Message-Id") or ""
         for i in idx:
-            results[i] = Sent(message_id)
+            results[i] = Permanent("sendgrid 400: request refused again after leaving out the personalizations it named")
 
     def _body(self, ds: list[Delivery], inline: bool) -> dict[str, Any]:
+        text_tag, html_tag = ("", "") if inline else _tags(ds)
         pers = []
         for d in ds:
             p: dict[str, Any] = {
@@ -97,9 +132,9 @@ class SendGridSink:
                 "custom_args": {"delivery_id": d["delivery_id"], "notification_id": d["notification_id"]},
             }
             if not inline:
-                subs = {TEXT_TAG: d["text"]}
+                subs = {text_tag: d["text"]}
                 if d.get("html"):
-                    subs[HTML_TAG] = d["html"]
+                    subs[html_tag] = d["html"]
                 p["substitutions"] = subs
             pers.append(p)
         first = ds[0]
@@ -108,24 +143,40 @@ class SendGridSink:
             if first.get("html"):
                 content.append({"type": "text/html", "value": first["html"]})
         else:
-            content = [{"type": "text/plain", "value": TEXT_TAG}]
+            content = [{"type": "text/plain", "value": text_tag}]
             if first.get("html"):
-                content.append({"type": "text/html", "value": HTML_TAG})
+                content.append({"type": "text/html", "value": html_tag})
         return {"personalizations": pers, "from": self._from, "content": content}
 
 
-def _bad_personalizations(exc: HTTPError) -> set[int]:
-    import json
+def _tags(ds: list[Delivery]) -> tuple[str, str]:
+    """Text and HTML tags that occur nowhere in what SendGrid will scan for them (a NUL joins: no tag holds one)."""
+    blob = "\x00".join(v for d in ds for v in (d.get("subject") or "", d["text"], d.get("html") or "",
+                                                 d["delivery_id"], d["notification_id"]))
+    for _ in range(100):
+        nonce = secrets.token_hex(8)
+        text_tag, html_tag = f"-herald-{nonce}-text-", f"-herald-{nonce}-html-"
+        if text_tag not in blob and html_tag not in blob:
+            return text_tag, html_tag
+    raise RuntimeError("no substitution tag free of the content after 100 random draws")  # 2^-64 each
 
+
+def _is_address_field(field: str) -> bool:
+    return ".to." in field or field.endswith(".to") or field.endswith(".email")
+
+
+def _bad_personalizations(exc: HTTPError) -> dict[int, tuple[str, str]]:
+    """Personalization index → (field, message) of each error SendGrid tied to one personalization."""
     try:
         errors = json.loads(exc.body or b"{}").get("errors", [])
     except (ValueError, AttributeError):
-        return set()
-    found = set()
-    for e in errors:
-        m = _FIELD.match(e.get("field") or "")
+        return {}
+    found: dict[int, tuple[str, str]] = {}
+    for e in errors if isinstance(errors, list) else []:
+        field = str(e.get("field") or "") if isinstance(e, dict) else ""
+        m = _FIELD.match(field)
         if m:
-            found.add(int(m.group(1)))
+            found.setdefault(int(m.group(1)), (field, str(e.get("message") or "")[:200]))
     return found
 
 

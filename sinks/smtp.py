@@ -4,6 +4,11 @@ smtplib is blocking, so a batch runs in one ``asyncio.to_thread`` call; the
 connection survives between batches and is re-opened once when the server
 dropped it. SMTP reply codes map onto the taxonomy: 4xx → Retryable,
 5xx on RCPT/DATA → Permanent (invalid address), connection trouble → Retryable.
+
+Every outcome is per delivery: a message that cannot be built (a subject with
+CR/LF, an address that is not one mailbox, see ``sinks.content``) is that
+delivery's Permanent result, checked before the connection is touched, and the
+rest of the chunk is sent.
 """
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 from sinks.base import Delivery, Result, Sent
-from sinks.errors import InvalidAddress, Permanent, Retryable
+from sinks.content import check_body, check_email_address, check_header
+from sinks.errors import DeliveryError, InvalidAddress, Permanent, Retryable
 
 
 class SmtpSink:
@@ -50,6 +56,9 @@ class SmtpSink:
                     # the connection is gone: this one and the rest are worth another attempt
                     results += [Retryable(f"smtp connection: {exc}")] * (len(deliveries) - i)
                     break
+                except Exception as exc:  # noqa: BLE001 - one delivery's surprise must not fail the chunk
+                    self._drop()
+                    results.append(Permanent(f"smtp: unexpected error for this message: {exc!r}"))
             return results
 
     def _connection(self) -> smtplib.SMTP:
@@ -68,9 +77,17 @@ class SmtpSink:
         return self._conn
 
     def _send_one(self, d: Delivery) -> Result:
-        msg = build_message(d, self.sender)
+        try:
+            msg = build_message(d, self.sender)
+        except DeliveryError as err:
+            return err
+        except (ValueError, TypeError, LookupError) as exc:  # the email package refused a value
+            return Permanent(f"smtp: message cannot be built: {exc}")
         for reconnect in (True, False):
             conn = self._connection()
+            if not d["address"].isascii() and not conn.has_extn("smtputf8"):
+                return InvalidAddress(f"invalid address {d['address']!r}: not ASCII, and the SMTP server "
+                                      "does not offer SMTPUTF8")
             try:
                 refused = conn.send_message(msg, from_addr=_bare(self.sender), to_addrs=[d["address"]])
             except smtplib.SMTPRecipientsRefused as exc:
@@ -85,6 +102,11 @@ class SmtpSink:
                 if exc.smtp_code == 421:  # service closing the channel: temporary
                     return Retryable(f"smtp 421: {_text(exc.smtp_error)}")
                 return _by_code(exc.smtp_code, exc.smtp_error, "smtp error")
+            except smtplib.SMTPNotSupportedError as exc:  # raised before any command: the connection is fine
+                return Permanent(f"smtp: {exc}")
+            except (ValueError, TypeError, LookupError) as exc:  # flattening the message failed
+                self._drop()
+                return Permanent(f"smtp: message cannot be sent: {exc}")
             except (smtplib.SMTPServerDisconnected, ConnectionError, socket.timeout, OSError) as exc:
                 self._drop()
                 if reconnect:
@@ -119,6 +141,13 @@ class _ConnectionLost(Exception):
 
 
 def build_message(d: Delivery, sender: str) -> EmailMessage:
+    """The MIME message of one delivery; raises ``Permanent``/``InvalidAddress`` for a value it cannot carry."""
+    check_header("from", sender)
+    check_email_address(d["address"])
+    check_header("subject", d.get("subject"))
+    check_header("delivery_id", d["delivery_id"])
+    check_body("text", d["text"])
+    check_body("html", d.get("html"))
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = d["address"]

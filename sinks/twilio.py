@@ -4,6 +4,10 @@ The SDK is blocking (requests), so calls run on a small thread pool; the HTTP
 client subclass rewrites ``https://api.twilio.com`` to the configured base URL
 (the sandbox) and remembers a 429's Retry-After, which TwilioRestException
 does not carry.
+
+Outcomes are per message: a body or number that cannot be carried (NUL or
+another control character, over Twilio's 1600 characters, see
+``sinks.content``) is that delivery's Permanent result without a call.
 """
 from __future__ import annotations
 
@@ -18,9 +22,11 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from sinks.base import Delivery, Result, Sent, parse_retry_after
-from sinks.errors import InvalidAddress, Permanent, RateLimited, Retryable
+from sinks.content import check_body, check_token
+from sinks.errors import DeliveryError, InvalidAddress, Permanent, RateLimited, Retryable
 
 TWILIO_API = "https://api.twilio.com"
+MAX_BODY_CHARS = 1600   # Twilio refuses longer bodies (error 21617)
 INVALID_NUMBER_CODES = {21211, 21214, 21217, 21401, 21407, 21408, 21610, 21612, 21614}
 
 
@@ -66,11 +72,18 @@ class TwilioSink:
 
     def _send_one(self, d: Delivery) -> Result:
         try:
+            check_token("phone number", d["address"])
+            check_body("text", d["text"], MAX_BODY_CHARS)
+        except DeliveryError as err:
+            return err
+        try:
             msg = self._client.messages.create(to=d["address"], from_=self._sender, body=d["text"])
         except TwilioRestException as exc:
             return self._map(exc)
         except (requests.RequestException, TwilioException, OSError) as exc:
             return Retryable(f"twilio unreachable: {exc}")
+        except Exception as exc:  # noqa: BLE001 - this message only: the others of the batch keep their results
+            return Retryable(f"twilio: unexpected error: {exc!r}")
         return Sent(str(msg.sid))
 
     def _map(self, exc: TwilioRestException) -> Result:

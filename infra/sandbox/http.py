@@ -107,12 +107,15 @@ async def sendgrid_send(request: web.Request) -> web.Response:
                 "subject": _subst(p.get("subject") or body.get("subject") or "", subs),
                 "text": _subst(content.get("text/plain", ""), subs),
                 "html": _subst(content.get("text/html", ""), subs) or None,
-                "custom_args": p.get("custom_args") or {}, "message_id": message_id,
+                "custom_args": {k: _subst(str(v), subs) for k, v in (p.get("custom_args") or {}).items()},
+                "message_id": message_id,
             })
     return web.Response(status=202, headers={"X-Message-Id": message_id})
 
 
 def _subst(text: str, subs: dict[str, str]) -> str:
+    """As SendGrid: tags are replaced in the subject, the content and the custom args, one tag after another,
+    so a value put in for one tag is scanned for the tags after it (the harshest reading, for the tests)."""
     for k, v in subs.items():
         text = text.replace(k, v)
     return text
@@ -141,6 +144,8 @@ async def twilio_send(request: web.Request) -> web.Response:
         return _twilio_error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
     if not body:
         return _twilio_error(400, 21602, "Message body is required.")
+    if len(str(body)) > 1600:
+        return _twilio_error(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
     msid = "SM" + new_id()
     state.record("twilio", {"to": to, "from": from_, "text": body, "message_id": msid})
     return web.json_response({
