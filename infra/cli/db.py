@@ -1,9 +1,11 @@
 """herald db migrate"""
 from __future__ import annotations
 
+import psycopg
 import typer
 from rich.console import Console
 
+from infra.cli.errors import CliError
 from infra.db import migrate as run_migrations
 from infra.settings import Settings
 
@@ -14,5 +16,8 @@ console = Console()
 @app.command()
 def migrate() -> None:
     """Apply the SQL migrations that are not applied yet (running it twice is harmless)."""
-    applied = run_migrations(Settings())
+    try:
+        applied = run_migrations(Settings())
+    except psycopg.OperationalError as exc:
+        raise CliError(f"PostgreSQL does not answer ({exc}); start it with `herald stack up` or check HERALD_DATABASE_URL") from exc
     console.print(f"[green]✓[/] {len(applied)} migration(s) applied" + (f": {', '.join(applied)}" if applied else " (up to date)"))

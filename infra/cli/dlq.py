@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from infra.cli.errors import CliError
+from infra.cli.kafka import require_broker
 from infra.settings import Settings
 
 app = typer.Typer(
@@ -59,6 +60,7 @@ def list_(
     from producers.dlq import format_ms, scan
 
     settings = Settings()
+    require_broker(settings)
     sel = _selection(since, until, stage, error_class, origin_topic, limit)
     try:
         entries = list(sel.apply(scan(settings)))
@@ -87,6 +89,7 @@ def stats(
     from producers.dlq import counts, scan
 
     settings = Settings()
+    require_broker(settings)
     sel = _selection(since, until, stage, error_class, origin_topic, None)
     try:
         c = counts(sel.apply(scan(settings)))
@@ -119,6 +122,7 @@ def show(
     except ValueError:
         raise CliError(f"{at!r} is not PARTITION:OFFSET (e.g. 0:42, as `herald dlq list` prints)") from None
     settings = Settings()
+    require_broker(settings)
     try:
         e = fetch(settings, partition, offset)
     except _dlq_errors() as exc:
@@ -183,6 +187,7 @@ def replay(
     if max_replays < 1:
         raise CliError("--max-replays must be at least 1")
     settings = Settings()
+    require_broker(settings)
     sel = _selection(since, until, stage, error_class, origin_topic, None)
     con = Console()
     try:

@@ -1,0 +1,94 @@
+"""The CLI's promise: an expected failure is one line saying what to do (no traceback, exit status ≠ 0).
+
+The "service down" cases point at 127.0.0.1:1, where nothing listens.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+NOTHING_LISTENS = "127.0.0.1:1"
+
+
+def herald(*args: str, **env: str) -> subprocess.CompletedProcess:
+    full = {**os.environ, "COLUMNS": "80", **env}
+    return subprocess.run([sys.executable, "-m", "infra.cli.main", *args], capture_output=True, text=True, env=full,
+                          timeout=90)
+
+
+def one_line_error(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode != 0, done.stdout
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_version():
+    done = herald("--version")
+    assert done.returncode == 0
+    assert done.stdout.strip() == "herald 0.1.0"
+
+
+def test_db_migrate_without_postgresql_is_one_line():
+    line = one_line_error(herald("db", "migrate", HERALD_DATABASE_URL=f"postgresql://{NOTHING_LISTENS}/herald"))
+    assert "PostgreSQL does not answer" in line and "herald stack up" in line
+
+
+@pytest.mark.parametrize("command", [("config",), ("schemas", "list"), ("dlq", "list"), ("db", "migrate")])
+def test_a_list_setting_that_is_not_json_names_the_variable_for_every_command(command: tuple[str, ...]):
+    line = one_line_error(herald(*command, HERALD_RETRY_DELAYS="60,300"))
+    assert "HERALD_RETRY_DELAYS" in line and "JSON list" in line and "[60.0, 300.0, 900.0]" in line
+
+
+def test_a_bad_section_value_names_the_nested_variable():
+    line = one_line_error(herald("config", HERALD_API__RATE_LIMIT="0"))
+    assert "HERALD_API__RATE_LIMIT" in line and "greater than or equal to 1" in line
+    line = one_line_error(herald("config", HERALD_API="{not json"))
+    assert "HERALD_API:" in line and "JSON object" in line
+
+
+def test_help_still_works_with_a_bad_setting():
+    done = herald("schemas", "list", "--help", HERALD_PARTITIONS="many")
+    assert done.returncode == 0 and "Usage" in done.stdout
+
+
+@pytest.mark.parametrize("command", ["list", "check"])
+def test_an_avsc_file_with_bad_json_is_one_line_naming_the_file(tmp_path: Path, command: str):
+    (tmp_path / "Thing.v1.avsc").write_text('{"type": "record", "name": ')
+    line = one_line_error(herald("schemas", command, "--root", str(tmp_path)))
+    assert "Thing.v1.avsc" in line and "not a valid Avro schema" in line
+
+
+@pytest.mark.parametrize("command", ["list", "check"])
+def test_schemas_root_that_does_not_exist_is_an_error(tmp_path: Path, command: str):
+    line = one_line_error(herald("schemas", command, "--root", str(tmp_path / "nowhere")))
+    assert "no such folder" in line
+    line = one_line_error(herald("schemas", command, "--root", str(tmp_path)))
+    assert "no .avsc files" in line
+
+
+def test_schemas_list_json_is_one_object_per_version():
+    done = herald("schemas", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {"name": "OrderPlaced", "version": 1} in [{"name": r["name"], "version": r["version"]} for r in rows]
+    assert all(len(r["fingerprint"]) == 16 and r["file"].endswith(".avsc") for r in rows)
+
+
+@pytest.mark.parametrize("command", [("dlq", "list"), ("dlq", "stats"), ("dlq", "show", "0:1")])
+def test_dlq_without_a_broker_fails_fast_in_one_line(command: tuple[str, ...]):
+    t0 = time.monotonic()
+    done = herald(*command, HERALD_KAFKA_BOOTSTRAP=NOTHING_LISTENS)
+    took = time.monotonic() - t0
+    line = one_line_error(done)   # and none of librdkafka's own "Connect to ... failed" lines
+    assert "no Kafka broker answers at 127.0.0.1:1" in line and "herald stack up" in line
+    assert "rdkafka" not in done.stdout + done.stderr
+    assert took < 15, f"took {took:.1f} s"
