@@ -79,7 +79,7 @@ def test_an_invalid_setting_is_a_clear_cli_error():
 
     done = _herald("config", env={**os.environ, "HERALD_PARTITIONS": "many"})
     assert done.returncode == 2
-    assert "invalid HERALD_* setting" in done.stderr and "partitions" in done.stderr
+    assert "invalid HERALD_* setting" in done.stderr and "HERALD_PARTITIONS" in done.stderr and "'many'" in done.stderr
     assert "Traceback" not in done.stderr
 
 
