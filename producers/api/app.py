@@ -9,11 +9,14 @@ import psycopg
 import psycopg_pool
 import redis.exceptions
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from infra.settings import Settings
 from producers.api import health, notifications, preferences, users, webhooks
 from producers.api.config import ApiConfig
+from producers.api.errors import ApiError, ErrorBody, RequestIds, api_error, http_error, request_id, validation_failed
 from producers.api.middleware import BodyLimit, RequestMetrics
 from producers.api.resources import ApiMetrics, ApiResources
 
@@ -59,12 +62,17 @@ def create_api(settings: Settings | None = None, config: ApiConfig | None = None
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
         log.warning("%s %s: dependency unavailable: %r", request.method, request.url.path, exc)
-        return JSONResponse({"detail": f"a dependency is unavailable ({type(exc).__name__}); retry"}, 503,
-                            headers={"Retry-After": "1"})
+        body = ErrorBody(detail=f"a dependency is unavailable ({type(exc).__name__}); retry", code="unavailable",
+                         request_id=request_id(request))
+        return JSONResponse(body.model_dump(), 503, headers={"Retry-After": "1"})
 
     for exc_class in UNAVAILABLE:
         app.add_exception_handler(exc_class, unavailable)
+    app.add_exception_handler(RequestValidationError, validation_failed)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(ApiError, api_error)
 
     app.add_middleware(BodyLimit, default=config.max_body_bytes, webhooks=config.max_webhook_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(RequestIds)  # outermost: the 413s and the 500s carry the request id too
     return app

@@ -21,6 +21,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         at, sep, nid = raw.partition("|")
         if not sep or not nid:
             raise ValueError("no separator")
+        if "\x00" in raw:  # a forged cursor must not carry a NUL byte into SQL (PostgreSQL text refuses it)
+            raise ValueError("NUL byte")
         when = datetime.fromisoformat(at)
         if when.tzinfo is None:
             raise ValueError("naive time")

@@ -9,11 +9,12 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from producers.api.hostile import CheckedRoute
 from producers.api.auth import Resources
 from producers.api.kafka import group_offsets, herald_groups, kafka_answers
 from producers.api.resources import ApiResources
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=CheckedRoute)
 
 
 async def _sample(res: ApiResources) -> dict[str, Any]:

@@ -15,7 +15,14 @@ ID_RE = re.compile(ID)
 
 
 def unknown_channel(name: str) -> str:
-    return f"unknown channel '{name[:40]}' (known: {', '.join(CHANNELS)})"
+    return f"unknown channel (known: {', '.join(CHANNELS)})"
+
+
+def without_value(problem: str, value: str) -> str:
+    """A validation message without the (quoted, cut) value it echoes: errors name the field, never the input."""
+    for n in (80, 64, 40):
+        problem = problem.replace(f"'{value[:n]}'", "the value")
+    return problem
 
 
 class Strict(BaseModel):
@@ -107,7 +114,7 @@ class UserUpdate(Strict):
         for name, check in checks.items():
             value = getattr(self, name)
             if value is not None and (problem := check(value)):
-                raise ValueError(f"{name}: {problem}")
+                raise ValueError(f"{name}: {without_value(problem, value)}")
         for name in ("locale", "time_zone"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
@@ -146,7 +153,7 @@ class Preferences(Strict):
     def _categories(cls, v: dict[str, bool]) -> dict[str, bool]:
         for c in v:
             if not re.match(r"^[a-z][a-z0-9_]{0,49}$", c):
-                raise ValueError(f"category '{c[:60]}' is not a category name (lower-case letters, digits, _)")
+                raise ValueError("a category name is lower-case letters, digits and _ (up to 50, starting with a letter)")
         if len(v) > 100:
             raise ValueError("at most 100 categories")
         return v
@@ -168,7 +175,7 @@ class DeviceIn(Strict):
     @model_validator(mode="after")
     def _token(self) -> DeviceIn:
         if problem := validation.push_token_problem(self.platform, self.token):
-            raise ValueError(problem)
+            raise ValueError(without_value(problem, self.platform))
         return self
 
 

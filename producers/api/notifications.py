@@ -7,15 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
 
+from producers.api.hostile import CheckedRoute
 from producers.api.auth import ApiKey, Resources
 from producers.api.cursor import CursorError, decode_cursor, encode_cursor
+from producers.api.errors import ApiError
 from producers.api.models import ID, HistoryEntry, NotificationAccepted, NotificationPage, NotificationRequest, NotificationView
 from producers.api.notification_record import body_hash, to_record
 from producers.api.resources import ApiResources
 from streams.output import ProduceError
 from streams.records import TRACE, OutRecord, now_ms
 
-router = APIRouter(tags=["notifications"])
+router = APIRouter(tags=["notifications"], route_class=CheckedRoute)
 
 NOTIFICATION_COLUMNS = "id, event_id, event_type, user_id, template, category, campaign_id, status, reason, created_at, updated_at"
 ERRORS = {401: {"description": "no valid API key"}, 429: {"description": "rate limit exceeded (see Retry-After)"}}
@@ -31,6 +33,16 @@ async def template_channels(res: ApiResources, code: str) -> frozenset[str]:
     if channels:  # only known templates are cached: a template added a moment ago must not read as unknown
         res.templates.put(code, channels)
     return channels
+
+
+async def user_known(res: ApiResources, user_id: str) -> bool:
+    if res.users.get(user_id):
+        return True
+    async with res.db.connection() as conn:
+        row = await (await conn.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))).fetchone()
+    if row:
+        res.users.put(user_id, True)
+    return row is not None
 
 
 async def claim_idempotency(res: ApiResources, key_id: int, key: str, digest: str, fresh_id: str) -> str:
@@ -62,7 +74,7 @@ async def claim_idempotency(res: ApiResources, key_id: int, key: str, digest: st
     status_code=202,
     response_model=NotificationAccepted,
     responses={**ERRORS, 409: {"description": "Idempotency-Key reused with another body"},
-               422: {"description": "invalid request, unknown template or channel"},
+               422: {"description": "invalid request, unknown template or channel, unknown user (code unknown_user)"},
                503: {"description": "Kafka did not take the request; retry"}},
 )
 async def create_notification(
@@ -83,6 +95,9 @@ async def create_notification(
         raise HTTPException(422, f"unknown template '{body.template}'")
     if missing := [c for c in body.channels if c not in have]:
         raise HTTPException(422, f"template '{body.template}' has no active {', '.join(missing)} version (it has: {', '.join(sorted(have))})")
+    if not await user_known(res, body.user_id):
+        # accepted, it would only end as `skipped no_recipient`, out of the caller's sight
+        raise ApiError(422, "unknown_user", f"no user '{body.user_id}': create it first with PUT /v1/users/{body.user_id}")
     notification_id = uuid.uuid4().hex
     if idempotency_key is not None:
         notification_id = await claim_idempotency(res, key_id, idempotency_key, body_hash(body), notification_id)

@@ -72,12 +72,14 @@ class ApiResources:
     metrics: ApiMetrics
     keys: TtlCache[str, int | None] = field(init=False)
     templates: TtlCache[str, frozenset[str]] = field(init=False)
+    users: TtlCache[str, bool] = field(init=False)
     commit_watch: CommitWatch = field(init=False)
     health_sample: tuple[float, dict] | None = None
 
     def __post_init__(self) -> None:
         self.keys = TtlCache(self.config.key_cache_seconds)
         self.templates = TtlCache(self.config.template_cache_seconds)
+        self.users = TtlCache(self.config.template_cache_seconds)  # only users that exist are cached
         self.commit_watch = CommitWatch(self.config.commit_stall_seconds)
 
     @classmethod

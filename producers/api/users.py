@@ -10,11 +10,12 @@ from typing import Annotated
 import psycopg.errors
 from fastapi import APIRouter, HTTPException, Path, Response
 
+from producers.api.hostile import CheckedRoute
 from producers.api.auth import ApiKey, Resources
 from producers.api.models import ID, DeviceIn, DeviceView, UserUpdate, UserView
 from streams.recipients import invalidate_recipient
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], route_class=CheckedRoute)
 
 USER_COLUMNS = "id, email, phone, locale, time_zone, first_name, email_undeliverable, phone_undeliverable, updated_at"
 ERRORS = {401: {"description": "no valid API key"}, 429: {"description": "rate limit exceeded"}}

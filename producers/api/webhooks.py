@@ -23,6 +23,8 @@ from starlette.datastructures import ImmutableMultiDict
 from twilio.request_validator import RequestValidator
 
 from producers.api.auth import Resources
+from producers.api.errors import field_name
+from producers.api.hostile import find_problem
 from producers.api.provider_events import PayloadError, Translation, from_sendgrid, from_twilio
 from producers.api.resources import ApiResources
 from streams.output import ProduceError
@@ -106,10 +108,18 @@ async def sendgrid_events(
         raise HTTPException(401, "bad or missing X-Twilio-Email-Event-Webhook-Signature / -Timestamp")
     try:
         events = json.loads(payload)
+        _refuse_unstorable(events)
         translation = from_sendgrid(events, now_ms())
-    except (ValueError, PayloadError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (ValueError, PayloadError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise HTTPException(400, f"not a SendGrid event batch: {exc}") from exc
     return await _produce(res, "sendgrid", translation)
+
+
+def _refuse_unstorable(payload: Any) -> None:
+    """A signed payload can still carry a NUL or a lone surrogate: neither fits a Kafka key, an Avro string or PostgreSQL."""
+    if found := find_problem(payload):
+        where, problem = found
+        raise ValueError(f"{field_name(where) if where else 'the payload'} {problem}")
 
 
 def _public_url(request: Request, public_base: str | None) -> str:
@@ -141,7 +151,9 @@ async def twilio_status(
             detail += f" (body is not a form: {bad})"
         raise HTTPException(401, detail)
     try:
-        translation = from_twilio({k: form[k] for k in form}, now_ms())
-    except PayloadError as exc:
+        fields = {k: form[k] for k in form}
+        _refuse_unstorable(fields)
+        translation = from_twilio(fields, now_ms())
+    except (PayloadError, ValueError) as exc:
         raise HTTPException(400, str(exc)) from exc
     return await _produce(res, "twilio", translation)
