@@ -1,6 +1,8 @@
 """herald apikeys: API keys for the HTTP API, stored as sha256 hashes (the key is shown once)."""
 from __future__ import annotations
 
+import json
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -41,13 +43,19 @@ def create(name: str = typer.Argument(..., help="who or what uses the key, e.g. 
 
 
 @app.command("list")
-def list_keys(all_: bool = typer.Option(False, "--all", help="include revoked keys")) -> None:
+def list_keys(all_: bool = typer.Option(False, "--all", help="include revoked keys"),
+              as_json: bool = typer.Option(False, "--json", help="one JSON object per line instead of a table")) -> None:
     """List keys: id, name, prefix (the 8 characters after hk_), created, revoked."""
     with _connect() as conn:
         rows = conn.execute(
             "SELECT id, name, prefix, created_at, revoked_at FROM api_keys"
             + ("" if all_ else " WHERE revoked_at IS NULL") + " ORDER BY id"
         ).fetchall()
+    if as_json:
+        for r in rows:
+            print(json.dumps({"id": r[0], "name": r[1], "prefix": f"hk_{r[2]}", "created": r[3].isoformat(),
+                              "revoked": r[4].isoformat() if r[4] else None}))
+        return
     table = Table("id", "name", "prefix", "created", "revoked")
     for r in rows:
         table.add_row(str(r[0]), r[1], f"hk_{r[2]}_…", f"{r[3]:%Y-%m-%d %H:%M}", f"{r[4]:%Y-%m-%d %H:%M}" if r[4] else "")

@@ -192,15 +192,22 @@ def status(
 
 
 @app.command("list")
-def list_campaigns(limit: int = typer.Option(20, min=1, help="newest first")) -> None:
+def list_campaigns(limit: int = typer.Option(20, min=1, help="newest first"),
+                   as_json: bool = typer.Option(False, "--json", help="one JSON object per line instead of a table")) -> None:
     """The newest campaigns with their production progress."""
     settings = Settings()
-    conn = _connect(settings)
+    with _connect(settings) as conn:
+        rows = conn.execute(
+            "SELECT id, template, status, produced, total, created_at FROM campaigns ORDER BY created_at DESC LIMIT %s", (limit,)
+        ).fetchall()
+    if as_json:
+        for cid, tpl, st, produced, total, created in rows:
+            print(json.dumps({"id": cid, "template": tpl, "status": st, "produced": produced, "total": total,
+                              "created": created.isoformat()}))
+        return
     table = Table()
     for col in ("id", "template", "status", "produced", "total", "created"):
         table.add_column(col)
-    for cid, tpl, st, produced, total, created in conn.execute(
-        "SELECT id, template, status, produced, total, created_at FROM campaigns ORDER BY created_at DESC LIMIT %s", (limit,)
-    ):
+    for cid, tpl, st, produced, total, created in rows:
         table.add_row(cid, tpl, st, f"{produced:,}", f"{total:,}", f"{created:%Y-%m-%d %H:%M}")
     Console().print(table)

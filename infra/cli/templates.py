@@ -73,7 +73,8 @@ def _load(conn: psycopg.Connection, code: str, channel: str, locale: str, versio
 
 
 @app.command("list")
-def list_(code: str = typer.Option(None, "--code", help="only this template code")) -> None:
+def list_(code: str = typer.Option(None, "--code", help="only this template code"),
+          as_json: bool = typer.Option(False, "--json", help="one JSON object per line instead of a table")) -> None:
     """List templates: each code, channel and locale with its active version and how many versions exist."""
     with _connect() as conn:
         rows = conn.execute(
@@ -82,6 +83,11 @@ def list_(code: str = typer.Option(None, "--code", help="only this template code
             (code, code)).fetchall()
     if not rows:
         raise CliError("no templates" + (f" with code {code!r}" if code else "") + "; `herald templates seed` adds the shipped ones")
+    if as_json:
+        for c, ch, loc, active, n, at in rows:
+            print(json.dumps({"code": c, "channel": ch, "locale": loc, "active_version": active, "versions": n,
+                              "last_added": at.isoformat()}))
+        return
     table = Table("code", "channel", "locale", "active", "versions", "last added")
     for c, ch, loc, active, n, at in rows:
         table.add_row(c, ch, loc, f"v{active}" if active else "[red]none[/]", str(n), at.strftime("%Y-%m-%d %H:%M"))

@@ -1,0 +1,47 @@
+"""Every `herald ... list` prints one JSON object per line with --json (scripts read them), against the real database."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from infra.settings import Settings
+from tests.support.env import settings_env
+
+pytestmark = pytest.mark.integration
+
+
+def herald(settings: Settings, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **settings_env(settings), "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-m", "infra.cli.main", *args], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def rows(done: subprocess.CompletedProcess) -> list[dict]:
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_apikeys_list_json(settings: Settings):
+    herald(settings, "apikeys", "create", "json-check-service")
+    keys = [k for k in rows(herald(settings, "apikeys", "list", "--json")) if k["name"] == "json-check-service"]
+    assert len(keys) == 1
+    assert keys[0]["prefix"].startswith("hk_") and keys[0]["revoked"] is None and keys[0]["created"]
+
+
+def test_templates_list_json(settings: Settings):
+    herald(settings, "templates", "seed")
+    got = rows(herald(settings, "templates", "list", "--json", "--code", "order_confirmation"))
+    assert got and {r["code"] for r in got} == {"order_confirmation"}
+    assert all(r["active_version"] >= 1 and r["versions"] >= 1 and r["channel"] in ("email", "sms", "push") for r in got)
+
+
+def test_campaign_list_json(settings: Settings, db: psycopg.Connection):
+    db.execute("INSERT INTO campaigns (id, template, source, total, produced, status) "
+               "VALUES ('c-json-1', 'promo', '{}', 10, 4, 'producing')")
+    got = [c for c in rows(herald(settings, "campaign", "list", "--json")) if c["id"] == "c-json-1"]
+    assert got == [{**got[0], "id": "c-json-1", "template": "promo", "status": "producing", "produced": 4, "total": 10}]
