@@ -8,6 +8,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import typer
@@ -49,6 +50,14 @@ def _wait_for_worker(settings: Settings, worker: subprocess.Popen, log: Path, ti
     raise CliError(f"the worker did not join its consumer group within {timeout:.0f}s; see {log}")
 
 
+def demo_order(user_id: str, i: int) -> dict[str, Any]:
+    """The i-th demo OrderPlaced: its total is what its items add up to."""
+    items = [{"sku": "MUG", "name": "Herald mug", "quantity": 1 + i, "unit_price_cents": 1495},
+             {"sku": "TEE", "name": "Herald tee", "quantity": 1, "unit_price_cents": 1500}]
+    total = sum(it["quantity"] * it["unit_price_cents"] for it in items)
+    return {"user_id": user_id, "order_id": f"A-{1000 + i}", "currency": "EUR", "total_cents": total, "items": items}
+
+
 def _emit(settings: Settings, users: list[str]) -> tuple[list[tuple[str, str, str]], float]:
     """A handful of events from 'upstream services'; returns (event id, type, user) and the emit time."""
     from producers.sdk import Emitter
@@ -59,10 +68,7 @@ def _emit(settings: Settings, users: list[str]) -> tuple[list[tuple[str, str, st
     t0 = time.time()
     with Emitter(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix) as sdk:
         for i, uid in enumerate(users):
-            order = {"user_id": uid, "order_id": f"A-{1000 + i}", "currency": "EUR", "total_cents": 2990 + 1000 * i,
-                     "items": [{"sku": "MUG", "name": "Herald mug", "quantity": 1 + i, "unit_price_cents": 1495},
-                               {"sku": "TEE", "name": "Herald tee", "quantity": 1, "unit_price_cents": 1500}]}
-            sent.append((sdk.emit("OrderPlaced", order), "OrderPlaced", uid))
+            sent.append((sdk.emit("OrderPlaced", demo_order(uid, i)), "OrderPlaced", uid))
         sent.append((sdk.emit("UserFollowed", {"user_id": users[0], "follower_id": users[1], "follower_name": "Grace"}),
                      "UserFollowed", users[0]))
         sent.append((sdk.emit("PasswordResetRequested", {"user_id": users[1], "reset_url": "https://example.test/reset/abc",
