@@ -3,7 +3,10 @@
 ``send_batch`` takes Delivery records (dicts, as decoded from Avro) and
 returns one result per delivery, in order: ``Sent`` or one of the
 ``sinks.errors`` exceptions *as a value*. Vendor exceptions are mapped onto
-that taxonomy inside each sink module and never leave ``sinks/``.
+that taxonomy inside each sink module and never leave ``sinks/``. One
+delivery's content (a header with CR/LF, a bad address, an oversized body) is
+that delivery's own ``Permanent`` result, checked by ``sinks.content`` before
+the call; it never fails the rest of the batch.
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ class Sink(Protocol):
     max_batch: int   # the most deliveries one send_batch call should get
 
     async def send_batch(self, deliveries: list[Delivery]) -> list[Result]:
-        """Hand the deliveries to the provider; one result per delivery, never raises for a provider error."""
+        """Hand the deliveries to the provider; one result per delivery, never raises for a provider error
+        or for one delivery's content."""
         ...
 
     async def close(self) -> None:

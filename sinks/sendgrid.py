@@ -120,7 +120,7 @@ class SendGridSink:
                 results[i] = Sent(message_id)
             return
         for i in idx:
-            results[i] = Permanent("sendgrid 400: request refused again after leaving out the personalizations it named")
+            results[i] = Retryable(f"sendgrid 400 {MAX_ROUNDS} times, each for other personalizations: not sent yet")
 
     def _body(self, ds: list[Delivery], inline: bool) -> dict[str, Any]:
         text_tag, html_tag = ("", "") if inline else _tags(ds)
