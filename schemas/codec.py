@@ -52,7 +52,7 @@ class Codec:
         buf.write(sv.fingerprint)
         try:
             schemaless_writer(buf, sv.parsed, record)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:  # OverflowError: a long beyond 64 bits
             raise ValueError(f"{name} v{sv.version}: record does not match the schema: {exc}") from exc
         return buf.getvalue()
 
@@ -114,10 +114,14 @@ class Codec:
         if entry is None:
             raise DecodeError("unknown_schema", f"unknown writer schema fingerprint {fp.hex()}: not in the catalog")
         writer, reader = entry
+        body = BytesIO(data[HEADER_LEN:])
         try:
-            record = schemaless_reader(BytesIO(data[HEADER_LEN:]), writer.parsed, reader)
+            record = schemaless_reader(body, writer.parsed, reader)
         except Exception as exc:  # noqa: BLE001 - fastavro raises many types on corrupt bodies
             raise DecodeError("corrupt", f"{writer.name} v{writer.version}: body does not decode: {exc!r}") from exc
+        left = len(data) - HEADER_LEN - body.tell()
+        if left:  # a body that parses but does not end where the record does was not written with this schema
+            raise DecodeError("corrupt", f"{writer.name} v{writer.version}: {left} bytes after the end of the record")
         return Decoded(writer.name, writer.version, record)  # type: ignore[arg-type]
 
     def fingerprint_of(self, data: bytes) -> str | None:

@@ -42,8 +42,13 @@ def push_data(intent: Intent) -> dict[str, str]:
     return data
 
 
+# A Delivery's timestamps are read back as datetimes: years 1 to 9999 only
+MIN_MS, MAX_MS = -62_135_596_800_000, 253_402_300_799_999
+
+
 def expires_at(intent: Intent) -> int:
-    return max(intent.occurred_ms, intent.send_at_ms or 0) + intent.ttl_seconds * 1000
+    """Event (or send_at) time + TTL, kept in the datetime range (a request's ``ttl_seconds`` is any long)."""
+    return min(max(max(intent.occurred_ms, intent.send_at_ms or 0) + intent.ttl_seconds * 1000, MIN_MS), MAX_MS)
 
 
 def delivery_record(intent: Intent, channel: str, address: str, tmpl: CompiledTemplate, r: Rendered) -> dict[str, Any]:

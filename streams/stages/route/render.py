@@ -49,6 +49,17 @@ def sms_segments(text: str) -> int:
     return 1 if units <= 70 else math.ceil(units / 67)
 
 
+def _utf8(s: str) -> bool:
+    """False for a lone surrogate (JSON can carry one; Avro's UTF-8 strings cannot)."""
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _part(tmpl: CompiledTemplate, name: str, t: Template | None, context: dict[str, Any]) -> str | None:
     if t is None:
         return None
@@ -80,6 +91,10 @@ def render(tmpl: CompiledTemplate | None, channel: str, context: dict[str, Any],
         return RenderFailure("render_error", f"{tmpl.label} ({part}): {type(exc).__name__}: {exc}")
     finally:
         render_warnings.reset(token)
+    for name, value in (("text", text), ("subject", subject), ("html", html), ("push_title", title)):
+        if value and not _utf8(value):
+            return RenderFailure("render_error", f"{tmpl.label} ({name}): renders a lone surrogate, which is no UTF-8 text "
+                                                 "(a \\ud800-style escape in variables_json?)")
     if not text:
         return RenderFailure("render_error", f"{tmpl.label}: the text part rendered empty")
     if channel == "email" and not subject:
