@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     queued_status_bulk: bool = Field(
         False, description="also write a 'queued' status for bulk-lane deliveries (one more status record per campaign message)"
     )
+    max_event_bytes: int = Field(
+        256 * 1024, ge=1024, description="largest input record value an agent accepts; larger ones are dead-lettered too_large"
+    )
+    max_record_bytes: int = Field(
+        1_000_000, ge=10_000, description="largest record Herald produces (key, value and headers; keep at or below the broker's limit)"
+    )
+    batch_infra_retries: int = Field(
+        5, ge=0, description="infrastructure retries of a whole batch before its records are retried one by one"
+    )
     retry_delays: list[float] = Field([60.0, 300.0, 900.0], description="retry ladder delays, seconds")
     recipient_cache_ttl: int = Field(300, description="seconds a recipient stays in the Redis cache")
     dedup_ttl: int = Field(7 * 24 * 3600, description="seconds an (event, channel) de-duplication key lives")

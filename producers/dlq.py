@@ -106,6 +106,10 @@ class Entry:
     def replay_of(self) -> str | None:
         return self.header(REPLAY_OF)
 
+    @property
+    def truncated(self) -> bool:
+        return self.header(h.TRUNCATED) == "1"
+
     def summary(self) -> dict[str, object]:
         return {
             "coord": self.coord, "failed_at_ms": self.failed_at_ms, "stage": self.stage,
@@ -113,6 +117,7 @@ class Entry:
             "origin_partition": self.header(h.ORIGIN_PARTITION), "origin_offset": self.header(h.ORIGIN_OFFSET),
             "attempts": self.attempts, "first_failure_ms": self.first_failure_ms, "replays": self.replays,
             "trace_id": self.trace_id, "key": self.key.decode("utf-8", "replace") if self.key is not None else None,
+            "truncated": self.truncated, "value_bytes": self._int(h.VALUE_BYTES, len(self.value or b"")),
         }
 
 
@@ -199,6 +204,8 @@ def plan_replay(selected: Iterable[Entry], superseded: set[str], max_replays: in
             plan.skipped[f"replay limit ({max_replays}) reached"] += 1
         elif not e.origin_topic:
             plan.skipped["no origin topic header"] += 1
+        elif e.truncated:
+            plan.skipped["cut to fit the broker's limit (only a prefix of the value is kept): not replayable"] += 1
         else:
             plan.records.append((e, replay_record(e)))
     return plan

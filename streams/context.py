@@ -32,7 +32,7 @@ class Context:
         return cls(
             settings=settings,
             codec=codec or Codec(),
-            output=Output(settings.kafka_bootstrap),
+            output=Output(settings.kafka_bootstrap, settings.max_record_bytes),
             redis=aioredis.from_url(settings.redis_dsn, socket_timeout=5, socket_connect_timeout=5),
             db=db,
             metrics=metrics or Metrics(),

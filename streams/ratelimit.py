@@ -12,37 +12,59 @@ from redis.asyncio.client import Pipeline
 
 from streams.stages.route.limits import Counter, script_args
 
-# ARGV: n_checks, then per check: n_counters, then per counter: key index (into KEYS), limit, ttl.
+# ARGV: n_checks, then per check: n_counters, then per counter: key index (into KEYS), limit, ttl;
+# optionally followed, per check, by a decision key index (0: none) and its ttl.
 # Returns per check 0 (allowed and counted) or the 1-based position of the first full counter.
+# A check whose decision key exists returns the stored decision without counting again: a batch that is
+# retried (an outage, a record split out) never counts one (event, channel) twice.
 LUA = """
-local out = {}
+local n = tonumber(ARGV[1])
+local starts = {}
 local i = 2
-for c = 1, tonumber(ARGV[1]) do
-  local n = tonumber(ARGV[i]); i = i + 1
-  local denied = 0
-  for j = 0, n - 1 do
-    local p = i + 3 * j
-    local cur = tonumber(redis.call('GET', KEYS[tonumber(ARGV[p])]) or '0')
-    if denied == 0 and cur >= tonumber(ARGV[p + 1]) then denied = j + 1 end
+for c = 1, n do starts[c] = i; i = i + 1 + 3 * tonumber(ARGV[i]) end
+local marked = #ARGV >= i + 2 * n - 1
+local out = {}
+for c = 1, n do
+  local mkey = nil
+  if marked then
+    local mi = tonumber(ARGV[i + 2 * (c - 1)])
+    if mi > 0 then mkey = KEYS[mi] end
   end
-  if denied == 0 then
-    for j = 0, n - 1 do
-      local p = i + 3 * j
-      local key = KEYS[tonumber(ARGV[p])]
-      if redis.call('INCR', key) == 1 then redis.call('EXPIRE', key, tonumber(ARGV[p + 2])) end
+  local seen = false
+  if mkey then seen = redis.call('GET', mkey) end
+  if seen then
+    out[c] = tonumber(seen)
+  else
+    local p0 = starts[c]
+    local cnt = tonumber(ARGV[p0])
+    local denied = 0
+    for j = 0, cnt - 1 do
+      local p = p0 + 1 + 3 * j
+      local cur = tonumber(redis.call('GET', KEYS[tonumber(ARGV[p])]) or '0')
+      if denied == 0 and cur >= tonumber(ARGV[p + 1]) then denied = j + 1 end
     end
+    if denied == 0 then
+      for j = 0, cnt - 1 do
+        local p = p0 + 1 + 3 * j
+        local key = KEYS[tonumber(ARGV[p])]
+        if redis.call('INCR', key) == 1 then redis.call('EXPIRE', key, tonumber(ARGV[p + 2])) end
+      end
+    end
+    out[c] = denied
+    if mkey then redis.call('SET', mkey, denied, 'EX', tonumber(ARGV[i + 2 * (c - 1) + 1])) end
   end
-  out[c] = denied
-  i = i + 3 * n
 end
 return out
 """
 
 
-def queue_checks(pipe: Pipeline, checks: list[list[Counter]]) -> bool:
-    """Queue the script for ``checks`` on ``pipe``; False (nothing queued) when there is nothing to check."""
+def queue_checks(pipe: Pipeline, checks: list[list[Counter]], decisions: list[str] | None = None) -> bool:
+    """Queue the script for ``checks`` on ``pipe``; False (nothing queued) when there is nothing to check.
+
+    ``decisions``: one key per check (e.g. per event and channel) remembering its outcome.
+    """
     if not checks:
         return False
-    keys, argv = script_args(checks)
+    keys, argv = script_args(checks, decisions)
     pipe.eval(LUA, len(keys), *keys, *argv)
     return True

@@ -44,6 +44,15 @@ class OutRecord:
     value: bytes
     headers: Headers = field(default_factory=list)
 
+    @property
+    def size(self) -> int:
+        return record_size(self.key, self.value, self.headers)
+
+
+def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    """What a record weighs against librdkafka's ``message.max.bytes``: key, value and headers."""
+    return len(key or b"") + len(value or b"") + sum(len(k) + len(v or b"") for k, v in headers)
+
 
 def new_trace_id() -> str:
     return uuid.uuid4().hex

@@ -327,7 +327,7 @@ class DeliverHandler:
         return OutRecord(topic, rec.key, value, headers)
 
     def _dead(self, rec: InRecord, why: DeadLetter) -> OutRecord:
-        return dead_letter(rec, why, self.dlq_topic)
+        return dead_letter(rec, why, self.dlq_topic, self.ctx.settings.max_record_bytes)
 
     def _count(self, what: str) -> None:
         counter = self._counters.get(what)

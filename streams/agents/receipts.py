@@ -50,7 +50,7 @@ class ReceiptsHandler:
                 if decoded.name != "Receipt":
                     raise DecodeError("wrong_type", f"expected Receipt, got {decoded.name}")
             except DecodeError as exc:
-                out.append(dead_letter(rec, DeadLetter("decode", exc.reason, str(exc)), dlq))
+                out.append(dead_letter(rec, DeadLetter("decode", exc.reason, str(exc)), dlq, s.max_record_bytes))
                 continue
             receipts.append(decoded.record)
             sources.append(rec)
@@ -82,7 +82,7 @@ class ReceiptsHandler:
             ))
             m.stage_outcomes.labels("receipts", c.status, "hard_bounce" if c.reason and c.reason.startswith("hard") else "").inc()
         for u in p.unmatched:
-            out.append(dead_letter(sources[u.index], DeadLetter(STAGE, u.error_class, u.error), dlq))
+            out.append(dead_letter(sources[u.index], DeadLetter(STAGE, u.error_class, u.error), dlq, s.max_record_bytes))
             m.dead_letters.labels(STAGE, u.error_class).inc()
         return out
 

@@ -169,7 +169,8 @@ class TierLoop:
         for plan in plans.values():
             out += plan.forward
             for r in plan.reject:
-                out.append(dead_letter(r.rec, DeadLetter("retry", r.reason, r.error), self.dlq_topic))
+                out.append(dead_letter(r.rec, DeadLetter("retry", r.reason, r.error), self.dlq_topic,
+                                        self.ctx.settings.max_record_bytes))
         return out
 
     def _rewind(self, consumer: Consumer, by_part: dict[int, list[InRecord]]) -> None:

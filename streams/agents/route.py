@@ -26,7 +26,7 @@ from streams.context import Context
 from streams.dlq import DeadLetter, dead_letter
 from streams.ratelimit import queue_checks
 from streams.recipients import load_recipients, parse_cached, queue_fill, recipient_key
-from streams.records import TRACE, InRecord, OutRecord, now_ms, set_header
+from streams.records import TRACE, InRecord, OutRecord, now_ms, record_size, set_header
 from streams.routes import RouteConfig, load_routes
 from streams.stages.route.decide import channel_decision, delivery_record, push_data, template_context
 from streams.stages.route.identity import claim_origin, classify_claim
@@ -130,6 +130,7 @@ class RouteHandler:
         self.bulk_topic = s.topic("bulk")
         self.status_topic = s.topic("status")
         self.dlq_topic = s.topic("dlq")
+        self.max_event_bytes = s.max_event_bytes
 
     # --- the batch ---------------------------------------------------------------
 
@@ -149,6 +150,11 @@ class RouteHandler:
 
     def _admit(self, rec: InRecord, now: int, res: BatchResult) -> tuple[InRecord, Intent] | None:
         """Steps 1, 2, 4, 5: decode, route, expiry, send_at. Returns the records that go on."""
+        if len(rec.value or b"") > self.max_event_bytes:
+            self._dead(rec, res, DeadLetter(
+                "decode", "too_large", f"{len(rec.value or b''):,}-byte event over the {self.max_event_bytes:,}-byte limit "
+                "(HERALD_MAX_EVENT_BYTES)"))
+            return None
         try:
             decoded = self.ctx.codec.decode(rec.value)
         except DecodeError as exc:
@@ -215,7 +221,7 @@ class RouteHandler:
         pipe = redis.pipeline(transaction=False)
         queue_fill(pipe, s, list(loaded.values()))
         limited = [c for c in going if c.limits]
-        queued = queue_checks(pipe, [c.limits for c in limited])
+        queued = queue_checks(pipe, [c.limits for c in limited], [s.rkey("rl-seen", c.intent.event_id, c.channel) for c in limited])
         replies = await pipe.execute() if len(pipe) else []
         if queued:
             denied = dict(zip(map(id, limited), denied_by([c.limits for c in limited], replies[-1])))
@@ -248,9 +254,17 @@ class RouteHandler:
         defer_until = None
         if c.channel in self.cfg.quiet_hours_channels and not it.critical:
             defer_until = quiet_until(now, r.time_zone, r.quiet_start, r.quiet_end)
+        encoded = []
         for address in c.addresses:
             d = delivery_record(it, c.channel, address, tmpl, rendered)
-            value = self.ctx.codec.encode("Delivery", d)
+            encoded.append((d, self.ctx.codec.encode("Delivery", d)))
+        limit = self.ctx.settings.max_record_bytes
+        if (largest := max((record_size(key, v, headers) for _, v in encoded), default=0)) > limit:
+            # bad input, not an outage: only this record's channel is dead-lettered, the batch goes on
+            failed.append((c, RenderFailure("too_large", f"the rendered {c.channel} is {largest:,} bytes, over the "
+                                                         f"{limit:,}-byte record limit (HERALD_MAX_RECORD_BYTES)")))
+            return
+        for d, value in encoded:
             if defer_until is not None:
                 res.scheduled.append(ScheduledRow(defer_until, topic, key, value, {TRACE: trace}, "quiet_hours",
                                                   it.event_id, f"quiet_hours:{d['delivery_id']}"))
@@ -317,7 +331,7 @@ class RouteHandler:
         res.count(status, reason or "")
 
     def _dead(self, rec: InRecord, res: BatchResult, why: DeadLetter) -> None:
-        res.out.append(dead_letter(rec, why, self.dlq_topic))
+        res.out.append(dead_letter(rec, why, self.dlq_topic, self.ctx.settings.max_record_bytes))
         self.ctx.metrics.dead_letters.labels(why.stage, why.error_class).inc()
         res.count("dead_lettered", why.error_class)
 

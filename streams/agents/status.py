@@ -45,7 +45,8 @@ class StatusHandler:
                     raise DecodeError("wrong_type", f"expected StatusChange, got {decoded.name}")
                 changes.append(decoded.record)
             except DecodeError as exc:
-                dead.append(dead_letter(rec, DeadLetter("decode", exc.reason, str(exc)), self.ctx.settings.topic("dlq")))
+                dead.append(dead_letter(rec, DeadLetter("decode", exc.reason, str(exc)), self.ctx.settings.topic("dlq"),
+                                            self.ctx.settings.max_record_bytes))
         history, updates = fold(changes)
         if history:
             # sorted so that concurrent writers lock rows in one order

@@ -29,8 +29,11 @@ def counters(rules: tuple[RateRule, ...], key_prefix: str, *, user: str, channel
     return out
 
 
-def script_args(checks: list[list[Counter]]) -> tuple[list[str], list[int]]:
-    """KEYS and ARGV of the rate-limit script for a batch of checks (each a list of counters)."""
+def script_args(checks: list[list[Counter]], decisions: list[str] | None = None) -> tuple[list[str], list[int]]:
+    """KEYS and ARGV of the rate-limit script for a batch of checks (each a list of counters).
+
+    ``decisions`` (one key per check) are appended as (key index, ttl) pairs: the ttl is the check's longest.
+    """
     index: dict[str, int] = {}
     argv: list[int] = [len(checks)]
     for counters_ in checks:
@@ -38,6 +41,9 @@ def script_args(checks: list[list[Counter]]) -> tuple[list[str], list[int]]:
         for c in counters_:
             i = index.setdefault(c.key, len(index) + 1)
             argv += [i, c.limit, c.ttl]
+    if decisions is not None:
+        for key, counters_ in zip(decisions, checks, strict=True):
+            argv += [index.setdefault(key, len(index) + 1), max((c.ttl for c in counters_), default=60)]
     return list(index), argv
 
 
