@@ -110,3 +110,13 @@ def test_fcm_message_it_cannot_carry_fails_alone(bare_sandbox, over, why):
     assert isinstance(results[1], Permanent) and why in str(results[1]), results[1]
     assert isinstance(results[0], Sent) and isinstance(results[2], Sent), results
     assert bare_sandbox.control.requests("fcm") == 2
+
+
+def test_twilio_number_with_whitespace_is_invalid_without_a_call_and_multiline_bodies_are_fine(bare_sandbox):
+    ds = [delivery("sms", text="line one\r\nline two\n\tend"), delivery("sms", address="+43 660 1234567"),
+          delivery("sms", address="+4366012345679")]
+    results = send(bare_sandbox, "twilio", ds)
+    assert isinstance(results[1], InvalidAddress) and "phone number" in str(results[1])
+    assert isinstance(results[0], Sent) and isinstance(results[2], Sent), results
+    assert bare_sandbox.control.requests("twilio") == 2
+    assert {m["text"] for m in bare_sandbox.control.inbox("sms")} >= {"line one\r\nline two\n\tend"}
