@@ -26,3 +26,25 @@ def test_every_setting_is_in_the_readme_table_and_nothing_else():
 def test_readme_shows_the_two_commands():
     text = README.read_text()
     assert "make demo" in text and "make test" in text
+
+
+ROOT = README.parent
+_FILE = re.compile(r"(?<![\w~./:-])((?:[\w-]+/)*[\w-]+\.(?:md|py|ya?ml|json|toml|avsc|sql|txt|cfg|ini))\b")
+_PATH = re.compile(r"`((?:[\w.-]+/)+[\w.-]*)`")
+
+
+def _named_paths(text: str) -> set[str]:
+    return set(_FILE.findall(text)) | set(_PATH.findall(text))
+
+
+def test_the_file_check_sees_what_a_reader_would_look_for():
+    assert _named_paths("see DESIGN.md §4, `bench/`, `schemas/avro/events/` and streams/agents/deliver.py") == {
+        "DESIGN.md", "bench/", "schemas/avro/events/", "streams/agents/deliver.py"}
+    assert _named_paths("`~/.cache/herald/jars`, https://herald.example.com, a new `.avsc`") == set()
+
+
+def test_the_readme_names_only_files_that_exist():
+    # the layout table names sub-folders relative to their folder (`stages/` of `streams/`)
+    bases = [ROOT, *(d for d in ROOT.iterdir() if d.is_dir() and not d.name.startswith("."))]
+    missing = sorted(p for p in _named_paths(README.read_text()) if not any((b / p).exists() for b in bases))
+    assert not missing, f"the README names files that are not in the repository: {missing}"
