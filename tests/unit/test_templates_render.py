@@ -163,3 +163,28 @@ def test_every_seed_href_goes_through_the_url_filter():
     for s in SEED_TEMPLATES:
         for href in re.findall(r'href="([^"]*)"', s.body_html or ""):
             assert re.fullmatch(r"\{\{ *\w+(\.\w+)* *\| *url *\}\}", href), (s.code, s.locale, href)
+
+
+# --- bounded work: a request's variables must not make a seed template build gigabytes -------------------------
+
+def test_a_string_price_times_a_huge_quantity_is_refused_not_built():
+    """order_confirmation multiplies price by quantity; a request's variables can make the price a string."""
+    store = TemplateStore()
+    store.load_rows(["order_confirmation"], [s for s in SEED_TEMPLATES if s.code == "order_confirmation"])
+    ctx = {"order_id": "o", "currency": "EUR", "total_cents": 1, "user": {"first_name": ""},
+           "items": [{"name": "a", "quantity": 10**9, "unit_price_cents": "x"}]}   # was 2 GB and 12 s of CPU
+    out = render(store.pick("order_confirmation", "email", "en"), "email", ctx)
+    assert isinstance(out, RenderFailure) and out.reason == "template_security" and "'*' would repeat a str" in out.message
+
+
+@pytest.mark.parametrize("text, context, expect", [
+    ("{{ 'ab' * 3 }}", {}, "ababab"),
+    ("{{ n * 'x' }}", {"n": 100_000}, "x" * 100_000),
+    ("{{ 3 * 4 }}|{{ 2 ** 10 }}", {}, "12|1024"),
+    ("{{ s * n }}", {"s": "ab", "n": 10**6}, "template_security"),
+    ("{{ l * n }}", {"l": [1], "n": 10**8}, "template_security"),
+    ("{{ x ** y }}", {"x": 7, "y": 10**7}, "template_security"),
+])
+def test_repetition_and_powers_are_bounded(text, context, expect):
+    out = render(t(text), "sms", context)
+    assert (out.reason if isinstance(out, RenderFailure) else out.text) == expect
