@@ -34,6 +34,10 @@ _TOKEN = re.compile(r"(?<![\w:-])(?=[A-Za-z_:-]*\d)[A-Za-z0-9_:-]{32,}")
 # ids Herald writes itself (uuid4().hex event, notification and trace ids; delivery ids) stay readable
 _OWN_ID = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})$")
 
+# access-log paths are percent-encoded: /v1/users/jane%40example.com must mask like jane@example.com
+_URL_ESCAPE = re.compile(r"%(40|2[Bb]|3[Aa])")
+_UNESCAPED = {"40": "@", "2B": "+", "2b": "+", "3A": ":", "3a": ":"}
+
 _known_secrets: set[str] = set()
 
 
@@ -54,6 +58,7 @@ def _token(m: re.Match[str]) -> str:
 def mask(text: str) -> str:
     """``jane@example.com`` → ``[email]@example.com``; ``+436641234567`` → ``[phone]``; tokens → ``[token len=… sha=…]``;
     SendGrid and Herald API keys, Authorization values, URL and ``password=`` passwords → ``[secret]``."""
+    text = _URL_ESCAPE.sub(lambda m: _UNESCAPED[m[1]], text)
     for secret in sorted(_known_secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "[secret]")

@@ -53,3 +53,55 @@ def test_worker_at_debug_level_logs_no_sendgrid_key(sandbox, db, tmp_path: Path)
     assert "debug" in text.lower(), "the worker did not log at debug level"
     assert not prefixes_in(text, SENDGRID_KEY), [l for l in text.splitlines() if SENDGRID_KEY[:4] in l][:5]
     assert "jane.roe@example.com" not in text
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_herald_api_logs_json_lines_without_addresses_or_numbers(topics, tmp_path: Path):
+    import httpx
+
+    from tests.support.api import make_api_key
+
+    key = make_api_key(topics)
+    port = _free_port()
+    log_path = tmp_path / "api.log"
+    env = {**os.environ, **settings_env(topics), "PYTHONUNBUFFERED": "1", "NO_PROXY": "127.0.0.1,localhost"}
+    cmd = [sys.executable, "-m", "infra.cli.main", "api", "--host", "127.0.0.1", "--port", str(port), "--loglevel", "debug"]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    secrets = ["jane.doe@example.com", "+436641234567", "ann.roe@example.org", "+4915112345678", key]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=10) as c:
+            def up() -> bool:
+                try:
+                    return c.get("/healthz").status_code < 500
+                except httpx.HTTPError:
+                    return False
+
+            wait_for(up, 60, 0.2, "herald api to answer")
+            assert c.put("/v1/users/jane.doe@example.com", json={"email": "jane.doe@example.com", "phone": "+436641234567"}).status_code == 200
+            assert c.get("/v1/users/jane.doe@example.com").status_code == 200
+            assert c.get("/v1/users/+436641234567").status_code == 404
+            bad = c.put("/v1/users/u2", json={"email": "ann.roe@example.org", "phone": "+4915112345678", "time_zone": "Mars/Base"})
+            assert bad.status_code == 422
+            assert c.post("/v1/notifications", json={"user_id": "ann.roe@example.org", "template": "x", "channels": ["fax"],
+                                                     "variables": {"to": "ann.roe@example.org"}}).status_code == 422
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log_path.read_text(errors="replace")
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line is JSON
+    access = [l["msg"] for l in lines if l["logger"] == "uvicorn.access"]
+    assert any("/v1/users/[email]@example.com" in m for m in access), access
+    assert any(l["logger"] == "uvicorn.error" for l in lines), "uvicorn's own lines go through the JSON formatter too"
+    for s in secrets:
+        assert not prefixes_in(text, s, shortest=min(8, len(s))), (s, [l for l in text.splitlines() if s[:8] in l][:3])

@@ -26,6 +26,8 @@ def no_prefix_of(secret: str, text: str, shortest: int = 4) -> bool:
     [
         ("sent to jane.doe@example.com", "jane.doe@example.com"),
         ("GET /v1/users/jane@example.com HTTP/1.1 200", "jane@example.com"),
+        ('127.0.0.1:5 - "GET /v1/users/jane.doe%40example.com HTTP/1.1" 200', "jane.doe"),
+        ('127.0.0.1:5 - "GET /v1/users/%2B436641234567 HTTP/1.1" 404', "436641234567"),
         ("sms to +436641234567 ok", "+436641234567"),
         ("GET /v1/users/+436641234567 HTTP/1.1", "+436641234567"),
         (f"push to {FCM} failed", FCM),
