@@ -6,7 +6,7 @@ HERALD := $(VENV)/bin/herald
 export NO_PROXY := 127.0.0.1,localhost$(if $(NO_PROXY),$(comma)$(NO_PROXY),)
 comma := ,
 
-.PHONY: install stack test unit demo bench down clean
+.PHONY: install stack promtool test unit demo bench down clean
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is needed"; exit 1; }
@@ -22,10 +22,21 @@ stack: install
 	$(HERALD) stack up
 	$(HERALD) db migrate
 
-test: stack
+# promtool runs the alert-rule tests (tests/unit/test_monitoring.py); Debian ships it in the prometheus package,
+# whose server the install would start: it is stopped and disabled again, only promtool is wanted
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+promtool:
+	@command -v promtool >/dev/null || { \
+	  echo "installing promtool (Debian package prometheus)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null && \
+	  { ! command -v systemctl >/dev/null || $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; }; }
+	@promtool --version | head -1
+
+test: stack promtool
 	$(PY) -m pytest tests -q
 
-unit: install
+unit: install promtool
 	$(PY) -m pytest tests/unit -q
 
 demo: stack
