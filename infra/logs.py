@@ -92,7 +92,7 @@ class JsonFormatter(logging.Formatter):
 
 def settings_secrets(settings: Any) -> list[str]:
     """The secret values of a ``Settings`` (and the passwords inside its URLs), for ``register_secrets``."""
-    from pydantic import SecretStr
+    from pydantic import BaseModel, SecretStr
 
     found: list[str] = []
     for name in type(settings).model_fields:
@@ -103,6 +103,8 @@ def settings_secrets(settings: Any) -> list[str]:
                 found += [m[0][len(m[1]):-1] for m in _URL_PASSWORD.finditer(text)]
             else:
                 found.append(text)
+        elif isinstance(value, BaseModel):  # sections (api, deliver, kafka) may hold secrets of their own
+            found += settings_secrets(value)
     return found
 
 

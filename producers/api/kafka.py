@@ -7,6 +7,7 @@ records' delivery reports, served by one poll thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
@@ -22,7 +23,9 @@ Offsets = dict[tuple[str, str, int], tuple[int, int]]
 class AsyncProducer:
     def __init__(self, bootstrap: str, *, message_timeout_ms: int = 10_000) -> None:
         # a short linger: a request waits for its own record, not for a batch to fill
-        self._producer = Producer(producer_config(bootstrap, **{"linger.ms": 1, "message.timeout.ms": message_timeout_ms}))
+        # librdkafka's own log lines through Python logging (served by the poll thread): JSON and masked like the rest
+        self._producer = Producer(producer_config(bootstrap, **{"linger.ms": 1, "message.timeout.ms": message_timeout_ms}),
+                                  logger=logging.getLogger("herald.api.kafka"))
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="api-producer-poll", daemon=True)
         self._thread.start()

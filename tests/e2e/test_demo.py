@@ -1,7 +1,9 @@
 """`herald demo` (what `make demo` runs) delivers on every channel and prints it."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -24,3 +26,13 @@ def test_demo_prints_delivered_notifications(topics):
     assert {"email", "sms", "push"} <= {c for r in rows for c in ("email", "sms", "push") if f" {c} " in r}
     assert "Sandbox providers received: fcm 5, smtp 6, twilio 3" in out
     assert "worker and scheduler stopped" in out
+    # the worker's and the scheduler's logs of the whole run: no address, number or sandbox credential
+    from tests.support.logscan import credentials, scan_logs
+
+    tag = re.search(r"Herald demo (\w+):", out)
+    assert tag, out[:500]
+    logs = [topics.home / "demo" / f"{name}-{tag[1]}.log" for name in ("worker", "scheduler")]
+    assert all(p.exists() for p in logs), logs
+    assert scan_logs(logs, credentials(topics), shortest=8) == {}
+    # the scheduler's lines come through Herald's masking JSON formatter (they were plain basicConfig lines)
+    assert [json.loads(line)["msg"] for line in logs[1].read_text().splitlines() if line.strip()]

@@ -93,3 +93,17 @@ def test_uvicorn_loggers_go_through_the_json_root_handler() -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         assert config["loggers"][name] == {"level": "INFO", "handlers": [], "propagate": True}
     assert config["handlers"]["stderr"]["formatter"] == "json"
+
+
+def test_the_settings_secrets_are_registered_for_masking() -> None:
+    from pydantic import SecretStr
+
+    from infra.logs import settings_secrets
+    from infra.settings import Settings
+
+    s = Settings(sendgrid_api_key=SecretStr("SG.abc.def"), twilio_auth_token=SecretStr(TWILIO),
+                 database_url=SecretStr(f"postgresql://herald:{PASSWORD}@db:5432/herald"))
+    found = settings_secrets(s)
+    assert {"SG.abc.def", TWILIO, PASSWORD} <= set(found)
+    logging_config("info", s)
+    assert mask(f"token is {TWILIO}") == "token is [secret]"  # a bare 32-hex token, known only by value
