@@ -16,7 +16,8 @@ from starlette.exceptions import HTTPException
 from infra.settings import Settings
 from producers.api import health, notifications, preferences, users, webhooks
 from producers.api.config import ApiConfig
-from producers.api.errors import ApiError, ErrorBody, RequestIds, api_error, http_error, request_id, validation_failed
+from producers.api.errors import (ApiError, ErrorBody, RequestIds, api_error, http_error, request_id, validation_failed,
+                                  with_herald_errors)
 from producers.api.middleware import BodyLimit, RequestMetrics
 from producers.api.resources import ApiMetrics, ApiResources
 
@@ -72,6 +73,7 @@ def create_api(settings: Settings | None = None, config: ApiConfig | None = None
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(ApiError, api_error)
 
+    with_herald_errors(app)
     app.add_middleware(BodyLimit, default=config.max_body_bytes, webhooks=config.max_webhook_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(RequestIds)  # outermost: the 413s and the 500s carry the request id too

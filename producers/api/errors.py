@@ -136,3 +136,30 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     body = ErrorBody(detail=str(exc.detail), code=_CODES.get(exc.status_code, f"http_{exc.status_code}"),
                      request_id=request_id(request))
     return JSONResponse(body.model_dump(), exc.status_code, headers=getattr(exc, "headers", None))
+
+
+def with_herald_errors(app: Any) -> None:
+    """The OpenAPI spec documents Herald's 422 body (FastAPI's generated one describes its own, replaced, model)."""
+    from fastapi import FastAPI
+
+    assert isinstance(app, FastAPI)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = generate()
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(body.pop("$defs", {}))
+        schemas["ErrorBody"] = body
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        for operations in spec.get("paths", {}).values():
+            for op in operations.values():
+                if "422" in op.get("responses", {}):
+                    op["responses"]["422"]["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]

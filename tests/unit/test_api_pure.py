@@ -116,3 +116,13 @@ def test_commit_watch_flags_only_partitions_with_lag_and_no_progress():
     assert [s.partition for s in w.observe(11, {tp: (6, 9), idle: (3, 3), fresh: (4, 4)})] == []
     assert [s.partition for s in w.observe(20, {tp: (6, 9), idle: (3, 3), fresh: (4, 4)})] == []
     assert [s.partition for s in w.observe(21, {tp: (6, 9), idle: (3, 3), fresh: (4, 4)})] == [0]
+
+
+def test_the_spec_documents_heralds_422_body_not_fastapis():
+    from producers.api import create_api
+
+    spec = create_api().openapi()
+    assert "HTTPValidationError" not in str(spec)
+    r422 = spec["paths"]["/v1/users/{user_id}"]["put"]["responses"]["422"]
+    assert r422["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    assert "input" not in spec["components"]["schemas"]["FieldError"]["properties"]
