@@ -5,7 +5,7 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from producers.sdk import EmitError, Emitter, next_local
 from schemas.codec import Codec
@@ -43,10 +43,22 @@ def test_a_birthday_scheduled_for_monday_nine_in_the_users_zone(topics):
 
 def test_campaign_messages_go_to_the_bulk_lane_and_wait_returns_after_the_ack(topics):
     settings = topics
-    herald = Emitter(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix)
+    # a long linger keeps an unflushed record in the client for 5 s: only a real wait has it on the broker at once
+    herald = Emitter(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix, **{"linger.ms": 5000})
     herald.emit("CampaignMessage", {"event_id": "c1:u1", "campaign_id": "c1", "user_id": "u1", "template": "promo"}, wait=True)
+    assert _records_on(settings, settings.topic("bulk")) == 1   # right when emit returned: no polling
     assert len(read(settings, settings.topic("bulk"), 1)) == 1
     herald.close()
+
+
+def _records_on(settings, topic: str) -> int:
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.app_id}-marks"})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        marks = [c.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in parts]
+        return sum(high - low for low, high in marks)
+    finally:
+        c.close()
 
 
 def test_a_users_events_land_on_the_partition_java_and_aiokafka_choose_for_the_key(topics):
