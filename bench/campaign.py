@@ -162,7 +162,7 @@ def main() -> None:
         # warm-up: workers joined their groups, connections open, templates cached
         warm = CampaignSpec(f"{tag}-warm", "weekly_digest", {"bench": "warm-up"})
         create(db, warm, 20)
-        produce(settings.kafka_bootstrap, settings.topic("bulk"), warm, [Recipient(f"{tag}-{i:07d}") for i in range(20)])
+        produce(settings, settings.topic("bulk"), warm, [Recipient(f"{tag}-{i:07d}") for i in range(20)])
         deadline = time.monotonic() + 180
         while sent_statuses(warm.id) < 20:
             if time.monotonic() > deadline:
@@ -177,7 +177,7 @@ def main() -> None:
         create(db, spec, n)
         recipients = (Recipient(f"{tag}-{i:07d}") for i in range(n))
         t0 = time.perf_counter()
-        prod = produce(settings.kafka_bootstrap, settings.topic("bulk"), spec, recipients, procs=a.procs)
+        prod = produce(settings, settings.topic("bulk"), spec, recipients, procs=a.procs)
         set_progress(db, spec.id, prod.produced, "produced", total=n)
         print(f"producer            : {prod.produced:,} events in {prod.seconds:.1f}s = {prod.rate:,.0f} events/s "
               f"({a.procs} process(es); target ≥ 200,000)")

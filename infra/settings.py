@@ -38,6 +38,45 @@ class ApiConfig(BaseModel):
     template_cache_seconds: float = Field(10.0, ge=0, description="how long a known template's channels are cached")
 
 
+class KafkaConfig(BaseModel):
+    """How every Kafka client connects (``settings.kafka``; variables ``HERALD_KAFKA__*``).
+
+    The same settings reach librdkafka (agents, producers, the CLI) and aiokafka (the Faust agents).
+    """
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+    )
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (a secret)")
+    sasl_password_file: Path | None = Field(None, description="read the SASL password from this file (a mounted secret)")
+    ssl_ca_file: Path | None = Field(None, description="CA certificate(s) that signed the brokers' certificates (PEM)")
+    ssl_cert_file: Path | None = Field(None, description="client certificate (PEM), for mutual TLS")
+    ssl_key_file: Path | None = Field(None, description="client private key (PEM), for mutual TLS")
+    ssl_key_password: SecretStr | None = Field(None, description="password of the client private key")
+    ssl_check_hostname: bool = Field(True, description="verify that the broker's certificate names its host")
+    extra: dict[str, str] = Field(
+        default_factory=dict, description="any other librdkafka property, as JSON (e.g. {\"client.rack\": \"eu-1a\"})"
+    )
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL")
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol.endswith("SSL")
+
+    def password(self) -> str | None:
+        """The SASL password: from ``sasl_password_file`` when set (re-read each time: secrets rotate), else the value."""
+        if self.sasl_password_file is not None:
+            return self.sasl_password_file.read_text().strip()
+        return self.sasl_password.get_secret_value() if self.sasl_password is not None else None
+
+
 class DeliverTuning(BaseModel):
     """Tuning of the deliver agents (``settings.deliver``; variables ``HERALD_DELIVER__*``)."""
 
@@ -56,6 +95,9 @@ class Settings(BaseSettings):
 
     # --- connections ---------------------------------------------------
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    kafka: KafkaConfig = Field(
+        default_factory=KafkaConfig, description="Kafka connection: security protocol, SASL, TLS files, librdkafka extras"
+    )
     database_url: SecretStr = Field(
         SecretStr("postgresql://herald@127.0.0.1:5432/herald"),
         description="PostgreSQL URL (the local stack trusts loopback)",

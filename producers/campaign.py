@@ -23,12 +23,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError
 
+from infra.kafka.producer import Producer
+from infra.kafka.records import TRACE
+from infra.settings import Settings
 from producers.campaign_source import Recipient, Rejected
 from schemas.codec import Codec
-from streams.output import producer_config
-from streams.records import TRACE
 
 CHANNELS = ("email", "sms", "push")
 
@@ -142,7 +143,7 @@ class ChunkResult:
 class ChunkProducer:
     """Encodes and produces one chunk of recipients, then waits for every acknowledgement."""
 
-    def __init__(self, bootstrap: str, topic: str, spec: CampaignSpec, codec: Codec | None = None,
+    def __init__(self, kafka: Settings, topic: str, spec: CampaignSpec, codec: Codec | None = None,
                  timeout: float = 60.0, stop: threading.Event | None = None, **producer_extra: object) -> None:
         self.topic = topic
         self.stop = stop or threading.Event()
@@ -151,21 +152,20 @@ class ChunkProducer:
         self.timeout = timeout
         self._errors: list[str] = []
         self._base_vars = json.dumps(spec.variables, separators=(",", ":"), default=str)
-        config = producer_config(bootstrap, **{
+        self._producer = Producer(kafka, **{
             "linger.ms": 20,
             "delivery.report.only.error": True,  # no Python callback per acknowledged record
             "on_delivery": self._report,
             "message.timeout.ms": int(timeout * 1000),
             **producer_extra,
         })
-        self._producer = Producer(config)
 
     def _report(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
             self._errors.append(f"{msg.key()!r}: {err.str()}")
 
     def send(self, index: int, chunk: list[Recipient]) -> ChunkResult:
-        spec, produce, poll = self.spec, self._producer.produce, self._producer.poll
+        spec, produce = self.spec, self._producer.produce_value
         topic, base = self.topic, self._base_vars
         occurred = int(time.time() * 1000)
         # only event_id, user_id and variables_json differ between a chunk's messages
@@ -179,12 +179,7 @@ class ChunkProducer:
                 return ChunkResult(index, 0, [])
             rec = message(spec, r, occurred, base)
             eid = rec["event_id"].encode()
-            while True:
-                try:
-                    produce(topic, encode(rec), r.user_id.encode(), headers=[(TRACE, eid)])
-                    break
-                except BufferError:
-                    poll(0.05)
+            produce(topic, encode(rec), r.user_id.encode(), [(TRACE, eid)])
         left = self._producer.flush(self.timeout)
         errors, self._errors = self._errors, []
         if left:
@@ -198,10 +193,10 @@ class ChunkProducer:
 _worker: ChunkProducer | None = None  # one per pool process, set by _init_worker
 
 
-def _init_worker(bootstrap: str, topic: str, spec: CampaignSpec, extra: dict[str, object]) -> None:
+def _init_worker(kafka: Settings, topic: str, spec: CampaignSpec, extra: dict[str, object]) -> None:
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
-    _worker = ChunkProducer(bootstrap, topic, spec, **extra)
+    _worker = ChunkProducer(kafka, topic, spec, **extra)
 
 
 def _send_chunk(job: tuple[int, list[Recipient]]) -> ChunkResult:
@@ -249,7 +244,7 @@ def _chunks(items: Iterable[Recipient | Rejected], skip: int, size: int, rejecte
 
 
 def produce(
-    bootstrap: str,
+    kafka: Settings,
     topic: str,
     spec: CampaignSpec,
     recipients: Iterable[Recipient | Rejected],
@@ -281,7 +276,7 @@ def produce(
             # a KeyboardInterrupt raised inside librdkafka's produce() surfaces as a TypeError about header
             # keys; a flag checked between records stops the chunk cleanly instead
             previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.set())
-        local = ChunkProducer(bootstrap, topic, spec, stop=stop, **extra)
+        local = ChunkProducer(kafka, topic, spec, stop=stop, **extra)
         results = (local.send(i, c) for i, c in jobs)
         pool = None
     else:
@@ -296,7 +291,7 @@ def produce(
                         return
                 yield job
 
-        pool = mp.get_context("fork").Pool(procs, _init_worker, (bootstrap, topic, spec, extra))
+        pool = mp.get_context("fork").Pool(procs, _init_worker, (kafka, topic, spec, extra))
         results = pool.imap(_send_chunk, bounded())  # in order: the acknowledged prefix is well defined
     try:
         for r in results:

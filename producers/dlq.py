@@ -25,12 +25,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from infra.kafka.consumer import consumer
+from infra.kafka.producer import Producer
+from infra.kafka.records import TRACE, Headers, OutRecord, now_ms
 from infra.settings import Settings
 from streams import dlq as h
-from streams.output import producer_config
-from streams.records import TRACE, Headers, OutRecord, now_ms
 
 REPLAY_OF = "herald-replay-of"
 
@@ -214,13 +215,8 @@ def plan_replay(selected: Iterable[Entry], superseded: set[str], max_replays: in
 # --- Kafka I/O ----------------------------------------------------------------
 
 def _consumer(settings: Settings) -> Consumer:
-    return Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "group.id": f"{settings.app_id}-dlq-reader-{uuid.uuid4().hex[:8]}",  # never joined: assign() only
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-    })
+    # never joins its group: assign() only
+    return consumer(settings, f"{settings.app_id}-dlq-reader-{uuid.uuid4().hex[:8]}")
 
 
 def _partitions(c: Consumer, topic: str, timeout: float) -> list[int]:
@@ -311,7 +307,7 @@ def send(
     if rate <= 0:
         raise ValueError("rate must be positive")
     result = ReplayResult()
-    producer = Producer(producer_config(settings.kafka_bootstrap, **{"linger.ms": 20}))
+    producer = Producer(settings, **{"linger.ms": 20})
 
     def report(err: KafkaError | None, msg: object) -> None:
         if err is None:
@@ -327,12 +323,7 @@ def send(
         wait = start + i / rate - time.monotonic()
         if wait > 0:
             producer.poll(wait)
-        while True:
-            try:
-                producer.produce(r.topic, r.value, r.key, headers=r.headers or None, on_delivery=report)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        producer.produce(r, report)
         producer.poll(0)
     left = producer.flush(timeout)
     if left:

@@ -1,7 +1,7 @@
 """The SDK for upstream services: ``emit()`` any catalogued record to Herald.
 
     from producers.sdk import Emitter
-    with Emitter() as herald:                        # HERALD_KAFKA_BOOTSTRAP or bootstrap=...
+    with Emitter() as herald:                        # HERALD_KAFKA_BOOTSTRAP (and HERALD_KAFKA__*) or settings=...
         herald.emit("OrderPlaced", {...})            # validated against the catalog, keyed by user id
         herald.emit("BirthdayReached", {"user_id": "u1", "age": 30},
                     send_at=next_local("09:00", "Europe/Vienna", weekday="monday"))
@@ -18,12 +18,13 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException
 
+from infra.kafka.producer import Producer
+from infra.kafka.records import TRACE, OutRecord
+from infra.settings import Settings
 from producers.send_at import next_local, to_ms
 from schemas.codec import Codec
-from streams.output import producer_config
-from streams.records import TRACE
 
 LANE_TOPIC = {"CampaignMessage": "bulk"}  # everything else goes to the interactive lane
 
@@ -46,17 +47,17 @@ class Emitter:
         *,
         topic_prefix: str | None = None,
         codec: Codec | None = None,
+        settings: Settings | None = None,
         **producer_extra: object,
     ) -> None:
-        if bootstrap is None or topic_prefix is None:
-            from infra.settings import Settings
-
-            s = Settings()
-            bootstrap = bootstrap or s.kafka_bootstrap
-            topic_prefix = topic_prefix or s.topic_prefix
-        self.topic_prefix = topic_prefix
+        """``settings`` (default: from ``HERALD_*``) carry the cluster's address and credentials;
+        ``bootstrap`` and ``topic_prefix`` override theirs; ``producer_extra`` are librdkafka properties."""
+        s = settings or Settings()
+        if bootstrap is not None:
+            s = s.model_copy(update={"kafka_bootstrap": bootstrap})
+        self.topic_prefix = topic_prefix or s.topic_prefix
         self.codec = codec or Codec()
-        self._producer = Producer(producer_config(bootstrap, **producer_extra))
+        self._producer = Producer(s, **producer_extra)
         self._errors: list[tuple[str, KafkaError]] = []
         self._lock = threading.Lock()
 
@@ -99,14 +100,10 @@ class Emitter:
                     self._errors.append((event_id, err))
 
         headers = [(TRACE, (trace_id or uuid.uuid4().hex).encode())]
-        while True:
-            try:
-                self._producer.produce(topic, value, str(user).encode(), headers=headers, on_delivery=report)
-                break
-            except BufferError:
-                self._producer.poll(0.05)
-            except KafkaException as exc:  # refused locally (e.g. larger than message.max.bytes): the caller hears now
-                raise EmitError([(event_id, exc.args[0])]) from exc
+        try:
+            self._producer.produce(OutRecord(topic, str(user).encode(), value, headers), report)
+        except KafkaException as exc:  # refused locally (e.g. larger than message.max.bytes): the caller hears now
+            raise EmitError([(event_id, exc.args[0])]) from exc
         self._producer.poll(0)
         if wait:
             self.flush()

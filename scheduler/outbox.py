@@ -17,11 +17,12 @@ import threading
 from dataclasses import dataclass, field
 
 import psycopg
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException
 
+from infra.kafka.producer import Producer
+from infra.settings import Settings
 from scheduler.metrics import SchedulerMetrics
 from scheduler.rows import BadRow, DueRow, retry_delay, to_record
-from streams.output import producer_config
 
 log = logging.getLogger("herald.scheduler")
 
@@ -68,7 +69,7 @@ class Outbox:
     def __init__(
         self,
         dsn: str,
-        bootstrap: str,
+        kafka: Settings,
         *,
         batch_size: int = 1000,
         delivery_timeout: float = 30.0,
@@ -79,9 +80,7 @@ class Outbox:
         self.batch_size = batch_size
         self.delivery_timeout = delivery_timeout
         self.metrics = metrics or SchedulerMetrics()
-        self._producer = Producer(
-            producer_config(bootstrap, **{"message.timeout.ms": int(delivery_timeout * 1000), **producer_extra})
-        )
+        self._producer = Producer(kafka, **{"message.timeout.ms": int(delivery_timeout * 1000), **producer_extra})
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()
 
@@ -154,12 +153,7 @@ class Outbox:
         return published, refused
 
     def _produce(self, topic: str, value: bytes, key: bytes | None, headers, on_delivery) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value, key, headers=headers or None, on_delivery=on_delivery)
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        self._producer.produce_value(topic, value, key, headers, on_delivery)
 
     def drain(self, max_batches: int = 100) -> ClaimResult:
         """Claim batches until fewer than ``batch_size`` rows are due (or ``max_batches``)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from streams.records import Headers, OutRecord
+from infra.kafka.records import Headers, OutRecord
 
 
 class BadRow(ValueError):

@@ -42,7 +42,7 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         self.metrics = metrics or SchedulerMetrics()
         self.jobs = default_jobs(self.config) if jobs is None else jobs
-        self.outbox = Outbox(settings.dsn, settings.kafka_bootstrap, batch_size=self.config.batch_size,
+        self.outbox = Outbox(settings.dsn, settings, batch_size=self.config.batch_size,
                              delivery_timeout=self.config.delivery_timeout, metrics=self.metrics)
         self.published = 0
 

@@ -11,11 +11,12 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import faust
 
+from infra.kafka.config import faust_options
 from infra.settings import Settings
 from streams.agents import AgentSpec, agent_specs, select
 from streams.context import Context
 from streams.engine import run_batch_agent
-from streams.records import InRecord
+from infra.kafka.records import InRecord
 from streams.runner import BatchRunner
 
 
@@ -97,7 +98,7 @@ def create_app(
 ) -> faust.App:
     app = faust.App(
         settings.app_id,
-        broker=[f"kafka://{b}" for b in settings.kafka_bootstrap.split(",")],
+        **faust_options(settings),
         store="memory://",
         value_serializer="raw",
         key_serializer="raw",

@@ -13,14 +13,14 @@ from psycopg_pool import AsyncConnectionPool
 from infra.settings import Settings
 from schemas.codec import Codec
 from streams.metrics import Metrics
-from streams.output import Output
+from infra.kafka.producer import Producer
 
 
 @dataclass
 class Context:
     settings: Settings
     codec: Codec
-    output: Output
+    output: Producer
     redis: aioredis.Redis
     db: AsyncConnectionPool
     metrics: Metrics = field(default_factory=Metrics)
@@ -32,7 +32,7 @@ class Context:
         return cls(
             settings=settings,
             codec=codec or Codec(),
-            output=Output(settings.kafka_bootstrap, settings.max_record_bytes),
+            output=Producer(settings),
             redis=aioredis.from_url(settings.redis_dsn, socket_timeout=5, socket_connect_timeout=5),
             db=db,
             metrics=metrics or Metrics(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from streams.records import TRACE, Headers, InRecord, OutRecord, now_ms, record_size
+from infra.kafka.records import TRACE, Headers, InRecord, OutRecord, now_ms, record_size
 
 PREFIX = "herald-dlq-"
 ORIGIN_TOPIC = PREFIX + "origin-topic"

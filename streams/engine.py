@@ -21,33 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from infra.kafka.consumer import consumer, to_in_record
 from infra.settings import Settings
-from streams.records import InRecord
 from streams.runner import BatchRunner
 
 log = logging.getLogger("herald.engine")
-
-
-def consumer_config(settings: Settings, group: str, **overrides: object) -> dict[str, object]:
-    """Manual commits, cooperative rebalancing, bounded prefetch; ``overrides`` use librdkafka's names."""
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "group.id": group,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "cooperative-sticky",
-        "session.timeout.ms": 10_000,
-        "heartbeat.interval.ms": 1_000,
-        "queued.max.messages.kbytes": 32_768,
-        "fetch.wait.max.ms": 50,
-        **overrides,
-    }
-
-
-def to_in_record(m) -> InRecord:
-    ts = m.timestamp()[1]
-    return InRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(), list(m.headers() or []), ts if ts > 0 else 0)
 
 
 def _record_lag(consumer: Consumer, committed: list[TopicPartition], lag: dict[tuple[str, int], int], metrics) -> None:
@@ -67,13 +45,13 @@ async def run_batch_agent(name: str, topics: list[str], runner_factory, settings
     """Consume ``topics`` in group ``{app_id}-{name}`` until cancelled."""
     pool = ThreadPoolExecutor(1, thread_name_prefix=f"engine-{name}")
     loop = asyncio.get_running_loop()
-    consumer = Consumer(consumer_config(settings, f"{settings.app_id}-{name}"))
-    consumer.subscribe(topics)
+    kafka = consumer(settings, f"{settings.app_id}-{name}")
+    kafka.subscribe(topics)
     runner: BatchRunner | None = None
     lag: dict[tuple[str, int], int] = {}
     try:
         while True:
-            msgs = await loop.run_in_executor(pool, consumer.consume, settings.batch_size, settings.batch_within)
+            msgs = await loop.run_in_executor(pool, kafka.consume, settings.batch_size, settings.batch_within)
             batch, high = [], {}
             for m in msgs:
                 if m.error():
@@ -88,16 +66,16 @@ async def run_batch_agent(name: str, topics: list[str], runner_factory, settings
             await runner.run(batch)
             offsets = [TopicPartition(t, p, o) for (t, p), o in high.items()]
             try:
-                await loop.run_in_executor(pool, lambda: consumer.commit(offsets=offsets, asynchronous=False))
+                await loop.run_in_executor(pool, lambda: kafka.commit(offsets=offsets, asynchronous=False))
             except KafkaException as exc:
                 # the group moved on (broker restart, session lost, rebalance): librdkafka rejoins by itself;
                 # whoever owns these partitions next reads the batch again and the handlers' idempotence absorbs it
                 log.warning("%s: commit failed (%s); the batch will be read again", name, exc.args[0])
                 continue
-            _record_lag(consumer, offsets, lag, runner.ctx.metrics)
+            _record_lag(kafka, offsets, lag, runner.ctx.metrics)
     except asyncio.CancelledError:
         raise
     finally:
         # close in the consumer's own thread, after any consume still running there
-        await asyncio.shield(loop.run_in_executor(pool, consumer.close))
+        await asyncio.shield(loop.run_in_executor(pool, kafka.close))
         pool.shutdown(wait=False)

@@ -31,8 +31,8 @@ import redis.exceptions
 
 from streams.context import Context
 from streams.dlq import DeadLetter, dead_letter
-from streams.output import RecordTooLarge, is_kafka_error
-from streams.records import InRecord, OutRecord
+from infra.kafka.producer import RecordTooLarge, is_kafka_error
+from infra.kafka.records import InRecord, OutRecord
 
 log = logging.getLogger("herald.runner")
 

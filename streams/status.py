@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.codec import Codec
-from streams.records import TRACE, OutRecord, now_ms
+from infra.kafka.records import TRACE, OutRecord, now_ms
 
 # A notification's status never moves backwards: a change with a higher rank
 # wins, a lower or equal one is kept in the history only. Suppressions and

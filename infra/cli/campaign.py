@@ -117,7 +117,7 @@ def send(
             cp.set_progress(conn, spec.id, produced)
 
         try:
-            report = cp.produce(settings.kafka_bootstrap, settings.topic("bulk"), spec, recipients(), skip=skip,
+            report = cp.produce(settings, settings.topic("bulk"), spec, recipients(), skip=skip,
                                 procs=procs, chunk_size=chunk_size, on_progress=progress)
         except SourceError as exc:
             cp.set_progress(conn, spec.id, skip, "interrupted", str(exc))

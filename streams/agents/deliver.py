@@ -38,7 +38,7 @@ from streams.circuit import CircuitStore
 from streams.context import Context
 from streams.devices import apply_device_effects
 from streams.dlq import DeadLetter, dead_letter
-from streams.records import ATTEMPT, InRecord, OutRecord, now_ms, set_header
+from infra.kafka.records import ATTEMPT, InRecord, OutRecord, now_ms, set_header
 from streams.runner import is_infra_error, until_reachable
 from streams.stages.deliver import (
     DeadLetterIt, DeliverConfig, HandBack, MarkSent, ScheduleRetry, WaitAndResend, admit, device_effects,

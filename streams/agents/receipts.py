@@ -12,7 +12,7 @@ from schemas.codec import DecodeError
 from streams.agents import AgentSpec
 from streams.context import Context
 from streams.dlq import DeadLetter, dead_letter
-from streams.records import InRecord, OutRecord
+from infra.kafka.records import InRecord, OutRecord
 from streams.recipients import recipient_key
 from streams.stages.receipts import DeliveryRow, plan
 from streams.status import status_record

@@ -31,12 +31,13 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from infra.settings import CHANNELS, Settings, tier_name
 from infra.topics import deliver_topic
-from streams.engine import consumer_config, to_in_record
+from infra.kafka.consumer import consumer as make_consumer
+from infra.kafka.consumer import to_in_record
 from streams.agents import AgentSpec
 from streams.context import Context
 from streams.dlq import DeadLetter, dead_letter
-from streams.output import is_kafka_error
-from streams.records import InRecord, OutRecord, now_ms
+from infra.kafka.producer import is_kafka_error
+from infra.kafka.records import InRecord, OutRecord, now_ms
 from streams.stages.retry_hold import PartitionPlan, plan_partition
 
 log = logging.getLogger("herald.retry")
@@ -98,11 +99,11 @@ class TierLoop:
         def call(fn, *args, **kw):
             return loop.run_in_executor(pool, lambda: fn(*args, **kw))
 
-        consumer = Consumer(consumer_config(
+        consumer = make_consumer(
             self.ctx.settings, f"{self.ctx.settings.app_id}-{self.name}",
             # a held partition fetches nothing; bound what librdkafka prefetches for the others
             **{"queued.max.messages.kbytes": 4_096, "fetch.wait.max.ms": 100},
-        ))
+        )
         consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
         backoff = 0.1
         try:

@@ -26,7 +26,7 @@ from streams.context import Context
 from streams.dlq import DeadLetter, dead_letter
 from streams.ratelimit import queue_checks
 from streams.recipients import load_recipients, parse_cached, queue_fill, recipient_key
-from streams.records import TRACE, InRecord, OutRecord, now_ms, record_size, set_header
+from infra.kafka.records import TRACE, InRecord, OutRecord, now_ms, record_size, set_header
 from streams.routes import RouteConfig, load_routes
 from streams.stages.route.decide import channel_decision, delivery_record, push_data, template_context
 from streams.stages.route.identity import claim_origin, classify_claim

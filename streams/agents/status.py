@@ -8,7 +8,7 @@ from schemas.codec import DecodeError
 from streams.agents import AgentSpec
 from streams.context import Context
 from streams.dlq import DeadLetter, dead_letter
-from streams.records import InRecord, OutRecord
+from infra.kafka.records import InRecord, OutRecord
 from streams.stages.status import fold
 
 UPSERT = """

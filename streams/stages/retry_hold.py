@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from streams.records import InRecord, OutRecord
+from infra.kafka.records import InRecord, OutRecord
 from streams.stages.retry import DUE_HEADER, ORIGIN_HEADER
 
 

@@ -58,7 +58,7 @@ def test_a_campaign_survives_service_restarts_and_a_rebalance_and_each_address_g
     def wave(k: int) -> None:
         """One wave of campaign recipients and one password reset, acknowledged by the broker."""
         part = [Recipient(u) for u in users[k * WAVE:(k + 1) * WAVE]]
-        assert produce(settings.kafka_bootstrap, settings.topic("bulk"), spec, part).produced == WAVE
+        assert produce(settings, settings.topic("bulk"), spec, part).produced == WAVE
         uid, eid = resets[k], f"{tag}-reset-{k}"
         ev = {"event_id": eid, "occurred_at": int(time.time() * 1000), "user_id": uid,
               "reset_url": "https://example.test/r/1", "expires_in_minutes": 30}

@@ -11,6 +11,7 @@ import time
 import pytest
 from confluent_kafka import Consumer
 
+from infra.settings import Settings
 from producers.campaign import CampaignSpec, produce
 from producers.campaign_source import Recipient
 from schemas.codec import Codec
@@ -145,7 +146,8 @@ def test_bad_requests_get_one_clear_line(topics, args, message):
 
 def test_an_unreachable_broker_stops_the_campaign_at_the_acknowledged_prefix():
     spec = CampaignSpec("c-down", "promo", {"file": "/x"})
-    report = produce("127.0.0.1:1", "nowhere.bulk", spec, [Recipient(f"u{i}") for i in range(10)], skip=4,
+    nowhere = Settings(kafka_bootstrap="127.0.0.1:1")
+    report = produce(nowhere, "nowhere.bulk", spec, [Recipient(f"u{i}") for i in range(10)], skip=4,
                      chunk_size=3, producer_extra={"message.timeout.ms": 1500})
     assert report.errors and report.produced == 4 and report.sent_now == 0
 

@@ -120,7 +120,7 @@ def test_a_row_kafka_refuses_backs_off_and_the_rest_of_the_batch_is_published(to
                (topic, b"x" * 2_000_000))  # over the producer's message.max.bytes
     db.execute("INSERT INTO scheduled (due_at, topic, key, value, headers) VALUES (now(), %s, 'k', 'fine', '{\"h\": \"1\"}')", (topic,))
     db.execute("INSERT INTO scheduled (due_at, topic, key, value, headers) VALUES (now(), %s, 'k', 'bad-headers', '\"oops\"')", (topic,))
-    outbox = Outbox(settings.dsn, settings.kafka_bootstrap)
+    outbox = Outbox(settings.dsn, settings)
     try:
         r = outbox.drain()
     finally:
@@ -140,7 +140,7 @@ def test_a_row_kafka_refuses_backs_off_and_the_rest_of_the_batch_is_published(to
 def test_an_unreachable_broker_leaves_rows_due_until_it_answers(topics, db, clean_outbox):
     settings = topics
     _insert(db, settings, 20, spread_s=0.0, offset_s=-1.0, tag="wait")
-    down = Outbox(settings.dsn, "127.0.0.1:1", delivery_timeout=2.0)
+    down = Outbox(settings.dsn, settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"}), delivery_timeout=2.0)
     try:
         r = down.claim_and_publish()
     finally:
@@ -150,7 +150,7 @@ def test_an_unreachable_broker_leaves_rows_due_until_it_answers(topics, db, clea
     row = db.execute("SELECT count(*), max(attempts) FROM scheduled WHERE published_at IS NULL AND topic = %s",
                      (settings.topic("events"),)).fetchone()
     assert tuple(row) == (20, 0)  # untouched: no attempt spent, nothing backed off
-    up = Outbox(settings.dsn, settings.kafka_bootstrap)
+    up = Outbox(settings.dsn, settings)
     try:
         assert up.drain().published == 20
     finally:

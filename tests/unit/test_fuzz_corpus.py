@@ -350,3 +350,36 @@ def test_seed_templates_render_hostile_event_values_as_text(name: str, values: d
     if shown and channel != "push" or name == "UserFollowed":
         assert values[shown].strip() in out.text   # verbatim: a value is never evaluated as template code
     assert_safe_hrefs(out.html)
+
+
+@pytest.mark.parametrize("field, value", [("user_id", "a\x00b"), ("event_id", "e\x00"), ("user_id", "u" * 5000)])
+def test_identifiers_postgresql_cannot_key_are_a_bad_event(field, value):
+    from streams.routes import load_routes
+    from streams.stages.route.intent import RouteError, intent_for
+    from schemas.codec import Decoded
+
+    rec = {"event_id": "e-1", "occurred_at": 0, "user_id": "u-1", "reset_url": "https://x.test", "expires_in_minutes": 30}
+    rec[field] = value
+    with pytest.raises(RouteError) as err:
+        intent_for(Decoded("PasswordResetRequested", 1, rec), load_routes())
+    assert err.value.reason == "bad_event"
+
+
+def test_variables_nested_beyond_the_parser_are_bad_variables():
+    from streams.routes import load_routes
+    from streams.stages.route.intent import RouteError, intent_for
+    from schemas.codec import Decoded
+
+    req = {"event_id": "n-1", "occurred_at": 0, "user_id": "u-1", "template": "t", "channels": ["email"],
+           "category": "transactional", "variables_json": "[" * 100_000 + "]" * 100_000, "send_at": None, "ttl_seconds": None}
+    with pytest.raises(RouteError) as err:
+        intent_for(Decoded("NotificationRequested", 1, req), load_routes())
+    assert err.value.reason == "bad_variables"
+
+
+def test_a_time_zone_name_too_long_for_a_file_falls_back_to_utc():
+    from datetime import timezone
+
+    from streams.stages.route.timing import zone
+
+    assert zone("a" * 300) is timezone.utc

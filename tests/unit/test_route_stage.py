@@ -187,3 +187,10 @@ def test_delivery_record_and_context():
     d = delivery_record(it, "email", "a@x", t, Rendered("x", subject="s"))
     assert d["template_version"] == 3 and d["locale"] == "de" and d["expires_at"] == NOW + 1000 + 3_600_000
     assert d["delivery_id"] == delivery_id("e1", "email", "a@x") and d["campaign_id"] == "c" and d["attempt"] == 0
+
+
+def test_rate_limit_keys_of_different_users_never_collide():
+    rules = (RateRule("cat", ("user", "category"), 10, 86400),)
+    a = counters(rules, "p", user="u:marketing", channel="email", category="x", event_type="E", now_ms=NOW)
+    b = counters(rules, "p", user="u", channel="email", category="marketing:x", event_type="E", now_ms=NOW)
+    assert a[0].key != b[0].key

@@ -11,6 +11,10 @@ from schemas.codec import Decoded
 from streams.routes import REQUEST_RECORDS, RouteConfig
 
 
+# an identifier longer than this is not one (PostgreSQL's btree keys stop near 2,700 bytes)
+MAX_ID_CHARS = 512
+
+
 class RouteError(ValueError):
     """The record decoded but cannot be routed; ``reason`` is the DLQ error class."""
 
@@ -56,12 +60,18 @@ def intent_for(decoded: Decoded, cfg: RouteConfig, bulk: bool = False) -> Intent
     event_id = rec.get("event_id")
     if not isinstance(event_id, str) or not event_id:
         raise RouteError("bad_event", f"{decoded.name}: event_id is empty")
+    for name, value in ((route.recipient, user_id), ("event_id", event_id)):
+        # identifiers become PostgreSQL keys and Redis key parts: no NUL (PostgreSQL refuses it), none over a key's size
+        if "\x00" in value or len(value) > MAX_ID_CHARS:
+            raise RouteError("bad_event", f"{decoded.name}: {name} holds a NUL byte or is over {MAX_ID_CHARS} characters")
     if decoded.name in REQUEST_RECORDS:
         template = rec["template"]
         channels = tuple(dict.fromkeys(rec["channels"]))  # de-duplicated, order kept
         category = rec["category"]
         try:
             variables = json.loads(rec.get("variables_json") or "{}")
+        except RecursionError as exc:
+            raise RouteError("bad_variables", f"{decoded.name} {event_id}: variables_json is nested too deeply") from exc
         except ValueError as exc:
             raise RouteError("bad_variables", f"{decoded.name} {event_id}: variables_json is not JSON: {exc}") from exc
         if not isinstance(variables, dict):

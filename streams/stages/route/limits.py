@@ -23,10 +23,15 @@ def counters(rules: tuple[RateRule, ...], key_prefix: str, *, user: str, channel
         if not rule.applies(channel, category):
             continue
         bucket = now_ms // (rule.window_seconds * 1000)
-        parts = ":".join(values[k] for k in rule.key)
+        parts = ":".join(_part(values[k]) for k in rule.key)
         # the key lives one window past its bucket's end, no longer
         out.append(Counter(f"{key_prefix}:{rule.name}:{parts}:{bucket}", rule.limit, rule.window_seconds + 60, rule.name))
     return out
+
+
+def _part(value: str) -> str:
+    """A key part that cannot contain the separator: user ``u:marketing`` never shares a counter with user ``u``."""
+    return value.replace("%", "%25").replace(":", "%3A")
 
 
 def script_args(checks: list[list[Counter]], decisions: list[str] | None = None) -> tuple[list[str], list[int]]:

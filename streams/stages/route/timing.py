@@ -21,7 +21,7 @@ def is_for_later(intent: Intent, now_ms: int) -> bool:
 def zone(name: str | None) -> ZoneInfo | timezone:
     try:
         return ZoneInfo(name) if name else timezone.utc
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file name
         return timezone.utc
 
 
