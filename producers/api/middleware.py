@@ -27,11 +27,11 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.webhooks if scope["path"].startswith("/v1/webhooks/") else self.default
-        message = {"detail": f"request body larger than {limit} bytes"}
+        message = {"detail": f"request body larger than {limit} bytes", "code": "too_large"}
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 if not value.isdigit():
-                    await _send_json(send, 400, {"detail": "Content-Length is not a number"})
+                    await _send_json(send, 400, {"detail": "Content-Length is not a number", "code": "bad_request"})
                     return
                 if int(value) > limit:
                     await _send_json(send, 413, message)
