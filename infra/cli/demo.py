@@ -18,6 +18,7 @@ from rich.table import Table
 
 from infra.children import spawn, stop
 from infra.cli.errors import CliError
+from infra.cli.kafka import client_config
 from infra.cli.stack import env_no_proxy
 from infra.db import migrate
 from infra.settings import Settings
@@ -35,7 +36,7 @@ def _wait_for_worker(settings: Settings, worker: subprocess.Popen, log: Path, ti
     from confluent_kafka import ConsumerGroupState
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(client_config(settings))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if worker.poll() is not None:
@@ -61,12 +62,12 @@ def demo_order(user_id: str, i: int) -> dict[str, Any]:
 def _emit(settings: Settings, users: list[str]) -> tuple[list[tuple[str, str, str]], float]:
     """A handful of events from 'upstream services'; returns (event id, type, user) and the emit time."""
     from producers.sdk import Emitter
-    from streams.output import Output
+    from infra.kafka.producer import Producer
     from streams.records import OutRecord
 
     sent: list[tuple[str, str, str]] = []
     t0 = time.time()
-    with Emitter(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix) as sdk:
+    with Emitter(settings=settings) as sdk:
         for i, uid in enumerate(users):
             sent.append((sdk.emit("OrderPlaced", demo_order(uid, i)), "OrderPlaced", uid))
         sent.append((sdk.emit("UserFollowed", {"user_id": users[0], "follower_id": users[1], "follower_name": "Grace"}),
@@ -76,7 +77,7 @@ def _emit(settings: Settings, users: list[str]) -> tuple[list[tuple[str, str, st
         soon = datetime.now(timezone.utc) + timedelta(seconds=4)
         sent.append((sdk.emit("BirthdayReached", {"user_id": users[2], "age": 30, "send_at": soon}), "BirthdayReached", users[2]))
     # bad input, as an upstream bug would produce it: dead-lettered with a reason, nothing else affected
-    Output(settings.kafka_bootstrap).send_all_blocking([OutRecord(settings.topic("events"), b"demo", b"{not avro}")])
+    Producer(settings).send_all_blocking([OutRecord(settings.topic("events"), b"demo", b"{not avro}")])
     return sent, t0
 
 

@@ -20,7 +20,13 @@ def quiet_logger() -> logging.Logger:
 
 
 def client_config(settings: Settings, **extra: object) -> dict[str, object]:
-    return {"bootstrap.servers": settings.kafka_bootstrap, "logger": quiet_logger(), **extra}
+    """An admin client's configuration (address, security, credentials) with librdkafka's lines silenced."""
+    from infra.kafka.config import KafkaConfigError, admin_config
+
+    try:
+        return admin_config(settings, logger=quiet_logger(), **extra)
+    except KafkaConfigError as exc:
+        raise CliError(str(exc)) from exc
 
 
 def require_broker(settings: Settings, timeout: float = BROKER_CHECK_SECONDS) -> None:
