@@ -43,6 +43,9 @@ def prepare(settings: Settings) -> str:
         conn.execute("INSERT INTO templates (code, channel, version, body_text, active) VALUES ('bench_api', 'email', 1, 'Hi {{ name }}', true)"
                      " ON CONFLICT DO NOTHING")
         conn.execute("INSERT INTO api_keys (name, prefix, key_hash) VALUES ('bench', %s, %s)", (k.prefix, k.key_hash))
+        # the API refuses notifications for users it does not know (422 unknown_user)
+        conn.execute("INSERT INTO users (id, email) SELECT 'bench-' || i, 'bench-' || i || '@example.test' "
+                     "FROM generate_series(0, 999) AS i ON CONFLICT DO NOTHING")
     return k.key
 
 

@@ -6,6 +6,7 @@ consumer or an admin client needs on top. Overrides use librdkafka's property na
 """
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Any
 
@@ -21,7 +22,12 @@ class KafkaConfigError(ValueError):
 
 def connection(settings: Settings) -> dict[str, Any]:
     k = settings.kafka
-    out: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap, "security.protocol": k.security_protocol}
+    out: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "security.protocol": k.security_protocol,
+        # librdkafka's own lines go through Python logging: JSON, masked, at the process's level
+        "logger": logging.getLogger("herald.librdkafka"),
+    }
     if k.sasl:
         password = k.password()
         if not k.sasl_username or password is None:
