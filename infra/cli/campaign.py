@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from infra.cli.errors import CliError
+from infra.cli.kafka import require_broker
 from infra.settings import Settings
 
 app = typer.Typer(help="Million-user campaigns: push CampaignMessages to the bulk lane and follow their delivery.",
@@ -62,6 +63,7 @@ def send(
 
     settings = Settings()
     err = Console(stderr=True)
+    require_broker(settings)   # before a campaign is recorded: without a broker nothing could be produced
     conn = _connect(settings)
     if resume:
         if template or users or query or campaign_id:

@@ -83,10 +83,14 @@ def test_schemas_list_json_is_one_object_per_version():
     assert all(len(r["fingerprint"]) == 16 and r["file"].endswith(".avsc") for r in rows)
 
 
-@pytest.mark.parametrize("command", [("dlq", "list"), ("dlq", "stats"), ("dlq", "show", "0:1")])
-def test_dlq_without_a_broker_fails_fast_in_one_line(command: tuple[str, ...]):
+@pytest.mark.parametrize("command", [("dlq", "list"), ("dlq", "stats"), ("dlq", "show", "0:1"), ("dlq", "replay", "--dry-run"),
+                                     ("campaign", "send", "-t", "promo", "--users", "USERS")])
+def test_kafka_commands_without_a_broker_fail_fast_in_one_line(command: tuple[str, ...], tmp_path: Path):
+    users = tmp_path / "users.txt"
+    users.write_text("u1\nu2\n")
     t0 = time.monotonic()
-    done = herald(*command, HERALD_KAFKA_BOOTSTRAP=NOTHING_LISTENS)
+    done = herald(*(str(users) if a == "USERS" else a for a in command), HERALD_KAFKA_BOOTSTRAP=NOTHING_LISTENS,
+                  HERALD_DATABASE_URL=f"postgresql://{NOTHING_LISTENS}/herald")
     took = time.monotonic() - t0
     line = one_line_error(done)   # and none of librdkafka's own "Connect to ... failed" lines
     assert "no Kafka broker answers at 127.0.0.1:1" in line and "herald stack up" in line
