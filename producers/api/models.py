@@ -29,6 +29,36 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class InlineRecipient(Strict):
+    """Addresses for a user Herald does not store (a stored user's profile and preferences win)."""
+
+    email: str | None = Field(None, max_length=254)
+    phone: str | None = Field(None, max_length=16)
+    push_tokens: list[str] = Field(default_factory=list, max_length=20, description="FCM registration tokens")
+    locale: str | None = Field(None, max_length=20)
+    time_zone: str | None = Field(None, max_length=64)
+    first_name: str | None = Field(None, max_length=100)
+
+    @model_validator(mode="after")
+    def _valid(self) -> InlineRecipient:
+        checks = {
+            "email": validation.email_problem,
+            "phone": validation.phone_problem,
+            "locale": validation.locale_problem,
+            "time_zone": validation.time_zone_problem,
+        }
+        for name, check in checks.items():
+            value = getattr(self, name)
+            if value is not None and (problem := check(value)):
+                raise ValueError(f"recipient.{name}: {without_value(problem, value)}")
+        for i, token in enumerate(self.push_tokens):
+            if problem := validation.push_token_problem("android", token):
+                raise ValueError(f"recipient.push_tokens[{i}]: {without_value(problem, token)}")
+        if not (self.email or self.phone or self.push_tokens):
+            raise ValueError("recipient needs an email, a phone or a push token")
+        return self
+
+
 class NotificationRequest(Strict):
     """Mirrors the Avro record ``herald.NotificationRequested`` (the id and time are added by the API)."""
 
@@ -39,6 +69,9 @@ class NotificationRequest(Strict):
     variables: dict[str, Any] = Field(default_factory=dict, description="template variables")
     send_at: datetime | None = Field(None, description="deliver at this time (ISO 8601 with offset) instead of now")
     ttl_seconds: int | None = Field(None, ge=1, le=30 * 24 * 3600, description="drop when not sent within this time")
+    recipient: InlineRecipient | None = Field(
+        None, description="addresses for a user Herald does not store; without it an unknown user_id is a 422 unknown_user"
+    )
 
     @field_validator("channels")
     @classmethod

@@ -95,9 +95,10 @@ async def create_notification(
         raise HTTPException(422, f"unknown template '{body.template}'")
     if missing := [c for c in body.channels if c not in have]:
         raise HTTPException(422, f"template '{body.template}' has no active {', '.join(missing)} version (it has: {', '.join(sorted(have))})")
-    if not await user_known(res, body.user_id):
+    if body.recipient is None and not await user_known(res, body.user_id):
         # accepted, it would only end as `skipped no_recipient`, out of the caller's sight
-        raise ApiError(422, "unknown_user", f"no user '{body.user_id}': create it first with PUT /v1/users/{body.user_id}")
+        raise ApiError(422, "unknown_user", f"no user '{body.user_id}': create it first with PUT /v1/users/{body.user_id}, "
+                                            "or give its addresses inline as `recipient`")
     notification_id = uuid.uuid4().hex
     if idempotency_key is not None:
         notification_id = await claim_idempotency(res, key_id, idempotency_key, body_hash(body), notification_id)

@@ -202,7 +202,10 @@ class RouteHandler:
         )
         recipients.update(loaded)
 
-        # steps 6, 7: recipient, address, preferences
+        # steps 6, 7: recipient (a stored user's profile wins over addresses a request brought), address, preferences
+        for c in cands:
+            if c.intent.inline is not None and recipients.get(c.intent.user_id) is None:
+                recipients[c.intent.user_id] = c.intent.inline
         going: list[Candidate] = []
         for c in cands:
             if c.claim == "duplicate" or not mine.get((c.intent.event_id, c.channel), False):

@@ -145,3 +145,30 @@ def test_an_event_from_an_independent_avro_library_and_kafka_client_is_delivered
     mail = wait_for(lambda: sandbox.control.inbox("email", to=email), 90, message="the email")[0]
     assert record["order_id"] in mail["subject"] + mail["text"]
     wait_for(lambda: _status(db, event_id) == "sent", 60, message="sent")
+
+
+def test_an_api_request_with_inline_addresses_reaches_a_user_herald_does_not_store(slice_settings, sandbox, db, worker_factory):  # noqa: F811
+    """Unknown user + inline recipient → 202 and an email to the inline address; a stored user's own address wins."""
+    from fastapi.testclient import TestClient
+
+    from producers.api.app import create_api
+    from tests.support.api import make_api_key
+
+    settings = slice_settings
+    stranger = f"guest-{uuid.uuid4().hex[:8]}"
+    known, known_email = _user(db)
+    worker_factory(settings, agents=AGENTS)
+    auth = {"Authorization": f"Bearer {make_api_key(settings)}"}
+    body = {"template": "weekly_digest", "channels": ["email"], "variables": {"headline": "Inline works"}}
+    with TestClient(create_api(settings)) as client:
+        assert client.post("/v1/notifications", json={**body, "user_id": stranger}, headers=auth).json()["code"] == "unknown_user"
+        r = client.post("/v1/notifications", headers=auth, json={
+            **body, "user_id": stranger, "recipient": {"email": f"{stranger}@inline.example", "first_name": "Gus"}})
+        assert r.status_code == 202, r.text
+        other = client.post("/v1/notifications", headers=auth, json={
+            **body, "user_id": known, "recipient": {"email": "not-this-one@inline.example"}})
+        assert other.status_code == 202, other.text
+    mail = wait_for(lambda: sandbox.control.inbox("email", to=f"{stranger}@inline.example"), 90, message="the inline address")[0]
+    assert "Inline works" in mail["text"] and "Hi Gus" in mail["text"]
+    wait_for(lambda: sandbox.control.inbox("email", to=known_email), 90, message="the stored user's own address")
+    assert not sandbox.control.inbox("email", to="not-this-one@inline.example")

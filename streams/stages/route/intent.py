@@ -9,6 +9,7 @@ from typing import Any
 from infra.settings import CHANNELS
 from schemas.codec import Decoded
 from streams.routes import REQUEST_RECORDS, RouteConfig
+from streams.stages.route.recipient import Recipient
 
 
 # an identifier longer than this is not one (PostgreSQL's btree keys stop near 2,700 bytes)
@@ -38,6 +39,17 @@ class Intent:
     critical: bool
     variables: dict[str, Any] = field(default_factory=dict)
     campaign_id: str | None = None
+    inline: Recipient | None = None  # addresses a request brought, for a user Herald does not store
+
+
+def inline_recipient(user_id: str, given: dict[str, Any] | None) -> Recipient | None:
+    if not given:
+        return None
+    return Recipient(
+        id=user_id, email=given.get("email") or None, phone=given.get("phone") or None,
+        locale=given.get("locale") or "en", time_zone=given.get("time_zone") or "UTC",
+        first_name=given.get("first_name"), devices=list(given.get("push_tokens") or []),
+    )
 
 
 def to_ms(value: Any) -> int | None:
@@ -101,4 +113,5 @@ def intent_for(decoded: Decoded, cfg: RouteConfig, bulk: bool = False) -> Intent
         critical=cfg.is_critical(category),
         variables=variables,
         campaign_id=rec.get("campaign_id"),
+        inline=inline_recipient(user_id, rec.get("recipient")),
     )
