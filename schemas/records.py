@@ -1,0 +1,116 @@
+"""Herald's own records as types: ``Delivery``, ``StatusChange``, ``Receipt``.
+
+Converted to and from their Avro form here and nowhere else (``to_avro`` / ``from_avro``); the
+codec encodes and decodes the dicts. Times are epoch milliseconds or aware datetimes (fastavro
+reads ``timestamp-millis`` as datetimes and writes either).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from schemas.vocabulary import Channel, Lane, ReceiptStatus, Status
+
+Time = int | datetime
+
+
+def epoch_ms(value: Time) -> int:
+    return value if isinstance(value, int) else int(value.timestamp() * 1000)
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One rendered message for one channel and one address, ready for a provider."""
+
+    delivery_id: str
+    notification_id: str
+    event_id: str
+    event_type: str
+    user_id: str
+    channel: Channel
+    category: str
+    address: str
+    template: str
+    text: str
+    occurred_at: Time
+    lane: Lane = Lane.INTERACTIVE
+    template_version: int = 0
+    locale: str = "default"
+    subject: str | None = None
+    html: str | None = None
+    push_title: str | None = None
+    push_data: dict[str, str] = field(default_factory=dict)
+    sms_segments: int = 0
+    campaign_id: str | None = None
+    expires_at: Time | None = None
+    attempt: int = 0
+    first_failure_at: Time | None = None
+    last_error: str | None = None
+
+    def to_avro(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _DELIVERY_FIELDS}
+
+    @classmethod
+    def from_avro(cls, record: dict[str, Any]) -> Delivery:
+        d = cls(**{name: record[name] for name in _DELIVERY_FIELDS if name in record})
+        d.channel, d.lane = Channel(d.channel), Lane(d.lane)
+        return d
+
+
+@dataclass(slots=True)
+class StatusChange:
+    """A notification moved to a status (written to PostgreSQL by the status agent)."""
+
+    notification_id: str
+    event_id: str
+    user_id: str
+    status: Status
+    at: Time
+    event_type: str = ""
+    channel: Channel | None = None
+    reason: str | None = None
+    delivery_id: str | None = None
+    provider_message_id: str | None = None
+    template: str | None = None
+    category: str | None = None
+    campaign_id: str | None = None
+
+    def to_avro(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _STATUS_FIELDS}
+
+    @classmethod
+    def from_avro(cls, record: dict[str, Any]) -> StatusChange:
+        s = cls(**{name: record[name] for name in _STATUS_FIELDS if name in record})
+        s.status = Status(s.status)
+        if s.channel is not None:
+            s.channel = Channel(s.channel)
+        return s
+
+
+@dataclass(slots=True)
+class Receipt:
+    """A provider's report on a message it accepted (from its webhooks)."""
+
+    provider: str
+    provider_message_id: str
+    status: ReceiptStatus
+    at: Time
+    hard_bounce: bool = False
+    reason: str | None = None
+    address: str | None = None
+    delivery_id: str | None = None
+
+    def to_avro(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _RECEIPT_FIELDS}
+
+    @classmethod
+    def from_avro(cls, record: dict[str, Any]) -> Receipt:
+        r = cls(**{name: record[name] for name in _RECEIPT_FIELDS if name in record})
+        r.status = ReceiptStatus(r.status)
+        return r
+
+
+_DELIVERY_FIELDS = tuple(f.name for f in fields(Delivery))
+_STATUS_FIELDS = tuple(f.name for f in fields(StatusChange))
+_RECEIPT_FIELDS = tuple(f.name for f in fields(Receipt))
