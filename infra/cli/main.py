@@ -6,6 +6,7 @@ import re
 import sys
 from importlib.metadata import PackageNotFoundError, version as package_version
 
+import psycopg
 import typer
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
@@ -125,6 +126,10 @@ def main() -> None:
     except (SettingsError, ValidationError) as exc:
         err.print("[red]error:[/] " + escape(_one_line(setting_error(exc))))
         sys.exit(2)
+    except psycopg.OperationalError as exc:  # PostgreSQL went away in a command without its own message
+        err.print("[red]error:[/] " + escape(_one_line(
+            f"PostgreSQL does not answer ({exc}); start it with `herald stack up` or check HERALD_DATABASE_URL")))
+        sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

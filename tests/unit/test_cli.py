@@ -96,3 +96,19 @@ def test_kafka_commands_without_a_broker_fail_fast_in_one_line(command: tuple[st
     assert "no Kafka broker answers at 127.0.0.1:1" in line and "herald stack up" in line
     assert "rdkafka" not in done.stdout + done.stderr
     assert took < 15, f"took {took:.1f} s"
+
+
+def test_a_postgresql_outage_no_command_expected_is_still_one_line(monkeypatch, capsys):
+    import psycopg
+
+    from infra.cli import main as cli
+
+    def outage() -> None:
+        raise psycopg.OperationalError("connection failed: server closed the connection\n\tunexpectedly")
+
+    monkeypatch.setattr(cli, "app", outage)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+    assert stopped.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "PostgreSQL does not answer" in lines[0] and "unexpectedly" in lines[0]
