@@ -42,7 +42,8 @@ def test_db_migrate_without_postgresql_is_one_line():
     assert "PostgreSQL does not answer" in line and "herald stack up" in line
 
 
-@pytest.mark.parametrize("command", [("config",), ("schemas", "list"), ("dlq", "list"), ("db", "migrate")])
+@pytest.mark.parametrize("command", [("config",), ("schemas", "list"), ("dlq", "list"), ("db", "migrate"), ("worker",),
+                                     ("api",), ("scheduler",), ("stack", "status")])
 def test_a_list_setting_that_is_not_json_names_the_variable_for_every_command(command: tuple[str, ...]):
     line = one_line_error(herald(*command, HERALD_RETRY_DELAYS="60,300"))
     assert "HERALD_RETRY_DELAYS" in line and "JSON list" in line and "[60.0, 300.0, 900.0]" in line
