@@ -178,3 +178,19 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path):
     done = subprocess.run([_promtool(), "check", "rules", "dashboard.yml"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _deliver_outcomes() -> set[str]:
+    """The outcome label values the deliver agent counts: its _count(...) calls and the stage's error classes."""
+    agent = (ROOT / "streams" / "agents" / "deliver.py").read_text()
+    stage = (ROOT / "streams" / "stages" / "deliver.py").read_text()
+    return set(re.findall(r'_count\("(\w+)"\)', agent)) | set(re.findall(r'return "(\w+)"', stage)) | set(
+        re.findall(r'DeadLetterIt\("(\w+)"', stage))
+
+
+def test_the_outcomes_the_alerts_name_are_counted_by_the_deliver_agent():
+    known = _deliver_outcomes()
+    assert {"sent", "retry", "duplicate", "already_sent", "handed_back", "permanent", "retries_exhausted"} <= known
+    for rule in _rules():
+        for values in re.findall(r'outcome\s*(?:=~|!~|=|!=)\s*"([^"]+)"', rule["expr"]):
+            assert set(values.split("|")) <= known, f"{rule['alert']}: {sorted(set(values.split('|')) - known)}"
