@@ -113,3 +113,9 @@ def worker_factory(tmp_path: Path):
     yield start
     for w in started:
         w.stop()
+    # every worker a test ran is a log-masking test too: no address, phone number or provider secret in any line
+    from tests.support.logscan import credentials, scan_logs
+
+    leaked = scan_logs([w.log_path for w in started if w.log_path.exists()],
+                       sorted({c for w in started for c in credentials(w.settings)}), shortest=8)
+    assert not leaked, f"worker logs leak personal data or secrets: {leaked}"
