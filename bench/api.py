@@ -96,7 +96,7 @@ def main() -> None:
     port = free_port()
     env = {**os.environ, "HERALD_TOPIC_PREFIX": tag, "HERALD_REDIS_PREFIX": tag, "HERALD_APP_ID": tag,
            "HERALD_API__RATE_LIMIT": "1000000", "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "infra.cli.main", "api", "--port", str(port)], env=env)
+    server = subprocess.Popen([sys.executable, "-m", "infra.tools.cli.main", "api", "--port", str(port)], env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

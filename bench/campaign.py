@@ -36,11 +36,11 @@ from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra.children import spawn as start, stop  # noqa: E402
+from infra.tools.children import spawn as start, stop  # noqa: E402
 from rawkafka import pass_through  # noqa: E402 - bench/ is on sys.path when run as a script
 from infra.db import migrate  # noqa: E402
-from infra.sandbox.server import free_port  # noqa: E402
-from infra.seed import seed_templates  # noqa: E402
+from infra.tools.sandbox.server import free_port  # noqa: E402
+from infra.tools.seed import seed_templates  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 from infra.topics import ensure_topics, topic_specs  # noqa: E402
 from producers.campaign import CampaignSpec, create, produce, set_progress  # noqa: E402

@@ -21,7 +21,7 @@ import httpx
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))  # tests.support builders
 
-from infra.sandbox.server import free_port
+from infra.tools.sandbox.server import free_port
 from infra.settings import Settings
 from sinks.base import Sent
 from sinks.factory import build_sink
@@ -33,7 +33,7 @@ CASES = {"sendgrid": "email", "smtp": "email", "twilio": "sms", "fcm": "push"}
 
 def start_sandbox(settings: Settings) -> subprocess.Popen:
     env = {**os.environ, **settings_env(settings), "NO_PROXY": "127.0.0.1,localhost"}
-    proc = subprocess.Popen([sys.executable, "-m", "infra.cli.main", "sandbox", "run"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "infra.tools.cli.main", "sandbox", "run"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(200):
         try:

@@ -32,18 +32,18 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from infra.db import migrate  # noqa: E402
 from rawkafka import pass_through  # noqa: E402 - bench/ is on sys.path when run as a script
-from infra.seed import seed_demo_users, seed_templates  # noqa: E402
+from infra.tools.seed import seed_demo_users, seed_templates  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
-from streams.context import Context  # noqa: E402
-from streams.records import InRecord  # noqa: E402
+from streams.runtime.context import Context  # noqa: E402
+from infra.kafka.records import InRecord  # noqa: E402
 from streams.routes import RateRule, load_routes  # noqa: E402
 from streams.stages.route.decide import channel_decision, delivery_record, push_data, template_context  # noqa: E402
 from streams.stages.route.intent import intent_for  # noqa: E402
 from streams.stages.route.limits import counters  # noqa: E402
 from streams.stages.route.render import render  # noqa: E402
 from streams.stages.route.timing import is_expired, is_for_later  # noqa: E402
-from streams.status import status_record  # noqa: E402
+from streams.stages.status_change import status_record  # noqa: E402
 from streams.templates import TemplateStore  # noqa: E402
 
 
@@ -117,8 +117,8 @@ def breakdown(cfg, codec: Codec, store: TemplateStore, recipients: dict, values:
 
 
 async def bench_handler(settings: Settings, cfg, values: list[bytes], batch: int) -> tuple[float, int, TemplateStore, dict]:
-    from streams.agents.route import RouteHandler
-    from streams.recipients import load_recipients
+    from streams.handlers.route import RouteHandler
+    from streams.stores.recipients import load_recipients
 
     ctx = await Context.open(settings)
     try:

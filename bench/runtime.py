@@ -46,12 +46,13 @@ def fill(topic: str, n: int, size: int) -> float:
 def faust_child(src: str, dst: str, n: int) -> None:
     import faust
 
-    from streams.output import Output
-    from streams.records import OutRecord
+    from infra.kafka.producer import Producer
+    from infra.kafka.records import OutRecord
+    from infra.settings import Settings
 
     app = faust.App(f"bench-{uuid.uuid4().hex[:6]}", broker=f"kafka://{BOOTSTRAP}", value_serializer="raw", key_serializer="raw",
                     web_enabled=False, consumer_auto_offset_reset="earliest", stream_buffer_maxsize=4096, topic_allow_declare=True)
-    out = Output(BOOTSTRAP)
+    out = Producer(Settings(kafka_bootstrap=BOOTSTRAP))
     topic = app.topic(src, value_serializer="raw", key_serializer="raw")
     state = {"seen": 0, "t0": None, "cpu0": 0.0}
 

@@ -31,7 +31,7 @@ from infra.kafka.consumer import consumer
 from infra.kafka.producer import Producer
 from infra.kafka.records import TRACE, Headers, OutRecord, now_ms
 from infra.settings import Settings
-from streams import dlq as h
+from infra.kafka import dead_letters as h
 
 REPLAY_OF = "herald-replay-of"
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from streams.devices import cleanup_inactive_devices
+from streams.stores.devices import cleanup_inactive_devices
 
 log = logging.getLogger("herald.scheduler.housekeeping")
 

@@ -16,7 +16,7 @@ import pytest
 
 from infra.db import migrate
 from infra.settings import Settings
-from infra.stack import stack_status
+from infra.tools.stack import stack_status
 from infra.topics import ensure_topics
 from tests.support.worker import WorkerProcess
 

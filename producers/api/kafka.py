@@ -1,6 +1,6 @@
 """The API's Kafka side: a producer whose sends await their delivery reports, and consumer-group offsets for /healthz.
 
-Unlike ``streams.output.Output`` (a worker's batch producer that flushes under a
+Unlike ``infra.kafka.producer.Output`` (a worker's batch producer that flushes under a
 lock), many requests produce concurrently here: each awaits only its own
 records' delivery reports, served by one poll thread.
 """
@@ -14,8 +14,8 @@ import time
 from confluent_kafka import KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from streams.output import ProduceError, producer_config
-from streams.records import OutRecord
+from infra.kafka.producer import ProduceError, producer_config
+from infra.kafka.records import OutRecord
 
 Offsets = dict[tuple[str, str, int], tuple[int, int]]
 

@@ -14,8 +14,8 @@ from producers.api.errors import ApiError
 from producers.api.models import ID, HistoryEntry, NotificationAccepted, NotificationPage, NotificationRequest, NotificationView
 from producers.api.notification_record import body_hash, to_record
 from producers.api.resources import ApiResources
-from streams.output import ProduceError
-from streams.records import TRACE, OutRecord, now_ms
+from infra.kafka.producer import ProduceError
+from infra.kafka.records import TRACE, OutRecord, now_ms
 
 router = APIRouter(tags=["notifications"], route_class=CheckedRoute)
 

@@ -10,7 +10,7 @@ from psycopg.types.json import Jsonb
 from producers.api.hostile import CheckedRoute
 from producers.api.auth import ApiKey, Resources
 from producers.api.models import ID, Preferences
-from streams.recipients import invalidate_recipient
+from streams.stores.recipients import invalidate_recipient
 
 router = APIRouter(tags=["preferences"], route_class=CheckedRoute)
 ERRORS = {401: {"description": "no valid API key"}, 404: {"description": "unknown user"}, 429: {"description": "rate limit exceeded"}}

@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Path, Response
 from producers.api.hostile import CheckedRoute
 from producers.api.auth import ApiKey, Resources
 from producers.api.models import ID, DeviceIn, DeviceView, UserUpdate, UserView
-from streams.recipients import invalidate_recipient
+from streams.stores.recipients import invalidate_recipient
 
 router = APIRouter(tags=["users"], route_class=CheckedRoute)
 

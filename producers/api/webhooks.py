@@ -27,8 +27,8 @@ from producers.api.errors import field_name
 from producers.api.hostile import find_problem
 from producers.api.provider_events import PayloadError, Translation, from_sendgrid, from_twilio
 from producers.api.resources import ApiResources
-from streams.output import ProduceError
-from streams.records import OutRecord, now_ms
+from infra.kafka.producer import ProduceError
+from infra.kafka.records import OutRecord, now_ms
 
 router = APIRouter(tags=["webhooks"])
 

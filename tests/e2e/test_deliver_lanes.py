@@ -7,7 +7,7 @@ import pytest
 
 from infra.topics import deliver_topic
 from schemas.codec import Codec
-from streams.output import Output
+from infra.kafka.producer import Producer
 from tests.support.sandbox import delivery, delivery_record, sandbox  # noqa: F401 - fixture
 from tests.support.worker import wait_for
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 def test_password_reset_reaches_the_provider_within_a_second_behind_a_50k_bulk_backlog(sandbox, worker_factory):
     settings = sandbox.settings.model_copy(update={"email_provider": "sendgrid"})
     ctl = sandbox.control
-    codec, out = Codec(), Output(settings.kafka_bootstrap)
+    codec, out = Codec(), Producer(settings)
     bulk_topic = deliver_topic(settings, "email", "bulk")
     backlog = []
     for i in range(50_000):

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 def test_demo_prints_delivered_notifications(topics):
     env = {**os.environ, **topics.to_env(), "NO_PROXY": "127.0.0.1,localhost"}
-    done = subprocess.run([sys.executable, "-m", "infra.cli.main", "demo", "--timeout", "120"],
+    done = subprocess.run([sys.executable, "-m", "infra.tools.cli.main", "demo", "--timeout", "120"],
                           capture_output=True, text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout

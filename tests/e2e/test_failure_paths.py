@@ -9,11 +9,11 @@ import uuid
 
 import pytest
 
-from infra.seed import seed_templates
+from infra.tools.seed import seed_templates
 from infra.settings import Settings
 from schemas.codec import Codec
-from streams.output import Output
-from streams.records import TRACE, OutRecord
+from infra.kafka.producer import Producer
+from infra.kafka.records import TRACE, OutRecord
 from tests.support.env import settings_env
 from tests.support.sandbox import sandbox  # noqa: F401 - fixture
 from tests.support.worker import wait_for
@@ -25,7 +25,7 @@ ENV = {"HERALD_DELIVER__BREAKER_FAILURES": "1000"}   # these tests are about the
 
 def herald(settings: Settings, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **settings_env(settings), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "infra.cli.main", *args], env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run([sys.executable, "-m", "infra.tools.cli.main", *args], env=env, capture_output=True, text=True, timeout=180)
 
 
 def reset_requested(settings: Settings, db, address: str) -> str:
@@ -33,7 +33,7 @@ def reset_requested(settings: Settings, db, address: str) -> str:
     db.execute("INSERT INTO users (id, email, locale, time_zone, first_name) VALUES (%s,%s,'en','UTC','Ada')", (uid, address))
     ev = {"event_id": eid, "occurred_at": int(time.time() * 1000), "user_id": uid,
           "reset_url": "https://example.test/r/1", "expires_in_minutes": 30}
-    Output(settings.kafka_bootstrap).send_all_blocking(
+    Producer(settings).send_all_blocking(
         [OutRecord(settings.topic("events"), uid.encode(), Codec().encode("PasswordResetRequested", ev), [(TRACE, eid.encode())])])
     return eid
 
@@ -99,7 +99,7 @@ def test_a_permanent_outage_dead_letters_and_a_replay_after_recovery_delivers_ex
 
 def test_a_replayed_poison_message_lands_in_the_dlq_again_with_its_count_and_nothing_else_is_affected(pipeline, db):
     settings, ctl, _ = pipeline
-    Output(settings.kafka_bootstrap).send_all_blocking([OutRecord(settings.topic("events"), b"poison", b"\x00not avro")])
+    Producer(settings).send_all_blocking([OutRecord(settings.topic("events"), b"poison", b"\x00not avro")])
     wait_for(lambda: '"not_avro"' in herald(settings, "dlq", "list", "--json").stdout, 120, interval=1,
              message="poison dead-lettered")
 

@@ -15,16 +15,16 @@ from collections import Counter
 import psycopg
 import pytest
 
-from infra.seed import seed_templates
+from infra.tools.seed import seed_templates
 from infra.settings import Settings
-from infra.stack.kafka import KafkaStack
-from infra.stack.postgres import PostgresStack
-from infra.stack.redis import RedisStack
+from infra.tools.stack.kafka import KafkaStack
+from infra.tools.stack.postgres import PostgresStack
+from infra.tools.stack.redis import RedisStack
 from producers.campaign import CampaignSpec, create, produce
 from producers.campaign_source import Recipient
 from schemas.codec import Codec
-from streams.output import Output
-from streams.records import TRACE, OutRecord
+from infra.kafka.producer import Producer
+from infra.kafka.records import TRACE, OutRecord
 from tests.support.sandbox import sandbox  # noqa: F401 - fixture
 from tests.support.worker import wait_for
 
@@ -53,7 +53,7 @@ def test_a_campaign_survives_service_restarts_and_a_rebalance_and_each_address_g
         db.execute("INSERT INTO users (id, email, locale, time_zone, first_name) "
                    "SELECT u, u || '@example.org', 'en', 'UTC', 'Ada' FROM unnest(%s::text[]) AS u", (users + resets,))
         create(db, spec, len(users))
-    codec, out = Codec(), Output(settings.kafka_bootstrap)
+    codec, out = Codec(), Producer(settings)
 
     def wave(k: int) -> None:
         """One wave of campaign recipients and one password reset, acknowledged by the broker."""

@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from producers.api import create_api
 from producers.api.config import ApiConfig
-from streams.output import Output
-from streams.records import OutRecord
+from infra.kafka.producer import Producer
+from infra.kafka.records import OutRecord
 from tests.support.worker import wait_for
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ def commit(settings, group: str, topic: str, offset: int) -> None:
 def test_healthz_fails_on_a_stalled_group_and_recovers(topics):
     settings = topics
     topic = settings.topic("receipts")  # one partition in tests
-    Output(settings.kafka_bootstrap).send_all_blocking([OutRecord(topic, b"k", b"v") for _ in range(5)])
+    Producer(settings).send_all_blocking([OutRecord(topic, b"k", b"v") for _ in range(5)])
     group = f"{settings.app_id}-receipts"
     commit(settings, group, topic, 2)  # a consumer that got stuck after two records
     with TestClient(create_api(settings, ApiConfig(commit_stall_seconds=2, health_cache_seconds=0))) as client:

@@ -15,7 +15,7 @@ from infra.settings import Settings
 from producers.api import create_api
 from producers.api.config import ApiConfig
 from schemas.codec import Codec
-from streams.recipients import recipient_key
+from streams.stores.recipients import recipient_key
 from tests.support.api import SendGridSigner, make_api_key, read_topic
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ from infra.settings import Settings
 from producers.campaign import CampaignSpec, produce
 from producers.campaign_source import Recipient
 from schemas.codec import Codec
-from streams.output import Output
-from streams.records import TRACE
-from streams.status import status_record
+from infra.kafka.producer import Producer
+from infra.kafka.records import TRACE
+from streams.stages.status_change import status_record
 from tests.support.env import settings_env
 from tests.support.worker import wait_for
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 def herald(settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, **settings_env(settings)}
-    return subprocess.run([sys.executable, "-m", "infra.cli.main", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "infra.tools.cli.main", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def read_topic(settings, topic: str, at_least: int, timeout: float = 90) -> list:
@@ -81,7 +81,7 @@ def test_ctrl_c_then_resume_sends_every_recipient_without_repeating_the_produced
     users.write_text("\n".join(f"user-{i:06d}" for i in range(n)) + "\n")
     cid = f"{settings.app_id}-big"
     env = {**os.environ, **settings_env(settings)}
-    proc = subprocess.Popen([sys.executable, "-m", "infra.cli.main", "campaign", "send", "-t", "promo", "--users", str(users),
+    proc = subprocess.Popen([sys.executable, "-m", "infra.tools.cli.main", "campaign", "send", "-t", "promo", "--users", str(users),
                              "--id", cid, "--procs", "1", "--chunk-size", "5000"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -156,7 +156,7 @@ def test_status_counts_come_from_the_status_data(topics, db, worker_factory):
     settings = topics
     cid = f"{settings.app_id}-st"
     db.execute("INSERT INTO campaigns (id, template, source, total, produced, status) VALUES (%s, 'promo', '{}', 10, 10, 'produced')", (cid,))
-    codec, out = Codec(), Output(settings.kafka_bootstrap)
+    codec, out = Codec(), Producer(settings)
     plan = [("sent", None)] * 3 + [("delivered", None)] * 2 + [("suppressed", "preferences")] * 2 + \
            [("rate_limited", "email:day"), ("failed", "Permanent")]
     records = []

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def herald(settings: Settings, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **settings_env(settings), "COLUMNS": "200"}
-    done = subprocess.run([sys.executable, "-m", "infra.cli.main", *args], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "infra.tools.cli.main", *args], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return done
 

@@ -5,7 +5,7 @@ import pytest
 
 from infra.topics import deliver_topic
 from schemas.codec import Codec
-from streams.output import Output
+from infra.kafka.producer import Producer
 from tests.support.sandbox import delivery, delivery_record, sandbox  # noqa: F401 - fixture
 from tests.support.worker import wait_for
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize("provider", ["smtp", "sendgrid"])
 def test_email_delivery_is_sent_once_and_ledger_and_status_say_sent(provider, sandbox, db, worker_factory):
     settings = sandbox.settings.model_copy(update={"email_provider": provider})
-    codec, out = Codec(), Output(settings.kafka_bootstrap)
+    codec, out = Codec(), Producer(settings)
     topic = deliver_topic(settings, "email")
     ds = [delivery("email") for _ in range(20)]
     # the same delivery twice (an upstream re-delivery): one message only

@@ -9,8 +9,8 @@ import redis
 
 from infra.topics import deliver_topic
 from schemas.codec import Codec
-from streams.circuit import circuit_key
-from streams.output import Output
+from streams.stores.circuit import circuit_key
+from infra.kafka.producer import Producer
 from tests.support.sandbox import delivery, delivery_record, sandbox  # noqa: F401 - fixture
 from tests.support.worker import wait_for
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def _produce(settings, channel, ds):
-    Output(settings.kafka_bootstrap).send_all_blocking(
+    Producer(settings).send_all_blocking(
         [delivery_record(Codec(), deliver_topic(settings, channel), d) for d in ds])
 
 

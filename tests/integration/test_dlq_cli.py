@@ -13,10 +13,10 @@ from confluent_kafka import Consumer
 
 from infra.settings import Settings
 from schemas.codec import Codec
-from streams.dlq import DeadLetter, dead_letter
-from streams.output import Output
-from streams.records import TRACE, InRecord
-from streams.status import status_record
+from infra.kafka.dead_letters import DeadLetter, dead_letter
+from infra.kafka.producer import Producer
+from infra.kafka.records import TRACE, InRecord
+from streams.stages.status_change import status_record
 from tests.support.env import settings_env
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 def herald(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, **settings_env(settings), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "infra.cli.main", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "infra.tools.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -56,7 +56,7 @@ def dlq(topics):
     def dl(topic: str, offset: int, value: bytes, why: DeadLetter):
         return dead_letter(InRecord(topic, 0, offset, b"user-%d" % offset, value, [(TRACE, b"trace-%d" % offset)]), why, dlq_topic)
 
-    Output(s.kafka_bootstrap).send_all_blocking([
+    Producer(s).send_all_blocking([
         dl(s.topic("events"), 1, b"garbage-1", DeadLetter("decode", "not_avro", "not Avro")),
         dl(s.topic("events"), 2, b"garbage-2", DeadLetter("decode", "not_avro", "not Avro")),
         dl(s.topic("events"), 3, b"\xc3\x01" + b"\0" * 8, DeadLetter("route", "no_route", "no route for X")),
@@ -154,7 +154,7 @@ def test_dry_run_sends_nothing_and_replay_sends_the_selection_home_at_the_rate(d
 def test_replay_refuses_records_at_the_replay_limit(topics):
     s = topics
     rec = InRecord(s.topic("events"), 0, 1, b"k", b"poison", [("herald-dlq-replays", b"2")])
-    Output(s.kafka_bootstrap).send_all_blocking([dead_letter(rec, DeadLetter("decode", "not_avro", "x"), s.topic("dlq"))])
+    Producer(s).send_all_blocking([dead_letter(rec, DeadLetter("decode", "not_avro", "x"), s.topic("dlq"))])
     r = herald(s, "dlq", "replay", "--max-replays", "2", "--yes")
     assert r.returncode == 0 and "skipped 1: replay limit (2) reached" in r.stdout and "nothing to replay" in r.stdout
     assert read_all(s, s.topic("events"), 1, timeout=3) == []

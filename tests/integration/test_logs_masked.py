@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from infra.topics import deliver_topic
 from schemas.codec import Codec
-from streams.output import Output
+from infra.kafka.producer import Producer
 from tests.support.env import settings_env
 from tests.support.sandbox import delivery, delivery_record, sandbox  # noqa: F401 - fixture
 from tests.support.worker import wait_for
@@ -31,12 +31,12 @@ def prefixes_in(text: str, secret: str, shortest: int = 4) -> list[str]:
 
 def test_worker_at_debug_level_logs_no_sendgrid_key(sandbox, db, tmp_path: Path):
     settings = sandbox.settings.model_copy(update={"email_provider": "sendgrid", "sendgrid_api_key": SecretStr(SENDGRID_KEY)})
-    codec, out = Codec(), Output(settings.kafka_bootstrap)
+    codec, out = Codec(), Producer(settings)
     d = delivery("email", address="jane.roe@example.com")
     out.send_all_blocking([delivery_record(codec, deliver_topic(settings, "email"), d)])
     log_path = tmp_path / "worker.log"
     env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "infra.cli.main", "worker", "--loglevel", "debug", "--agent", "deliver-email"]
+    cmd = [sys.executable, "-m", "infra.tools.cli.main", "worker", "--loglevel", "debug", "--agent", "deliver-email"]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -72,7 +72,7 @@ def test_herald_api_logs_json_lines_without_addresses_or_numbers(topics, tmp_pat
     port = _free_port()
     log_path = tmp_path / "api.log"
     env = {**os.environ, **settings_env(topics), "PYTHONUNBUFFERED": "1", "NO_PROXY": "127.0.0.1,localhost"}
-    cmd = [sys.executable, "-m", "infra.cli.main", "api", "--host", "127.0.0.1", "--port", str(port), "--loglevel", "debug"]
+    cmd = [sys.executable, "-m", "infra.tools.cli.main", "api", "--host", "127.0.0.1", "--port", str(port), "--loglevel", "debug"]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     secrets = ["jane.doe@example.com", "+436641234567", "ann.roe@example.org", "+4915112345678", key]

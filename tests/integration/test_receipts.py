@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from producers.api import create_api
 from schemas.codec import Codec
-from streams.output import Output
-from streams.records import OutRecord
-from streams.recipients import recipient_key
+from infra.kafka.producer import Producer
+from infra.kafka.records import OutRecord
+from streams.stores.recipients import recipient_key
 from tests.support.api import SendGridSigner, read_topic
 from tests.support.worker import wait_for
 
@@ -50,7 +50,7 @@ def test_webhook_receipts_move_status_and_hard_bounce_marks_the_address(topics, 
         resp = client.post("/v1/webhooks/sendgrid", content=payload, headers=signer.headers(payload))
         assert resp.status_code == 200 and resp.json()["accepted"] == 5
     # a late "delivered" for n1 after "opened" must not move it back
-    Output(settings.kafka_bootstrap).send_all_blocking([OutRecord(
+    Producer(settings).send_all_blocking([OutRecord(
         settings.topic("receipts"), b"SGBATCH",
         Codec().encode("Receipt", {"provider": "sendgrid", "provider_message_id": "SGBATCH", "status": "delivered",
                                    "at": (now - 10) * 1000, "address": "one@example.com"}),

@@ -10,8 +10,8 @@ from confluent_kafka.admin import AdminClient
 
 from infra.settings import Settings, tier_name
 from infra.topics import deliver_topic, ensure_topics
-from streams.output import Output
-from streams.records import TRACE, OutRecord, now_ms
+from infra.kafka.producer import Producer
+from infra.kafka.records import TRACE, OutRecord, now_ms
 from streams.stages.retry import DUE_HEADER, ORIGIN_HEADER
 from tests.support.worker import wait_for
 
@@ -70,7 +70,7 @@ def test_each_tier_forwards_unchanged_never_before_due_and_rejects_records_witho
     for d in settings.retry_delays:
         ready(settings, w, f"retry-{tier_name(d)}")
 
-    out = Output(settings.kafka_bootstrap)
+    out = Producer(settings)
     sent: dict[str, tuple[int, float]] = {}   # key → (due ms, delay)
     records = []
     failed_at = now_ms()
@@ -116,7 +116,7 @@ def test_a_later_record_that_is_due_earlier_never_overtakes_and_is_never_early(t
     a = failed_delivery(topic, origin, "same", now + 3000, delay)
     b = failed_delivery(topic, origin, "same", now, delay)
     b.value = b"second"
-    Output(settings.kafka_bootstrap).send_all_blocking([a, b])
+    Producer(settings).send_all_blocking([a, b])
     got = collect(settings, origin, 2, timeout=60)
     assert [m.value() for m in got] == [b"delivery-same", b"second"]
     assert got[0].timestamp()[1] >= now + 4000
@@ -137,7 +137,7 @@ def test_a_worker_joining_while_records_wait_in_the_longest_tier_settles_at_once
 
     failed_at = now_ms()
     n = 60
-    Output(settings.kafka_bootstrap).send_all_blocking(
+    Producer(settings).send_all_blocking(
         [failed_delivery(topic, origin, f"user-{i}", failed_at, delay) for i in range(n)]
     )
     time.sleep(3)   # worker 1 has read every partition and holds them

@@ -10,12 +10,12 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 
-from infra.seed import seed_templates
+from infra.tools.seed import seed_templates
 from infra.settings import Settings
 from infra.topics import deliver_topic
 from schemas.codec import Codec
-from streams.output import Output
-from streams.records import TRACE, OutRecord
+from infra.kafka.producer import Producer
+from infra.kafka.records import TRACE, OutRecord
 from tests.support.worker import wait_for
 
 pytestmark = pytest.mark.integration
@@ -89,11 +89,11 @@ def order_placed(user_id: str, event_id: str | None = None, occurred_ms: int | N
 def emit(settings: Settings, name: str, record: dict, topic: str = "events", trace: str | None = None) -> None:
     value = Codec().encode(name, record)
     headers = [(TRACE, trace.encode())] if trace else []
-    Output(settings.kafka_bootstrap).send_all_blocking([OutRecord(settings.topic(topic), record["user_id"].encode(), value, headers)])
+    Producer(settings).send_all_blocking([OutRecord(settings.topic(topic), record["user_id"].encode(), value, headers)])
 
 
 def emit_raw(settings: Settings, value: bytes, key: bytes = b"k", topic: str = "events") -> None:
-    Output(settings.kafka_bootstrap).send_all_blocking([OutRecord(settings.topic(topic), key, value)])
+    Producer(settings).send_all_blocking([OutRecord(settings.topic(topic), key, value)])
 
 
 @pytest.fixture
@@ -254,7 +254,7 @@ def test_expired_send_at_and_quiet_hours(route_env, db, worker_factory):
     assert codec.decode(send_at_row[3]).record["event_id"] == later["event_id"] and send_at_row[4][TRACE] == "t-later"
     # what the scheduler does when due: republish the bytes unchanged; the second pass is not stopped or re-scheduled
     wait_for(lambda: time.time() * 1000 > later["send_at"], 30)
-    Output(settings.kafka_bootstrap).send_all_blocking([OutRecord(send_at_row[1], send_at_row[2], bytes(send_at_row[3]),
+    Producer(settings).send_all_blocking([OutRecord(send_at_row[1], send_at_row[2], bytes(send_at_row[3]),
                                                                   [(k, v.encode()) for k, v in send_at_row[4].items()])])
     recs = reader.wait(lambda rs: deliveries(rs, later["event_id"]) and rs, message="the birthday greeting once due")
     reader.close()

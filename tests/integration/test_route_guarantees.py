@@ -10,13 +10,13 @@ import redis
 import yaml
 from confluent_kafka.admin import AdminClient
 
-from infra.seed import seed_templates
+from infra.tools.seed import seed_templates
 from infra.topics import deliver_topic
 from schemas.codec import Codec
-from streams.context import Context
-from streams.output import Output
-from streams.records import InRecord, OutRecord
-from streams.recipients import invalidate_recipient
+from streams.runtime.context import Context
+from infra.kafka.producer import Producer
+from infra.kafka.records import InRecord, OutRecord
+from streams.stores.recipients import invalidate_recipient
 from tests.integration.test_route_agent import TopicReader, add_user, deliveries, emit, order_placed, statuses
 from tests.support.worker import wait_for
 
@@ -110,7 +110,7 @@ def test_two_racing_workers_never_exceed_a_rate_limit(topics, db, worker_factory
 
     wait_for(both_assigned, 90, interval=0.5, message="two workers sharing the events topic")
     # one user's events under different keys, so both workers (on different partitions) count against one limit
-    codec, out = Codec(), Output(s.kafka_bootstrap)
+    codec, out = Codec(), Producer(s)
     events = [order_placed(uid) for _ in range(40)]
     out.send_all_blocking([OutRecord(s.topic("events"), f"k{i}".encode(), codec.encode("OrderPlaced", e)) for i, e in enumerate(events)])
     reader = TopicReader(s, [s.topic("status")])
@@ -130,13 +130,13 @@ def test_two_racing_workers_never_exceed_a_rate_limit(topics, db, worker_factory
 
 def test_round_trips_per_batch_do_not_grow_with_the_batch(topics, db):
     """The handler in-process, with counting wrappers around its Redis pipelines and PostgreSQL statements."""
-    from streams.agents.route import RouteHandler
+    from streams.handlers.route import RouteHandler
     from streams.routes import load_routes
     from streams.templates import TemplateStore
 
     settings = topics
     seed_templates(db)
-    from infra.seed import seed_demo_users
+    from infra.tools.seed import seed_demo_users
     users = seed_demo_users(db, 300, prefix=f"b{uuid.uuid4().hex[:6]}")
     codec = Codec()
 
@@ -202,7 +202,7 @@ def test_a_stale_read_is_not_written_back_to_the_cache_after_an_invalidation(top
     """The cache-aside race: read the old row, the change commits and invalidates, then the fill must not land."""
     import redis.asyncio as aioredis
 
-    from streams.recipients import load_recipients, queue_fill, recipient_key
+    from streams.stores.recipients import load_recipients, queue_fill, recipient_key
 
     settings = topics
     uid, other = f"u-{uuid.uuid4().hex[:8]}", f"u-{uuid.uuid4().hex[:8]}"

@@ -59,7 +59,7 @@ class _SchedulerProcess:
         env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
         self._log = open(log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli.main", "scheduler", "--interval", "0.2", "--metrics-port", "0",
+            [sys.executable, "-m", "infra.tools.cli.main", "scheduler", "--interval", "0.2", "--metrics-port", "0",
              "--housekeeping-every", "0", "--loglevel", "info"],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -162,7 +162,7 @@ def test_scheduler_cli_once_reports_what_it_published(topics, db, clean_outbox):
     settings = topics
     _insert(db, settings, 5, spread_s=0.0, offset_s=-1.0, tag="cli")
     env = {**os.environ, **settings_env(settings)}
-    out = subprocess.run([sys.executable, "-m", "infra.cli.main", "scheduler", "--once"], env=env,
+    out = subprocess.run([sys.executable, "-m", "infra.tools.cli.main", "scheduler", "--once"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "published 5 due record(s)" in out.stdout

@@ -58,7 +58,7 @@ def test_a_second_replica_skips_housekeeping_while_one_runs_it(settings, db):
 
 def _herald(settings, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **settings_env(settings), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "infra.cli.main", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "infra.tools.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=60)
 
 

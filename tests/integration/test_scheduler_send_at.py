@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from confluent_kafka import Consumer
 
-from infra.seed import seed_templates
+from infra.tools.seed import seed_templates
 from infra.topics import deliver_topic
 from producers.sdk import Emitter, next_local
 from schemas.codec import Codec
@@ -49,7 +49,7 @@ def test_birthday_scheduled_in_the_users_zone_is_released_by_the_scheduler_on_ti
 
     env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
     log = open(tmp_path / "scheduler.log", "ab")
-    sched = subprocess.Popen([sys.executable, "-m", "infra.cli.main", "scheduler", "--interval", "0.2", "--metrics-port", "0",
+    sched = subprocess.Popen([sys.executable, "-m", "infra.tools.cli.main", "scheduler", "--interval", "0.2", "--metrics-port", "0",
                               "--housekeeping-every", "0"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.app_id}-check",
                   "auto.offset.reset": "earliest"})

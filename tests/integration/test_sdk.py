@@ -9,7 +9,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from producers.sdk import EmitError, Emitter, next_local
 from schemas.codec import Codec
-from streams.records import TRACE
+from infra.kafka.records import TRACE
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 
 from infra.topics import deliver_topic
 from schemas.codec import Codec
-from streams.output import Output
+from infra.kafka.producer import Producer
 from tests.integration.test_route_agent import TopicReader
 from tests.support.sandbox import delivery, delivery_record, sandbox  # noqa: F401 - fixture
 from tests.support.worker import wait_for
@@ -24,7 +24,7 @@ def test_one_crlf_subject_dead_letters_alone_and_the_rest_of_its_chunk_is_sent_o
     ds = [delivery("email", user_id="u-hostile") for _ in range(9)]   # one key: one partition, one batch
     bad = ds[4] = delivery("email", user_id="u-hostile", subject="Hello\r\nBcc: everyone@example.org")
     topic = deliver_topic(settings, "email")
-    Output(settings.kafka_bootstrap).send_all_blocking([delivery_record(Codec(), topic, d) for d in ds])
+    Producer(settings).send_all_blocking([delivery_record(Codec(), topic, d) for d in ds])
     # a 2 s batch window: the nine reach the agent as one batch, so they share one chunk and one sink call
     worker_factory(settings, agents=["deliver-email", "status"], extra_env={"HERALD_BATCH_WITHIN": "2"})
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def _herald(settings: Settings, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **settings_env(settings)}
-    return subprocess.run([sys.executable, "-m", "infra.cli.main", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([sys.executable, "-m", "infra.tools.cli.main", *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_stack_up_twice_is_harmless_and_creates_the_topics(settings: Settings):

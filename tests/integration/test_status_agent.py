@@ -6,8 +6,8 @@ import uuid
 import pytest
 
 from schemas.codec import Codec
-from streams.output import Output
-from streams.status import status_record
+from infra.kafka.producer import Producer
+from streams.stages.status_change import status_record
 from tests.support.worker import wait_for
 
 pytestmark = pytest.mark.integration
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 def test_status_never_moves_backwards_and_history_keeps_everything(topics, db, worker_factory):
     settings = topics
-    codec, out = Codec(), Output(settings.kafka_bootstrap)
+    codec, out = Codec(), Producer(settings)
     nid = f"n-{uuid.uuid4().hex[:8]}"
     topic = settings.topic("status")
 
@@ -39,9 +39,9 @@ def test_undecodable_status_goes_to_the_dlq_and_the_next_one_is_written(topics, 
     from confluent_kafka import Consumer
 
     settings = topics
-    codec, out = Codec(), Output(settings.kafka_bootstrap)
+    codec, out = Codec(), Producer(settings)
     nid = f"n-{uuid.uuid4().hex[:8]}"
-    from streams.records import OutRecord
+    from infra.kafka.records import OutRecord
 
     out.send_all_blocking([
         OutRecord(settings.topic("status"), b"k", b"garbage"),

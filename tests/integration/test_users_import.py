@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from producers.users_import import import_users, rows_of
-from streams.recipients import recipient_key
+from streams.stores.recipients import recipient_key
 from tests.support.env import settings_env
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,7 @@ TOKEN = "A" * 120
 
 def herald(settings, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **settings_env(settings), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "infra.cli.main", *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "infra.tools.cli.main", *args], env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_csv_import_then_rerun_then_changes(settings, db, tmp_path):

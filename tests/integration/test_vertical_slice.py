@@ -21,12 +21,12 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 
-from infra.sandbox.server import free_port
-from infra.seed import seed_templates
+from infra.tools.sandbox.server import free_port
+from infra.tools.seed import seed_templates
 from producers.sdk import Emitter
 from schemas.codec import Codec
-from streams.output import Output
-from streams.records import OutRecord
+from infra.kafka.producer import Producer
+from infra.kafka.records import OutRecord
 from tests.support.sandbox import sandbox  # noqa: F401 - fixture
 from tests.support.worker import wait_for
 
@@ -94,7 +94,7 @@ def test_bad_input_is_dead_lettered_with_a_reason_and_the_next_event_is_delivere
     codec = Codec()
     receipt = codec.encode("Receipt", {"provider": "smtp", "provider_message_id": "m", "status": "delivered",
                                        "at": datetime.now(timezone.utc)})
-    Output(settings.kafka_bootstrap).send_all_blocking([
+    Producer(settings).send_all_blocking([
         OutRecord(settings.topic("events"), uid.encode(), b"\x00not avro at all"),
         OutRecord(settings.topic("events"), uid.encode(), receipt),  # catalogued, but no route means anything for it
     ])

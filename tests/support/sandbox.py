@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from infra.sandbox.server import RunningSandbox, running_sandbox, with_free_ports
+from infra.tools.sandbox.server import RunningSandbox, running_sandbox, with_free_ports
 from infra.settings import Settings
 from schemas.codec import Codec
-from streams.records import TRACE, OutRecord, now_ms
+from infra.kafka.records import TRACE, OutRecord, now_ms
 
 
 @pytest.fixture

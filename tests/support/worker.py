@@ -22,7 +22,7 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         env = {**os.environ, **settings_env(self.settings), **self.extra_env, "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "infra.cli.main", "worker", "--loglevel", "info"]
+        cmd = [sys.executable, "-m", "infra.tools.cli.main", "worker", "--loglevel", "info"]
         for a in self.agents:
             cmd += ["--agent", a]
         self._log = open(self.log_path, "ab")

@@ -18,7 +18,7 @@ NOTHING_LISTENS = "127.0.0.1:1"
 
 def herald(*args: str, **env: str) -> subprocess.CompletedProcess:
     full = {**os.environ, "COLUMNS": "80", **env}
-    return subprocess.run([sys.executable, "-m", "infra.cli.main", *args], capture_output=True, text=True, env=full,
+    return subprocess.run([sys.executable, "-m", "infra.tools.cli.main", *args], capture_output=True, text=True, env=full,
                           timeout=90)
 
 
@@ -102,7 +102,7 @@ def test_kafka_commands_without_a_broker_fail_fast_in_one_line(command: tuple[st
 def test_a_postgresql_outage_no_command_expected_is_still_one_line(monkeypatch, capsys):
     import psycopg
 
-    from infra.cli import main as cli
+    from infra.tools.cli import main as cli
 
     def outage() -> None:
         raise psycopg.OperationalError("connection failed: server closed the connection\n\tunexpectedly")

@@ -4,9 +4,9 @@ from __future__ import annotations
 import hashlib
 
 from producers.dlq import Entry, plan_replay
-from streams.dlq import (ERROR_CLASS, HEADERS_DROPPED, ORIGIN_TOPIC, STAGE, TRUNCATED, VALUE_BYTES, VALUE_SHA256, DeadLetter,
+from infra.kafka.dead_letters import (ERROR_CLASS, HEADERS_DROPPED, ORIGIN_TOPIC, STAGE, TRUNCATED, VALUE_BYTES, VALUE_SHA256, DeadLetter,
                          dead_letter)
-from streams.records import TRACE, InRecord, record_size
+from infra.kafka.records import TRACE, InRecord, record_size
 
 LIMIT = 1_000_000
 

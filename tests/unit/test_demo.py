@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from infra.cli.demo import demo_order
-from infra.seed import SEED_TEMPLATES
+from infra.tools.cli.demo import demo_order
+from infra.tools.seed import SEED_TEMPLATES
 from schemas.codec import Codec
 from streams.stages.route.render import Rendered, render
 from streams.templates import Environments, compile_template

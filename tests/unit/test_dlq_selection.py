@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from producers.dlq import REPLAY_OF, Entry, Selection, counts, parse_time, plan_replay, replay_record
-from streams import dlq as h
-from streams.dlq import DeadLetter, dead_letter
-from streams.records import InRecord
+from infra.kafka import dead_letters as h
+from infra.kafka.dead_letters import DeadLetter, dead_letter
+from infra.kafka.records import InRecord
 
 DLQ = "herald.dlq"
 

@@ -29,7 +29,7 @@ SCRAPE_LABELS = frozenset({"job", "instance"})   # added by Prometheus to every 
 # metric exists: from then on its definition in the code is checked like every other.
 PENDING: dict[str, tuple[str, frozenset[str]]] = {
     # the interactive-latency alert: seconds from when a delivery became due (occurred_at, its send_at or end of
-    # quiet hours, its retry tier's due time) to provider acceptance; to be observed in streams/agents/deliver.py
+    # quiet hours, its retry tier's due time) to provider acceptance; to be observed in streams/handlers/deliver.py
     "herald_delivery_latency_seconds": ("histogram", frozenset({"channel", "lane"})),
 }
 
@@ -182,7 +182,7 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path):
 
 def _deliver_outcomes() -> set[str]:
     """The outcome label values the deliver agent counts: its _count(...) calls and the stage's error classes."""
-    agent = (ROOT / "streams" / "agents" / "deliver.py").read_text()
+    agent = (ROOT / "streams" / "handlers" / "deliver.py").read_text()
     stage = (ROOT / "streams" / "stages" / "deliver.py").read_text()
     return set(re.findall(r'_count\("(\w+)"\)', agent)) | set(re.findall(r'return "(\w+)"', stage)) | set(
         re.findall(r'DeadLetterIt\("(\w+)"', stage))

@@ -38,8 +38,8 @@ def _named_paths(text: str) -> set[str]:
 
 
 def test_the_file_check_sees_what_a_reader_would_look_for():
-    assert _named_paths("see DESIGN.md §4, `bench/`, `schemas/avro/events/` and streams/agents/deliver.py") == {
-        "DESIGN.md", "bench/", "schemas/avro/events/", "streams/agents/deliver.py"}
+    assert _named_paths("see DESIGN.md §4, `bench/`, `schemas/avro/events/` and streams/handlers/deliver.py") == {
+        "DESIGN.md", "bench/", "schemas/avro/events/", "streams/handlers/deliver.py"}
     assert _named_paths("`~/.cache/herald/jars`, https://herald.example.com, a new `.avsc`") == set()
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.records import InRecord
+from infra.kafka.records import InRecord
 from streams.stages.retry import DUE_HEADER, ORIGIN_HEADER, Ladder, Retry, GiveUp, next_step
 from streams.stages.retry_hold import Hold, due_ms, plan_partition
 

@@ -8,12 +8,12 @@ import psycopg
 import pytest
 
 from infra.settings import Settings
-from streams.context import Context
-from streams.dlq import ERROR_CLASS, STAGE
+from streams.runtime.context import Context
+from infra.kafka.dead_letters import ERROR_CLASS, STAGE
 from streams.metrics import Metrics
-from streams.output import RecordTooLarge
-from streams.records import InRecord, OutRecord
-from streams.runner import BatchRunner, is_infra_error
+from infra.kafka.producer import RecordTooLarge
+from infra.kafka.records import InRecord, OutRecord
+from streams.runtime.runner import BatchRunner, is_infra_error
 
 
 class MemoryOutput:

@@ -26,7 +26,9 @@ SAMPLES: dict[str, dict] = {
     "PasswordResetRequested": {"event_id": "e3", "occurred_at": NOW, "user_id": "u1", "reset_url": "https://r", "expires_in_minutes": 15},
     "BirthdayReached": {"event_id": "e4", "occurred_at": NOW, "user_id": "u1", "age": 40, "send_at": NOW},
     "NotificationRequested": {"event_id": "e5", "occurred_at": NOW, "user_id": "u1", "template": "t", "channels": ["email", "push"],
-                              "category": "transactional", "variables_json": '{"a": [1, 2]}', "send_at": None, "ttl_seconds": 60},
+                              "category": "transactional", "variables_json": '{"a": [1, 2]}', "send_at": None, "ttl_seconds": 60,
+                              "recipient": {"email": "guest@example.com", "phone": None, "push_tokens": ["tok"], "locale": "de",
+                                            "time_zone": None, "first_name": None}},
     "CampaignMessage": {"event_id": "c:u1", "occurred_at": NOW, "campaign_id": "c", "user_id": "u1", "template": "weekly_digest",
                         "channels": ["email"], "category": "marketing", "variables_json": "{}"},
     "Delivery": {

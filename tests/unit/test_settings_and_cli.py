@@ -53,7 +53,7 @@ def test_tier_names(seconds, name):
 
 
 def _herald(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "infra.cli.main", *args], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run([sys.executable, "-m", "infra.tools.cli.main", *args], capture_output=True, text=True, env=env, timeout=60)
 
 
 @pytest.mark.parametrize("group", ["stack", "db", "schemas", "worker", "config"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from markupsafe import Markup
 
-from infra.seed import SEED_TEMPLATES
+from infra.tools.seed import SEED_TEMPLATES
 from streams.routes import load_routes
 from streams.stages.route.render import RenderFailure, Rendered, render, sms_segments
 from streams.templates import Environments, TemplateSource, TemplateStore, compile_template, locale_chain, money, safe_url

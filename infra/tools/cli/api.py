@@ -1,0 +1,36 @@
+"""herald api"""
+from __future__ import annotations
+
+import typer
+
+from infra.tools.cli.stack import env_no_proxy
+
+
+def api(
+    host: str = typer.Option(None, help="listen address (default: HERALD_API_HOST)"),
+    port: int = typer.Option(None, help="listen port (default: HERALD_API_PORT)"),
+    workers: int = typer.Option(1, min=1, help="uvicorn worker processes"),
+    loglevel: str = typer.Option("warning", help="log level"),
+) -> None:
+    """Serve the HTTP API (FastAPI under uvicorn): POST /v1/notifications, status, users, preferences, webhooks.
+
+    The OpenAPI spec is at /openapi.json, the interactive docs at /docs. Callers need an API key
+    (`herald apikeys create`); per-key rate limits and body limits come from HERALD_API_* variables.
+    """
+    import uvicorn
+
+    from infra.logs import logging_config
+    from infra.settings import Settings
+
+    env_no_proxy()
+    settings = Settings()
+    uvicorn.run(
+        "producers.api.app:create_api",
+        factory=True,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        workers=workers,
+        log_level=loglevel,
+        log_config=logging_config(loglevel, settings),  # JSON lines, masked: uvicorn's own formatter prints raw paths
+        access_log=True,  # at info level and below; masked like every other line
+    )

@@ -1,0 +1,81 @@
+"""herald apikeys: API keys for the HTTP API, stored as sha256 hashes (the key is shown once)."""
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra.tools.cli.errors import CliError
+
+app = typer.Typer(help="API keys of the HTTP API: create (shown once), list, revoke.", no_args_is_help=True)
+
+
+def _connect():
+    import psycopg
+
+    from infra.db import connect
+    from infra.settings import Settings
+
+    try:
+        return connect(Settings(), autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        raise CliError(f"PostgreSQL does not answer ({exc}); start it with `herald stack up` or check HERALD_DATABASE_URL") from exc
+
+
+@app.command()
+def create(name: str = typer.Argument(..., help="who or what uses the key, e.g. 'checkout-service'")) -> None:
+    """Create a key and print it ONCE: only its sha256 hash is stored, so a lost key cannot be shown again (revoke it and create another)."""
+    from producers.api.keys import new_key
+
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise CliError("the name must be 1 to 200 characters")
+    k = new_key()
+    with _connect() as conn:
+        key_id = conn.execute(
+            "INSERT INTO api_keys (name, prefix, key_hash) VALUES (%s, %s, %s) RETURNING id", (name, k.prefix, k.key_hash)
+        ).fetchone()[0]
+    out = Console()
+    out.print(f"created key {key_id} ({name}); store it now, it is not shown again:", highlight=False)
+    print(k.key)
+
+
+@app.command("list")
+def list_keys(all_: bool = typer.Option(False, "--all", help="include revoked keys"),
+              as_json: bool = typer.Option(False, "--json", help="one JSON object per line instead of a table")) -> None:
+    """List keys: id, name, prefix (the 8 characters after hk_), created, revoked."""
+    with _connect() as conn:
+        rows = conn.execute(
+            "SELECT id, name, prefix, created_at, revoked_at FROM api_keys"
+            + ("" if all_ else " WHERE revoked_at IS NULL") + " ORDER BY id"
+        ).fetchall()
+    if as_json:
+        for r in rows:
+            print(json.dumps({"id": r[0], "name": r[1], "prefix": f"hk_{r[2]}", "created": r[3].isoformat(),
+                              "revoked": r[4].isoformat() if r[4] else None}))
+        return
+    table = Table("id", "name", "prefix", "created", "revoked")
+    for r in rows:
+        table.add_row(str(r[0]), r[1], f"hk_{r[2]}_…", f"{r[3]:%Y-%m-%d %H:%M}", f"{r[4]:%Y-%m-%d %H:%M}" if r[4] else "")
+    Console().print(table)
+
+
+@app.command()
+def revoke(key: str = typer.Argument(..., help="the key id (from `list`) or its prefix")) -> None:
+    """Revoke a key; API processes stop accepting it within HERALD_API__KEY_CACHE_SECONDS (default 5 s)."""
+    with _connect() as conn:
+        if key.isdigit():
+            rows = conn.execute("UPDATE api_keys SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL RETURNING id, name",
+                                (int(key),)).fetchall()
+        else:
+            prefix = key.removeprefix("hk_").split("_", 1)[0]
+            found = conn.execute("SELECT count(*) FROM api_keys WHERE prefix = %s AND revoked_at IS NULL", (prefix,)).fetchone()[0]
+            if found > 1:
+                raise CliError(f"{found} active keys share prefix {prefix}; revoke by id (see `herald apikeys list`)")
+            rows = conn.execute("UPDATE api_keys SET revoked_at = now() WHERE prefix = %s AND revoked_at IS NULL RETURNING id, name",
+                                (prefix,)).fetchall()
+    if not rows:
+        raise CliError(f"no active key '{key}'; see `herald apikeys list`")
+    Console().print(f"revoked key {rows[0][0]} ({rows[0][1]})", highlight=False)

@@ -1,0 +1,65 @@
+"""herald scheduler"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import typer
+
+from infra.tools.cli.errors import CliError
+from infra.settings import Settings
+
+
+def scheduler(
+    interval: float = typer.Option(1.0, min=0.05, help="seconds between claims of due rows"),
+    batch_size: int = typer.Option(1000, min=1, help="rows claimed per transaction"),
+    housekeeping_every: float = typer.Option(3600.0, min=0, help="seconds between clean-up runs (0: off)"),
+    keep_published_days: int = typer.Option(7, min=0, help="days published outbox rows are kept"),
+    metrics_port: int = typer.Option(9109, help="Prometheus /metrics port (0: off)"),
+    once: bool = typer.Option(False, "--once", help="publish what is due now, then exit"),
+    loglevel: str = typer.Option("info", help="log level"),
+) -> None:
+    """Publish due scheduled sends (send_at, quiet-hours deferrals) to Kafka; clean up periodically.
+
+    Every INTERVAL seconds it claims rows of the `scheduled` table due by the
+    database clock (FOR UPDATE SKIP LOCKED, BATCH_SIZE at a time), publishes
+    them unchanged and marks them published only after Kafka's delivery
+    report. Run several replicas for availability: they never publish the
+    same claim twice. Ctrl-C or SIGTERM stops after the current batch.
+    """
+    import psycopg
+
+    from scheduler.metrics import SchedulerMetrics
+    from scheduler.service import Scheduler, SchedulerConfig
+
+    import logging.config
+
+    from infra.logs import logging_config
+
+    settings = Settings()
+    logging.config.dictConfig(logging_config(loglevel, settings))
+    config = SchedulerConfig(interval=interval, batch_size=batch_size, housekeeping_every=housekeeping_every,
+                             keep_published_days=keep_published_days)
+    metrics = SchedulerMetrics()
+    try:
+        sched = Scheduler(settings, config, metrics)
+        if once:
+            n = sched.tick()
+            typer.echo(f"published {n} due record(s)")
+            sched.close()
+            return
+    except psycopg.OperationalError as exc:
+        raise CliError(f"PostgreSQL at {settings.masked()['database_url']} does not answer ({exc}); start it with `herald stack up`") from exc
+    try:
+        metrics.serve(metrics_port)
+    except OSError as exc:
+        logging.getLogger("herald.scheduler").warning("metrics port %s: %s; no /metrics", metrics_port, exc)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    logging.getLogger("herald.scheduler").info("scheduler running (every %.2fs, batches of %d)", interval, batch_size)
+    try:
+        sched.run(stop)
+    finally:
+        sched.close()

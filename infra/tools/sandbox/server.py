@@ -1,0 +1,136 @@
+"""Starting the sandbox providers: in the foreground (``herald sandbox run``) or in a thread (tests, demo, bench).
+
+    with running_sandbox(settings) as sb:      # settings: where the SDKs will point
+        sb.control.inbox("email")
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from infra.tools.sandbox.control import SandboxControl
+from infra.tools.sandbox.http import build_app
+from infra.tools.sandbox.smtp import smtp_factory
+from infra.tools.sandbox.state import SandboxState
+from infra.settings import Settings
+
+
+@dataclass(frozen=True)
+class Ports:
+    host: str
+    sendgrid: int
+    twilio: int
+    fcm: int
+    smtp: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Ports:
+        return cls(settings.sandbox_host, _port(settings.sendgrid_host), _port(settings.twilio_base_url),
+                   _port(settings.fcm_url), settings.smtp_port)
+
+    @property
+    def control_url(self) -> str:
+        return f"http://{self.host}:{self.sendgrid}"
+
+
+def _port(url: str) -> int:
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+class Sandbox:
+    def __init__(self, ports: Ports, state: SandboxState | None = None) -> None:
+        self.ports = ports
+        self.state = state or SandboxState()
+        self._runner: web.AppRunner | None = None
+        self._smtp: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        # handler_cancellation: a request whose client vanished (a killed worker) is not recorded as accepted
+        self._runner = web.AppRunner(build_app(self.state), access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        for port in {self.ports.sendgrid, self.ports.twilio, self.ports.fcm}:
+            await web.TCPSite(self._runner, self.ports.host, port, reuse_address=True).start()
+        loop = asyncio.get_running_loop()
+        self._smtp = await loop.create_server(smtp_factory(self.state), self.ports.host, self.ports.smtp,
+                                              reuse_address=True)
+
+    async def stop(self) -> None:
+        self.state.clear_faults()
+        if self._smtp is not None:
+            self._smtp.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@dataclass
+class RunningSandbox:
+    sandbox: Sandbox
+    settings: Settings
+    control: SandboxControl
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def with_free_ports(settings: Settings) -> Settings:
+    """A copy of ``settings`` whose provider URLs and SMTP port point at free loopback ports (for tests)."""
+    h = settings.sandbox_host
+    return settings.model_copy(update={
+        "sendgrid_host": f"http://{h}:{free_port(h)}",
+        "twilio_base_url": f"http://{h}:{free_port(h)}",
+        "fcm_url": f"http://{h}:{free_port(h)}",
+        "smtp_port": free_port(h),
+    })
+
+
+@contextmanager
+def running_sandbox(settings: Settings) -> Iterator[RunningSandbox]:
+    """Run the sandbox on the ports ``settings`` names, in a background thread with its own event loop."""
+    sandbox = Sandbox(Ports.from_settings(settings))
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(sandbox.start())
+        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+            failure.append(exc)
+            started.set()
+            return
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(sandbox.stop())
+        loop.close()
+
+    thread = threading.Thread(target=run, name="herald-sandbox", daemon=True)
+    thread.start()
+    started.wait(30)
+    if failure:
+        raise RuntimeError(f"sandbox did not start: {failure[0]}") from failure[0]
+    try:
+        yield RunningSandbox(sandbox, settings, SandboxControl(sandbox.ports.control_url))
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+
+
+async def serve_forever(settings: Settings) -> None:
+    sandbox = Sandbox(Ports.from_settings(settings))
+    await sandbox.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sandbox.stop()
