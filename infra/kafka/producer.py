@@ -63,6 +63,15 @@ class Producer:
             except BufferError:
                 self._producer.poll(0.05)
 
+    def try_produce(self, record: OutRecord, on_delivery: DeliveryCallback) -> bool:
+        """Queue one record unless librdkafka's local queue is full (False): for callers that wait their own way."""
+        try:
+            self._producer.produce(record.topic, record.value, record.key, headers=record.headers or None,
+                                   on_delivery=on_delivery)
+            return True
+        except BufferError:
+            return False
+
     def poll(self, timeout: float = 0.0) -> int:
         return self._producer.poll(timeout)
 

@@ -1,31 +1,29 @@
 """The API's Kafka side: a producer whose sends await their delivery reports, and consumer-group offsets for /healthz.
 
-Unlike ``infra.kafka.producer.Output`` (a worker's batch producer that flushes under a
-lock), many requests produce concurrently here: each awaits only its own
-records' delivery reports, served by one poll thread.
+Unlike a worker's ``Producer.send_all`` (a batch that flushes under a lock), many
+requests produce concurrently here through the same wire-layer producer: each
+awaits only its own records' delivery reports, served by one poll thread.
 """
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 
-from confluent_kafka import KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from infra.kafka.producer import ProduceError, producer_config
+from infra.kafka.producer import ProduceError, Producer
 from infra.kafka.records import OutRecord
+from infra.settings import Settings
 
 Offsets = dict[tuple[str, str, int], tuple[int, int]]
 
 
 class AsyncProducer:
-    def __init__(self, bootstrap: str, *, message_timeout_ms: int = 10_000) -> None:
+    def __init__(self, settings: Settings, *, message_timeout_ms: int = 10_000) -> None:
         # a short linger: a request waits for its own record, not for a batch to fill
-        # librdkafka's own log lines through Python logging (served by the poll thread): JSON and masked like the rest
-        self._producer = Producer(producer_config(bootstrap, **{"linger.ms": 1, "message.timeout.ms": message_timeout_ms}),
-                                  logger=logging.getLogger("herald.api.kafka"))
+        self._producer = Producer(settings, **{"linger.ms": 1, "message.timeout.ms": message_timeout_ms})
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="api-producer-poll", daemon=True)
         self._thread.start()
@@ -45,11 +43,9 @@ class AsyncProducer:
                 loop.call_soon_threadsafe(_settle, fut, err)
 
             for _ in range(200):
-                try:
-                    self._producer.produce(r.topic, r.value, r.key, headers=r.headers or None, on_delivery=report)
+                if self._producer.try_produce(r, report):
                     break
-                except BufferError:  # local queue full: let the poll thread drain it
-                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # local queue full: let the poll thread drain it
             else:
                 raise ProduceError("producer queue full")
             futures.append(fut)

@@ -14,6 +14,7 @@ from fastapi import Request
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 
+from infra.kafka.config import admin_config
 from infra.settings import Settings
 from producers.api.commit_watch import CommitWatch
 from producers.api.config import ApiConfig
@@ -92,8 +93,8 @@ class ApiResources:
             codec=Codec(),
             db=db,
             redis=aioredis.from_url(settings.redis_dsn, socket_timeout=5, socket_connect_timeout=5),
-            producer=AsyncProducer(settings.kafka_bootstrap),
-            admin=AdminClient({"bootstrap.servers": settings.kafka_bootstrap}),
+            producer=AsyncProducer(settings),
+            admin=AdminClient(admin_config(settings)),
             metrics=metrics,
         )
 
