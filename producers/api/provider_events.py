@@ -8,12 +8,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.records import Receipt
+from schemas.vocabulary import ReceiptStatus
+
 # SendGrid event → receipt status
-SENDGRID_STATUS = {"delivered": "delivered", "open": "opened", "click": "clicked", "bounce": "bounced", "dropped": "failed"}
+SENDGRID_STATUS: dict[str, ReceiptStatus] = {
+    "delivered": ReceiptStatus.DELIVERED, "open": ReceiptStatus.OPENED, "click": ReceiptStatus.CLICKED,
+    "bounce": ReceiptStatus.BOUNCED, "dropped": ReceiptStatus.FAILED,
+}
 # a dropped message whose reason says the address itself is bad counts as a hard bounce
 SENDGRID_HARD_DROP = ("bounced address", "invalid")
 # Twilio MessageStatus → receipt status
-TWILIO_STATUS = {"delivered": "delivered", "read": "opened", "undelivered": "bounced", "failed": "bounced"}
+TWILIO_STATUS: dict[str, ReceiptStatus] = {
+    "delivered": ReceiptStatus.DELIVERED, "read": ReceiptStatus.OPENED,
+    "undelivered": ReceiptStatus.BOUNCED, "failed": ReceiptStatus.BOUNCED,
+}
 # Twilio error codes that mean the number itself cannot receive SMS
 TWILIO_HARD_CODES = frozenset({"21211", "21612", "21614", "30005", "30006"})
 DELIVERY_ID_ARG = "herald_delivery_id"  # SendGrid custom_args key a sink may set per personalization
@@ -21,7 +30,7 @@ DELIVERY_ID_ARG = "herald_delivery_id"  # SendGrid custom_args key a sink may se
 
 @dataclass
 class Translation:
-    receipts: list[dict[str, Any]] = field(default_factory=list)
+    receipts: list[Receipt] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # why → count
 
     def skip(self, why: str) -> None:
@@ -61,21 +70,21 @@ def from_sendgrid(events: Any, now_ms: int) -> Translation:
         elif kind == "dropped":
             hard = any(s in (reason or "").lower() for s in SENDGRID_HARD_DROP)
             if hard:
-                status = "bounced"
+                status = ReceiptStatus.BOUNCED
         ts = ev.get("timestamp")
         at = int(ts * 1000) if isinstance(ts, (int, float)) and not isinstance(ts, bool) and 0 < ts < 1e11 else now_ms
         email = ev.get("email")
         delivery_id = ev.get(DELIVERY_ID_ARG)
-        out.receipts.append({
-            "provider": "sendgrid",
-            "provider_message_id": sendgrid_message_id(msg_id),
-            "status": status,
-            "hard_bounce": hard,
-            "reason": reason,
-            "at": at,
-            "address": email[:320] if isinstance(email, str) else None,
-            "delivery_id": delivery_id[:200] if isinstance(delivery_id, str) else None,
-        })
+        out.receipts.append(Receipt(
+            provider="sendgrid",
+            provider_message_id=sendgrid_message_id(msg_id),
+            status=status,
+            hard_bounce=hard,
+            reason=reason,
+            at=at,
+            address=email[:320] if isinstance(email, str) else None,
+            delivery_id=delivery_id[:200] if isinstance(delivery_id, str) else None,
+        ))
     return out
 
 
@@ -91,15 +100,16 @@ def from_twilio(form: dict[str, str], now_ms: int) -> Translation:
         out.skip(f"twilio:{kind[:40]}")
         return out
     code = form.get("ErrorCode") or None
-    reason = f"{kind}: error {code}" if code else (kind if status == "bounced" else None)
-    out.receipts.append({
-        "provider": "twilio",
-        "provider_message_id": sid[:200],
-        "status": status,
-        "hard_bounce": status == "bounced" and code in TWILIO_HARD_CODES,
-        "reason": reason,
-        "at": now_ms,
-        "address": (form.get("To") or None),
-        "delivery_id": None,
-    })
+    bounced = status == ReceiptStatus.BOUNCED
+    reason = f"{kind}: error {code}" if code else (kind if bounced else None)
+    out.receipts.append(Receipt(
+        provider="twilio",
+        provider_message_id=sid[:200],
+        status=status,
+        hard_bounce=bounced and code in TWILIO_HARD_CODES,
+        reason=reason,
+        at=now_ms,
+        address=form.get("To") or None,
+        delivery_id=None,
+    ))
     return out

@@ -78,13 +78,14 @@ def sendgrid_signature_ok(key: ec.EllipticCurvePublicKey, payload: bytes, signat
 
 async def _produce(res: ApiResources, provider: str, t: Translation) -> dict[str, Any]:
     topic = res.settings.topic("receipts")
-    records = [OutRecord(topic, r["provider_message_id"].encode(), res.codec.encode("Receipt", r)) for r in t.receipts]
+    records = [OutRecord(topic, receipt.provider_message_id.encode(), res.codec.encode("Receipt", receipt.to_avro()))
+               for receipt in t.receipts]
     try:
         await res.producer.send(records)
     except ProduceError as exc:
         raise HTTPException(503, f"receipts not stored ({exc}); the provider will retry", headers={"Retry-After": "5"}) from exc
-    for r in t.receipts:
-        res.metrics.receipts.labels(provider, r["status"]).inc()
+    for receipt in t.receipts:
+        res.metrics.receipts.labels(provider, receipt.status).inc()
     for why, n in t.skipped.items():
         res.metrics.webhook_skipped.labels(why).inc(n)
     return {"accepted": len(t.receipts), "skipped": sum(t.skipped.values())}

@@ -1,77 +1,55 @@
-"""The status agent: StatusChange records → PostgreSQL, in batches, never backwards."""
+"""The status agent: StatusChange records → PostgreSQL, in batches, never backwards.
+
+Decode, fold (``streams.stages.status_fold``), one write (``streams.stores.statuses``), count.
+"""
 from __future__ import annotations
 
 from collections import Counter
 
-from infra.settings import Settings
-from schemas.codec import DecodeError
-from streams.runtime.registry import AgentSpec
-from streams.runtime.context import Context
 from infra.kafka.dead_letters import DeadLetter, dead_letter
 from infra.kafka.records import InRecord, OutRecord
+from infra.settings import Settings
+from schemas.codec import Codec, DecodeError
+from schemas.records import StatusChange
+from streams.metrics import Metrics
+from streams.runtime.context import Context
+from streams.runtime.registry import AgentSpec
 from streams.stages.status_fold import fold
+from streams.stores.statuses import PostgresStatusStore, StatusStore
 
-UPSERT = """
-INSERT INTO notifications AS n (id, event_id, event_type, user_id, template, category, campaign_id,
-                                status, status_rank, reason, created_at, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (id) DO UPDATE SET
-    status = EXCLUDED.status, status_rank = EXCLUDED.status_rank, reason = EXCLUDED.reason,
-    updated_at = EXCLUDED.updated_at,
-    template = COALESCE(n.template, EXCLUDED.template),
-    category = COALESCE(n.category, EXCLUDED.category),
-    campaign_id = COALESCE(n.campaign_id, EXCLUDED.campaign_id)
-WHERE EXCLUDED.status_rank > n.status_rank
-"""
 
-COPY_HISTORY = (
-    "COPY status_history (notification_id, channel, status, reason, delivery_id, provider_message_id, at) FROM STDIN"
-)
+def decode_change(codec: Codec, value: bytes | None) -> StatusChange:
+    decoded = codec.decode(value)
+    if decoded.name != "StatusChange":
+        raise DecodeError("wrong_type", f"expected StatusChange, got {decoded.name}")
+    return StatusChange.from_avro(decoded.record)
 
 
 class StatusHandler:
     name = "status"
     stage = "status"
 
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+    def __init__(self, settings: Settings, codec: Codec, metrics: Metrics, store: StatusStore) -> None:
+        self.codec, self.metrics, self.store = codec, metrics, store
+        self.dlq_topic, self.max_record_bytes = settings.topic("dlq"), settings.max_record_bytes
 
     async def handle(self, batch: list[InRecord]) -> list[OutRecord]:
-        changes, dead = [], []
+        changes: list[StatusChange] = []
+        dead: list[OutRecord] = []
         for rec in batch:
             try:
-                decoded = self.ctx.codec.decode(rec.value)
-                if decoded.name != "StatusChange":
-                    raise DecodeError("wrong_type", f"expected StatusChange, got {decoded.name}")
-                changes.append(decoded.record)
+                changes.append(decode_change(self.codec, rec.value))
             except DecodeError as exc:
-                dead.append(dead_letter(rec, DeadLetter("decode", exc.reason, str(exc)), self.ctx.settings.topic("dlq"),
-                                            self.ctx.settings.max_record_bytes))
-        history, updates = fold(changes)
-        if history:
-            # sorted so that concurrent writers lock rows in one order
-            updates.sort(key=lambda u: u.id)
-            async with self.ctx.db.connection() as conn:
-                async with conn.transaction():
-                    async with conn.cursor() as cur:
-                        async with cur.copy(COPY_HISTORY) as copy:
-                            for row in history:
-                                await copy.write_row(row)
-                        await cur.executemany(
-                            UPSERT,
-                            [
-                                (u.id, u.event_id, u.event_type, u.user_id, u.template, u.category, u.campaign_id,
-                                 u.status, u.rank, u.reason, u.at, u.at)
-                                for u in updates
-                            ],
-                        )
-        for (status, reason), n in Counter((c["status"], c["reason"] or "") for c in changes).items():
-            self.ctx.metrics.stage_outcomes.labels("status", status, reason).inc(n)
+                dead.append(dead_letter(rec, DeadLetter("decode", exc.reason, str(exc)), self.dlq_topic,
+                                        self.max_record_bytes))
+        await self.store.write(fold(changes))
+        for (status, reason), count in Counter((change.status, change.reason or "") for change in changes).items():
+            self.metrics.stage_outcomes.labels("status", status, reason).inc(count)
         return dead
 
 
 def specs(settings: Settings) -> list[AgentSpec]:
     async def build(ctx: Context) -> StatusHandler:
-        return StatusHandler(ctx)
+        return StatusHandler(ctx.settings, ctx.codec, ctx.metrics, PostgresStatusStore(ctx.db))
 
     return [AgentSpec("status", [settings.topic("status")], build)]

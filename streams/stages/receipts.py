@@ -8,17 +8,26 @@ only delivery under that id, else by the recipient address.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-STATUS = {"delivered": "delivered", "opened": "opened", "clicked": "clicked", "bounced": "bounced", "failed": "failed"}
-UNDELIVERABLE_CHANNELS = ("email", "sms")  # a push token that fails is deactivated by the push sink instead
+from schemas.records import Receipt, StatusChange, epoch_ms
+from schemas.vocabulary import Channel, ReceiptStatus, Status
+
+STATUS: dict[ReceiptStatus, Status] = {
+    ReceiptStatus.DELIVERED: Status.DELIVERED,
+    ReceiptStatus.OPENED: Status.OPENED,
+    ReceiptStatus.CLICKED: Status.CLICKED,
+    ReceiptStatus.BOUNCED: Status.BOUNCED,
+    ReceiptStatus.FAILED: Status.FAILED,
+}
+# a push token that fails is deactivated by the push sink instead
+UNDELIVERABLE_CHANNELS: tuple[Channel, ...] = (Channel.EMAIL, Channel.SMS)
 
 
 @dataclass(frozen=True, slots=True)
 class DeliveryRow:
     delivery_id: str
     notification_id: str
-    channel: str
+    channel: Channel
     address: str
     provider_message_id: str
     user_id: str | None      # None when the notification row is not written yet
@@ -32,12 +41,19 @@ class Change:
     event_id: str
     event_type: str
     user_id: str
-    status: str
-    channel: str
+    status: Status
+    channel: Channel
     reason: str | None
     delivery_id: str
     provider_message_id: str
     at_ms: int
+
+    def to_status_change(self) -> StatusChange:
+        return StatusChange(
+            notification_id=self.notification_id, event_id=self.event_id, user_id=self.user_id, status=self.status,
+            at=self.at_ms, event_type=self.event_type, channel=self.channel, reason=self.reason,
+            delivery_id=self.delivery_id, provider_message_id=self.provider_message_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,67 +66,66 @@ class Unmatched:
 @dataclass
 class Plan:
     changes: list[tuple[int, Change]] = field(default_factory=list)  # (receipt index, change)
-    undeliverable: dict[str, set[str]] = field(default_factory=lambda: {c: set() for c in UNDELIVERABLE_CHANNELS})
+    undeliverable: dict[Channel, set[str]] = field(default_factory=lambda: {c: set() for c in UNDELIVERABLE_CHANNELS})
     unmatched: list[Unmatched] = field(default_factory=list)
 
 
-def _same_address(channel: str, a: str, b: str) -> bool:
-    return a.lower() == b.lower() if channel == "email" else a == b
+def normal_address(channel: Channel, address: str) -> str:
+    """Email addresses compare case-insensitively, phone numbers exactly."""
+    return address.lower() if channel == Channel.EMAIL else address
 
 
-def match(receipt: dict[str, Any], rows: list[DeliveryRow]) -> DeliveryRow | Unmatched:
-    pmid = receipt["provider_message_id"]
+def match(receipt: Receipt, rows: list[DeliveryRow]) -> DeliveryRow | Unmatched:
+    pmid = receipt.provider_message_id
     if not rows:
-        return Unmatched(-1, "unknown_provider_message", f"no delivery with {receipt['provider']} message id {pmid}")
-    if receipt.get("delivery_id"):
-        for r in rows:
-            if r.delivery_id == receipt["delivery_id"]:
-                return r
-        return Unmatched(-1, "unknown_provider_message", f"delivery {receipt['delivery_id']} is not under message id {pmid}")
+        return Unmatched(-1, "unknown_provider_message", f"no delivery with {receipt.provider} message id {pmid}")
+    if receipt.delivery_id:
+        for row in rows:
+            if row.delivery_id == receipt.delivery_id:
+                return row
+        return Unmatched(-1, "unknown_provider_message", f"delivery {receipt.delivery_id} is not under message id {pmid}")
     if len(rows) == 1:
         return rows[0]
-    address = receipt.get("address")
-    if address:
-        hits = [r for r in rows if _same_address(r.channel, r.address, address)]
+    if receipt.address:
+        hits = [row for row in rows
+                if normal_address(row.channel, row.address) == normal_address(row.channel, receipt.address)]
         if len(hits) == 1:
             return hits[0]
     return Unmatched(-1, "ambiguous_provider_message",
                      f"{len(rows)} deliveries share message id {pmid} and the receipt's address does not pick one")
 
 
-def reason_of(receipt: dict[str, Any]) -> str | None:
-    why = receipt.get("reason")
-    if receipt["status"] == "bounced":
-        kind = "hard bounce" if receipt.get("hard_bounce") else "soft bounce"
-        return f"{kind}: {why}" if why else kind
-    return why
+def reason_of(receipt: Receipt) -> str | None:
+    if receipt.status == ReceiptStatus.BOUNCED:
+        kind = "hard bounce" if receipt.hard_bounce else "soft bounce"
+        return f"{kind}: {receipt.reason}" if receipt.reason else kind
+    return receipt.reason
 
 
-def plan(receipts: list[dict[str, Any]], deliveries: dict[str, list[DeliveryRow]]) -> Plan:
+def plan(receipts: list[Receipt], deliveries: dict[str, list[DeliveryRow]]) -> Plan:
     """``deliveries`` maps provider message id → the ledger rows carrying it."""
     out = Plan()
-    for i, rc in enumerate(receipts):
-        found = match(rc, deliveries.get(rc["provider_message_id"], []))
+    for index, receipt in enumerate(receipts):
+        found = match(receipt, deliveries.get(receipt.provider_message_id, []))
         if isinstance(found, Unmatched):
-            out.unmatched.append(Unmatched(i, found.error_class, found.error))
+            out.unmatched.append(Unmatched(index, found.error_class, found.error))
             continue
         if found.user_id is None:
-            out.unmatched.append(Unmatched(i, "notification_not_found",
+            out.unmatched.append(Unmatched(index, "notification_not_found",
                                            f"notification {found.notification_id} of delivery {found.delivery_id} has no status row yet"))
             continue
-        out.changes.append((i, Change(
+        out.changes.append((index, Change(
             notification_id=found.notification_id,
             event_id=found.event_id or found.notification_id,
             event_type=found.event_type or "",
             user_id=found.user_id,
-            status=STATUS[rc["status"]],
+            status=STATUS[receipt.status],
             channel=found.channel,
-            reason=reason_of(rc),
+            reason=reason_of(receipt),
             delivery_id=found.delivery_id,
             provider_message_id=found.provider_message_id,
-            at_ms=rc["at"] if isinstance(rc["at"], int) else int(rc["at"].timestamp() * 1000),
+            at_ms=epoch_ms(receipt.at),
         )))
-        if rc["status"] == "bounced" and rc.get("hard_bounce") and found.channel in UNDELIVERABLE_CHANNELS:
-            address = found.address.lower() if found.channel == "email" else found.address
-            out.undeliverable[found.channel].add(address)
+        if receipt.status == ReceiptStatus.BOUNCED and receipt.hard_bounce and found.channel in UNDELIVERABLE_CHANNELS:
+            out.undeliverable[found.channel].add(normal_address(found.channel, found.address))
     return out

@@ -1,11 +1,11 @@
-"""Pure status folding: a batch of StatusChange records → history rows and one winning update per notification."""
+"""Pure status folding: a batch of status changes → the history to append and one winning update per notification."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timezone
 
-from streams.stages.status_change import RANK
+from schemas.records import StatusChange, Time
+from schemas.vocabulary import RANK, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,25 +17,36 @@ class NotificationUpdate:
     template: str | None
     category: str | None
     campaign_id: str | None
-    status: str
+    status: Status
     rank: int
     reason: str | None
     at: datetime
 
 
-def history_row(c: dict[str, Any]) -> tuple:
-    return (c["notification_id"], c["channel"], c["status"], c["reason"], c["delivery_id"], c["provider_message_id"], c["at"])
+@dataclass(frozen=True, slots=True)
+class Fold:
+    history: list[StatusChange]       # every change, in batch order
+    updates: list[NotificationUpdate]  # per notification its highest-ranked change, sorted by id
 
 
-def fold(changes: list[dict[str, Any]]) -> tuple[list[tuple], list[NotificationUpdate]]:
-    """History rows for every change; per notification the highest-ranked change (the first one on ties)."""
+def as_datetime(at: Time) -> datetime:
+    return at if isinstance(at, datetime) else datetime.fromtimestamp(at / 1000, timezone.utc)
+
+
+def fold(changes: list[StatusChange]) -> Fold:
+    """History for every change; per notification the highest-ranked change (the first one on ties).
+
+    Updates are sorted by notification id so that concurrent writers lock rows in one order.
+    The batch's winner still has to beat the stored rank: the store's guard, not this fold, keeps a
+    later batch from moving a notification backwards.
+    """
     best: dict[str, NotificationUpdate] = {}
-    for c in changes:
-        rank = RANK[c["status"]]
-        cur = best.get(c["notification_id"])
-        if cur is None or rank > cur.rank:
-            best[c["notification_id"]] = NotificationUpdate(
-                c["notification_id"], c["event_id"], c["event_type"], c["user_id"], c["template"], c["category"],
-                c["campaign_id"], c["status"], rank, c["reason"], c["at"],
+    for change in changes:
+        rank = RANK[change.status]
+        current = best.get(change.notification_id)
+        if current is None or rank > current.rank:
+            best[change.notification_id] = NotificationUpdate(
+                change.notification_id, change.event_id, change.event_type, change.user_id, change.template,
+                change.category, change.campaign_id, change.status, rank, change.reason, as_datetime(change.at),
             )
-    return [history_row(c) for c in changes], list(best.values())
+    return Fold(list(changes), sorted(best.values(), key=lambda update: update.id))

@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import pytest
 
+from schemas.records import Receipt
+from schemas.vocabulary import Channel, ReceiptStatus
 from streams.stages.receipts import DeliveryRow, plan
 
 
 def row(did="d1", nid="n1", channel="email", address="A@Example.com", pmid="m1", user="u1"):
-    return DeliveryRow(did, nid, channel, address, pmid, user, "e-" + nid if user else None, "OrderPlaced" if user else None)
+    return DeliveryRow(did, nid, Channel(channel), address, pmid, user, "e-" + nid if user else None,
+                       "OrderPlaced" if user else None)
 
 
 def receipt(status="delivered", pmid="m1", hard=False, address=None, delivery_id=None, reason=None):
-    return {"provider": "sendgrid", "provider_message_id": pmid, "status": status, "hard_bounce": hard,
-            "reason": reason, "at": 5_000, "address": address, "delivery_id": delivery_id}
+    return Receipt(provider="sendgrid", provider_message_id=pmid, status=ReceiptStatus(status), hard_bounce=hard,
+                   reason=reason, at=5_000, address=address, delivery_id=delivery_id)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,116 @@
+"""Notification statuses in PostgreSQL: ``notifications`` (one row, never moving backwards) and ``status_history``.
+
+``PostgresStatusStore`` owns the SQL; ``MemoryStatusStore`` is its twin with the same interface
+(and the same guard) for tests that run without a database.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Protocol
+
+from psycopg_pool import AsyncConnectionPool
+
+from schemas.records import StatusChange
+from schemas.vocabulary import Status
+from streams.stages.status_fold import Fold, NotificationUpdate, as_datetime
+
+# The WHERE is the "never backwards" guard across batches: a stored higher rank wins over any later change.
+UPSERT = """
+INSERT INTO notifications AS n (id, event_id, event_type, user_id, template, category, campaign_id,
+                                status, status_rank, reason, created_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (id) DO UPDATE SET
+    status = EXCLUDED.status, status_rank = EXCLUDED.status_rank, reason = EXCLUDED.reason,
+    updated_at = EXCLUDED.updated_at,
+    template = COALESCE(n.template, EXCLUDED.template),
+    category = COALESCE(n.category, EXCLUDED.category),
+    campaign_id = COALESCE(n.campaign_id, EXCLUDED.campaign_id)
+WHERE EXCLUDED.status_rank > n.status_rank
+"""
+
+COPY_HISTORY = (
+    "COPY status_history (notification_id, channel, status, reason, delivery_id, provider_message_id, at) FROM STDIN"
+)
+
+STATUS_OF = "SELECT status FROM notifications WHERE id = %s"
+HISTORY_OF = "SELECT status FROM status_history WHERE notification_id = %s ORDER BY id"
+
+
+def history_row(change: StatusChange) -> tuple:
+    return (change.notification_id, change.channel, change.status, change.reason, change.delivery_id,
+            change.provider_message_id, as_datetime(change.at))
+
+
+def upsert_row(update: NotificationUpdate) -> tuple:
+    return (update.id, update.event_id, update.event_type, update.user_id, update.template, update.category,
+            update.campaign_id, update.status, update.rank, update.reason, update.at, update.at)
+
+
+class StatusStore(Protocol):
+    async def write(self, folded: Fold) -> None:
+        """Append the history and apply the updates whose rank beats the stored one, atomically."""
+        ...
+
+    async def status_of(self, notification_id: str) -> Status | None: ...
+
+    async def history_of(self, notification_id: str) -> list[Status]: ...
+
+
+class PostgresStatusStore:
+    def __init__(self, db: AsyncConnectionPool) -> None:
+        self.db = db
+
+    async def write(self, folded: Fold) -> None:
+        if not folded.history:
+            return
+        async with self.db.connection() as conn:
+            async with conn.transaction():
+                async with conn.cursor() as cur:
+                    async with cur.copy(COPY_HISTORY) as copy:
+                        for change in folded.history:
+                            await copy.write_row(history_row(change))
+                    # fold sorted the updates by id, so concurrent writers lock rows in one order
+                    await cur.executemany(UPSERT, [upsert_row(update) for update in folded.updates])
+
+    async def status_of(self, notification_id: str) -> Status | None:
+        async with self.db.connection() as conn:
+            row = await (await conn.execute(STATUS_OF, (notification_id,))).fetchone()
+        return Status(row[0]) if row else None
+
+    async def history_of(self, notification_id: str) -> list[Status]:
+        async with self.db.connection() as conn:
+            rows = await (await conn.execute(HISTORY_OF, (notification_id,))).fetchall()
+        return [Status(row[0]) for row in rows]
+
+
+class MemoryStatusStore:
+    """The in-memory twin: ``notifications`` by id and ``history`` in write order."""
+
+    def __init__(self) -> None:
+        self.notifications: dict[str, NotificationUpdate] = {}
+        self.history: list[StatusChange] = []
+
+    async def write(self, folded: Fold) -> None:
+        self.history += folded.history
+        for update in folded.updates:
+            stored = self.notifications.get(update.id)
+            if stored is None:
+                self.notifications[update.id] = update
+            elif update.rank > stored.rank:  # the UPSERT's WHERE guard
+                self.notifications[update.id] = replace(
+                    update,
+                    template=_coalesce(stored.template, update.template),
+                    category=_coalesce(stored.category, update.category),
+                    campaign_id=_coalesce(stored.campaign_id, update.campaign_id),
+                )
+
+    async def status_of(self, notification_id: str) -> Status | None:
+        stored = self.notifications.get(notification_id)
+        return stored.status if stored else None
+
+    async def history_of(self, notification_id: str) -> list[Status]:
+        return [change.status for change in self.history if change.notification_id == notification_id]
+
+
+def _coalesce(first: str | None, second: str | None) -> str | None:
+    return first if first is not None else second
