@@ -1,0 +1,117 @@
+"""Scenarios of the status and receipts handlers, each run over a ``World`` (twins or real stores).
+
+Each returns nothing and asserts; the unit tests run them over ``MemoryWorld``, the integration
+tests over both worlds.
+"""
+from __future__ import annotations
+
+from itertools import permutations
+
+from schemas.records import StatusChange
+from schemas.vocabulary import Channel, ReceiptStatus, Status
+from tests.support.status_world import (
+    Sent, World, as_input, change, receipt, receipt_input, receipts_handler, status_handler, status_input, unique,
+    unique_phone,
+)
+
+ORDERED = (Status.QUEUED, Status.SENT, Status.DELIVERED, Status.OPENED)
+
+
+async def changes_in_any_order_end_at_the_highest_rank(world: World) -> None:
+    """One batch holding every order of four changes (one notification per order)."""
+    orders = {unique("n"): order for order in permutations(ORDERED)}
+    batch = [change(nid, status, at=1_000 + i) for nid, order in orders.items() for i, status in enumerate(order)]
+    assert await status_handler(world).handle(status_input(world, batch)) == []
+    for nid, order in orders.items():
+        assert await world.statuses.status_of(nid) == Status.OPENED, order
+        assert await world.statuses.history_of(nid) == list(order)
+
+
+async def changes_in_any_order_across_batches_end_at_the_highest_rank(world: World) -> None:
+    """Every change in a batch of its own: only the store's guard can keep the highest."""
+    handler = status_handler(world)
+    orders = {unique("n"): order for order in permutations(ORDERED)}
+    for i in range(len(ORDERED)):
+        await handler.handle(status_input(world, [change(nid, order[i]) for nid, order in orders.items()]))
+    for nid, order in orders.items():
+        assert await world.statuses.status_of(nid) == Status.OPENED, order
+        assert await world.statuses.history_of(nid) == list(order)
+
+
+async def a_lower_status_in_a_later_batch_does_not_move_it_backwards(world: World) -> None:
+    handler = status_handler(world)
+    nid, tie = unique("n"), unique("n")
+    await handler.handle(status_input(world, [change(nid, Status.DELIVERED, 2_000), change(tie, Status.SCHEDULED)]))
+    # the later batch's own winner (sent) ranks below the stored "delivered"; deferred ties with scheduled
+    await handler.handle(status_input(world, [change(nid, Status.SENT, 3_000), change(nid, Status.QUEUED, 4_000),
+                                              change(tie, Status.DEFERRED)]))
+    assert await world.statuses.status_of(nid) == Status.DELIVERED
+    assert await world.statuses.history_of(nid) == [Status.DELIVERED, Status.SENT, Status.QUEUED]
+    assert await world.statuses.status_of(tie) == Status.SCHEDULED  # equal rank: the history only
+    assert await world.statuses.history_of(tie) == [Status.SCHEDULED, Status.DEFERRED]
+    # a higher one still moves it on
+    await handler.handle(status_input(world, [change(nid, Status.CLICKED, 5_000)]))
+    assert await world.statuses.status_of(nid) == Status.CLICKED
+
+
+def _decoded_status_changes(world: World, records: list) -> list[StatusChange]:
+    status_topic = world.settings.topic("status")
+    return [StatusChange.from_avro(world.codec.decode(r.value).record) for r in records if r.topic == status_topic]
+
+
+async def a_receipt_for_a_known_delivery_updates_its_status(world: World) -> None:
+    sent = Sent(unique("n"), unique("u"), "one@example.com", unique("SG"))
+    await world.seed(sent)
+    out = await receipts_handler(world).handle(receipt_input(world, [receipt(sent, ReceiptStatus.DELIVERED)]))
+    assert [r.topic for r in out] == [world.settings.topic("status")]
+    [status] = _decoded_status_changes(world, out)
+    assert (status.notification_id, status.status, status.delivery_id, status.provider_message_id, status.channel) == (
+        sent.notification_id, Status.DELIVERED, sent.delivery_id, sent.provider_message_id, Channel.EMAIL)
+    assert out[0].key == sent.notification_id.encode()
+    await status_handler(world).handle(as_input(out))
+    assert await world.statuses.status_of(sent.notification_id) == Status.DELIVERED
+    assert await world.statuses.history_of(sent.notification_id) == [Status.SENT, Status.DELIVERED]
+
+
+async def a_hard_bounce_marks_the_address_and_drops_the_cached_recipient(world: World) -> None:
+    hard = Sent(unique("n"), unique("u"), f"{unique('Two')}@Example.com", unique("SG"))
+    soft = Sent(unique("n"), unique("u"), f"{unique('three')}@example.com", unique("SG"))
+    sms = Sent(unique("n"), unique("u"), unique_phone(), unique("SM"), Channel.SMS)
+    for sent in (hard, soft, sms):
+        await world.seed(sent)
+        await world.cache_recipient(sent.user_id)
+    bounce = receipt(hard, ReceiptStatus.BOUNCED, hard=True, reason="550 5.1.1")
+    bounce.address = hard.address.lower()  # SendGrid reports the address as it lower-cased it
+    out = await receipts_handler(world).handle(receipt_input(world, [
+        bounce,
+        receipt(soft, ReceiptStatus.BOUNCED, hard=False, reason="mailbox full"),
+        receipt(sms, ReceiptStatus.BOUNCED, hard=True, reason="undelivered: error 30005"),
+    ]))
+    assert [c.reason for c in _decoded_status_changes(world, out)] == [
+        "hard bounce: 550 5.1.1", "soft bounce: mailbox full", "hard bounce: undelivered: error 30005"]
+    assert await world.undeliverable(hard.user_id, Channel.EMAIL)
+    assert not await world.recipient_cached(hard.user_id)
+    assert await world.undeliverable(sms.user_id, Channel.SMS)
+    assert not await world.recipient_cached(sms.user_id)
+    assert not await world.undeliverable(soft.user_id, Channel.EMAIL)
+    assert await world.recipient_cached(soft.user_id)
+    await status_handler(world).handle(as_input(out))
+    assert await world.statuses.status_of(hard.notification_id) == Status.BOUNCED
+
+
+async def a_receipt_for_an_unknown_message_id_is_dead_lettered(world: World) -> None:
+    """Today's outcome: a dead letter (stage status, unknown_provider_message) and no status change;
+    the rest of the batch carries on."""
+    known = Sent(unique("n"), unique("u"), "known@example.com", unique("SG"))
+    await world.seed(known)
+    stray = receipt(known, ReceiptStatus.DELIVERED, provider_message_id=unique("SGUNKNOWN"))
+    batch = receipt_input(world, [stray, receipt(known, ReceiptStatus.OPENED)])
+    out = await receipts_handler(world).handle(batch)
+    dlq = [r for r in out if r.topic == world.settings.topic("dlq")]
+    [dead] = dlq
+    headers = dict(dead.headers)
+    assert (headers["herald-dlq-stage"], headers["herald-dlq-error-class"]) == (b"status", b"unknown_provider_message")
+    assert (dead.key, dead.value) == (batch[0].key, batch[0].value)
+    assert [c.notification_id for c in _decoded_status_changes(world, out)] == [known.notification_id]
+    assert world.metrics.registry.get_sample_value(
+        "herald_dead_letters_total", {"stage": "status", "reason": "unknown_provider_message"}) == 1
