@@ -1,6 +1,7 @@
 """Receipts close the loop: a signed SendGrid webhook → receipts agent → status agent → PostgreSQL; a hard bounce marks the address."""
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -13,7 +14,9 @@ from schemas.codec import Codec
 from infra.kafka.producer import Producer
 from infra.kafka.records import OutRecord
 from streams.stores.recipients import recipient_key
+from tests.support import status_scenarios
 from tests.support.api import SendGridSigner, read_topic
+from tests.support.status_world import open_world
 from tests.support.worker import wait_for
 
 pytestmark = pytest.mark.integration
@@ -74,3 +77,20 @@ def test_webhook_receipts_move_status_and_hard_bounce_marks_the_address(topics, 
     [dead] = read_topic(settings, settings.topic("dlq"), 1)
     headers = dict(dead.headers())
     assert headers["herald-dlq-error-class"] == b"unknown_provider_message" and dead.key() == b"SGUNKNOWN"
+
+
+RECEIPT_SCENARIOS = [
+    status_scenarios.a_receipt_for_a_known_delivery_updates_its_status,
+    status_scenarios.a_hard_bounce_marks_the_address_and_drops_the_cached_recipient,
+    status_scenarios.a_receipt_for_an_unknown_message_id_is_dead_lettered,
+]
+
+
+@pytest.mark.parametrize("world_kind", ["memory", "real"])
+@pytest.mark.parametrize("scenario", RECEIPT_SCENARIOS, ids=lambda s: s.__name__)
+def test_receipts_handler_over_the_twins_and_the_real_stores(settings, world_kind, scenario):
+    async def run() -> None:
+        async with open_world(world_kind, settings, Codec()) as world:
+            await scenario(world)
+
+    asyncio.run(run())

@@ -1,6 +1,7 @@
 """The status agent writes StatusChange records to PostgreSQL in batches and never moves a status backwards."""
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -8,6 +9,8 @@ import pytest
 from schemas.codec import Codec
 from infra.kafka.producer import Producer
 from streams.stages.status_change import status_record
+from tests.support import status_scenarios
+from tests.support.status_world import open_world
 from tests.support.worker import wait_for
 
 pytestmark = pytest.mark.integration
@@ -58,3 +61,21 @@ def test_undecodable_status_goes_to_the_dlq_and_the_next_one_is_written(topics, 
     assert headers["herald-dlq-stage"] == b"decode"
     assert headers["herald-dlq-error-class"] == b"not_avro"
     assert headers["herald-dlq-origin-topic"] == settings.topic("status").encode()
+
+
+STATUS_SCENARIOS = [
+    status_scenarios.changes_in_any_order_end_at_the_highest_rank,
+    status_scenarios.changes_in_any_order_across_batches_end_at_the_highest_rank,
+    # the "never backwards" guard across batches: fails against PostgreSQL when the UPSERT's WHERE is removed
+    status_scenarios.a_lower_status_in_a_later_batch_does_not_move_it_backwards,
+]
+
+
+@pytest.mark.parametrize("world_kind", ["memory", "real"])
+@pytest.mark.parametrize("scenario", STATUS_SCENARIOS, ids=lambda s: s.__name__)
+def test_status_handler_over_the_twin_and_postgresql(settings, world_kind, scenario):
+    async def run() -> None:
+        async with open_world(world_kind, settings, Codec()) as world:
+            await scenario(world)
+
+    asyncio.run(run())
