@@ -1,7 +1,6 @@
 """The one protocol every provider sink speaks.
 
-``send_batch`` takes Delivery records (dicts, as decoded from Avro) and
-returns one result per delivery, in order: ``Sent`` or one of the
+``send_batch`` takes ``schemas.records.Delivery`` objects and returns one result per delivery, in order: ``Sent`` or one of the
 ``sinks.errors`` exceptions *as a value*. Vendor exceptions are mapped onto
 that taxonomy inside each sink module and never leave ``sinks/``. One
 delivery's content (a header with CR/LF, a bad address, an oversized body) is
@@ -11,8 +10,10 @@ the call; it never fails the rest of the batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from schemas.records import Delivery
+from schemas.vocabulary import Channel
 from sinks.errors import DeliveryError
 
 
@@ -22,12 +23,11 @@ class Sent:
 
 
 Result = Sent | DeliveryError
-Delivery = dict[str, Any]
 
 
 class Sink(Protocol):
     provider: str    # e.g. "sendgrid": names the circuit breaker and the metrics
-    channel: str     # "email" | "sms" | "push"
+    channel: Channel
     max_batch: int   # the most deliveries one send_batch call should get
 
     async def send_batch(self, deliveries: list[Delivery]) -> list[Result]:

@@ -1,12 +1,17 @@
-"""Build the sink of a channel from settings (``email_provider``, ``sms_provider``, ``push_provider``)."""
+"""Build the sink of a channel from settings (``email_provider``, ``sms_provider``, ``push_provider``).
+
+The one place that reads ``Settings`` for the sinks: each sink class takes plain arguments.
+"""
 from __future__ import annotations
 
 from infra.settings import Settings
+from schemas.vocabulary import Channel
 from sinks.base import Sink
 
 
 def provider_of(settings: Settings, channel: str) -> str:
-    return {"email": settings.email_provider, "sms": settings.sms_provider, "push": settings.push_provider}[channel]
+    return {Channel.EMAIL: settings.email_provider, Channel.SMS: settings.sms_provider,
+            Channel.PUSH: settings.push_provider}[Channel(channel)]
 
 
 def build_sink(settings: Settings, channel: str) -> Sink:
@@ -28,5 +33,5 @@ def build_sink(settings: Settings, channel: str) -> Sink:
     if provider == "fcm":
         from sinks.fcm import FcmSink
 
-        return FcmSink.from_settings(settings)
+        return FcmSink.from_file(settings.fcm_credentials_file, settings.fcm_url)
     raise ValueError(f"no sink for provider {provider!r} of channel {channel!r}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import firebase_admin
@@ -26,8 +27,9 @@ from firebase_admin import credentials, exceptions, messaging
 from firebase_admin._http_client import HttpxAsyncClient
 from firebase_admin._retry import HttpxRetry
 
-from infra.settings import Settings
-from sinks.base import Delivery, Result, Sent, parse_retry_after
+from schemas.records import Delivery
+from schemas.vocabulary import Channel
+from sinks.base import Result, Sent, parse_retry_after
 from sinks.content import check_body, check_header, check_token
 from sinks.errors import DeliveryError, InvalidAddress, InvalidToken, Permanent, RateLimited, Retryable
 
@@ -55,7 +57,7 @@ def sandbox_service_account(token_uri: str, project_id: str = SANDBOX_PROJECT) -
 
 class FcmSink:
     provider = "fcm"
-    channel = "push"
+    channel = Channel.PUSH
     max_batch = 500
 
     def __init__(self, service_account: dict[str, Any], base_url: str, timeout: float = 15.0) -> None:
@@ -67,12 +69,13 @@ class FcmSink:
         _point_at(self._app, base_url.rstrip("/"), timeout)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> FcmSink:
-        if settings.fcm_credentials_file:
-            info = json.loads(settings.fcm_credentials_file.read_text())
+    def from_file(cls, credentials_file: Path | None, base_url: str) -> FcmSink:
+        """The sink for a service-account JSON file, or (None) for a generated sandbox account at ``base_url``."""
+        if credentials_file:
+            info = json.loads(credentials_file.read_text())
         else:
-            info = sandbox_service_account(settings.fcm_url.rstrip("/") + "/token")
-        return cls(info, settings.fcm_url)
+            info = sandbox_service_account(base_url.rstrip("/") + "/token")
+        return cls(info, base_url)
 
     async def send_batch(self, deliveries: list[Delivery]) -> list[Result]:
         return list(await asyncio.gather(*(self._send_one(d) for d in deliveries)))
@@ -103,20 +106,20 @@ class FcmSink:
 
 def build_message(d: Delivery) -> messaging.Message:
     """The FCM message of one delivery; raises ``Permanent``/``InvalidAddress`` for a value it cannot carry."""
-    check_token("device token", d["address"])
-    check_header("push title", d.get("push_title"))
-    check_body("text", d["text"])
-    data = {**(d.get("push_data") or {}), "delivery_id": d["delivery_id"]}
+    check_token("device token", d.address)
+    check_header("push title", d.push_title)
+    check_body("text", d.text)
+    data = {**(d.push_data or {}), "delivery_id": d.delivery_id}
     for key in data:
         if key in _RESERVED_DATA or key.startswith(("google", "gcm")):
             raise Permanent(f"push data key {key!r} is reserved by FCM")
     size = sum(len(k.encode()) + len(str(v).encode()) for k, v in data.items())
-    size += len((d.get("push_title") or "").encode()) + len(d["text"].encode())
+    size += len((d.push_title or "").encode()) + len(d.text.encode())
     if size > MAX_PAYLOAD_BYTES:
         raise Permanent(f"push payload is {size} bytes (title, text and data), more than FCM's {MAX_PAYLOAD_BYTES}")
     return messaging.Message(
-        token=d["address"],
-        notification=messaging.Notification(title=d.get("push_title"), body=d["text"]),
+        token=d.address,
+        notification=messaging.Notification(title=d.push_title, body=d.text),
         data=data,
     )
 

@@ -30,7 +30,9 @@ from typing import Any
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from sinks.base import Delivery, Result, Sent, parse_retry_after
+from schemas.records import Delivery
+from schemas.vocabulary import Channel
+from sinks.base import Result, Sent, parse_retry_after
 from sinks.content import check_body, check_email_address, check_header
 from sinks.errors import DeliveryError, InvalidAddress, Permanent, RateLimited, Retryable
 
@@ -41,7 +43,7 @@ _FIELD = re.compile(r"^personalizations\.(\d+)\.")
 
 class SendGridSink:
     provider = "sendgrid"
-    channel = "email"
+    channel = Channel.EMAIL
     max_batch = 1000
 
     def __init__(self, api_key: str, host: str, sender: str, timeout: float = 30.0) -> None:
@@ -68,11 +70,11 @@ class SendGridSink:
             except DeliveryError as err:
                 results[i] = err
                 continue
-            size = len(d["text"].encode()) + len((d.get("html") or "").encode())
+            size = len(d.text.encode()) + len((d.html or "").encode())
             if size > MAX_SUBSTITUTION_BYTES - 200:
                 self._send(ds, [i], results, inline=True)
             else:
-                groups[bool(d.get("html"))].append(i)
+                groups[bool(d.html)].append(i)
         for idx in groups.values():
             for k in range(0, len(idx), self.max_batch):
                 self._send(ds, idx[k:k + self.max_batch], results, inline=False)
@@ -80,12 +82,12 @@ class SendGridSink:
 
     def _check(self, d: Delivery) -> None:
         check_header("from", self._sender)
-        check_email_address(d["address"])
-        check_header("subject", d.get("subject"))
-        check_header("delivery_id", d["delivery_id"])
-        check_header("notification_id", d["notification_id"])
-        check_body("text", d["text"])
-        check_body("html", d.get("html"))
+        check_email_address(d.address)
+        check_header("subject", d.subject)
+        check_header("delivery_id", d.delivery_id)
+        check_header("notification_id", d.notification_id)
+        check_body("text", d.text)
+        check_body("html", d.html)
 
     def _send(self, ds: list[Delivery], idx: list[int], results: list[Result | None], inline: bool) -> None:
         for _ in range(MAX_ROUNDS):
@@ -102,7 +104,7 @@ class SendGridSink:
                         results[i] = err
                     return
                 for j, (field, message) in bad.items():
-                    address = ds[idx[j]]["address"]
+                    address = ds[idx[j]].address
                     results[idx[j]] = (InvalidAddress(f"sendgrid 400: invalid address {address}: {message}")
                                        if _is_address_field(field) else Permanent(f"sendgrid 400: {field}: {message}"))
                 idx = [i for j, i in enumerate(idx) if j not in bad]
@@ -127,32 +129,32 @@ class SendGridSink:
         pers = []
         for d in ds:
             p: dict[str, Any] = {
-                "to": [{"email": d["address"]}],
-                "subject": d.get("subject") or "",
-                "custom_args": {"delivery_id": d["delivery_id"], "notification_id": d["notification_id"]},
+                "to": [{"email": d.address}],
+                "subject": d.subject or "",
+                "custom_args": {"delivery_id": d.delivery_id, "notification_id": d.notification_id},
             }
             if not inline:
-                subs = {text_tag: d["text"]}
-                if d.get("html"):
-                    subs[html_tag] = d["html"]
+                subs = {text_tag: d.text}
+                if d.html:
+                    subs[html_tag] = d.html
                 p["substitutions"] = subs
             pers.append(p)
         first = ds[0]
         if inline:
-            content = [{"type": "text/plain", "value": first["text"]}]
-            if first.get("html"):
-                content.append({"type": "text/html", "value": first["html"]})
+            content = [{"type": "text/plain", "value": first.text}]
+            if first.html:
+                content.append({"type": "text/html", "value": first.html})
         else:
             content = [{"type": "text/plain", "value": text_tag}]
-            if first.get("html"):
+            if first.html:
                 content.append({"type": "text/html", "value": html_tag})
         return {"personalizations": pers, "from": self._from, "content": content}
 
 
 def _tags(ds: list[Delivery]) -> tuple[str, str]:
     """Text and HTML tags that occur nowhere in what SendGrid will scan for them (a NUL joins: no tag holds one)."""
-    blob = "\x00".join(v for d in ds for v in (d.get("subject") or "", d["text"], d.get("html") or "",
-                                                 d["delivery_id"], d["notification_id"]))
+    blob = "\x00".join(v for d in ds for v in (d.subject or "", d.text, d.html or "",
+                                                 d.delivery_id, d.notification_id))
     for _ in range(100):
         nonce = secrets.token_hex(8)
         text_tag, html_tag = f"-herald-{nonce}-text-", f"-herald-{nonce}-html-"

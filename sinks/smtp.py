@@ -19,14 +19,16 @@ import threading
 from email.message import EmailMessage
 from email.utils import make_msgid
 
-from sinks.base import Delivery, Result, Sent
+from schemas.records import Delivery
+from schemas.vocabulary import Channel
+from sinks.base import Result, Sent
 from sinks.content import check_body, check_email_address, check_header
 from sinks.errors import DeliveryError, InvalidAddress, Permanent, Retryable
 
 
 class SmtpSink:
     provider = "smtp"
-    channel = "email"
+    channel = Channel.EMAIL
 
     def __init__(self, host: str, port: int, sender: str, username: str | None = None,
                  password: str | None = None, timeout: float = 10.0, max_batch: int = 200) -> None:
@@ -85,11 +87,11 @@ class SmtpSink:
             return Permanent(f"smtp: message cannot be built: {exc}")
         for reconnect in (True, False):
             conn = self._connection()
-            if not d["address"].isascii() and not conn.has_extn("smtputf8"):
-                return InvalidAddress(f"invalid address {d['address']!r}: not ASCII, and the SMTP server "
+            if not d.address.isascii() and not conn.has_extn("smtputf8"):
+                return InvalidAddress(f"invalid address {d.address!r}: not ASCII, and the SMTP server "
                                       "does not offer SMTPUTF8")
             try:
-                refused = conn.send_message(msg, from_addr=_bare(self.sender), to_addrs=[d["address"]])
+                refused = conn.send_message(msg, from_addr=_bare(self.sender), to_addrs=[d.address])
             except smtplib.SMTPRecipientsRefused as exc:
                 code, text = next(iter(exc.recipients.values()))
                 return _by_code(code, text, "recipient refused", InvalidAddress)
@@ -143,20 +145,20 @@ class _ConnectionLost(Exception):
 def build_message(d: Delivery, sender: str) -> EmailMessage:
     """The MIME message of one delivery; raises ``Permanent``/``InvalidAddress`` for a value it cannot carry."""
     check_header("from", sender)
-    check_email_address(d["address"])
-    check_header("subject", d.get("subject"))
-    check_header("delivery_id", d["delivery_id"])
-    check_body("text", d["text"])
-    check_body("html", d.get("html"))
+    check_email_address(d.address)
+    check_header("subject", d.subject)
+    check_header("delivery_id", d.delivery_id)
+    check_body("text", d.text)
+    check_body("html", d.html)
     msg = EmailMessage()
     msg["From"] = sender
-    msg["To"] = d["address"]
-    msg["Subject"] = d.get("subject") or ""
-    msg["Message-ID"] = make_msgid(idstring=d["delivery_id"][:32], domain="herald.local")
-    msg["X-Herald-Delivery-Id"] = d["delivery_id"]
-    msg.set_content(d["text"])
-    if d.get("html"):
-        msg.add_alternative(d["html"], subtype="html")
+    msg["To"] = d.address
+    msg["Subject"] = d.subject or ""
+    msg["Message-ID"] = make_msgid(idstring=d.delivery_id[:32], domain="herald.local")
+    msg["X-Herald-Delivery-Id"] = d.delivery_id
+    msg.set_content(d.text)
+    if d.html:
+        msg.add_alternative(d.html, subtype="html")
     return msg
 
 

@@ -21,7 +21,9 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from sinks.base import Delivery, Result, Sent, parse_retry_after
+from schemas.records import Delivery
+from schemas.vocabulary import Channel
+from sinks.base import Result, Sent, parse_retry_after
 from sinks.content import check_body, check_token
 from sinks.errors import DeliveryError, InvalidAddress, Permanent, RateLimited, Retryable
 
@@ -54,7 +56,7 @@ class RewritingHttpClient(TwilioHttpClient):
 
 class TwilioSink:
     provider = "twilio"
-    channel = "sms"
+    channel = Channel.SMS
     max_batch = 200
 
     def __init__(self, account_sid: str, auth_token: str, sender: str, base_url: str, in_flight: int = 8) -> None:
@@ -72,12 +74,12 @@ class TwilioSink:
 
     def _send_one(self, d: Delivery) -> Result:
         try:
-            check_token("phone number", d["address"])
-            check_body("text", d["text"], MAX_BODY_CHARS)
+            check_token("phone number", d.address)
+            check_body("text", d.text, MAX_BODY_CHARS)
         except DeliveryError as err:
             return err
         try:
-            msg = self._client.messages.create(to=d["address"], from_=self._sender, body=d["text"])
+            msg = self._client.messages.create(to=d.address, from_=self._sender, body=d.text)
         except TwilioRestException as exc:
             return self._map(exc)
         except (requests.RequestException, TwilioException, OSError) as exc:

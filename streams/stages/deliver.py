@@ -6,8 +6,10 @@ writes what they return.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Literal
 
+from schemas.records import Delivery, epoch_ms
+from schemas.vocabulary import LedgerStatus
 from sinks.base import Result, Sent
 from sinks.errors import DeliveryError, InvalidAddress, InvalidToken, Permanent, RateLimited, Retryable
 from streams.stages.retry import GiveUp, Ladder, next_step
@@ -28,7 +30,7 @@ class DeliverConfig:
 LedgerDecision = Literal["send", "already_sent", "in_flight", "duplicate"]
 
 
-def ledger_decision(won_claim: bool, previous_status: str | None) -> LedgerDecision:
+def ledger_decision(won_claim: bool, previous_status: LedgerStatus | str | None) -> LedgerDecision:
     """What to do with a delivery after the batch's claim statement.
 
     ``won_claim``: this worker's claim took (new row, an earlier failure, or a stale claim).
@@ -36,7 +38,7 @@ def ledger_decision(won_claim: bool, previous_status: str | None) -> LedgerDecis
     """
     if won_claim:
         return "send"
-    if previous_status == "sent":
+    if previous_status == LedgerStatus.SENT:
         return "already_sent"
     return "in_flight"
 
@@ -62,7 +64,7 @@ class ScheduleRetry:
     topic: str
     tier: int
     due_ms: int
-    delivery: dict[str, Any]   # the Delivery to re-encode (attempt, first_failure_at, last_error updated)
+    delivery: Delivery   # the Delivery to re-encode (attempt, first_failure_at, last_error updated)
 
 
 @dataclass(frozen=True)
@@ -102,29 +104,21 @@ def error_class(err: DeliveryError) -> str:
     return "retryable"
 
 
-def _ms(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return value
-    return int(value.timestamp() * 1000)
-
-
-def failure(delivery: dict[str, Any], err: DeliveryError, ladder: Ladder, now_ms: int) -> ScheduleRetry | DeadLetterIt:
+def failure(delivery: Delivery, err: DeliveryError, ladder: Ladder, now_ms: int) -> ScheduleRetry | DeadLetterIt:
     """A failed attempt: the next rung of the ladder, or the DLQ when the ladder is exhausted or the error is permanent."""
-    attempts = int(delivery.get("attempt") or 0) + 1
-    first = _ms(delivery.get("first_failure_at")) or now_ms
+    attempts = (delivery.attempt or 0) + 1
+    first = (epoch_ms(delivery.first_failure_at) if delivery.first_failure_at is not None else 0) or now_ms
     reason = str(err) or type(err).__name__
     if isinstance(err, Permanent):
         return DeadLetterIt(error_class(err), reason, attempts, first)
     step = next_step(ladder, attempts, now_ms)
     if isinstance(step, GiveUp):
         return DeadLetterIt("retries_exhausted", reason, step.attempts, first)
-    updated = {**delivery, "attempt": attempts, "first_failure_at": first, "last_error": reason[:1000]}
+    updated = replace(delivery, attempt=attempts, first_failure_at=first, last_error=reason[:1000])
     return ScheduleRetry(step.topic, step.tier, step.due_ms, updated)
 
 
-def outcome(delivery: dict[str, Any], result: Result, ladder: Ladder, now_ms: int, cfg: DeliverConfig,
+def outcome(delivery: Delivery, result: Result, ladder: Ladder, now_ms: int, cfg: DeliverConfig,
             waited: float) -> Action:
     """One provider result → what the agent does. ``waited``: seconds this batch already spent on rate limits."""
     if isinstance(result, Sent):

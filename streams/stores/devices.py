@@ -1,11 +1,20 @@
-"""Device-token bookkeeping in PostgreSQL: deactivation after provider results, and the 30-day clean-up.
+"""Device-token bookkeeping: deactivation after provider results, and the 30-day clean-up.
 
+``Devices`` is what the deliver handler needs: ``PostgresDevices`` writes the
+``devices`` table, ``MemoryDevices`` is its in-process twin for tests.
 ``cleanup_inactive_devices`` is what ``herald devices cleanup`` runs and what
 the scheduler may call periodically (sync or async connection).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
 import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from streams.stages.deliver import DeviceEffect
 
 # u.kind: ok (reset the count), temp (n more temporary failures), gone (unregistered: deactivate now)
 APPLY_EFFECTS = """
@@ -29,8 +38,60 @@ WHERE (NOT active AND deactivated_at < now() - make_interval(days => %(days)s))
    OR last_seen_at < now() - make_interval(days => %(days)s)
 """
 
+Effect = tuple[str, DeviceEffect, int]   # (token, kind, temporary failures more), from stages.deliver.device_effects
 
-async def apply_device_effects(conn: psycopg.AsyncConnection, effects: list[tuple[str, str, int]], limit: int) -> None:
+
+class Devices(Protocol):
+    async def apply(self, effects: Sequence[Effect]) -> None:
+        """Reset, count or deactivate each token; the store's ``limit`` of temporary failures in a row deactivates it."""
+        ...
+
+
+class PostgresDevices:
+    def __init__(self, db: AsyncConnectionPool, limit: int) -> None:
+        self.db = db
+        self.limit = limit
+
+    async def apply(self, effects: Sequence[Effect]) -> None:
+        if not effects:
+            return
+        async with self.db.connection() as conn:
+            await apply_device_effects(conn, list(effects), self.limit)
+
+
+@dataclass
+class Device:
+    active: bool = True
+    temp_failures: int = 0
+    deactivated_reason: str | None = None
+
+
+class MemoryDevices:
+    """Known tokens only, as the SQL updates only rows that exist (``add`` them first)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.tokens: dict[str, Device] = {}
+
+    def add(self, token: str) -> Device:
+        return self.tokens.setdefault(token, Device())
+
+    async def apply(self, effects: Sequence[Effect]) -> None:
+        for token, kind, n in effects:
+            device = self.tokens.get(token)
+            if device is None:
+                continue
+            if kind == "temp":
+                device.temp_failures += n
+            else:
+                device.temp_failures = 0
+            deactivate = kind == "gone" or (kind == "temp" and device.temp_failures >= self.limit)
+            if deactivate and device.active:
+                device.active = False
+                device.deactivated_reason = "unregistered" if kind == "gone" else "temporary_failures"
+
+
+async def apply_device_effects(conn: psycopg.AsyncConnection, effects: list[Effect], limit: int) -> None:
     if not effects:
         return
     tokens, kinds, ns = (list(x) for x in zip(*effects, strict=True))

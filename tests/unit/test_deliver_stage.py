@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from schemas.records import Delivery
+from schemas.vocabulary import Channel
 from sinks.base import Sent
 from sinks.errors import InvalidAddress, InvalidToken, Permanent, RateLimited, Retryable
 from streams.stages.deliver import (
@@ -14,6 +16,12 @@ from streams.stages.retry import Ladder
 LADDER = Ladder((60.0, 300.0, 900.0), ("r.1m", "r.5m", "r.15m"))
 CFG = DeliverConfig()
 NOW = 1_000_000
+
+
+def typed(delivery_id: str, attempt: int = 0, first_failure_at: int | None = None) -> Delivery:
+    return Delivery(delivery_id=delivery_id, notification_id="n", event_id="e", event_type="E", user_id="u",
+                    channel=Channel.EMAIL, category="c", address="a@example.org", template="t", text="x", occurred_at=NOW,
+                    attempt=attempt, first_failure_at=first_failure_at)
 
 
 @pytest.mark.parametrize("won,prev,expected", [
@@ -41,26 +49,26 @@ def test_first_occurrences_marks_later_copies_as_duplicates():
     (0, RateLimited("429", 3600.0), HandBack("r.1m", NOW + 3_600_000, "rate limited: 429")),
 ])
 def test_outcome(attempt, result, expected):
-    d = {"delivery_id": "d", "attempt": attempt, "first_failure_at": None if attempt == 0 else NOW}
+    d = typed("d", attempt, None if attempt == 0 else NOW)
     got = outcome(d, result, LADDER, NOW, CFG, waited=0.0)
     if isinstance(expected, tuple):
         topic, attempts, due = expected
         assert isinstance(got, ScheduleRetry)
-        assert (got.topic, got.delivery["attempt"], got.due_ms) == (topic, attempts, due)
-        assert got.delivery["first_failure_at"] == NOW and got.delivery["last_error"] == "503"
+        assert (got.topic, got.delivery.attempt, got.due_ms) == (topic, attempts, due)
+        assert got.delivery.first_failure_at == NOW and got.delivery.last_error == "503"
     else:
         assert got == expected
 
 
 def test_rate_limit_waits_stop_when_the_batch_budget_is_spent():
-    d = {"delivery_id": "d", "attempt": 0}
+    d = typed("d")
     assert isinstance(outcome(d, RateLimited("429", 5.0), LADDER, NOW, CFG, waited=CFG.rate_wait_budget - 1), HandBack)
 
 
 def test_the_first_failure_time_is_kept_across_attempts():
-    d = {"delivery_id": "d", "attempt": 1, "first_failure_at": 123}
+    d = typed("d", 1, 123)
     got = outcome(d, Retryable("x"), LADDER, NOW, CFG, 0.0)
-    assert isinstance(got, ScheduleRetry) and got.delivery["first_failure_at"] == 123
+    assert isinstance(got, ScheduleRetry) and got.delivery.first_failure_at == 123
 
 
 def test_breaker_opens_after_five_failures_in_a_row_probes_and_closes_after_two_successes():

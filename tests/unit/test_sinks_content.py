@@ -6,6 +6,7 @@ from email import message_from_bytes, policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.records import Delivery
 from sinks.errors import DeliveryError
 from sinks.fcm import build_message as fcm_message
 from sinks.sendgrid import _tags
@@ -21,7 +22,7 @@ TEXT = st.text(st.characters(codec="utf-8"), max_size=80) | st.sampled_from(
 def test_smtp_message_is_built_or_refused_and_a_built_one_keeps_its_subject(subject, address, text, html):
     d = delivery("email", subject=subject, address=address or "x@example.org", text=text, html=html or None)
     try:
-        msg = smtp_message(d, "Herald <no-reply@herald.local>")
+        msg = smtp_message(Delivery.from_avro(d), "Herald <no-reply@herald.local>")
         raw = msg.as_bytes()
     except DeliveryError:
         return
@@ -36,7 +37,7 @@ def test_smtp_message_is_built_or_refused_and_a_built_one_keeps_its_subject(subj
 def test_fcm_message_is_built_or_refused(title, text, key, value):
     d = delivery("push", push_title=title or None, text=text, push_data={key: value})
     try:
-        fcm_message(d)
+        fcm_message(Delivery.from_avro(d))
     except DeliveryError:
         pass
 
@@ -44,7 +45,7 @@ def test_fcm_message_is_built_or_refused(title, text, key, value):
 @given(st.lists(st.tuples(TEXT, TEXT, TEXT), min_size=1, max_size=5))
 def test_sendgrid_tags_occur_nowhere_in_the_content(parts):
     ds = [delivery("email", subject=s, text=t, html=h) for s, t, h in parts]
-    text_tag, html_tag = _tags(ds)
+    text_tag, html_tag = _tags([Delivery.from_avro(d) for d in ds])
     for d in ds:
         for v in (d["subject"], d["text"], d["html"], d["delivery_id"], d["notification_id"]):
             assert text_tag not in v and html_tag not in v

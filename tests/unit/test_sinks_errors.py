@@ -5,6 +5,7 @@ import asyncio
 
 import pytest
 
+from schemas.records import Delivery
 from sinks.base import Sent
 from sinks.errors import InvalidAddress, InvalidToken, Permanent, RateLimited, Retryable
 from sinks.factory import build_sink
@@ -21,7 +22,7 @@ def send(sandbox, provider: str, ds):
 
     async def go():
         try:
-            return await sink.send_batch(ds)
+            return await sink.send_batch([Delivery.from_avro(d) for d in ds])  # the builders make Avro dicts
         finally:
             await sink.close()
 
@@ -89,7 +90,7 @@ def test_fcm_does_not_spend_seconds_retrying_5xx_itself(bare_sandbox):
 def test_unreachable_provider_is_retryable(bare_sandbox):
     s = bare_sandbox.settings.model_copy(update={"email_provider": "sendgrid", "sendgrid_host": "http://127.0.0.1:9"})
     sink = build_sink(s, "email")
-    [r] = asyncio.run(sink.send_batch([delivery("email")]))
+    [r] = asyncio.run(sink.send_batch([Delivery.from_avro(delivery("email"))]))
     assert isinstance(r, Retryable)
 
 
