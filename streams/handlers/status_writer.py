@@ -22,7 +22,10 @@ def decode_change(codec: Codec, value: bytes | None) -> StatusChange:
     decoded = codec.decode(value)
     if decoded.name != "StatusChange":
         raise DecodeError("wrong_type", f"expected StatusChange, got {decoded.name}")
-    return StatusChange.from_avro(decoded.record)
+    try:
+        return StatusChange.from_avro(decoded.record)
+    except ValueError as exc:  # the schema's channel is any string; Herald's are the vocabulary's
+        raise DecodeError("unknown_channel", f"StatusChange: {exc}") from exc
 
 
 class StatusHandler:

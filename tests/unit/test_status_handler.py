@@ -36,11 +36,14 @@ def test_a_lower_status_in_a_later_batch_does_not_move_the_notification_backward
     run(scenarios.a_lower_status_in_a_later_batch_does_not_move_it_backwards, codec)
 
 
-def test_undecodable_records_are_dead_lettered_and_the_rest_written(codec):
+def test_undecodable_records_and_unknown_channels_are_dead_lettered_and_the_rest_written(codec):
     async def scenario(world: World) -> None:
         good = status_input(world, [change("n-good", Status.SENT)])
-        out = await status_handler(world).handle([InRecord(world.settings.topic("status"), 0, 9, b"k", b"garbage"), *good])
-        assert [dict(r.headers)["herald-dlq-error-class"] for r in out] == [b"not_avro"]
+        stranger = change("n-odd", Status.SENT).to_avro() | {"channel": "pigeon"}
+        bad = [InRecord(world.settings.topic("status"), 0, 9, b"k", b"garbage"),
+               InRecord(world.settings.topic("status"), 0, 10, b"k", world.codec.encode("StatusChange", stranger))]
+        out = await status_handler(world).handle([*bad, *good])
+        assert [dict(r.headers)["herald-dlq-error-class"] for r in out] == [b"not_avro", b"unknown_channel"]
         assert await world.statuses.status_of("n-good") == Status.SENT
 
     run(scenario, codec)
