@@ -301,6 +301,11 @@ def worker_port_variable() -> str:
     return section_field("worker", "port") or "HERALD_METRICS_PORT"
 
 
+def health_host_variable(process: str) -> str | None:
+    """The address the worker's or scheduler's /healthz listens on: HERALD_METRICS_HOST when Settings has it, or its section's host."""
+    return "HERALD_METRICS_HOST" if "metrics_host" in Settings.model_fields else section_field(process, "host")
+
+
 def check_ports(docs: list[dict]) -> list[str]:
     from producers.api.health import router
 
@@ -316,13 +321,11 @@ def check_ports(docs: list[dict]) -> list[str]:
             port = params.get("port") or effective(env, "HERALD_API_PORT")
             host = params.get("host") or effective(env, "HERALD_API_HOST")
         elif component == "worker":
-            port, host = effective(env, worker_port_variable()), None
-            host_var = section_field("worker", "host")
-            host = effective(env, host_var) if host_var else None
+            port = effective(env, worker_port_variable())
+            host = effective(env, health_host_variable("worker")) if health_host_variable("worker") else None
         else:
             port = params.get("metrics_port")
-            host_var = section_field("scheduler", "host")
-            host = effective(env, host_var) if host_var else None
+            host = effective(env, health_host_variable("scheduler")) if health_host_variable("scheduler") else None
             if port is None and section_field("scheduler", "port"):
                 port = effective(env, section_field("scheduler", "port"))
         if host is not None and _loopback(str(host)):
@@ -380,6 +383,10 @@ def test_the_port_check_catches_a_port_that_moved(docs):
     broken = copy.deepcopy(docs)
     del of_kind(broken, "ConfigMap")["herald-config"]["data"]["HERALD_API_HOST"]  # the default, 127.0.0.1
     assert check_ports(broken)
+    if health_host_variable("worker"):
+        broken = copy.deepcopy(docs)
+        del of_kind(broken, "ConfigMap")["herald-config"]["data"][health_host_variable("worker")]
+        assert check_ports(broken)
     broken = copy.deepcopy(docs)
     of_kind(broken, "Service")["herald-api"]["spec"]["ports"][0]["targetPort"] = "web"
     assert check_ports(broken)
