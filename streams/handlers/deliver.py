@@ -49,9 +49,9 @@ from streams.stages.deliver import (
 )
 from streams.stages.retry import DUE_HEADER, ORIGIN_HEADER, Ladder
 from streams.stages.status_change import status_record
-from streams.stores.circuit import Change, Circuit, RedisCircuit
-from streams.stores.devices import Devices, PostgresDevices
-from streams.stores.ledger import Ledger, Mark, PostgresLedger
+from streams.stores.circuit import Change, Circuit, MemoryCircuit, RedisCircuit
+from streams.stores.devices import Devices, MemoryDevices, PostgresDevices
+from streams.stores.ledger import Ledger, Mark, MemoryLedger, PostgresLedger
 
 log = logging.getLogger("herald.deliver")
 
@@ -103,6 +103,10 @@ class DeliverStores:
         return cls(PostgresLedger(ctx.db, tuning.claim_lease),
                    RedisCircuit.for_provider(ctx.redis, ctx.settings, provider),
                    PostgresDevices(ctx.db, tuning.device_failure_limit))
+
+    @classmethod
+    def memory(cls, tuning: DeliverTuning) -> DeliverStores:
+        return cls(MemoryLedger(tuning.claim_lease), MemoryCircuit(), MemoryDevices(tuning.device_failure_limit))
 
 
 Item = tuple[InRecord, Delivery]
