@@ -1,10 +1,10 @@
 """Building StatusChange records: every stage reports what happened to a notification."""
 from __future__ import annotations
 
+from infra.kafka.records import TRACE, OutRecord, now_ms
 from schemas.codec import Codec
 from schemas.records import StatusChange
 from schemas.vocabulary import RANK, Channel, Status
-from infra.kafka.records import TRACE, OutRecord, now_ms
 
 __all__ = ["RANK", "encode_status", "status_record"]  # RANK re-exported for callers that read it from here
 

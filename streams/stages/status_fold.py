@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from schemas.records import StatusChange, Time
 from schemas.vocabulary import RANK, Status
@@ -30,7 +30,7 @@ class Fold:
 
 
 def as_datetime(at: Time) -> datetime:
-    return at if isinstance(at, datetime) else datetime.fromtimestamp(at / 1000, timezone.utc)
+    return at if isinstance(at, datetime) else datetime.fromtimestamp(at / 1000, UTC)
 
 
 def fold(changes: list[StatusChange]) -> Fold:

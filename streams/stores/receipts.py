@@ -15,7 +15,11 @@ from psycopg_pool import AsyncConnectionPool
 from infra.settings import Settings
 from schemas.vocabulary import Channel
 from streams.stages.receipts import DeliveryRow, normal_address
-from streams.stores.recipients import INVALIDATION_GUARD_SECONDS, invalidation_key, recipient_key
+from streams.stores.recipients import (
+    INVALIDATION_GUARD_SECONDS,
+    invalidation_key,
+    recipient_key,
+)
 
 # LEFT JOIN: a delivery whose notification row is not written yet comes back without a user
 LOOKUP = """

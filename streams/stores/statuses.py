@@ -63,14 +63,12 @@ class PostgresStatusStore:
     async def write(self, folded: Fold) -> None:
         if not folded.history:
             return
-        async with self.db.connection() as conn:
-            async with conn.transaction():
-                async with conn.cursor() as cur:
-                    async with cur.copy(COPY_HISTORY) as copy:
-                        for change in folded.history:
-                            await copy.write_row(history_row(change))
-                    # fold sorted the updates by id, so concurrent writers lock rows in one order
-                    await cur.executemany(UPSERT, [upsert_row(update) for update in folded.updates])
+        async with self.db.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            async with cur.copy(COPY_HISTORY) as copy:
+                for change in folded.history:
+                    await copy.write_row(history_row(change))
+            # fold sorted the updates by id, so concurrent writers lock rows in one order
+            await cur.executemany(UPSERT, [upsert_row(update) for update in folded.updates])
 
     async def status_of(self, notification_id: str) -> Status | None:
         async with self.db.connection() as conn:

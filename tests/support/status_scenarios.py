@@ -10,7 +10,16 @@ from itertools import permutations
 from schemas.records import StatusChange
 from schemas.vocabulary import Channel, ReceiptStatus, Status
 from tests.support.status_world import (
-    Sent, World, as_input, change, receipt, receipt_input, receipts_handler, status_handler, status_input, unique,
+    Sent,
+    World,
+    as_input,
+    change,
+    receipt,
+    receipt_input,
+    receipts_handler,
+    status_handler,
+    status_input,
+    unique,
     unique_phone,
 )
 

@@ -26,7 +26,12 @@ from streams.metrics import Metrics
 from streams.stages.receipts import DeliveryRow
 from streams.stages.status_change import encode_status
 from streams.stages.status_fold import fold
-from streams.stores.receipts import MemoryReceiptStore, MemoryUser, PostgresReceiptStore, ReceiptStore
+from streams.stores.receipts import (
+    MemoryReceiptStore,
+    MemoryUser,
+    PostgresReceiptStore,
+    ReceiptStore,
+)
 from streams.stores.recipients import recipient_key
 from streams.stores.statuses import MemoryStatusStore, PostgresStatusStore, StatusStore
 
@@ -72,26 +77,27 @@ def sent_change(sent: Sent) -> StatusChange:
 class MemoryWorld:
     def __init__(self, settings: Settings, codec: Codec) -> None:
         self.settings, self.codec, self.metrics = settings, codec, Metrics()
-        self.statuses = MemoryStatusStore()
-        self.receipts = MemoryReceiptStore()
+        self.statuses: StatusStore = MemoryStatusStore()
+        self.twin = MemoryReceiptStore()
+        self.receipts: ReceiptStore = self.twin
 
     async def seed(self, sent: Sent) -> None:
         await self.statuses.write(fold([sent_change(sent)]))
         is_email = sent.channel == Channel.EMAIL
-        self.receipts.users[sent.user_id] = MemoryUser(sent.user_id, email=sent.address if is_email else None,
+        self.twin.users[sent.user_id] = MemoryUser(sent.user_id, email=sent.address if is_email else None,
                                                        phone=None if is_email else sent.address)
-        self.receipts.rows.append(DeliveryRow(sent.delivery_id, sent.notification_id, sent.channel, sent.address,
+        self.twin.rows.append(DeliveryRow(sent.delivery_id, sent.notification_id, sent.channel, sent.address,
                                               sent.provider_message_id, sent.user_id, "ev-" + sent.notification_id,
                                               "OrderPlaced"))
 
     async def cache_recipient(self, user_id: str) -> None:
-        self.receipts.cached.add(user_id)
+        self.twin.cached.add(user_id)
 
     async def recipient_cached(self, user_id: str) -> bool:
-        return user_id in self.receipts.cached
+        return user_id in self.twin.cached
 
     async def undeliverable(self, user_id: str, channel: Channel) -> bool:
-        user = self.receipts.users[user_id]
+        user = self.twin.users[user_id]
         return user.email_undeliverable if channel == Channel.EMAIL else user.phone_undeliverable
 
 
@@ -99,8 +105,8 @@ class RealWorld:
     def __init__(self, settings: Settings, codec: Codec, db: AsyncConnectionPool, redis: aioredis.Redis) -> None:
         self.settings, self.codec, self.metrics = settings, codec, Metrics()
         self.db, self.redis = db, redis
-        self.statuses = PostgresStatusStore(db)
-        self.receipts = PostgresReceiptStore(db, redis, settings)
+        self.statuses: StatusStore = PostgresStatusStore(db)
+        self.receipts: ReceiptStore = PostgresReceiptStore(db, redis, settings)
 
     async def seed(self, sent: Sent) -> None:
         column = "email" if sent.channel == Channel.EMAIL else "phone"
@@ -122,6 +128,7 @@ class RealWorld:
         column = "email_undeliverable" if channel == Channel.EMAIL else "phone_undeliverable"
         async with self.db.connection() as conn:
             row = await (await conn.execute(f"SELECT {column} FROM users WHERE id = %s", (user_id,))).fetchone()
+        assert row is not None, f"no user {user_id}"
         return bool(row[0])
 
 

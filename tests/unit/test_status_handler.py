@@ -12,7 +12,13 @@ from schemas.codec import Codec
 from schemas.vocabulary import Status
 from streams.stages.status_fold import fold
 from tests.support import status_scenarios as scenarios
-from tests.support.status_world import MemoryWorld, World, change, status_handler, status_input
+from tests.support.status_world import (
+    MemoryWorld,
+    World,
+    change,
+    status_handler,
+    status_input,
+)
 
 
 @pytest.fixture(scope="module")
