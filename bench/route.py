@@ -44,7 +44,7 @@ from streams.stages.route.limits import counters  # noqa: E402
 from streams.stages.route.render import render  # noqa: E402
 from streams.stages.route.timing import is_expired, is_for_later  # noqa: E402
 from streams.stages.status_change import status_record  # noqa: E402
-from streams.templates import TemplateStore  # noqa: E402
+from streams.stores.templates import TemplateStore  # noqa: E402
 
 
 def bench_config():
@@ -84,7 +84,7 @@ def bench_pure(cfg, codec: Codec, store: TemplateStore, recipients: dict, values
             tmpl = store.pick(it.template, ch, r.locale)
             out = render(tmpl, ch, template_context(it, r), push_data(it))
             for a in addrs:
-                codec.encode("Delivery", delivery_record(it, ch, a, tmpl, out))
+                codec.encode("Delivery", delivery_record(it, ch, a, tmpl, out).to_avro())
                 status_record(codec, "b.status", notification_id=it.event_id, event_id=it.event_id, user_id=it.user_id,
                               status="queued", channel=ch)
     return time.perf_counter() - t0
@@ -104,7 +104,7 @@ def breakdown(cfg, codec: Codec, store: TemplateStore, recipients: dict, values:
     t0 = time.perf_counter()
     rendered = [render(t, "email", template_context(it, r)) for t, (it, r) in zip(tmpls, ctxs)]
     out["render (subject+text+html)"] = time.perf_counter() - t0
-    recs = [delivery_record(it, "email", r.email, t, o) for t, (it, r), o in zip(tmpls, ctxs, rendered)]
+    recs = [delivery_record(it, "email", r.email, t, o).to_avro() for t, (it, r), o in zip(tmpls, ctxs, rendered)]
     t0 = time.perf_counter()
     for d in recs:
         codec.encode("Delivery", d)

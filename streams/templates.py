@@ -1,16 +1,13 @@
-"""Templates: a sandboxed Jinja2 environment, compiled templates, and the store that caches them.
+"""Templates: a sandboxed Jinja2 environment, compiled templates, the locale fallback chain.
 
 Templates are data (the ``templates`` table: code x channel x locale, versioned,
-one active version). They are compiled once per (code, channel, locale,
-version); the store re-reads the active versions of a code at most every
-``refresh_seconds``, so ``herald templates activate`` is picked up by running
-workers without a restart.
+one active version). The store that loads and caches the active versions is
+``streams.stores.templates.TemplateStore``.
 """
 from __future__ import annotations
 
 import logging
 import re
-import time as _time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -18,12 +15,6 @@ from typing import Any
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from psycopg_pool import AsyncConnectionPool
-
-ACTIVE_SQL = """
-SELECT code, channel, locale, version, body_text, subject, body_html, push_title
-FROM templates WHERE active AND code = ANY(%s)
-"""
 
 
 def money(cents: Any, currency: str = "EUR") -> str:
@@ -167,51 +158,3 @@ def locale_chain(locale: str | None) -> list[str]:
         loc = loc.rpartition("-")[0]
     chain.append("default")
     return list(dict.fromkeys(chain))
-
-
-class TemplateStore:
-    """Active templates by code, compiled once per version, refreshed per code every ``refresh_seconds``."""
-
-    def __init__(self, refresh_seconds: float = 5.0, envs: Environments | None = None) -> None:
-        self.refresh_seconds = refresh_seconds
-        self.envs = envs or Environments()
-        self._by_code: dict[str, dict[tuple[str, str], CompiledTemplate]] = {}
-        self._loaded_at: dict[str, float] = {}
-        self._compiled: dict[tuple[str, str, str, int], CompiledTemplate] = {}
-        self.loads = 0  # SELECTs issued (tests and the benchmark read it)
-
-    def stale(self, codes: set[str], now: float | None = None) -> list[str]:
-        now = _time.monotonic() if now is None else now
-        return sorted(c for c in codes if now - self._loaded_at.get(c, -1e18) >= self.refresh_seconds)
-
-    async def refresh(self, db: AsyncConnectionPool, codes: set[str]) -> None:
-        """One SELECT for every code not loaded recently (none when all are fresh)."""
-        wanted = self.stale(codes)
-        if not wanted:
-            return
-        async with db.connection() as conn:
-            rows = await (await conn.execute(ACTIVE_SQL, (wanted,))).fetchall()
-        self.loads += 1
-        self.load_rows(wanted, [TemplateSource(*r) for r in rows])
-
-    def load_rows(self, codes: list[str], sources: list[TemplateSource]) -> None:
-        now = _time.monotonic()
-        fresh: dict[str, dict[tuple[str, str], CompiledTemplate]] = {c: {} for c in codes}
-        for src in sources:
-            key = (src.code, src.channel, src.locale, src.version)
-            compiled = self._compiled.get(key)
-            if compiled is None or compiled.source != src:
-                compiled = self._compiled[key] = compile_template(self.envs, src)
-            fresh.setdefault(src.code, {})[(src.channel, src.locale)] = compiled
-        for code in codes:
-            self._by_code[code] = fresh[code]
-            self._loaded_at[code] = now
-
-    def pick(self, code: str, channel: str, locale: str | None) -> CompiledTemplate | None:
-        """The active template for the first locale of the fallback chain that has one."""
-        by = self._by_code.get(code) or {}
-        for loc in locale_chain(locale):
-            t = by.get((channel, loc))
-            if t is not None:
-                return t
-        return None

@@ -8,9 +8,13 @@ hash), so it costs no extra round trip.
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 from redis.asyncio.client import Pipeline
 
-from streams.stages.route.limits import Counter, script_args
+from infra.settings import Settings
+from streams.stages.route.limits import Counter, denied_by, script_args
+from streams.stores.batch import RedisBatch, Reply, memory_of, pipeline_of
 
 # ARGV: n_checks, then per check: n_counters, then per counter: key index (into KEYS), limit, ttl;
 # optionally followed, per check, by a decision key index (0: none) and its ttl.
@@ -68,3 +72,63 @@ def queue_checks(pipe: Pipeline, checks: list[list[Counter]], decisions: list[st
     keys, argv = script_args(checks, decisions)
     pipe.eval(LUA, len(keys), *keys, *argv)
     return True
+
+
+class RateLimitStore(Protocol):
+    @property
+    def prefix(self) -> str:
+        """What counter keys start with (``streams.stages.route.limits.counters(key_prefix=...)``)."""
+
+    def queue_checks(self, batch: RedisBatch, checks: list[list[Counter]],
+                     decisions: list[tuple[str, str]]) -> Reply[list[str | None]]:
+        """Check and count every check of a batch atomically; per check the denying rule's name or None.
+
+        ``decisions``: the (event id, channel) of each check; its outcome is remembered, so a retried
+        batch gets the same answer without counting again.
+        """
+
+
+class RedisRateLimitStore:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @property
+    def prefix(self) -> str:
+        return self.settings.rkey("rl")
+
+    def queue_checks(self, batch: RedisBatch, checks: list[list[Counter]],
+                     decisions: list[tuple[str, str]]) -> Reply[list[str | None]]:
+        real = pipeline_of(batch)
+        keys = [self.settings.rkey("rl-seen", event_id, channel) for event_id, channel in decisions]
+        if not queue_checks(real.pipe, checks, keys):
+            return Reply.ready([])
+        return real.expect(lambda results: denied_by(checks, results))
+
+
+class MemoryRateLimitStore:
+    """The twin of the script: ``counts`` per counter key, ``decided`` per (event id, channel). Windows are
+    in the keys; the twin does not expire them."""
+
+    prefix = "rl"
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.decided: dict[tuple[str, str], int] = {}
+
+    def queue_checks(self, batch: RedisBatch, checks: list[list[Counter]],
+                     decisions: list[tuple[str, str]]) -> Reply[list[str | None]]:
+        if not checks:
+            return Reply.ready([])
+
+        def run() -> list[str | None]:
+            results = []
+            for counters_, decision in zip(checks, decisions, strict=True):
+                if decision not in self.decided:
+                    full = [i for i, c in enumerate(counters_, 1) if self.counts.get(c.key, 0) >= c.limit]
+                    if not full:
+                        for c in counters_:
+                            self.counts[c.key] = self.counts.get(c.key, 0) + 1
+                    self.decided[decision] = full[0] if full else 0
+                results.append(self.decided[decision])
+            return denied_by(checks, results)
+        return memory_of(batch).call(run)

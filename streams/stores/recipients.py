@@ -8,8 +8,14 @@ Cache-aside has a race: a worker reads the old row, the change commits and
 the key is deleted, then the worker writes the old row back for a whole TTL.
 So ``invalidate_recipient`` also leaves a short-lived marker, and the batch's
 cache fill (``queue_fill``) skips users that carry one.
+
+``RecipientStore`` is what the route handler uses (its cache read and fill
+queue onto a shared ``RedisBatch``); ``MemoryRecipientStore`` is its twin.
 """
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -17,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from infra.settings import Settings
 from streams.stages.route.recipient import Recipient, from_cache, to_cache
+from streams.stores.batch import RedisBatch, Reply, RoundTrips, memory_of, pipeline_of
 
 RECIPIENTS_SQL = """
 SELECT u.id, u.email, u.phone, u.locale, u.time_zone, u.first_name, u.email_undeliverable, u.phone_undeliverable,
@@ -99,4 +106,95 @@ def parse_cached(data: bytes | None) -> Recipient | None:
         return None
 
 
-__all__ = ["invalidate_recipient", "load_recipients", "parse_cached", "queue_fill", "recipient_key"]
+class RecipientStore(Protocol):
+    def queue_cached(self, batch: RedisBatch, user_ids: list[str]) -> Reply[dict[str, Recipient]]:
+        """The cached recipients of ``user_ids`` (one MGET); a miss or an unreadable entry is absent."""
+
+    async def load(self, user_ids: list[str]) -> dict[str, Recipient]:
+        """One statement for all ``user_ids``; users that do not exist are absent."""
+
+    def queue_fill(self, batch: RedisBatch, recipients: list[Recipient]) -> None:
+        """Cache freshly loaded recipients, skipping users invalidated meanwhile."""
+
+    async def invalidate(self, user_id: str) -> None:
+        """After a change to the user, a device or a preference commits."""
+
+
+class RedisRecipientStore:
+    def __init__(self, redis: aioredis.Redis, db: AsyncConnectionPool, settings: Settings) -> None:
+        self.redis = redis
+        self.db = db
+        self.settings = settings
+
+    def queue_cached(self, batch: RedisBatch, user_ids: list[str]) -> Reply[dict[str, Recipient]]:
+        if not user_ids:
+            return Reply.ready({})
+        real = pipeline_of(batch)
+        real.pipe.mget([recipient_key(self.settings, u) for u in user_ids])
+
+        def parse(raw: list[bytes | None]) -> dict[str, Recipient]:
+            found = {u: parse_cached(r) for u, r in zip(user_ids, raw, strict=True)}
+            return {u: r for u, r in found.items() if r is not None}
+        return real.expect(parse)
+
+    async def load(self, user_ids: list[str]) -> dict[str, Recipient]:
+        return await load_recipients(self.db, user_ids)
+
+    def queue_fill(self, batch: RedisBatch, recipients: list[Recipient]) -> None:
+        real = pipeline_of(batch)
+        if queue_fill(real.pipe, self.settings, recipients):
+            real.expect(lambda _: None)
+
+    async def invalidate(self, user_id: str) -> None:
+        await invalidate_recipient(self.redis, self.settings, user_id)
+
+
+class MemoryRecipientStore:
+    """The twin: ``users`` stands for PostgreSQL, ``cache`` for Redis, ``invalidated`` for the markers.
+
+    Entries are kept in the cache format, so what the real cache could not hold the twin cannot either.
+    """
+
+    def __init__(self, users: Iterable[Recipient] = (), trips: RoundTrips | None = None) -> None:
+        self.users: dict[str, Recipient] = {r.id: r for r in users}
+        self.cache: dict[str, bytes] = {}
+        self.invalidated: set[str] = set()
+        self.trips = trips or RoundTrips()
+
+    def add(self, recipient: Recipient) -> None:
+        """A user written (or changed) in the table; like the API, call ``invalidate`` next."""
+        self.users[recipient.id] = recipient
+
+    def queue_cached(self, batch: RedisBatch, user_ids: list[str]) -> Reply[dict[str, Recipient]]:
+        if not user_ids:
+            return Reply.ready({})
+
+        def run() -> dict[str, Recipient]:
+            found = {u: parse_cached(self.cache.get(u)) for u in user_ids}
+            return {u: r for u, r in found.items() if r is not None}
+        return memory_of(batch).call(run)
+
+    async def load(self, user_ids: list[str]) -> dict[str, Recipient]:
+        if not user_ids:
+            return {}
+        self.trips.sql += 1
+        return {u: from_cache(to_cache(self.users[u])) for u in user_ids if u in self.users}
+
+    def queue_fill(self, batch: RedisBatch, recipients: list[Recipient]) -> None:
+        if not recipients:
+            return
+
+        def run() -> None:
+            for r in recipients:
+                if r.id not in self.invalidated:
+                    self.cache[r.id] = to_cache(r)
+        memory_of(batch).call(run)
+
+    async def invalidate(self, user_id: str) -> None:
+        self.trips.redis += 1
+        self.cache.pop(user_id, None)
+        self.invalidated.add(user_id)  # the real marker expires after INVALIDATION_GUARD_SECONDS; the twin's never
+
+
+__all__ = ["MemoryRecipientStore", "RecipientStore", "RedisRecipientStore", "invalidate_recipient", "load_recipients",
+           "parse_cached", "queue_fill", "recipient_key"]

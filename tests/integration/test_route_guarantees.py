@@ -132,7 +132,7 @@ def test_round_trips_per_batch_do_not_grow_with_the_batch(topics, db):
     """The handler in-process, with counting wrappers around its Redis pipelines and PostgreSQL statements."""
     from streams.handlers.route import RouteHandler
     from streams.routes import load_routes
-    from streams.templates import TemplateStore
+    from streams.stores.templates import TemplateStore
 
     settings = topics
     seed_templates(db)

@@ -25,7 +25,8 @@ from streams.stages.route.decide import channel_decision, delivery_record, push_
 from streams.stages.route.intent import Intent, RouteError, intent_for
 from streams.stages.route.recipient import Recipient
 from streams.stages.route.render import RenderFailure, Rendered, render
-from streams.templates import URL_PLACEHOLDER, TemplateStore
+from streams.stores.templates import TemplateStore
+from streams.templates import URL_PLACEHOLDER
 
 CODEC = Codec()
 CFG = load_routes()
@@ -277,7 +278,7 @@ def route_one(name: str, rec: dict[str, Any], recipient: Recipient, bulk: bool) 
         assert tmpl is not None and out.text
         for address in found:
             d = delivery_record(intent, ch, address, tmpl, out)
-            back = CODEC.decode(CODEC.encode("Delivery", d)).record   # what the agent produces must encode
+            back = CODEC.decode(CODEC.encode("Delivery", d.to_avro())).record   # what the agent produces must encode
             assert back["text"] == out.text and back["html"] == out.html
             assert_safe_hrefs(out.html)
     return outcomes

@@ -184,7 +184,7 @@ def test_delivery_record_and_context():
     ctx = template_context(it, Recipient("u1", first_name="Ada", locale="de"))
     assert ctx["order_id"] == "o" and ctx["user"]["first_name"] == "Ada" and ctx["notification_id"] == "e1"
     t = compile_template(Environments(), TemplateSource("t", "email", "de", 3, "x"))
-    d = delivery_record(it, "email", "a@x", t, Rendered("x", subject="s"))
+    d = delivery_record(it, "email", "a@x", t, Rendered("x", subject="s")).to_avro()
     assert d["template_version"] == 3 and d["locale"] == "de" and d["expires_at"] == NOW + 1000 + 3_600_000
     assert d["delivery_id"] == delivery_id("e1", "email", "a@x") and d["campaign_id"] == "c" and d["attempt"] == 0
 

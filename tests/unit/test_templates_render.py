@@ -7,7 +7,8 @@ from markupsafe import Markup
 from infra.tools.seed import SEED_TEMPLATES
 from streams.routes import load_routes
 from streams.stages.route.render import RenderFailure, Rendered, render, sms_segments
-from streams.templates import Environments, TemplateSource, TemplateStore, compile_template, locale_chain, money, safe_url
+from streams.stores.templates import TemplateStore
+from streams.templates import Environments, TemplateSource, compile_template, locale_chain, money, safe_url
 
 ENVS = Environments()
 

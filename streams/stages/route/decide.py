@@ -3,24 +3,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.records import Delivery
+from schemas.vocabulary import Channel, Status
 from streams.stages.route.identity import delivery_id
 from streams.stages.route.intent import Intent
 from streams.stages.route.recipient import Recipient, addresses, preference_blocks
 from streams.stages.route.render import Rendered
 from streams.templates import CompiledTemplate
 
-Stop = tuple[str, str]  # (status, reason)
+Stop = tuple[Status, str]  # (status, reason)
 
 
-def channel_decision(intent: Intent, channel: str, recipient: Recipient | None) -> Stop | list[str]:
+def channel_decision(intent: Intent, channel: Channel, recipient: Recipient | None) -> Stop | list[str]:
     """A (status, reason) that ends this channel here, or the addresses to go on with."""
     if recipient is None:
-        return ("skipped", "no_recipient")
+        return (Status.SKIPPED, "no_recipient")
     found = addresses(recipient, channel)
     if not found:
-        return ("skipped", "no_address")
+        return (Status.SKIPPED, "no_address")
     if preference_blocks(recipient, channel, intent.category, intent.critical):
-        return ("suppressed", "preference")
+        return (Status.SUPPRESSED, "preference")
     return found
 
 
@@ -51,31 +53,28 @@ def expires_at(intent: Intent) -> int:
     return min(max(max(intent.occurred_ms, intent.send_at_ms or 0) + intent.ttl_seconds * 1000, MIN_MS), MAX_MS)
 
 
-def delivery_record(intent: Intent, channel: str, address: str, tmpl: CompiledTemplate, r: Rendered) -> dict[str, Any]:
-    """The Delivery (schemas/avro/herald/Delivery.v1.avsc) of one channel and address."""
-    return {
-        "delivery_id": delivery_id(intent.event_id, channel, address),
-        "notification_id": intent.event_id,
-        "event_id": intent.event_id,
-        "event_type": intent.event_type,
-        "user_id": intent.user_id,
-        "channel": channel,
-        "lane": intent.lane,
-        "category": intent.category,
-        "address": address,
-        "template": intent.template,
-        "template_version": tmpl.source.version,
-        "locale": tmpl.source.locale,
-        "subject": r.subject,
-        "text": r.text,
-        "html": r.html,
-        "push_title": r.push_title,
-        "push_data": r.push_data,
-        "sms_segments": r.sms_segments,
-        "campaign_id": intent.campaign_id,
-        "occurred_at": intent.occurred_ms,
-        "expires_at": expires_at(intent),
-        "attempt": 0,
-        "first_failure_at": None,
-        "last_error": None,
-    }
+def delivery_record(intent: Intent, channel: Channel, address: str, tmpl: CompiledTemplate, r: Rendered) -> Delivery:
+    """The Delivery (schemas/avro/herald/Delivery.v1.avsc) of one channel and address, on its first attempt."""
+    return Delivery(
+        delivery_id=delivery_id(intent.event_id, channel, address),
+        notification_id=intent.event_id,
+        event_id=intent.event_id,
+        event_type=intent.event_type,
+        user_id=intent.user_id,
+        channel=channel,
+        lane=intent.lane,
+        category=intent.category,
+        address=address,
+        template=intent.template,
+        template_version=tmpl.source.version,
+        locale=tmpl.source.locale,
+        subject=r.subject,
+        text=r.text,
+        html=r.html,
+        push_title=r.push_title,
+        push_data=r.push_data,
+        sms_segments=r.sms_segments,
+        campaign_id=intent.campaign_id,
+        occurred_at=intent.occurred_ms,
+        expires_at=expires_at(intent),
+    )

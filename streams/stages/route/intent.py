@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from infra.settings import CHANNELS
 from schemas.codec import Decoded
+from schemas.vocabulary import CHANNELS, Channel, Lane
 from streams.routes import REQUEST_RECORDS, RouteConfig
 from streams.stages.route.recipient import Recipient
 
@@ -30,9 +30,9 @@ class Intent:
     event_type: str
     user_id: str
     template: str
-    channels: tuple[str, ...]
+    channels: tuple[Channel, ...]
     category: str
-    lane: str
+    lane: Lane
     ttl_seconds: int
     occurred_ms: int
     send_at_ms: int | None
@@ -98,6 +98,7 @@ def intent_for(decoded: Decoded, cfg: RouteConfig, bulk: bool = False) -> Intent
     for ch in channels:
         if ch not in CHANNELS:
             raise RouteError("bad_event", f"{decoded.name} {event_id}: unknown channel {ch!r}")
+    channels = tuple(Channel(ch) for ch in channels)
     ttl = rec.get("ttl_seconds") or route.ttl_seconds
     return Intent(
         event_id=event_id,
@@ -106,7 +107,7 @@ def intent_for(decoded: Decoded, cfg: RouteConfig, bulk: bool = False) -> Intent
         template=template,
         channels=channels,
         category=category,
-        lane="bulk" if bulk else route.lane,
+        lane=Lane.BULK if bulk else Lane(route.lane),
         ttl_seconds=int(ttl),
         occurred_ms=to_ms(rec.get("occurred_at")) or 0,
         send_at_ms=to_ms(rec.get("send_at")),

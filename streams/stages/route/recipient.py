@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import time
 from typing import Any
 
+from schemas.vocabulary import Channel
+
 
 @dataclass(slots=True)
 class Recipient:
@@ -55,18 +57,18 @@ def from_cache(data: bytes) -> Recipient:
 
 # --- decisions -----------------------------------------------------------------
 
-def addresses(r: Recipient, channel: str) -> list[str]:
+def addresses(r: Recipient, channel: Channel) -> list[str]:
     """Where a channel's message goes; an address marked undeliverable counts as none."""
-    if channel == "email":
+    if channel == Channel.EMAIL:
         return [r.email] if r.email and not r.email_undeliverable else []
-    if channel == "sms":
+    if channel == Channel.SMS:
         return [r.phone] if r.phone and not r.phone_undeliverable else []
-    if channel == "push":
+    if channel == Channel.PUSH:
         return list(dict.fromkeys(r.devices))
     return []
 
 
-def preference_blocks(r: Recipient, channel: str, category: str, critical: bool) -> bool:
+def preference_blocks(r: Recipient, channel: Channel, category: str, critical: bool) -> bool:
     """Global mute, per channel, per category; critical categories (security...) bypass them all."""
     if critical:
         return False

@@ -12,6 +12,7 @@ from typing import Any
 from jinja2 import Template, UndefinedError
 from jinja2.exceptions import SecurityError
 
+from schemas.vocabulary import Channel
 from streams.templates import CompiledTemplate, render_warnings
 
 GSM7_BASIC = set(
@@ -66,7 +67,7 @@ def _part(tmpl: CompiledTemplate, name: str, t: Template | None, context: dict[s
     return t.render(context).strip()
 
 
-def render(tmpl: CompiledTemplate | None, channel: str, context: dict[str, Any],
+def render(tmpl: CompiledTemplate | None, channel: Channel | str, context: dict[str, Any],
            push_data: dict[str, str] | None = None) -> Rendered | RenderFailure:
     if tmpl is None:
         return RenderFailure("no_template", f"no active {channel} template for this code and locale chain")
@@ -97,14 +98,14 @@ def render(tmpl: CompiledTemplate | None, channel: str, context: dict[str, Any],
                                                  "(a \\ud800-style escape in variables_json?)")
     if not text:
         return RenderFailure("render_error", f"{tmpl.label}: the text part rendered empty")
-    if channel == "email" and not subject:
+    if channel == Channel.EMAIL and not subject:
         return RenderFailure("render_error", f"{tmpl.label}: an email template needs a subject")
     return Rendered(
         text=text,
-        subject=subject if channel == "email" else None,
-        html=html if channel == "email" else None,
-        push_title=title if channel == "push" else None,
-        sms_segments=sms_segments(text) if channel == "sms" else 0,
-        push_data=dict(push_data or {}) if channel == "push" else {},
+        subject=subject if channel == Channel.EMAIL else None,
+        html=html if channel == Channel.EMAIL else None,
+        push_title=title if channel == Channel.PUSH else None,
+        sms_segments=sms_segments(text) if channel == Channel.SMS else 0,
+        push_data=dict(push_data or {}) if channel == Channel.PUSH else {},
         warnings=tuple(warnings),
     )

@@ -1,0 +1,388 @@
+"""The route handler's choreography over the in-memory twins of its stores: no network, milliseconds.
+
+The same scenarios run over the real stores (Redis, PostgreSQL) in
+tests/integration/test_route_stores.py, which imports them and overrides the
+``route_stores`` fixture: a twin that drifts from its store fails there.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import datetime, time as clock, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from infra.kafka.dead_letters import ERROR_CLASS, STAGE
+from infra.kafka.records import InRecord, OutRecord
+from infra.settings import Settings
+from infra.tools.seed import SEED_TEMPLATES
+from schemas.codec import Codec
+from schemas.vocabulary import Channel, Status
+from streams.handlers.route import RouteHandler, RouteStores
+from streams.metrics import Metrics
+from streams.routes import RateRule, RouteConfig, load_routes
+from streams.runtime.context import Context
+from streams.stages.route.recipient import Recipient
+from streams.stores.templates import TemplateStore
+from streams.templates import TemplateSource
+
+CFG = load_routes()
+
+
+class RouteEnv:
+    """What a scenario needs from its stores; ``MemoryRouteEnv`` here, ``RealRouteEnv`` in the integration file."""
+
+    settings: Settings
+    codec: Codec
+    stores: RouteStores
+
+    def run(self, scenario: Callable[[RouteEnv], Awaitable[None]]) -> None:
+        raise NotImplementedError
+
+    async def add_user(self, recipient: Recipient) -> None:
+        raise NotImplementedError
+
+    async def change_user(self, recipient: Recipient) -> None:
+        """What the preferences API does: write the change, then invalidate the cached recipient."""
+        raise NotImplementedError
+
+    async def add_template(self, src: TemplateSource) -> None:
+        """A new active version of (code, channel, locale)."""
+        raise NotImplementedError
+
+    async def scheduled(self, notification_id: str) -> list[tuple[str, str, str]]:
+        """(kind, topic, dedup_key) of the scheduled rows of a notification, sorted."""
+        raise NotImplementedError
+
+    async def empty_fast_claims(self) -> None:
+        """Redis loses the de-duplication keys (a flush, a failover)."""
+        raise NotImplementedError
+
+    def handler(self, cfg: RouteConfig = CFG, settings: Settings | None = None, refresh_seconds: float = 0) -> RouteHandler:
+        """A handler over ``stores``; templates are re-read every batch unless ``refresh_seconds`` says otherwise."""
+        raise NotImplementedError
+
+    def uid(self) -> str:
+        return f"u-{uuid.uuid4().hex[:8]}"
+
+
+class MemoryRouteEnv(RouteEnv):
+    def __init__(self) -> None:
+        self.settings = Settings()
+        self.codec = Codec()
+        self.stores = RouteStores.memory(templates=SEED_TEMPLATES)
+
+    def run(self, scenario: Callable[[RouteEnv], Awaitable[None]]) -> None:
+        asyncio.run(scenario(self))
+
+    async def add_user(self, recipient: Recipient) -> None:
+        self.stores.recipients.add(recipient)  # type: ignore[attr-defined]
+
+    async def change_user(self, recipient: Recipient) -> None:
+        self.stores.recipients.add(recipient)  # type: ignore[attr-defined]
+        await self.stores.recipients.invalidate(recipient.id)
+
+    async def add_template(self, src: TemplateSource) -> None:
+        self.stores.template_rows.add(src)  # type: ignore[attr-defined]
+
+    async def scheduled(self, notification_id: str) -> list[tuple[str, str, str]]:
+        rows = self.stores.scheduled.rows.values()  # type: ignore[attr-defined]
+        return sorted((r.kind, r.topic, r.dedup_key) for r in rows if r.notification_id == notification_id)
+
+    async def empty_fast_claims(self) -> None:
+        self.stores.dedup.fast.clear()  # type: ignore[attr-defined]
+
+    def handler(self, cfg: RouteConfig = CFG, settings: Settings | None = None, refresh_seconds: float = 0) -> RouteHandler:
+        # the handler reaches Redis and PostgreSQL through its stores only: the context needs neither
+        ctx = Context(settings=settings or self.settings, codec=self.codec, output=None, redis=None, db=None,  # type: ignore[arg-type]
+                      metrics=Metrics())
+        return RouteHandler(ctx, cfg, TemplateStore(refresh_seconds), stores=self.stores)
+
+
+@pytest.fixture(params=["memory"])
+def route_stores(request) -> RouteEnv:
+    return MemoryRouteEnv()
+
+
+# --- records in, records out ------------------------------------------------------------
+
+_offsets = iter(range(10**9))
+
+
+def record(env: RouteEnv, name: str, value: dict[str, Any], offset: int | None = None, topic: str = "events") -> InRecord:
+    """An event as the handler reads it; every call is a new Kafka position unless ``offset`` says otherwise."""
+    return InRecord(env.settings.topic(topic), 0, next(_offsets) if offset is None else offset,
+                    value["user_id"].encode(), env.codec.encode(name, value))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def order_placed(user_id: str, **kw: Any) -> dict[str, Any]:
+    return {"event_id": f"e-{uuid.uuid4().hex[:12]}", "occurred_at": now_ms(), "user_id": user_id, "order_id": "A-1",
+            "currency": "EUR", "total_cents": 4550, "shipping_address": None,
+            "items": [{"sku": "mug", "name": "Mug", "quantity": 2, "unit_price_cents": 1275}], **kw}
+
+
+def password_reset(user_id: str) -> dict[str, Any]:
+    return {"event_id": f"r-{uuid.uuid4().hex[:12]}", "occurred_at": now_ms(), "user_id": user_id,
+            "reset_url": "https://example.test/reset", "expires_in_minutes": 30}
+
+
+def request(user_id: str, template: str, channels: list[str], variables: dict[str, Any] | None = None,
+            inline: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+    return {"event_id": f"n-{uuid.uuid4().hex[:12]}", "occurred_at": now_ms(), "user_id": user_id, "template": template,
+            "channels": channels, "category": "transactional", "variables_json": json.dumps(variables or {}),
+            "send_at": None, "ttl_seconds": None, "recipient": inline, **kw}
+
+
+def decoded(env: RouteEnv, out: list[OutRecord], name: str) -> list[dict[str, Any]]:
+    found = []
+    for o in out:
+        if o.topic == env.settings.topic("dlq"):
+            continue
+        d = env.codec.decode(o.value)
+        if d.name == name:
+            found.append(d.record)
+    return found
+
+
+def statuses(env: RouteEnv, out: list[OutRecord], event_id: str) -> list[tuple[str | None, str, str | None]]:
+    return sorted((s["channel"], s["status"], s["reason"]) for s in decoded(env, out, "StatusChange") if s["event_id"] == event_id)
+
+
+def deliveries(env: RouteEnv, out: list[OutRecord], event_id: str) -> list[dict[str, Any]]:
+    return [d for d in decoded(env, out, "Delivery") if d["event_id"] == event_id]
+
+
+def dead(env: RouteEnv, out: list[OutRecord]) -> list[OutRecord]:
+    return [o for o in out if o.topic == env.settings.topic("dlq")]
+
+
+def header(rec: OutRecord, name: str) -> bytes | None:
+    return next((v for k, v in rec.headers if k == name), None)
+
+
+def limited(cfg: RouteConfig, limit: int) -> RouteConfig:
+    """The routes with one rule: ``limit`` emails per user a day."""
+    rule = RateRule("email_per_user_day", ("user",), limit, 86400, channels=frozenset({"email"}))
+    return replace(cfg, rate_limits=(rule,))
+
+
+def scenario(fn: Callable[[RouteEnv], Awaitable[None]]) -> Callable[[RouteEnv], None]:
+    """A test that runs ``fn`` inside its environment's event loop."""
+    def test(route_stores: RouteEnv) -> None:
+        route_stores.run(fn)
+    test.__name__, test.__doc__ = fn.__name__, fn.__doc__
+    return test
+
+
+# --- the scenarios -------------------------------------------------------------------------
+
+@scenario
+async def test_an_order_becomes_one_delivery_per_channel_and_address_each_queued(env: RouteEnv) -> None:
+    uid = env.uid()
+    await env.add_user(Recipient(uid, email="ada@example.test", phone="+4366412345", first_name="Ada",
+                                 devices=["tok-a", "tok-b"]))
+    ev = order_placed(uid)
+    out = await env.handler().handle([record(env, "OrderPlaced", ev)])
+    ds = deliveries(env, out, ev["event_id"])
+    assert sorted((d["channel"], d["address"]) for d in ds) == [
+        ("email", "ada@example.test"), ("push", "tok-a"), ("push", "tok-b"), ("sms", "+4366412345")]
+    assert all(d["lane"] == "interactive" and d["notification_id"] == ev["event_id"] for d in ds)
+    assert "2 x Mug: 25.50 EUR" in next(d["text"] for d in ds if d["channel"] == "email")
+    assert statuses(env, out, ev["event_id"]) == [("email", "queued", None), ("push", "queued", None),
+                                                 ("push", "queued", None), ("sms", "queued", None)]
+    topics = {o.topic for o in out if o.topic.startswith(env.settings.topic("deliver"))}
+    assert topics == {env.settings.topic(f"deliver.{ch}") for ch in Channel}
+
+
+@scenario
+async def test_a_duplicate_event_is_notified_once_even_after_redis_forgets(env: RouteEnv) -> None:
+    uid = env.uid()
+    await env.add_user(Recipient(uid, email="d@example.test"))
+    ev = order_placed(uid)
+    handler = env.handler()
+    first = await handler.handle([record(env, "OrderPlaced", ev), record(env, "OrderPlaced", ev)])  # twice in a batch
+    again = await handler.handle([record(env, "OrderPlaced", ev)])                                   # and later
+    await env.empty_fast_claims()
+    after_flush = await handler.handle([record(env, "OrderPlaced", ev)])                             # PostgreSQL remembers
+    assert len(deliveries(env, first, ev["event_id"])) == 1
+    assert deliveries(env, again, ev["event_id"]) == [] == deliveries(env, after_flush, ev["event_id"])
+    assert statuses(env, again + after_flush, ev["event_id"]) == []
+
+
+@scenario
+async def test_a_redelivered_record_finds_its_own_claim_and_goes_on(env: RouteEnv) -> None:
+    """A crash after claiming, before committing: the same Kafka position comes back and is not a duplicate."""
+    uid = env.uid()
+    await env.add_user(Recipient(uid, email="c@example.test"))
+    rec = record(env, "PasswordResetRequested", password_reset(uid))
+    handler = env.handler()
+    first, second = await handler.handle([rec]), await handler.handle([rec])
+    event_id = env.codec.decode(rec.value).record["event_id"]
+    assert statuses(env, first, event_id) == statuses(env, second, event_id) == [("email", "queued", None)]
+
+
+@scenario
+async def test_preferences_suppress_and_an_opt_out_is_honoured_by_the_next_event(env: RouteEnv) -> None:
+    uid, muted = env.uid(), env.uid()
+    await env.add_user(Recipient(uid, email="p@example.test"))
+    await env.add_user(Recipient(muted, email="m@example.test", categories={"transactional": False}))
+    handler = env.handler()
+    first = order_placed(uid)
+    out = await handler.handle([record(env, "OrderPlaced", first)])      # caches the recipient
+    assert ("email", "queued", None) in statuses(env, out, first["event_id"])
+    await env.change_user(Recipient(uid, email="p@example.test", channels={"email": False}))
+    second, blocked = order_placed(uid), order_placed(muted)
+    out = await handler.handle([record(env, "OrderPlaced", second), record(env, "OrderPlaced", blocked)])
+    assert ("email", "suppressed", "preference") in statuses(env, out, second["event_id"])
+    assert ("email", "suppressed", "preference") in statuses(env, out, blocked["event_id"])
+    reset = password_reset(muted)  # security is critical: preferences do not apply
+    out = await handler.handle([record(env, "PasswordResetRequested", reset)])
+    assert statuses(env, out, reset["event_id"]) == [("email", "queued", None)]
+
+
+@scenario
+async def test_no_address_or_no_user_is_skipped(env: RouteEnv) -> None:
+    uid = env.uid()
+    await env.add_user(Recipient(uid, email="s@example.test"))
+    ev, nobody = order_placed(uid), order_placed(env.uid())
+    out = await env.handler().handle([record(env, "OrderPlaced", ev), record(env, "OrderPlaced", nobody)])
+    assert statuses(env, out, ev["event_id"]) == [("email", "queued", None), ("push", "skipped", "no_address"),
+                                                 ("sms", "skipped", "no_address")]
+    assert statuses(env, out, nobody["event_id"]) == [(ch, "skipped", "no_recipient") for ch in ("email", "push", "sms")]
+
+
+@scenario
+async def test_quiet_hours_defer_sms_and_push_to_a_scheduled_row(env: RouteEnv) -> None:
+    uid = env.uid()
+    now = datetime.now(timezone.utc)
+    start, end = (now - timedelta(hours=1)).time(), (now + timedelta(hours=1)).time()
+    await env.add_user(Recipient(uid, email="q@example.test", phone="+4399", devices=["tok-q"],
+                                 quiet_start=clock(start.hour, start.minute), quiet_end=clock(end.hour, end.minute)))
+    ev = order_placed(uid)
+    out = await env.handler().handle([record(env, "OrderPlaced", ev)])
+    assert statuses(env, out, ev["event_id"]) == [("email", "queued", None), ("push", "deferred", "quiet_hours"),
+                                                 ("sms", "deferred", "quiet_hours")]
+    assert [d["channel"] for d in deliveries(env, out, ev["event_id"])] == ["email"]
+    rows = await env.scheduled(ev["event_id"])
+    assert [(kind, topic) for kind, topic, _ in rows] == [("quiet_hours", env.settings.topic("deliver.push")),
+                                                          ("quiet_hours", env.settings.topic("deliver.sms"))]
+
+
+@scenario
+async def test_send_at_in_the_future_is_a_scheduled_row_and_once_only(env: RouteEnv) -> None:
+    uid = env.uid()
+    await env.add_user(Recipient(uid, email="b@example.test"))
+    later = {"event_id": f"b-{uuid.uuid4().hex[:8]}", "occurred_at": now_ms(), "user_id": uid, "age": 30,
+             "send_at": now_ms() + 3_600_000}
+    rec = record(env, "BirthdayReached", later)
+    handler = env.handler()
+    out = await handler.handle([rec])
+    await handler.handle([rec])  # a retried batch: the row's dedup key keeps it one
+    assert statuses(env, out, later["event_id"]) == [(None, "scheduled", "send_at")]
+    assert deliveries(env, out, later["event_id"]) == []
+    assert await env.scheduled(later["event_id"]) == [("send_at", env.settings.topic("events"), f"send_at:{later['event_id']}")]
+
+
+@scenario
+async def test_over_the_limit_is_rate_limited(env: RouteEnv) -> None:
+    uid = env.uid()
+    await env.add_user(Recipient(uid, email="r@example.test"))
+    resets = [password_reset(uid) for _ in range(3)]
+    out = await env.handler(limited(CFG, 2)).handle([record(env, "PasswordResetRequested", r) for r in resets])
+    got = [statuses(env, out, r["event_id"]) for r in resets]
+    assert got == [[("email", "queued", None)]] * 2 + [[("email", "rate_limited", "email_per_user_day")]]
+
+
+@scenario
+async def test_a_batch_handled_again_counts_its_limits_once(env: RouteEnv) -> None:
+    uid = env.uid()
+    await env.add_user(Recipient(uid, email="t@example.test"))
+    batch = [record(env, "PasswordResetRequested", password_reset(uid)) for _ in range(2)]
+    handler = env.handler(limited(CFG, 2))
+    for _ in range(3):  # an outage's retries
+        out = await handler.handle(batch)
+        assert sorted(s["status"] for s in decoded(env, out, "StatusChange")) == [Status.QUEUED] * 2
+    one_more = password_reset(uid)
+    out = await handler.handle([record(env, "PasswordResetRequested", one_more)])
+    assert statuses(env, out, one_more["event_id"]) == [("email", "rate_limited", "email_per_user_day")]
+
+
+@scenario
+async def test_a_render_failure_dead_letters_and_releases_the_claim_for_the_replay(env: RouteEnv) -> None:
+    uid, code = env.uid(), f"broken_{uuid.uuid4().hex[:6]}"
+    await env.add_user(Recipient(uid, phone="+4311", first_name="Ada"))
+    await env.add_template(TemplateSource(code, "sms", "default", 1, "Hi {{ user.first_name }}, {{ verification_code }}"))
+    req = request(uid, code, ["sms"])
+    handler = env.handler()
+    out = await handler.handle([record(env, "NotificationRequested", req)])
+    [letter] = dead(env, out)
+    assert (header(letter, STAGE), header(letter, ERROR_CLASS)) == (b"render", b"render_error")
+    assert deliveries(env, out, req["event_id"]) == []
+    await env.add_template(TemplateSource(code, "sms", "default", 2, "Hi {{ user.first_name }}, {{ verification_code | default('none') }}"))
+    replay = InRecord(env.settings.topic("events"), 0, next(_offsets), letter.key, letter.value)  # from the DLQ: a new position
+    out = await handler.handle([replay])
+    assert [d["text"] for d in deliveries(env, out, req["event_id"])] == ["Hi Ada, none"]
+
+
+@scenario
+async def test_a_too_large_rendering_dead_letters_its_record_only(env: RouteEnv) -> None:
+    uid = env.uid()
+    await env.add_user(Recipient(uid, email="l@example.test"))
+    settings = env.settings.model_copy(update={"max_record_bytes": 50_000})
+    huge = request(uid, "weekly_digest", ["email"], {"headline": "x" * 60_000})
+    resets = [password_reset(uid) for _ in range(2)]
+    batch = [record(env, "PasswordResetRequested", resets[0]), record(env, "NotificationRequested", huge),
+             record(env, "PasswordResetRequested", resets[1])]
+    out = await env.handler(settings=settings).handle(batch)
+    [letter] = dead(env, out)
+    assert (header(letter, STAGE), header(letter, ERROR_CLASS)) == (b"render", b"too_large")
+    assert deliveries(env, out, huge["event_id"]) == [] and statuses(env, out, huge["event_id"]) == []
+    assert [statuses(env, out, r["event_id"]) for r in resets] == [[("email", "queued", None)]] * 2
+
+
+@scenario
+async def test_an_inline_recipient_is_used_only_for_a_user_herald_does_not_store(env: RouteEnv) -> None:
+    stored, unknown = env.uid(), env.uid()
+    await env.add_user(Recipient(stored, email="stored@example.test"))
+    inline = {"email": "inline@example.test", "phone": None, "push_tokens": [], "locale": None, "time_zone": None,
+              "first_name": None}
+    known_req = request(stored, "weekly_digest", ["email"], inline=inline)
+    unknown_req = request(unknown, "weekly_digest", ["email"], inline=inline)
+    out = await env.handler().handle([record(env, "NotificationRequested", known_req),
+                                      record(env, "NotificationRequested", unknown_req)])
+    assert [d["address"] for d in deliveries(env, out, known_req["event_id"])] == ["stored@example.test"]
+    assert [d["address"] for d in deliveries(env, out, unknown_req["event_id"])] == ["inline@example.test"]
+
+
+# --- over the twins only: the round-trip budget as the twins count it -------------------------
+
+def test_the_twins_hold_the_handler_to_two_redis_round_trips_and_four_statements() -> None:
+    env = MemoryRouteEnv()
+    trips = env.stores.trips
+    assert trips is not None
+
+    async def run() -> list[tuple[int, int]]:
+        handler = env.handler(refresh_seconds=60)
+        seen = []
+        for n in (1, 200):
+            users = [env.uid() for _ in range(n)]
+            for u in users:
+                await env.add_user(Recipient(u, email=f"{u}@example.test", phone="+43123"))
+            trips.redis = trips.sql = 0
+            later = {"event_id": f"b-{uuid.uuid4().hex[:8]}", "occurred_at": now_ms(), "user_id": users[0], "age": 1,
+                     "send_at": now_ms() + 60_000}
+            await handler.handle([record(env, "OrderPlaced", order_placed(u)) for u in users]
+                                 + [record(env, "BirthdayReached", later)])
+            seen.append((trips.redis, trips.sql))
+        return seen
+
+    assert asyncio.run(run()) == [(2, 4), (2, 3)]  # recipients, dedup, templates (first batch only), scheduled rows
