@@ -77,6 +77,25 @@ class KafkaConfig(BaseModel):
         return self.sasl_password.get_secret_value() if self.sasl_password is not None else None
 
 
+class TopicsConfig(BaseModel):
+    """Durability of Herald's topics (``settings.topics``; variables ``HERALD_TOPICS__*``). Unset: from the cluster."""
+
+    replication_factor: int | None = Field(None, ge=1, description="replication factor of Herald's topics (unset: min(3, brokers))")
+    min_insync_replicas: int | None = Field(
+        None, ge=1, description="min.insync.replicas of Herald's topics (unset: 2 when the replication factor is 3 or more, else 1)"
+    )
+    retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=60_000, description="retention of the work topics, ms (7 days)")
+    dlq_retention_ms: int = Field(30 * 24 * 3600 * 1000, ge=60_000, description="retention of the dead-letter topic, ms (30 days)")
+
+
+class ClusterConfig(BaseModel):
+    """The local multi-broker cluster of ``herald stack up --brokers N`` (``settings.cluster``; ``HERALD_CLUSTER__*``)."""
+
+    port: int = Field(19092, ge=1024, description="first broker port of `herald stack up --brokers N` (controllers +100, SASL_SSL +300)")
+    heap: str = Field("320m", description="heap of each broker of the local cluster (-Xmx)")
+    user: str = Field("herald", description="SCRAM user that `--security sasl_ssl` creates")
+
+
 class DeliverTuning(BaseModel):
     """Tuning of the deliver agents (``settings.deliver``; variables ``HERALD_DELIVER__*``)."""
 
@@ -118,6 +137,8 @@ class Settings(BaseSettings):
     app_id: str = Field("herald", description="Kafka consumer-group prefix of the workers")
     partitions: int = Field(12, ge=1, description="partitions of the events, bulk and deliver topics")
     small_partitions: int = Field(3, ge=1, description="partitions of retry, dlq, status and receipts topics")
+    topics: TopicsConfig = Field(default_factory=TopicsConfig, description="replication factor, min.insync.replicas, retention")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="the local multi-broker cluster (ports, heap, user)")
 
     # --- pipeline ---------------------------------------------------------
     routes_file: Path | None = Field(None, description="routes YAML (default: the packaged infra/config/routes.yaml)")

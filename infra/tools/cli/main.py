@@ -41,6 +41,7 @@ app.command("api")(api_command.api)
 app.add_typer(apikeys.app, name="apikeys")
 app.add_typer(dlq_cli.app, name="dlq")
 app.add_typer(templates_cli.app, name="templates")
+from infra.tools.cli import topics as topics_cli; app.add_typer(topics_cli.app, name="topics")  # noqa: E402,E702
 from infra.tools.cli import devices as devices_cli, sandbox as sandbox_cli  # noqa: E402
 app.add_typer(sandbox_cli.app, name="sandbox")
 app.add_typer(devices_cli.app, name="devices")
