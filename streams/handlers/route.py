@@ -21,7 +21,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from infra.kafka.dead_letters import DeadLetter, dead_letter
-from infra.kafka.records import TRACE, InRecord, OutRecord, now_ms, record_size, set_header
+from infra.kafka.records import (
+    TRACE,
+    InRecord,
+    OutRecord,
+    now_ms,
+    record_size,
+    set_header,
+)
 from infra.settings import Settings
 from infra.topics import deliver_topic
 from schemas.codec import DecodeError
@@ -29,7 +36,12 @@ from schemas.vocabulary import Channel, Lane, Status
 from streams.routes import RouteConfig, load_routes
 from streams.runtime.context import Context
 from streams.runtime.registry import AgentSpec
-from streams.stages.route.decide import channel_decision, delivery_record, push_data, template_context
+from streams.stages.route.decide import (
+    channel_decision,
+    delivery_record,
+    push_data,
+    template_context,
+)
 from streams.stages.route.identity import claim_origin
 from streams.stages.route.intent import Intent, RouteError, intent_for
 from streams.stages.route.limits import Counter, counters
@@ -39,10 +51,29 @@ from streams.stages.route.timing import is_expired, is_for_later, quiet_until
 from streams.stages.status_change import status_record
 from streams.stores.batch import MemoryBatch, PipelineBatch, RedisBatch, RoundTrips
 from streams.stores.dedup import Claim, DedupStore, MemoryDedupStore, RedisDedupStore
-from streams.stores.ratelimits import MemoryRateLimitStore, RateLimitStore, RedisRateLimitStore
-from streams.stores.recipients import MemoryRecipientStore, RecipientStore, RedisRecipientStore
-from streams.stores.scheduled_rows import MemoryScheduledRows, PgScheduledRows, ScheduledRow, ScheduledRows, row_headers
-from streams.stores.templates import MemoryTemplateRows, PgTemplateRows, TemplateRows, TemplateStore
+from streams.stores.ratelimits import (
+    MemoryRateLimitStore,
+    RateLimitStore,
+    RedisRateLimitStore,
+)
+from streams.stores.recipients import (
+    MemoryRecipientStore,
+    RecipientStore,
+    RedisRecipientStore,
+)
+from streams.stores.scheduled_rows import (
+    MemoryScheduledRows,
+    PostgresScheduledRows,
+    ScheduledRow,
+    ScheduledRows,
+    row_headers,
+)
+from streams.stores.templates import (
+    MemoryTemplateRows,
+    PostgresTemplateRows,
+    TemplateRows,
+    TemplateStore,
+)
 from streams.templates import TemplateSource
 
 log = logging.getLogger("herald.route")
@@ -64,7 +95,7 @@ class RouteStores:
     def real(cls, ctx: Context) -> RouteStores:
         s, redis, db = ctx.settings, ctx.redis, ctx.db
         return cls(RedisDedupStore(redis, db, s), RedisRecipientStore(redis, db, s), RedisRateLimitStore(s),
-                   PgTemplateRows(db), PgScheduledRows(db), lambda: PipelineBatch(redis))
+                   PostgresTemplateRows(db), PostgresScheduledRows(db), lambda: PipelineBatch(redis))
 
     @classmethod
     def memory(cls, users: Iterable[Recipient] = (), templates: Iterable[TemplateSource] = ()) -> RouteStores:

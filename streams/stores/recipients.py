@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from typing import Protocol
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 from psycopg_pool import AsyncConnectionPool
+from redis.asyncio.client import Pipeline
 
 from infra.settings import Settings
 from streams.stages.route.recipient import Recipient, from_cache, to_cache

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from psycopg_pool import AsyncConnectionPool
@@ -48,7 +48,7 @@ class ScheduledRows(Protocol):
         """One statement for all ``rows``; a row whose dedup_key is already there is left alone."""
 
 
-class PgScheduledRows:
+class PostgresScheduledRows:
     def __init__(self, db: AsyncConnectionPool) -> None:
         self.db = db
 
@@ -57,7 +57,7 @@ class PgScheduledRows:
             return
         async with self.db.connection() as conn:
             await conn.execute(SCHEDULE_SQL, (
-                [datetime.fromtimestamp(r.due_ms / 1000, timezone.utc) for r in rows],
+                [datetime.fromtimestamp(r.due_ms / 1000, UTC) for r in rows],
                 [r.topic for r in rows], [r.key for r in rows], [r.value for r in rows],
                 [json.dumps(r.headers) for r in rows], [r.kind for r in rows],
                 [r.notification_id for r in rows], [r.dedup_key for r in rows],

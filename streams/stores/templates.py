@@ -3,7 +3,7 @@
 ``TemplateStore`` re-reads the active versions of a code at most every
 ``refresh_seconds``, so ``herald templates activate`` is picked up by running
 workers without a restart. Where the rows come from is a ``TemplateRows``:
-PostgreSQL (``PgTemplateRows``) or its in-memory twin (``MemoryTemplateRows``).
+PostgreSQL (``PostgresTemplateRows``) or its in-memory twin (``MemoryTemplateRows``).
 """
 from __future__ import annotations
 
@@ -14,7 +14,13 @@ from typing import Protocol
 from psycopg_pool import AsyncConnectionPool
 
 from streams.stores.batch import RoundTrips
-from streams.templates import CompiledTemplate, Environments, TemplateSource, compile_template, locale_chain
+from streams.templates import (
+    CompiledTemplate,
+    Environments,
+    TemplateSource,
+    compile_template,
+    locale_chain,
+)
 
 ACTIVE_SQL = """
 SELECT code, channel, locale, version, body_text, subject, body_html, push_title
@@ -27,7 +33,7 @@ class TemplateRows(Protocol):
         """One statement: the active version of every channel and locale of ``codes``."""
 
 
-class PgTemplateRows:
+class PostgresTemplateRows:
     def __init__(self, db: AsyncConnectionPool) -> None:
         self.db = db
 

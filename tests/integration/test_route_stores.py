@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
+from typing import Any
 
 import psycopg
 import pytest
@@ -23,7 +24,7 @@ from streams.runtime.context import Context
 from streams.stages.route.recipient import Recipient
 from streams.stores.templates import TemplateStore
 from streams.templates import TemplateSource
-from tests.unit.test_route_handler import *  # noqa: F401,F403 - the scenarios, collected here again
+from tests.unit.test_route_handler import *
 from tests.unit.test_route_handler import CFG, RouteEnv
 
 pytestmark = pytest.mark.integration
@@ -39,7 +40,7 @@ class RealRouteEnv(RouteEnv):
         self.db = db
         self.ctx: Context | None = None
 
-    def run(self, scenario: Callable[[RouteEnv], Awaitable[None]]) -> None:
+    def run(self, scenario: Callable[[RouteEnv], Coroutine[Any, Any, None]]) -> None:
         async def session() -> None:
             self.ctx = await Context.open(self.settings, codec=self.codec)
             self.stores = RouteStores.real(self.ctx)
@@ -96,7 +97,7 @@ class RealRouteEnv(RouteEnv):
         return RouteHandler(ctx, cfg, TemplateStore(refresh_seconds))  # the real stores: RouteStores.real(ctx)
 
 
-@pytest.fixture(params=["real"])
-def route_stores(settings: Settings, db: psycopg.Connection) -> RouteEnv:  # noqa: F811 - replaces the twins' fixture
+@pytest.fixture(params=["real"])  # type: ignore[no-redef]
+def route_stores(settings: Settings, db: psycopg.Connection) -> RouteEnv:
     seed_templates(db)
     return RealRouteEnv(settings, db)

@@ -10,9 +10,10 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from datetime import datetime, time as clock, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock
 from typing import Any
 
 import pytest
@@ -41,7 +42,7 @@ class RouteEnv:
     codec: Codec
     stores: RouteStores
 
-    def run(self, scenario: Callable[[RouteEnv], Awaitable[None]]) -> None:
+    def run(self, scenario: Callable[[RouteEnv], Coroutine[Any, Any, None]]) -> None:
         raise NotImplementedError
 
     async def add_user(self, recipient: Recipient) -> None:
@@ -77,7 +78,7 @@ class MemoryRouteEnv(RouteEnv):
         self.codec = Codec()
         self.stores = RouteStores.memory(templates=SEED_TEMPLATES)
 
-    def run(self, scenario: Callable[[RouteEnv], Awaitable[None]]) -> None:
+    def run(self, scenario: Callable[[RouteEnv], Coroutine[Any, Any, None]]) -> None:
         asyncio.run(scenario(self))
 
     async def add_user(self, recipient: Recipient) -> None:
@@ -175,7 +176,7 @@ def limited(cfg: RouteConfig, limit: int) -> RouteConfig:
     return replace(cfg, rate_limits=(rule,))
 
 
-def scenario(fn: Callable[[RouteEnv], Awaitable[None]]) -> Callable[[RouteEnv], None]:
+def scenario(fn: Callable[[RouteEnv], Coroutine[Any, Any, None]]) -> Callable[[RouteEnv], None]:
     """A test that runs ``fn`` inside its environment's event loop."""
     def test(route_stores: RouteEnv) -> None:
         route_stores.run(fn)
@@ -263,7 +264,7 @@ async def test_no_address_or_no_user_is_skipped(env: RouteEnv) -> None:
 @scenario
 async def test_quiet_hours_defer_sms_and_push_to_a_scheduled_row(env: RouteEnv) -> None:
     uid = env.uid()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     start, end = (now - timedelta(hours=1)).time(), (now + timedelta(hours=1)).time()
     await env.add_user(Recipient(uid, email="q@example.test", phone="+4399", devices=["tok-q"],
                                  quiet_start=clock(start.hour, start.minute), quiet_end=clock(end.hour, end.minute)))
@@ -281,7 +282,7 @@ async def test_quiet_hours_defer_sms_and_push_to_a_scheduled_row(env: RouteEnv) 
 async def test_send_at_in_the_future_is_a_scheduled_row_and_once_only(env: RouteEnv) -> None:
     uid = env.uid()
     await env.add_user(Recipient(uid, email="b@example.test"))
-    later = {"event_id": f"b-{uuid.uuid4().hex[:8]}", "occurred_at": now_ms(), "user_id": uid, "age": 30,
+    later: dict[str, Any] = {"event_id": f"b-{uuid.uuid4().hex[:8]}", "occurred_at": now_ms(), "user_id": uid, "age": 30,
              "send_at": now_ms() + 3_600_000}
     rec = record(env, "BirthdayReached", later)
     handler = env.handler()
@@ -353,7 +354,7 @@ async def test_a_too_large_rendering_dead_letters_its_record_only(env: RouteEnv)
 async def test_an_inline_recipient_is_used_only_for_a_user_herald_does_not_store(env: RouteEnv) -> None:
     stored, unknown = env.uid(), env.uid()
     await env.add_user(Recipient(stored, email="stored@example.test"))
-    inline = {"email": "inline@example.test", "phone": None, "push_tokens": [], "locale": None, "time_zone": None,
+    inline: dict[str, Any] = {"email": "inline@example.test", "phone": None, "push_tokens": [], "locale": None, "time_zone": None,
               "first_name": None}
     known_req = request(stored, "weekly_digest", ["email"], inline=inline)
     unknown_req = request(unknown, "weekly_digest", ["email"], inline=inline)

@@ -11,7 +11,6 @@ from schemas.vocabulary import CHANNELS, Channel, Lane
 from streams.routes import REQUEST_RECORDS, RouteConfig
 from streams.stages.route.recipient import Recipient
 
-
 # an identifier longer than this is not one (PostgreSQL's btree keys stop near 2,700 bytes)
 MAX_ID_CHARS = 512
 

@@ -1,7 +1,7 @@
 """Steps 4, 5 and 8: time-to-live, send_at and quiet hours."""
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streams.stages.route.intent import Intent
@@ -20,9 +20,9 @@ def is_for_later(intent: Intent, now_ms: int) -> bool:
 
 def zone(name: str | None) -> ZoneInfo | timezone:
     try:
-        return ZoneInfo(name) if name else timezone.utc
+        return ZoneInfo(name) if name else UTC
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file name
-        return timezone.utc
+        return UTC
 
 
 def quiet_until(now_ms: int, tz_name: str | None, start: time | None, end: time | None) -> int | None:
