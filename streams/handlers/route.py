@@ -42,7 +42,7 @@ from streams.stages.route.decide import (
     push_data,
     template_context,
 )
-from streams.stages.route.identity import claim_origin
+from streams.stages.route.identity import ClaimState, claim_origin
 from streams.stages.route.intent import Intent, RouteError, intent_for
 from streams.stages.route.limits import Counter, counters
 from streams.stages.route.recipient import Recipient
@@ -111,7 +111,7 @@ class Candidate:
     rec: InRecord
     intent: Intent
     claim: Claim
-    state: str = "new"  # streams.stages.route.identity.classify_claim
+    state: ClaimState = "new"
     mine: bool = False  # the authority agrees this record holds the claim
     addresses: list[str] = field(default_factory=list)
     limits: list[Counter] = field(default_factory=list)

@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from infra.settings import Settings
 from schemas.vocabulary import Channel
-from streams.stages.route.identity import classify_claim
+from streams.stages.route.identity import ClaimState, classify_claim
 from streams.stores.batch import RedisBatch, Reply, RoundTrips, memory_of, pipeline_of
 
 # the fast path for a whole batch in one command: SET NX GET per key.
@@ -61,7 +61,7 @@ class Claim:
 
 
 class DedupStore(Protocol):
-    def queue_claims(self, batch: RedisBatch, claims: list[Claim]) -> Reply[list[str]]:
+    def queue_claims(self, batch: RedisBatch, claims: list[Claim]) -> Reply[list[ClaimState]]:
         """The fast path: per claim "new" (claimed now), "mine" (by this record before) or "duplicate"."""
 
     async def authorize(self, claims: list[Claim]) -> set[tuple[str, str]]:
@@ -84,7 +84,7 @@ class RedisDedupStore:
     def _key(self, claim: Claim) -> str:
         return self.settings.rkey("dedup", claim.event_id, claim.channel)
 
-    def queue_claims(self, batch: RedisBatch, claims: list[Claim]) -> Reply[list[str]]:
+    def queue_claims(self, batch: RedisBatch, claims: list[Claim]) -> Reply[list[ClaimState]]:
         if not claims:
             return Reply.ready([])
         real = pipeline_of(batch)
@@ -115,11 +115,11 @@ class MemoryDedupStore:
         self.authority: dict[tuple[str, str], str] = {}
         self.trips = trips or RoundTrips()
 
-    def queue_claims(self, batch: RedisBatch, claims: list[Claim]) -> Reply[list[str]]:
+    def queue_claims(self, batch: RedisBatch, claims: list[Claim]) -> Reply[list[ClaimState]]:
         if not claims:
             return Reply.ready([])
 
-        def run() -> list[str]:
+        def run() -> list[ClaimState]:
             out = []
             for c in claims:
                 previous = self.fast.get(c.key)

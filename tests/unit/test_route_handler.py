@@ -348,6 +348,9 @@ async def test_a_too_large_rendering_dead_letters_its_record_only(env: RouteEnv)
     assert (header(letter, STAGE), header(letter, ERROR_CLASS)) == (b"render", b"too_large")
     assert deliveries(env, out, huge["event_id"]) == [] and statuses(env, out, huge["event_id"]) == []
     assert [statuses(env, out, r["event_id"]) for r in resets] == [[("email", "queued", None)]] * 2
+    # its claim was given back: sent again once the limit is raised, it is delivered, not taken for a duplicate
+    out = await env.handler().handle([record(env, "NotificationRequested", huge)])
+    assert statuses(env, out, huge["event_id"]) == [("email", "queued", None)]
 
 
 @scenario
@@ -362,6 +365,29 @@ async def test_an_inline_recipient_is_used_only_for_a_user_herald_does_not_store
                                       record(env, "NotificationRequested", unknown_req)])
     assert [d["address"] for d in deliveries(env, out, known_req["event_id"])] == ["stored@example.test"]
     assert [d["address"] for d in deliveries(env, out, unknown_req["event_id"])] == ["inline@example.test"]
+
+
+@scenario
+async def test_an_expired_event_says_so_per_channel_and_claims_nothing(env: RouteEnv) -> None:
+    uid = env.uid()
+    await env.add_user(Recipient(uid, email="x@example.test"))
+    old = order_placed(uid, occurred_at=now_ms() - 2 * 86_400_000)
+    out = await env.handler().handle([record(env, "OrderPlaced", old)])
+    assert statuses(env, out, old["event_id"]) == [(ch, "expired", "ttl") for ch in ("email", "push", "sms")]
+    assert deliveries(env, out, old["event_id"]) == []
+
+
+@scenario
+async def test_a_campaign_message_goes_to_the_bulk_lane_without_a_queued_status(env: RouteEnv) -> None:
+    uid = env.uid()
+    await env.add_user(Recipient(uid, email="c@example.test"))
+    camp = {"event_id": f"c1:{uid}", "occurred_at": now_ms(), "campaign_id": "c1", "user_id": uid,
+            "template": "weekly_digest", "channels": ["email"], "category": "marketing", "variables_json": "{}"}
+    settings = env.settings.model_copy(update={"queued_status_bulk": False})
+    out = await env.handler(settings=settings).handle([record(env, "CampaignMessage", camp, topic="bulk")])
+    [d] = deliveries(env, out, camp["event_id"])
+    assert d["lane"] == "bulk" and d["campaign_id"] == "c1"
+    assert [o.topic for o in out] == [env.settings.topic("deliver.email.bulk")]  # its "sent" makes the row
 
 
 # --- over the twins only: the round-trip budget as the twins count it -------------------------

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Literal
+
+# what the de-duplication fast path says of a claim: taken now, taken by this very record before, or another's
+ClaimState = Literal["new", "mine", "duplicate"]
 
 
 def delivery_id(event_id: str, channel: str, address: str) -> str:
@@ -18,7 +22,7 @@ def claim_origin(topic: str, partition: int, offset: int) -> str:
     return f"{topic}:{partition}:{offset}"
 
 
-def classify_claim(previous: bytes | str | None, origin: str) -> str:
+def classify_claim(previous: bytes | str | None, origin: str) -> ClaimState:
     """Redis ``SET NX GET`` result → "new" (claimed now), "mine" (claimed by this record before) or "duplicate".
 
     ``None`` or empty: the key did not exist (the claim script returns "" for nil).
