@@ -96,6 +96,27 @@ class ClusterConfig(BaseModel):
     user: str = Field("herald", description="SCRAM user that `--security sasl_ssl` creates")
 
 
+class WorkerConfig(BaseModel):
+    """The ``herald worker`` process (``settings.worker``; variables ``HERALD_WORKER__*``)."""
+
+    stall_seconds: float = Field(
+        120.0, gt=0, description="/healthz answers 503 when an agent with a batch in hand has not finished it for this long"
+    )
+    stop_seconds: float = Field(
+        30.0, gt=0, description="on SIGTERM, how long the batches in hand may take to finish and commit before the worker exits"
+    )
+    instance_id: str | None = Field(
+        None, description="static group membership (group.instance.id, one per worker, stable across restarts): a restarted "
+        "worker takes its partitions back at once"
+    )
+    static_session_seconds: float = Field(
+        45.0, gt=0, description="session timeout with an instance_id: how long a stopped static member keeps its partitions"
+    )
+    engines: dict[str, Literal["faust", "batch"]] = Field(
+        default_factory=dict, description="override an agent's engine, as JSON ({\"route\": \"batch\"})"
+    )
+
+
 class DeliverTuning(BaseModel):
     """Tuning of the deliver agents (``settings.deliver``; variables ``HERALD_DELIVER__*``)."""
 
@@ -144,10 +165,6 @@ class Settings(BaseSettings):
     routes_file: Path | None = Field(None, description="routes YAML (default: the packaged infra/config/routes.yaml)")
     batch_size: int = Field(1000, ge=1, description="records per agent batch")
     batch_within: float = Field(0.05, gt=0, description="seconds an agent waits to fill a batch")
-    batch_engine_agents: list[str] = Field(
-        ["route-bulk", "deliver-email-bulk", "deliver-sms-bulk", "deliver-push-bulk", "status"],
-        description="agents run by the librdkafka batch engine instead of Faust (the high-volume ones)",
-    )
     queued_status_bulk: bool = Field(
         False, description="also write a 'queued' status for bulk-lane deliveries (one more status record per campaign message)"
     )
@@ -163,7 +180,11 @@ class Settings(BaseSettings):
     retry_delays: list[float] = Field([60.0, 300.0, 900.0], description="retry ladder delays, seconds")
     recipient_cache_ttl: int = Field(300, description="seconds a recipient stays in the Redis cache")
     dedup_ttl: int = Field(7 * 24 * 3600, description="seconds an (event, channel) de-duplication key lives")
-    metrics_port: int = Field(9108, description="worker Prometheus /metrics port (0: off)")
+    metrics_port: int = Field(9108, description="worker Prometheus /metrics and /healthz port (0: off)")
+    metrics_host: str = Field(
+        "127.0.0.1", description="address the worker's and the scheduler's /metrics and /healthz listen on (0.0.0.0 in a container)"
+    )
+    worker: WorkerConfig = Field(default_factory=WorkerConfig, description="herald worker: liveness, stop bound, static membership, engines")
 
     # --- providers (the sandbox by default) ------------------------------
     email_provider: Literal["smtp", "sendgrid"] = "smtp"

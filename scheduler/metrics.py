@@ -1,7 +1,11 @@
 """Prometheus metrics of a scheduler process, in a registry of their own."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from http.server import ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from streams.metrics import Health, serve_probes
 
 _LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
 
@@ -15,6 +19,6 @@ class SchedulerMetrics:
         self.last_tick = Gauge("herald_scheduler_last_tick_timestamp", "Unix time the scheduler last finished a tick", registry=r)
         self.cleaned = Counter("herald_scheduler_cleaned", "Rows removed or changed by housekeeping", ["job"], registry=r)
 
-    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
-        if port:
-            start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str = "127.0.0.1", health: Health | None = None) -> ThreadingHTTPServer | None:
+        """``/metrics`` and ``/healthz`` on ``addr:port`` (0: off)."""
+        return serve_probes(port, addr, self.registry, health)

@@ -29,6 +29,7 @@ class SchedulerConfig:
     keep_published_days: int = 7
     device_inactive_days: int = 30
     delivery_timeout: float = 30.0
+    stall_seconds: float = 120.0        # /healthz: 503 when the loop has not come round for this long
 
 
 def default_jobs(config: SchedulerConfig) -> list[Job]:
@@ -45,6 +46,15 @@ class Scheduler:
         self.outbox = Outbox(settings.dsn, settings, batch_size=self.config.batch_size,
                              delivery_timeout=self.config.delivery_timeout, metrics=self.metrics)
         self.published = 0
+        # the loop's last turn (a tick or a backed-off failure): a hung claim or publish stops it
+        self.last_turn = time.monotonic()
+
+    def health(self) -> tuple[int, str]:
+        """(HTTP status, body) for ``/healthz``: alive while the loop keeps turning, PostgreSQL up or not."""
+        idle = time.monotonic() - self.last_turn
+        if idle > self.config.stall_seconds:
+            return 503, f"stalled: the scheduler loop has not turned for {idle:.0f} s\n"
+        return 200, "ok\n"
 
     def tick(self) -> int:
         r = self.outbox.drain()
@@ -71,7 +81,7 @@ class Scheduler:
         backoff = self.config.interval
         next_housekeeping = time.monotonic() + min(60.0, self.config.housekeeping_every)
         while not stop.is_set():
-            started = time.monotonic()
+            started = self.last_turn = time.monotonic()
             try:
                 self.tick()
                 if self.config.housekeeping_every and started >= next_housekeeping:

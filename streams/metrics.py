@@ -1,7 +1,14 @@
 """Prometheus metrics of a worker process, in a registry of their own (nothing registers at import)."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# (HTTP status, body) of a liveness probe
+Health = Callable[[], tuple[int, str]]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
@@ -31,6 +38,38 @@ class Metrics:
         self.circuit_state = Gauge("herald_circuit_state", "Circuit state per provider account: 0 closed, 1 half-open, 2 open", ["provider"], registry=r)
         self.consumer_lag = Gauge("herald_consumer_lag", "Records behind the log end", ["topic"], registry=r)
 
-    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
-        if port:
-            start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str = "127.0.0.1", health: Health | None = None) -> ThreadingHTTPServer | None:
+        return serve_probes(port, addr, self.registry, health)
+
+
+def serve_probes(port: int, addr: str, registry: CollectorRegistry, health: Health | None = None) -> ThreadingHTTPServer | None:
+    """``/metrics`` (Prometheus) and ``/healthz`` (liveness) on one port, from a daemon thread; port 0: nothing.
+
+    prometheus_client's own server answers every path with the metrics, so it cannot serve a probe beside them.
+    """
+    if not port:
+        return None
+
+    class Probes(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                code, body, ctype = 200, generate_latest(registry), CONTENT_TYPE_LATEST
+            elif path == "/healthz":
+                code, text = health() if health is not None else (200, "ok\n")
+                body, ctype = text.encode(), "text/plain; charset=utf-8"
+            else:
+                code, body, ctype = 404, b"not found: /metrics or /healthz\n", "text/plain; charset=utf-8"
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - a scrape every 15 s is not news
+            pass
+
+    server = ThreadingHTTPServer((addr, port), Probes)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name=f"probes-{port}", daemon=True).start()
+    return server

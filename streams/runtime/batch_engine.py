@@ -2,33 +2,39 @@
 
 Faust's per-record machinery costs ~120 µs of CPU per record on this kind of
 machine against ~3 µs for librdkafka's batch consume (bench/runtime.py), which
-alone would spend minutes of CPU on a million-user campaign. Agents listed in
-``settings.batch_engine_agents`` therefore run here instead, inside the same
-``herald worker`` and event loop, with the same Handler and BatchRunner:
+alone would spend minutes of CPU on a million-user campaign. Agents whose spec
+says ``Engine.BATCH`` (streams.runtime.registry) therefore run here instead,
+inside the same ``herald worker`` and event loop, with the same Handler and
+BatchRunner:
 
     consume up to batch_size → runner.run(batch) (outputs durable) → commit offsets
 
 Consume is only called between batches, so a rebalance never revokes a
 partition with a batch in flight; a crash before the commit, or a commit the
 group refuses (a broker restart lost the member), redelivers the batch
-(handlers are idempotent: de-dup and the ledger).
+(handlers are idempotent: de-dup and the ledger). A stop finishes and commits
+the batch in hand first (streams.runtime.in_hand), then leaves the group.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from infra.kafka.consumer import consumer, to_in_record
+from infra.kafka.records import InRecord
 from infra.settings import Settings
+from streams.metrics import Metrics
+from streams.runtime.consumer_thread import ConsumerThread, membership
+from streams.runtime.in_hand import to_the_end
+from streams.runtime.liveness import Liveness
 from streams.runtime.runner import BatchRunner
 
 log = logging.getLogger("herald.engine")
 
 
-def _record_lag(consumer: Consumer, committed: list[TopicPartition], lag: dict[tuple[str, int], int], metrics) -> None:
+def _record_lag(consumer: Consumer, committed: list[TopicPartition], lag: dict[tuple[str, int], int], metrics: Metrics) -> None:
     """Records behind the log end per topic, from librdkafka's cached watermarks (no round trip)."""
     for tp in committed:
         try:
@@ -41,41 +47,52 @@ def _record_lag(consumer: Consumer, committed: list[TopicPartition], lag: dict[t
         metrics.consumer_lag.labels(topic).set(sum(v for (t, _), v in lag.items() if t == topic))
 
 
-async def run_batch_agent(name: str, topics: list[str], runner_factory, settings: Settings) -> None:
+def _accept(name: str, msgs: list[Message]) -> tuple[list[InRecord], list[TopicPartition]]:
+    """The batch, and the offsets that commit it."""
+    batch: list[InRecord] = []
+    high: dict[tuple[str, int], int] = {}
+    for m in msgs:
+        if m.error():
+            log.warning("%s: consume error %s", name, m.error())
+            continue
+        batch.append(to_in_record(m))
+        high[(m.topic(), m.partition())] = m.offset() + 1
+    return batch, [TopicPartition(t, p, o) for (t, p), o in high.items()]
+
+
+async def run_batch_agent(name: str, topics: list[str], runner_factory: Callable[[], Awaitable[BatchRunner]],
+                          settings: Settings, liveness: Liveness | None = None) -> None:
     """Consume ``topics`` in group ``{app_id}-{name}`` until cancelled."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix=f"engine-{name}")
-    loop = asyncio.get_running_loop()
-    kafka = consumer(settings, f"{settings.app_id}-{name}")
-    kafka.subscribe(topics)
+    live = liveness or Liveness()
+    kafka = ConsumerThread(consumer(settings, f"{settings.app_id}-{name}", **membership(settings)), f"engine-{name}")
+    kafka.consumer.subscribe(topics)
+    live.watch(name, polls=True)
     runner: BatchRunner | None = None
     lag: dict[tuple[str, int], int] = {}
+
+    async def handle_and_commit(batch: list[InRecord], offsets: list[TopicPartition]) -> None:
+        assert runner is not None
+        await runner.run(batch)
+        try:
+            await kafka.commit(offsets)
+        except KafkaException as exc:
+            # the group moved on (broker restart, session lost, rebalance): librdkafka rejoins by itself;
+            # whoever owns these partitions next reads the batch again and the handlers' idempotence absorbs it
+            log.warning("%s: commit failed (%s); the batch will be read again", name, exc.args[0])
+            return
+        _record_lag(kafka.consumer, offsets, lag, runner.ctx.metrics)
+
     try:
         while True:
-            msgs = await loop.run_in_executor(pool, kafka.consume, settings.batch_size, settings.batch_within)
-            batch, high = [], {}
-            for m in msgs:
-                if m.error():
-                    log.warning("%s: consume error %s", name, m.error())
-                    continue
-                batch.append(to_in_record(m))
-                high[(m.topic(), m.partition())] = m.offset() + 1
+            batch, offsets = _accept(name, await kafka.consume(settings.batch_size, settings.batch_within))
             if not batch:
+                live.done(name)
                 continue
             if runner is None:
                 runner = await runner_factory()
-            await runner.run(batch)
-            offsets = [TopicPartition(t, p, o) for (t, p), o in high.items()]
-            try:
-                await loop.run_in_executor(pool, lambda: kafka.commit(offsets=offsets, asynchronous=False))
-            except KafkaException as exc:
-                # the group moved on (broker restart, session lost, rebalance): librdkafka rejoins by itself;
-                # whoever owns these partitions next reads the batch again and the handlers' idempotence absorbs it
-                log.warning("%s: commit failed (%s); the batch will be read again", name, exc.args[0])
-                continue
-            _record_lag(kafka, offsets, lag, runner.ctx.metrics)
-    except asyncio.CancelledError:
-        raise
+            live.begin(name)
+            await to_the_end(handle_and_commit(batch, offsets), settings.worker.stop_seconds, name)
+            live.done(name)
     finally:
-        # close in the consumer's own thread, after any consume still running there
-        await asyncio.shield(loop.run_in_executor(pool, kafka.close))
-        pool.shutdown(wait=False)
+        # in the consumer's own thread, after any consume still running there; leaves the group
+        await kafka.close()

@@ -1,4 +1,4 @@
-"""What a worker's handlers share: settings, codec, producer, Redis, PostgreSQL, metrics.
+"""What a worker's handlers share: settings, codec, producer, Redis, PostgreSQL, metrics, liveness.
 
 Built inside the worker's event loop (``await Context.open(settings)``) and
 passed to every handler; nothing here is global.
@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from infra.settings import Settings
 from schemas.codec import Codec
 from streams.metrics import Metrics
+from streams.runtime.liveness import Liveness
 from infra.kafka.producer import Producer
 
 
@@ -24,6 +25,7 @@ class Context:
     redis: aioredis.Redis
     db: AsyncConnectionPool
     metrics: Metrics = field(default_factory=Metrics)
+    liveness: Liveness = field(default_factory=Liveness)   # the agents' progress, for /healthz
 
     @classmethod
     async def open(cls, settings: Settings, *, codec: Codec | None = None, metrics: Metrics | None = None) -> Context:

@@ -1,47 +1,64 @@
-"""``create_app(settings)`` builds the Faust app: one thin agent per AgentSpec.
+"""``create_app(settings)`` builds the Faust app: one agent, batch loop or service per AgentSpec.
 
-An agent takes a batch with ``noack_take`` (nothing is acked before it is
+A Faust agent takes a batch with ``noack_take`` (nothing is acked before it is
 processed), hands it to its handler through the BatchRunner, and acks only
-after the handler's outputs are acknowledged by the broker.
+after the handler's outputs are acknowledged by the broker. Which engine runs
+an agent is its spec's ``engine`` (streams.runtime.registry).
+
+A stop (SIGTERM) cancels every agent and task: each lets the batch in hand
+finish and be acked or committed first, within ``settings.worker.stop_seconds``
+(streams.runtime.in_hand); Faust's consumer commits what was acked as it stops.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 import faust
 
 from infra.kafka.config import faust_options
-from infra.settings import Settings
-from streams.runtime.registry import AgentSpec, agent_specs, select
-from streams.runtime.context import Context
-from streams.runtime.batch_engine import run_batch_agent
 from infra.kafka.records import InRecord
+from infra.settings import Settings
+from streams.runtime.batch_engine import run_batch_agent
+from streams.runtime.context import Context
+from streams.runtime.in_hand import to_the_end
+from streams.runtime.registry import AgentSpec, Engine, agent_specs, select
 from streams.runtime.runner import BatchRunner
+
+log = logging.getLogger("herald.app")
 
 
 class _SharedContext:
-    """One Context per worker, opened lazily inside the worker's event loop."""
+    """One Context per worker, opened inside the worker's event loop; then /metrics and /healthz are served."""
 
     def __init__(self, settings: Settings, factory: Callable[[Settings], Awaitable[Context]]) -> None:
         self._settings = settings
         self._factory = factory
         self._ctx: Context | None = None
         self._lock = asyncio.Lock()
+        self.server: Any = None
+        self.faust_agents: list[str] = []   # watched from the start: Faust reports their batches, not their polls
 
     async def get(self) -> Context:
         async with self._lock:
             if self._ctx is None:
-                self._ctx = await self._factory(self._settings)
+                self._ctx = ctx = await self._factory(self._settings)
+                for name in self.faust_agents:
+                    ctx.liveness.watch(name, polls=False)
+                s = self._settings
                 try:
-                    self._ctx.metrics.serve(self._settings.metrics_port)
+                    self.server = ctx.metrics.serve(s.metrics_port, s.metrics_host,
+                                                    lambda: ctx.liveness.verdict(s.worker.stall_seconds))
                 except OSError as exc:  # port taken (a second worker on this host): no /metrics here
-                    import logging
-
-                    logging.getLogger("herald.app").warning("metrics port %s: %s", self._settings.metrics_port, exc)
+                    log.warning("metrics port %s:%s: %s; no /metrics or /healthz", s.metrics_host, s.metrics_port, exc)
             return self._ctx
 
     async def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
         if self._ctx is not None:
             await self._ctx.close()
             self._ctx = None
@@ -55,40 +72,49 @@ def _to_in(event: faust.types.EventT) -> InRecord:
     return InRecord(m.topic, m.partition, m.offset, m.key, m.value, list(headers), int((m.timestamp or 0) * 1000))
 
 
+def _named(fn: Callable[..., Any], spec: AgentSpec) -> Callable[..., Any]:
+    fn.__name__ = fn.__qualname__ = spec.name.replace("-", "_")
+    return fn
+
+
 def _agent_fn(spec: AgentSpec, shared: _SharedContext, settings: Settings):
     async def agent(stream: faust.StreamT) -> None:
         runner: BatchRunner | None = None
         async for events in stream.noack_take(settings.batch_size, within=settings.batch_within):
             if runner is None:
                 ctx = await shared.get()
-                runner = BatchRunner(await spec.build(ctx), ctx)
-            await runner.run([_to_in(e) for e in events])
-            for e in events:
-                await stream.ack(e)
+                runner = BatchRunner(await spec.build(ctx), ctx)  # type: ignore[misc]
+            runner.ctx.liveness.begin(spec.name)
 
-    agent.__name__ = spec.name.replace("-", "_")
-    agent.__qualname__ = agent.__name__
-    return agent
+            async def run_and_ack(events: list[faust.types.EventT] = events) -> None:
+                assert runner is not None
+                await runner.run([_to_in(e) for e in events])
+                for e in events:
+                    await stream.ack(e)
+
+            await to_the_end(run_and_ack(), settings.worker.stop_seconds, spec.name)
+            runner.ctx.liveness.done(spec.name)
+
+    return _named(agent, spec)
 
 
 def _batch_task(spec: AgentSpec, shared: _SharedContext, settings: Settings):
     async def runner_factory() -> BatchRunner:
         ctx = await shared.get()
-        return BatchRunner(await spec.build(ctx), ctx)
+        return BatchRunner(await spec.build(ctx), ctx)  # type: ignore[misc]
 
     async def task() -> None:
-        await run_batch_agent(spec.name, spec.topics, runner_factory, settings)
+        ctx = await shared.get()
+        await run_batch_agent(spec.name, spec.topics, runner_factory, settings, ctx.liveness)
 
-    task.__name__ = task.__qualname__ = spec.name.replace("-", "_")
-    return task
+    return _named(task, spec)
 
 
 def _service_task(spec: AgentSpec, shared: _SharedContext):
     async def task() -> None:
         await spec.service(await shared.get())  # type: ignore[misc]
 
-    task.__name__ = task.__qualname__ = spec.name.replace("-", "_")
-    return task
+    return _named(task, spec)
 
 
 def create_app(
@@ -96,6 +122,7 @@ def create_app(
     agents: Iterable[str] | None = None,
     context_factory: Callable[[Settings], Awaitable[Context]] = Context.open,
 ) -> faust.App:
+    w = settings.worker
     app = faust.App(
         settings.app_id,
         **faust_options(settings),
@@ -115,25 +142,27 @@ def create_app(
         producer_enable_idempotence=True,
         stream_wait_empty=False,
         table_standby_replicas=0,
+        # static membership for aiokafka too (same id: the Faust agents' group is a group of its own)
+        **({"consumer_group_instance_id": w.instance_id, "broker_session_timeout": w.static_session_seconds}
+           if w.instance_id else {}),
     )
     shared = _SharedContext(settings, context_factory)
-    batch_specs: list[AgentSpec] = []
-    for spec in select(agent_specs(settings), agents):
-        if spec.service is not None:
+    chosen = select(agent_specs(settings), agents)
+    for spec in chosen:
+        if spec.engine is Engine.FAUST:
+            topic = app.topic(*spec.topics, value_serializer="raw", key_serializer="raw")
+            app.agent(topic, name=spec.name, concurrency=1)(_agent_fn(spec, shared, settings))
+            shared.faust_agents.append(spec.name)
+    # the loops of their own start after the Faust agents are declared
+    for spec in chosen:
+        if spec.engine is Engine.SERVICE:
             app.task(_service_task(spec, shared))
-            continue
-        if spec.name in settings.batch_engine_agents:
-            batch_specs.append(spec)
-            continue
-        topic = app.topic(*spec.topics, value_serializer="raw", key_serializer="raw")
-        app.agent(topic, name=spec.name, concurrency=1)(_agent_fn(spec, shared, settings))
-
-    for spec in batch_specs:
-        app.task(_batch_task(spec, shared, settings))
+        elif spec.engine is Engine.BATCH:
+            app.task(_batch_task(spec, shared, settings))
 
     @app.task
     async def open_context() -> None:
-        # open connections and serve /metrics at start, not at the first record
+        # open connections and serve /metrics and /healthz at start, not at the first record
         await shared.get()
 
     app.herald_shared = shared  # type: ignore[attr-defined]

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
@@ -33,8 +32,10 @@ from infra.settings import CHANNELS, Settings, tier_name
 from infra.topics import deliver_topic
 from infra.kafka.consumer import consumer as make_consumer
 from infra.kafka.consumer import to_in_record
-from streams.runtime.registry import AgentSpec
+from streams.runtime.consumer_thread import ConsumerThread, membership
 from streams.runtime.context import Context
+from streams.runtime.in_hand import to_the_end
+from streams.runtime.registry import AgentSpec
 from infra.kafka.dead_letters import DeadLetter, dead_letter
 from infra.kafka.producer import is_kafka_error
 from infra.kafka.records import InRecord, OutRecord, now_ms
@@ -71,6 +72,7 @@ class TierLoop:
         # record fetched before the seek that is still in librdkafka's queue)
         self.expect: dict[int, int] = {}
         self.forwarded = 0
+        self._backoff = 0.1   # after a failed produce, doubling up to MAX_BACKOFF_S
 
     # --- rebalance callbacks (run inside consume, in the consumer's thread) ---
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
@@ -92,47 +94,49 @@ class TierLoop:
 
     # --- the loop -------------------------------------------------------------
     async def run(self) -> None:
-        """Until cancelled."""
-        pool = ThreadPoolExecutor(1, thread_name_prefix=self.name)
-        loop = asyncio.get_running_loop()
-
-        def call(fn, *args, **kw):
-            return loop.run_in_executor(pool, lambda: fn(*args, **kw))
-
-        consumer = make_consumer(
-            self.ctx.settings, f"{self.ctx.settings.app_id}-{self.name}",
+        """Until cancelled; a stop lets the batch in hand be forwarded and committed first."""
+        settings = self.ctx.settings
+        kafka = ConsumerThread(make_consumer(
+            settings, f"{settings.app_id}-{self.name}",
             # a held partition fetches nothing; bound what librdkafka prefetches for the others
-            **{"queued.max.messages.kbytes": 4_096, "fetch.wait.max.ms": 100},
-        )
-        consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
-        backoff = 0.1
+            **{"queued.max.messages.kbytes": 4_096, "fetch.wait.max.ms": 100}, **membership(settings),
+        ), self.name)
+        kafka.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        live = self.ctx.liveness
+        live.watch(self.name, polls=True)
         try:
             while True:
-                await call(self._resume_due, consumer)
-                msgs = await call(consumer.consume, self.ctx.settings.batch_size, self._poll_timeout())
+                await kafka.call(self._resume_due, kafka.consumer)
+                msgs = await kafka.consume(settings.batch_size, self._poll_timeout())
                 by_part = self._accept(msgs)
                 if not by_part:
                     self.ctx.metrics.last_commit.labels(self.name).set(time.time())
+                    live.done(self.name)
                     continue
-                now = now_ms()
-                plans = {p: plan_partition(recs, now, self.delay_s, self.origins) for p, recs in by_part.items()}
-                try:
-                    await self.ctx.output.send_all(self._outputs(plans))
-                except Exception as exc:  # noqa: BLE001
-                    if not is_kafka_error(exc):
-                        raise
-                    # not committed: read the batch again after a pause
-                    log.warning("%s: produce failed (%r); re-reading the batch in %.1fs", self.name, exc, backoff)
-                    await call(self._rewind, consumer, by_part)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF_S)
-                    continue
-                backoff = 0.1
-                await call(self._hold_and_commit, consumer, plans)
-                self._count(plans)
+                live.begin(self.name)
+                await to_the_end(self._forward(kafka, by_part), settings.worker.stop_seconds, self.name)
+                live.done(self.name)
         finally:
-            await asyncio.shield(loop.run_in_executor(pool, consumer.close))
-            pool.shutdown(wait=False)
+            await kafka.close()
+
+    async def _forward(self, kafka: ConsumerThread, by_part: dict[int, list[InRecord]]) -> None:
+        """Forward what is due, dead-letter the bad, hold the rest and commit; on a Kafka error, rewind and back off."""
+        now = now_ms()
+        plans = {p: plan_partition(recs, now, self.delay_s, self.origins) for p, recs in by_part.items()}
+        try:
+            await self.ctx.output.send_all(self._outputs(plans))
+        except Exception as exc:  # noqa: BLE001
+            if not is_kafka_error(exc):
+                raise
+            # not committed: read the batch again after a pause
+            log.warning("%s: produce failed (%r); re-reading the batch in %.1fs", self.name, exc, self._backoff)
+            await kafka.call(self._rewind, kafka.consumer, by_part)
+            await asyncio.sleep(self._backoff)
+            self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
+            return
+        self._backoff = 0.1
+        await kafka.call(self._hold_and_commit, kafka.consumer, plans)
+        self._count(plans)
 
     def _poll_timeout(self) -> float:
         if not self.held:

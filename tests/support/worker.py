@@ -39,6 +39,18 @@ class WorkerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
+    def terminate(self, timeout: float = 60) -> tuple[int | None, float]:
+        """SIGTERM (what an orchestrator sends): (exit code, seconds to exit); (None, timeout) if it had to be killed."""
+        assert self.proc is not None
+        t0 = time.monotonic()
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None, timeout
+        return rc, time.monotonic() - t0
+
     def stop(self, timeout: float = 30) -> None:
         if self.alive():
             assert self.proc is not None

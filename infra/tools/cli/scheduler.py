@@ -16,7 +16,8 @@ def scheduler(
     batch_size: int = typer.Option(1000, min=1, help="rows claimed per transaction"),
     housekeeping_every: float = typer.Option(3600.0, min=0, help="seconds between clean-up runs (0: off)"),
     keep_published_days: int = typer.Option(7, min=0, help="days published outbox rows are kept"),
-    metrics_port: int = typer.Option(9109, help="Prometheus /metrics port (0: off)"),
+    metrics_port: int = typer.Option(9109, help="Prometheus /metrics and liveness /healthz port (0: off); "
+                                     "the address is HERALD_METRICS_HOST"),
     once: bool = typer.Option(False, "--once", help="publish what is due now, then exit"),
     loglevel: str = typer.Option("info", help="log level"),
 ) -> None:
@@ -52,9 +53,10 @@ def scheduler(
     except psycopg.OperationalError as exc:
         raise CliError(f"PostgreSQL at {settings.masked()['database_url']} does not answer ({exc}); start it with `herald stack up`") from exc
     try:
-        metrics.serve(metrics_port)
+        metrics.serve(metrics_port, settings.metrics_host, sched.health)
     except OSError as exc:
-        logging.getLogger("herald.scheduler").warning("metrics port %s: %s; no /metrics", metrics_port, exc)
+        logging.getLogger("herald.scheduler").warning("metrics port %s:%s: %s; no /metrics or /healthz",
+                                                      settings.metrics_host, metrics_port, exc)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -3,53 +3,101 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import os
 import sys
+import threading
 
 import typer
 
-from infra.tools.cli.stack import env_no_proxy
 from infra.settings import Settings
+from infra.tools.cli.stack import env_no_proxy
 
 AGENTS = typer.Option(None, "--agent", "-a", help="run only these agents (repeatable); default: all")
 WAIT_KAFKA = typer.Option(60.0, "--wait-kafka", min=0,
                           help="seconds to wait at start for the Kafka broker to answer before giving up")
+# beyond the batches' stop bound: closing the consumers (leaving the groups) and Faust's own stop
+STOP_MARGIN_S = 10.0
+EX_STOP_TIMEOUT = 70   # EX_SOFTWARE: the stop overran its bound; whatever was in hand is read again by the next owner
 
 
-def wait_for_kafka(bootstrap: str, seconds: float) -> None:
-    """A worker started before its broker (a host boot, a compose file) waits instead of crashing in Faust."""
+def wait_for_kafka(settings: Settings, seconds: float) -> None:
+    """A worker started before its broker (a host boot, a compose file) waits instead of crashing in Faust.
+
+    With the worker's own connection settings (SASL, TLS); credentials or certificates the broker
+    refuses are one line at once, not a wait until the timeout.
+    """
+    from confluent_kafka import KafkaError
     from confluent_kafka.admin import AdminClient
 
+    from infra.kafka.config import KafkaConfigError, admin_config
     from infra.tools.cli.errors import CliError
     from infra.tools.stack.process import wait_until
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})  # 0: no connect-refused spam
+    refused: list[KafkaError] = []
+
+    def on_error(err: KafkaError) -> None:
+        if err.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+            refused.append(err)
+
+    bootstrap = settings.kafka_bootstrap
+    try:
+        # log_level 0: no connect-refused spam while the broker is not there yet
+        admin = AdminClient(admin_config(settings, log_level=0, error_cb=on_error))
+    except KafkaConfigError as exc:
+        raise CliError(str(exc)) from exc
 
     def answers() -> bool:
+        if refused:
+            return True
         try:
             return bool(admin.list_topics(timeout=2).brokers)
-        except Exception:  # noqa: BLE001 - not there yet
-            return False
+        except Exception:  # noqa: BLE001 - not there yet, or refused (error_cb saw why)
+            return bool(refused)
+
+    def check_refused() -> None:
+        if refused:
+            err = refused[0]
+            what = "authentication" if err.code() == KafkaError._AUTHENTICATION else "TLS"
+            raise CliError(f"Kafka at {bootstrap} refused the connection ({what}: {err.str()}): check HERALD_KAFKA__*"
+                           " (security protocol, SASL user and password, certificates)")
 
     if answers():
+        check_refused()
         return
     print(f"waiting up to {seconds:g} s for Kafka at {bootstrap} ...", file=sys.stderr, flush=True)
-    if not wait_until(answers, timeout=seconds, interval=0.5):
+    ok = wait_until(answers, timeout=seconds, interval=0.5)
+    check_refused()
+    if not ok:
         raise CliError(f"Kafka at {bootstrap} did not answer within {seconds:g} s: start it (`herald stack up`) "
                        "or point HERALD_KAFKA_BOOTSTRAP at a running broker")
+
+
+def _stop_watchdog(seconds: float) -> None:
+    """After a stop signal: exit ``EX_STOP_TIMEOUT`` if the orderly stop has not ended the process in ``seconds``."""
+    def overrun() -> None:
+        logging.getLogger("herald.worker").error("stop took longer than %.0f s; exiting now", seconds)
+        os._exit(EX_STOP_TIMEOUT)
+
+    t = threading.Timer(seconds, overrun)
+    t.daemon = True
+    t.start()
+
 
 def worker(
     agents: list[str] | None = AGENTS,
     loglevel: str = typer.Option("warning", help="log level"),
     wait_kafka: float = WAIT_KAFKA,
 ) -> None:
-    """Run the pipeline's Faust agents (route, deliver per channel and lane, retry tiers, status).
+    """Run the pipeline's agents (route, deliver per channel and lane, retry tiers, receipts, status).
 
-    Several workers share the work through the consumer group; Ctrl-C stops cleanly.
+    Several workers share the work through the consumer groups. Ctrl-C or SIGTERM finishes and commits
+    the batches in hand, leaves the groups and exits 0 (within HERALD_WORKER__STOP_SECONDS + 10 s).
+    /metrics and /healthz are served on HERALD_METRICS_HOST:HERALD_METRICS_PORT.
     """
     import faust
 
-    from streams.runtime.registry import agent_specs, select
     from streams.runtime.faust_app import create_app
+    from streams.runtime.registry import agent_specs, select
 
     env_no_proxy()
     settings = Settings()
@@ -59,11 +107,19 @@ def worker(
         from infra.tools.cli.errors import CliError
 
         raise CliError(str(exc)) from exc
-    wait_for_kafka(settings.kafka_bootstrap, wait_kafka)
+    wait_for_kafka(settings, wait_kafka)
     from infra.logs import logging_config
 
     config = logging_config(loglevel, settings)
     logging.config.dictConfig(config)
     app = create_app(settings, agents)
+    bound = settings.worker.stop_seconds + STOP_MARGIN_S
+
+    class Worker(faust.Worker):
+        def _schedule_shutdown(self, signal) -> None:  # type: ignore[no-untyped-def]  # mode's signal hook
+            if not self._signal_stop_time:
+                _stop_watchdog(bound)
+            super()._schedule_shutdown(signal)
+
     sys.argv = sys.argv[:1]
-    faust.Worker(app, loglevel=loglevel.upper(), quiet=True, logging_config=config).execute_from_commandline()
+    Worker(app, loglevel=loglevel.upper(), quiet=True, logging_config=config).execute_from_commandline()
