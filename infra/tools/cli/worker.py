@@ -36,7 +36,7 @@ def wait_for_kafka(settings: Settings, seconds: float) -> None:
     refused: list[KafkaError] = []
 
     def on_error(err: KafkaError) -> None:
-        if err.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+        if err.code() == KafkaError._SSL or "authentication" in err.str().lower():
             refused.append(err)
 
     bootstrap = settings.kafka_bootstrap
@@ -47,19 +47,21 @@ def wait_for_kafka(settings: Settings, seconds: float) -> None:
         raise CliError(str(exc)) from exc
 
     def answers() -> bool:
-        if refused:
-            return True
         try:
-            return bool(admin.list_topics(timeout=2).brokers)
-        except Exception:  # noqa: BLE001 - not there yet, or refused (error_cb saw why)
-            return bool(refused)
+            if admin.list_topics(timeout=2).brokers:
+                return True
+        except Exception:  # noqa: BLE001 - not there yet, or refused
+            pass
+        admin.poll(0)  # serves error_cb: librdkafka reports a refused login there; the request only times out
+        return bool(refused)
 
     def check_refused() -> None:
         if refused:
             err = refused[0]
-            what = "authentication" if err.code() == KafkaError._AUTHENTICATION else "TLS"
-            raise CliError(f"Kafka at {bootstrap} refused the connection ({what}: {err.str()}): check HERALD_KAFKA__*"
-                           " (security protocol, SASL user and password, certificates)")
+            what = "TLS" if err.code() == KafkaError._SSL else "authentication"
+            raise CliError(f"Kafka at {bootstrap} refused the connection ({what} failed as "
+                           f"{settings.kafka.sasl_username or '(no user)'}): check HERALD_KAFKA__SASL_USERNAME, the password "
+                           "(HERALD_KAFKA__SASL_PASSWORD[_FILE]) and HERALD_KAFKA__SSL_CA_FILE")
 
     if answers():
         check_refused()
