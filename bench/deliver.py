@@ -23,6 +23,7 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]
 
 from infra.tools.sandbox.server import free_port
 from infra.settings import Settings
+from schemas.records import Delivery
 from sinks.base import Sent
 from sinks.factory import build_sink
 from tests.support.sandbox import delivery
@@ -49,7 +50,7 @@ async def run_case(settings: Settings, provider: str, n: int) -> tuple[float, fl
     channel = CASES[provider]
     s = settings.model_copy(update={"email_provider": provider}) if channel == "email" else settings
     sink = build_sink(s, channel)
-    ds = [delivery(channel) for _ in range(n)]
+    ds = [Delivery.from_avro(delivery(channel)) for _ in range(n)]
     await sink.send_batch(ds[:5])  # warm up: connections, OAuth token
     sent = 0
     wall0, cpu0 = time.perf_counter(), time.process_time()

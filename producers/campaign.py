@@ -30,8 +30,8 @@ from infra.kafka.records import TRACE
 from infra.settings import Settings
 from producers.campaign_source import Recipient, Rejected
 from schemas.codec import Codec
+from schemas.vocabulary import CHANNELS
 
-CHANNELS = ("email", "sms", "push")
 
 
 class CampaignError(RuntimeError):

@@ -26,9 +26,9 @@ from typing import Any
 
 from producers.api.validation import email_problem, locale_problem, phone_problem, push_token_problem, time_zone_problem
 from producers.lines import Rejected, json_objects
+from schemas.vocabulary import CHANNELS
 
 ID = re.compile(r"^[A-Za-z0-9._:@+\-]{1,200}$")  # the API's user id rule
-CHANNELS = ("email", "sms", "push")
 CATEGORY = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
 FIELDS = ("email", "phone", "locale", "time_zone", "first_name")
 PRESENT_BIT = {name: 1 << i for i, name in enumerate(FIELDS)}
