@@ -6,7 +6,7 @@ HERALD := $(VENV)/bin/herald
 export NO_PROXY := 127.0.0.1,localhost$(if $(NO_PROXY),$(comma)$(NO_PROXY),)
 comma := ,
 
-.PHONY: install stack promtool test unit demo bench down clean
+.PHONY: install stack cluster promtool test unit demo bench down clean
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is needed"; exit 1; }
@@ -33,7 +33,12 @@ promtool:
 	  { ! command -v systemctl >/dev/null || $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; }; }
 	@promtool --version | head -1
 
-test: stack promtool
+# the 3-broker SASL_SSL cluster beside the single node (tests/integration/test_cluster.py, tests/e2e/test_cluster_faults.py);
+# idempotent: a second run finds it answering
+cluster: install
+	$(HERALD) stack up --brokers 3 --security sasl_ssl
+
+test: stack cluster promtool
 	$(PY) -m pytest tests -q
 
 unit: install promtool
