@@ -29,6 +29,8 @@ from streams.runtime.runner import BatchRunner
 
 log = logging.getLogger("herald.app")
 
+DYNAMIC_SESSION_S = 10.0   # as infra.kafka.config.consumer_config's session.timeout.ms
+
 
 class _SharedContext:
     """One Context per worker, opened inside the worker's event loop; then /metrics and /healthz are served."""
@@ -142,9 +144,11 @@ def create_app(
         producer_enable_idempotence=True,
         stream_wait_empty=False,
         table_standby_replicas=0,
-        # static membership for aiokafka too (same id: the Faust agents' group is a group of its own)
-        **({"consumer_group_instance_id": w.instance_id, "broker_session_timeout": w.static_session_seconds}
-           if w.instance_id else {}),
+        # Every app task (the batch engine, the retry tiers, /healthz) starts only after this consumer's first
+        # rebalance, so a restarted worker waits out its dead self's session here: Faust's default is 60 s; the
+        # librdkafka consumers' (10 s) serves as well. A static member (same id in every group) waits for nothing.
+        broker_session_timeout=w.static_session_seconds if w.instance_id else DYNAMIC_SESSION_S,
+        **({"consumer_group_instance_id": w.instance_id} if w.instance_id else {}),
     )
     shared = _SharedContext(settings, context_factory)
     chosen = select(agent_specs(settings), agents)

@@ -98,3 +98,26 @@ def test_sigterm_finishes_the_batch_in_hand_exits_0_in_bound_and_the_survivor_ta
     finished = "finishing the batch in hand" in leaving.log_text()
     print(f"\nSIGTERM → exit 0 in {took:.1f} s with {at_stop}/{N} sent (batch in hand finished: {finished}); "
           f"the survivor sent the rest in {handover:.1f} s")
+
+
+def test_the_scheduler_serves_healthz_and_metrics_on_the_configured_host(topics, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    port = free_port("127.0.0.2")
+    env = {**os.environ, **topics.model_copy(update={"metrics_host": "127.0.0.2"}).to_env(), "PYTHONUNBUFFERED": "1"}
+    log = open(tmp_path / "scheduler.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "infra.tools.cli.main", "scheduler", "--interval", "0.2",
+                             "--metrics-port", str(port), "--housekeeping-every", "0"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base = f"http://127.0.0.2:{port}"
+        wait_for(lambda: _answers(base + "/healthz"), 60, interval=0.3, message="the scheduler's /healthz")
+        assert _get(base + "/healthz") == (200, "ok\n")
+        code, text = _get(base + "/metrics")
+        assert code == 200 and "herald_scheduler_last_tick_timestamp" in text
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+        log.close()
