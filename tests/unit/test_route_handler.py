@@ -190,12 +190,12 @@ def scenario(fn: Callable[[RouteEnv], Coroutine[Any, Any, None]]) -> Callable[[R
 async def test_an_order_becomes_one_delivery_per_channel_and_address_each_queued(env: RouteEnv) -> None:
     uid = env.uid()
     await env.add_user(Recipient(uid, email="ada@example.test", phone="+4366412345", first_name="Ada",
-                                 devices=["tok-a", "tok-b"]))
+                                 devices=[f"{uid}-tok-a", f"{uid}-tok-b"]))  # a token is unique across users
     ev = order_placed(uid)
     out = await env.handler().handle([record(env, "OrderPlaced", ev)])
     ds = deliveries(env, out, ev["event_id"])
     assert sorted((d["channel"], d["address"]) for d in ds) == [
-        ("email", "ada@example.test"), ("push", "tok-a"), ("push", "tok-b"), ("sms", "+4366412345")]
+        ("email", "ada@example.test"), ("push", f"{uid}-tok-a"), ("push", f"{uid}-tok-b"), ("sms", "+4366412345")]
     assert all(d["lane"] == "interactive" and d["notification_id"] == ev["event_id"] for d in ds)
     assert "2 x Mug: 25.50 EUR" in next(d["text"] for d in ds if d["channel"] == "email")
     assert statuses(env, out, ev["event_id"]) == [("email", "queued", None), ("push", "queued", None),
@@ -266,7 +266,7 @@ async def test_quiet_hours_defer_sms_and_push_to_a_scheduled_row(env: RouteEnv) 
     uid = env.uid()
     now = datetime.now(UTC)
     start, end = (now - timedelta(hours=1)).time(), (now + timedelta(hours=1)).time()
-    await env.add_user(Recipient(uid, email="q@example.test", phone="+4399", devices=["tok-q"],
+    await env.add_user(Recipient(uid, email="q@example.test", phone="+4399", devices=[f"{uid}-tok-q"],
                                  quiet_start=clock(start.hour, start.minute), quiet_end=clock(end.hour, end.minute)))
     ev = order_placed(uid)
     out = await env.handler().handle([record(env, "OrderPlaced", ev)])
