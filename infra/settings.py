@@ -11,8 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Channel = Literal["email", "sms", "push"]
-CHANNELS: tuple[Channel, ...] = ("email", "sms", "push")
+from schemas.vocabulary import CHANNELS, Channel  # noqa: F401 - re-exported: the one declaration of the channels
 
 
 def _default_home() -> Path:
@@ -62,6 +61,12 @@ class KafkaConfig(BaseModel):
         default_factory=dict, description="any other librdkafka property, as JSON (e.g. {\"client.rack\": \"eu-1a\"})"
     )
 
+    @field_validator("sasl_password_file", "ssl_ca_file", "ssl_cert_file", "ssl_key_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        # HERALD_KAFKA__SASL_PASSWORD_FILE= (empty) means no file, not the current directory
+        return None if v == "" else v
+
     @property
     def sasl(self) -> bool:
         return self.security_protocol.startswith("SASL")
@@ -75,25 +80,6 @@ class KafkaConfig(BaseModel):
         if self.sasl_password_file is not None:
             return self.sasl_password_file.read_text().strip()
         return self.sasl_password.get_secret_value() if self.sasl_password is not None else None
-
-
-class TopicsConfig(BaseModel):
-    """Durability of Herald's topics (``settings.topics``; variables ``HERALD_TOPICS__*``). Unset: from the cluster."""
-
-    replication_factor: int | None = Field(None, ge=1, description="replication factor of Herald's topics (unset: min(3, brokers))")
-    min_insync_replicas: int | None = Field(
-        None, ge=1, description="min.insync.replicas of Herald's topics (unset: 2 when the replication factor is 3 or more, else 1)"
-    )
-    retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=60_000, description="retention of the work topics, ms (7 days)")
-    dlq_retention_ms: int = Field(30 * 24 * 3600 * 1000, ge=60_000, description="retention of the dead-letter topic, ms (30 days)")
-
-
-class ClusterConfig(BaseModel):
-    """The local multi-broker cluster of ``herald stack up --brokers N`` (``settings.cluster``; ``HERALD_CLUSTER__*``)."""
-
-    port: int = Field(19092, ge=1024, description="first broker port of `herald stack up --brokers N` (controllers +100, SASL_SSL +300)")
-    heap: str = Field("320m", description="heap of each broker of the local cluster (-Xmx)")
-    user: str = Field("herald", description="SCRAM user that `--security sasl_ssl` creates")
 
 
 class WorkerConfig(BaseModel):
@@ -115,6 +101,25 @@ class WorkerConfig(BaseModel):
     engines: dict[str, Literal["faust", "batch"]] = Field(
         default_factory=dict, description="override an agent's engine, as JSON ({\"route\": \"batch\"})"
     )
+
+
+class TopicsConfig(BaseModel):
+    """Durability of Herald's topics (``settings.topics``; variables ``HERALD_TOPICS__*``). Unset: from the cluster."""
+
+    replication_factor: int | None = Field(None, ge=1, description="replication factor of Herald's topics (unset: min(3, brokers))")
+    min_insync_replicas: int | None = Field(
+        None, ge=1, description="min.insync.replicas of Herald's topics (unset: 2 when the replication factor is 3 or more, else 1)"
+    )
+    retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=60_000, description="retention of the work topics, ms (7 days)")
+    dlq_retention_ms: int = Field(30 * 24 * 3600 * 1000, ge=60_000, description="retention of the dead-letter topic, ms (30 days)")
+
+
+class ClusterConfig(BaseModel):
+    """The local multi-broker cluster of ``herald stack up --brokers N`` (``settings.cluster``; ``HERALD_CLUSTER__*``)."""
+
+    port: int = Field(19092, ge=1024, description="first broker port of `herald stack up --brokers N` (controllers +100, SASL_SSL +300)")
+    heap: str = Field("320m", description="heap of each broker of the local cluster (-Xmx)")
+    user: str = Field("herald", description="SCRAM user that `--security sasl_ssl` creates")
 
 
 class DeliverTuning(BaseModel):
@@ -252,7 +257,7 @@ class Settings(BaseSettings):
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
             elif isinstance(value, BaseModel):
-                value = value.model_dump_json()
+                value = json.dumps(_revealed(value.model_dump(mode="python")), default=str)
             elif isinstance(value, (list, dict)):
                 value = json.dumps(value)
             env[f"HERALD_{name.upper()}"] = str(value)
@@ -269,6 +274,17 @@ class Settings(BaseSettings):
             else:
                 out[name] = str(value)
         return out
+
+
+def _revealed(value: object) -> object:
+    """A dumped section with its secrets as plain text: a child process must get the password, not ``**********``."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _revealed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_revealed(v) for v in value]
+    return value
 
 
 def tier_name(seconds: float) -> str:

@@ -87,3 +87,14 @@ def test_default_partitions_are_12_for_events_and_deliver_topics():
     specs = {s.name: s.partitions for s in topic_specs(Settings())}
     assert specs["herald.events"] == specs["herald.bulk"] == specs["herald.deliver.email"] == 12
     assert specs["herald.deliver.push.bulk"] == 12
+
+
+def test_nested_secrets_reach_a_child_process_in_clear_and_empty_file_settings_are_unset(monkeypatch):
+    """A worker started by `herald demo` or a test gets the SASL password itself, not its mask."""
+    s = Settings(kafka={"security_protocol": "SASL_SSL", "sasl_username": "u", "sasl_password": "s3cret"})
+    for name, value in s.to_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HERALD_KAFKA__SASL_PASSWORD_FILE", "")
+    child = Settings()
+    assert child.kafka.password() == "s3cret" and child.kafka.sasl_password_file is None
+    assert "s3cret" not in str(child.masked())
