@@ -6,7 +6,7 @@ HERALD := $(VENV)/bin/herald
 export NO_PROXY := 127.0.0.1,localhost$(if $(NO_PROXY),$(comma)$(NO_PROXY),)
 comma := ,
 
-.PHONY: install stack cluster promtool test unit demo bench down clean
+.PHONY: install stack cluster promtool lint test unit demo bench down clean
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is needed"; exit 1; }
@@ -38,7 +38,12 @@ promtool:
 cluster: install
 	$(HERALD) stack up --brokers 3 --security sasl_ssl
 
-test: stack cluster promtool
+# ruff (rules in pyproject.toml [tool.ruff]) over the repo, then mypy over the six packages ([tool.mypy] files)
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint stack cluster promtool
 	$(PY) -m pytest tests -q
 
 unit: install promtool
