@@ -106,7 +106,18 @@ def measure(base: Settings, static: bool, rounds: int, logs: Path) -> tuple[floa
         stop.set()
         feeder.join(10)
         probe.close()
+        _remove_topics(s)
     return fresh, times
+
+
+def _remove_topics(s: Settings) -> None:
+    """The run's topics off the shared broker."""
+    from infra.topics import admin_client
+
+    admin = admin_client(s)
+    mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith((s.topic_prefix + ".", s.app_id + "-"))]
+    for f in (admin.delete_topics(mine, operation_timeout=15) if mine else {}).values():
+        f.result(20)
 
 
 def main() -> None:
