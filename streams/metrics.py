@@ -35,7 +35,8 @@ class Metrics:
         self.batch_seconds = Histogram("herald_batch_seconds", "Time to process one agent batch", ["agent"], registry=r)
         self.batch_retries = Counter("herald_batch_retries", "Batches retried after an infrastructure error", ["agent", "error"], registry=r)
         self.last_commit = Gauge("herald_last_batch_done_timestamp", "Unix time an agent last finished a batch", ["agent"], registry=r)
-        self.circuit_state = Gauge("herald_circuit_state", "Circuit state per provider account: 0 closed, 1 half-open, 2 open", ["provider"], registry=r)
+        self.circuit_state = Gauge("herald_circuit_state", "Circuit state per provider account: 0 closed, 1 half-open, 2 open",
+                                   ["provider"], registry=r)
         self.consumer_lag = Gauge("herald_consumer_lag", "Records behind the log end", ["topic"], registry=r)
 
     def serve(self, port: int, addr: str = "127.0.0.1", health: Health | None = None) -> ThreadingHTTPServer | None:

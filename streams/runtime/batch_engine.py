@@ -55,8 +55,9 @@ def _accept(name: str, msgs: list[Message]) -> tuple[list[InRecord], list[TopicP
         if m.error():
             log.warning("%s: consume error %s", name, m.error())
             continue
-        batch.append(to_in_record(m))
-        high[(m.topic(), m.partition())] = m.offset() + 1
+        rec = to_in_record(m)
+        batch.append(rec)
+        high[(rec.topic, rec.partition)] = rec.offset + 1
     return batch, [TopicPartition(t, p, o) for (t, p), o in high.items()]
 
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
+from infra.kafka.producer import Producer
 from infra.settings import Settings
 from schemas.codec import Codec
 from streams.metrics import Metrics
 from streams.runtime.liveness import Liveness
-from infra.kafka.producer import Producer
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -68,10 +68,9 @@ class _SharedContext:
 
 def _to_in(event: faust.types.EventT) -> InRecord:
     m = event.message
-    headers = m.headers or []
-    if isinstance(headers, dict):
-        headers = list(headers.items())
-    return InRecord(m.topic, m.partition, m.offset, m.key, m.value, list(headers), int((m.timestamp or 0) * 1000))
+    # aiokafka hands headers over as (str, bytes) pairs; Faust's type says Mapping or sequence
+    headers = cast("list[tuple[str, bytes]]", list(m.headers.items()) if isinstance(m.headers, dict) else list(m.headers or []))
+    return InRecord(m.topic, m.partition, m.offset, m.key, m.value, headers, int((m.timestamp or 0) * 1000))
 
 
 def _named(fn: Callable[..., Any], spec: AgentSpec) -> Callable[..., Any]:
@@ -82,14 +81,13 @@ def _named(fn: Callable[..., Any], spec: AgentSpec) -> Callable[..., Any]:
 def _agent_fn(spec: AgentSpec, shared: _SharedContext, settings: Settings):
     async def agent(stream: faust.StreamT) -> None:
         runner: BatchRunner | None = None
-        async for events in stream.noack_take(settings.batch_size, within=settings.batch_within):
+        async for events in stream.noack_take(settings.batch_size, within=settings.batch_within):  # type: ignore[attr-defined]
             if runner is None:
                 ctx = await shared.get()
                 runner = BatchRunner(await spec.build(ctx), ctx)  # type: ignore[misc]
             runner.ctx.liveness.begin(spec.name)
 
-            async def run_and_ack(events: list[faust.types.EventT] = events) -> None:
-                assert runner is not None
+            async def run_and_ack(events: list[faust.types.EventT] = events, runner: BatchRunner = runner) -> None:
                 await runner.run([_to_in(e) for e in events])
                 for e in events:
                     await stream.ack(e)
@@ -125,6 +123,7 @@ def create_app(
     context_factory: Callable[[Settings], Awaitable[Context]] = Context.open,
 ) -> faust.App:
     w = settings.worker
+    static: dict[str, Any] = {"consumer_group_instance_id": w.instance_id} if w.instance_id else {}
     app = faust.App(
         settings.app_id,
         **faust_options(settings),
@@ -148,7 +147,7 @@ def create_app(
         # rebalance, so a restarted worker waits out its dead self's session here: Faust's default is 60 s; the
         # librdkafka consumers' (10 s) serves as well. A static member (same id in every group) waits for nothing.
         broker_session_timeout=w.static_session_seconds if w.instance_id else DYNAMIC_SESSION_S,
-        **({"consumer_group_instance_id": w.instance_id} if w.instance_id else {}),
+        **static,
     )
     shared = _SharedContext(settings, context_factory)
     chosen = select(agent_specs(settings), agents)

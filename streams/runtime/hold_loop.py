@@ -28,17 +28,16 @@ import time
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from infra.kafka.consumer import consumer as make_consumer, to_in_record
+from infra.kafka.dead_letters import DeadLetter, dead_letter
+from infra.kafka.producer import is_kafka_error
+from infra.kafka.records import InRecord, OutRecord, now_ms
 from infra.settings import CHANNELS, Settings, tier_name
 from infra.topics import deliver_topic
-from infra.kafka.consumer import consumer as make_consumer
-from infra.kafka.consumer import to_in_record
 from streams.runtime.consumer_thread import ConsumerThread, membership
 from streams.runtime.context import Context
 from streams.runtime.in_hand import to_the_end
 from streams.runtime.registry import AgentSpec
-from infra.kafka.dead_letters import DeadLetter, dead_letter
-from infra.kafka.producer import is_kafka_error
-from infra.kafka.records import InRecord, OutRecord, now_ms
 from streams.stages.retry_hold import PartitionPlan, plan_partition
 
 log = logging.getLogger("herald.retry")
@@ -125,7 +124,7 @@ class TierLoop:
         plans = {p: plan_partition(recs, now, self.delay_s, self.origins) for p, recs in by_part.items()}
         try:
             await self.ctx.output.send_all(self._outputs(plans))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if not is_kafka_error(exc):
                 raise
             # not committed: read the batch again after a pause
@@ -158,15 +157,16 @@ class TierLoop:
             if m.error():
                 log.warning("%s: consume error %s", self.name, m.error())
                 continue
-            p, off = m.partition(), m.offset()
+            rec = to_in_record(m)
+            p = rec.partition
             if p in self.held:
                 continue   # fetched before the hold; read again after it
             want = self.expect.get(p)
             if want is not None:
-                if off != want:
+                if rec.offset != want:
                     continue
                 del self.expect[p]
-            by_part.setdefault(p, []).append(to_in_record(m))
+            by_part.setdefault(p, []).append(rec)
         return by_part
 
     def _outputs(self, plans: dict[int, PartitionPlan]) -> list[OutRecord]:
@@ -216,7 +216,7 @@ class TierLoop:
 
 def specs(settings: Settings) -> list[AgentSpec]:
     out = []
-    for topic, delay in zip(settings.retry_topics, settings.retry_delays):
+    for topic, delay in zip(settings.retry_topics, settings.retry_delays, strict=True):
         async def service(ctx: Context, topic: str = topic, delay: float = delay) -> None:
             await TierLoop(ctx, topic, delay).run()
 

@@ -5,7 +5,7 @@ all of them or the ones named on its command line.
 """
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from importlib import import_module
@@ -15,7 +15,8 @@ from streams.runtime.context import Context
 from streams.runtime.runner import Handler
 
 # modules holding agents, in start order
-AGENT_MODULES = ("streams.handlers.status_writer", "streams.runtime.hold_loop", "streams.handlers.route", "streams.handlers.deliver", "streams.handlers.receipts")
+AGENT_MODULES = ("streams.handlers.status_writer", "streams.runtime.hold_loop", "streams.handlers.route",
+                 "streams.handlers.deliver", "streams.handlers.receipts")
 
 
 class Engine(StrEnum):
@@ -48,7 +49,7 @@ class AgentSpec:
     engine: Engine | None = None
 
 
-def resolve_engine(spec: AgentSpec, overrides: dict[str, str] | None = None) -> Engine:
+def resolve_engine(spec: AgentSpec, overrides: Mapping[str, str] | None = None) -> Engine:
     if spec.service is not None:
         return Engine.SERVICE
     if overrides and spec.name in overrides:

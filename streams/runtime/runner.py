@@ -29,10 +29,10 @@ import psycopg
 import psycopg_pool
 import redis.exceptions
 
-from streams.runtime.context import Context
 from infra.kafka.dead_letters import DeadLetter, dead_letter
 from infra.kafka.producer import RecordTooLarge, is_kafka_error
 from infra.kafka.records import InRecord, OutRecord
+from streams.runtime.context import Context
 
 log = logging.getLogger("herald.runner")
 
@@ -71,7 +71,7 @@ async def until_reachable(attempt: Callable[[], Awaitable[None]], what: str, max
         try:
             await attempt()
             return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if not is_infra_error(exc):
                 raise
             log.warning("%s: infrastructure error %r; retrying in %.1fs", what, exc, backoff)
@@ -151,7 +151,7 @@ class BatchRunner:
             out = await self.handler.handle(batch)
             self.ctx.output.check_sizes(out)
             await self.ctx.output.send_all(out)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if is_infra_error(exc) or len(batch) == 1:
                 if not is_infra_error(exc):
                     await self._send_dead(batch[0], exc)

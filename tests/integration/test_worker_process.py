@@ -107,17 +107,16 @@ def test_the_scheduler_serves_healthz_and_metrics_on_the_configured_host(topics,
 
     port = free_port("127.0.0.2")
     env = {**os.environ, **topics.model_copy(update={"metrics_host": "127.0.0.2"}).to_env(), "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path / "scheduler.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "infra.tools.cli.main", "scheduler", "--interval", "0.2",
-                             "--metrics-port", str(port), "--housekeeping-every", "0"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        base = f"http://127.0.0.2:{port}"
-        wait_for(lambda: _answers(base + "/healthz"), 60, interval=0.3, message="the scheduler's /healthz")
-        assert _get(base + "/healthz") == (200, "ok\n")
-        code, text = _get(base + "/metrics")
-        assert code == 200 and "herald_scheduler_last_tick_timestamp" in text
-    finally:
-        proc.terminate()
-        assert proc.wait(30) == 0
-        log.close()
+    with open(tmp_path / "scheduler.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "infra.tools.cli.main", "scheduler", "--interval", "0.2",
+                                 "--metrics-port", str(port), "--housekeeping-every", "0"],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            base = f"http://127.0.0.2:{port}"
+            wait_for(lambda: _answers(base + "/healthz"), 60, interval=0.3, message="the scheduler's /healthz")
+            assert _get(base + "/healthz") == (200, "ok\n")
+            code, text = _get(base + "/metrics")
+            assert code == 200 and "herald_scheduler_last_tick_timestamp" in text
+        finally:
+            proc.terminate()
+            assert proc.wait(30) == 0

@@ -25,7 +25,7 @@ class WorkerProcess:
         cmd = [sys.executable, "-m", "infra.tools.cli.main", "worker", "--loglevel", "info"]
         for a in self.agents:
             cmd += ["--agent", a]
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - open while the process lives; closed in stop()
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 

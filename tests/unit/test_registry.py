@@ -14,7 +14,7 @@ from streams.runtime.liveness import Liveness
 from streams.runtime.registry import DEFAULT_ENGINES, AgentSpec, Engine, agent_specs, resolve_engine
 
 
-def _engines(settings: Settings) -> dict[str, Engine]:
+def _engines(settings: Settings) -> dict[str, Engine | None]:
     return {s.name: s.engine for s in agent_specs(settings)}
 
 
@@ -119,7 +119,7 @@ def test_the_consumer_thread_closes_after_a_pending_consume_in_the_same_thread_e
     fake = _FakeConsumer()
 
     async def main() -> None:
-        kafka = ConsumerThread(fake, "engine-x")  # type: ignore[arg-type]
+        kafka = ConsumerThread(fake, "engine-x")
         await kafka.commit([])
         pending = asyncio.ensure_future(kafka.consume(10, 0.3))
         await asyncio.sleep(0.05)

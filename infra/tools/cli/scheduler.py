@@ -1,14 +1,13 @@
 """herald scheduler"""
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 
 import typer
 
-from infra.tools.cli.errors import CliError
 from infra.settings import Settings
+from infra.tools.cli.errors import CliError
 
 
 def scheduler(
@@ -29,14 +28,13 @@ def scheduler(
     report. Run several replicas for availability: they never publish the
     same claim twice. Ctrl-C or SIGTERM stops after the current batch.
     """
-    import psycopg
-
-    from scheduler.metrics import SchedulerMetrics
-    from scheduler.service import Scheduler, SchedulerConfig
-
     import logging.config
 
+    import psycopg
+
     from infra.logs import logging_config
+    from scheduler.metrics import SchedulerMetrics
+    from scheduler.service import Scheduler, SchedulerConfig
 
     settings = Settings()
     logging.config.dictConfig(logging_config(loglevel, settings))

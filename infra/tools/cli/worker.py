@@ -6,6 +6,7 @@ import logging.config
 import os
 import sys
 import threading
+from typing import Any
 
 import typer
 
@@ -118,7 +119,7 @@ def worker(
     bound = settings.worker.stop_seconds + STOP_MARGIN_S
 
     class Worker(faust.Worker):
-        def _schedule_shutdown(self, signal) -> None:  # type: ignore[no-untyped-def]  # mode's signal hook
+        def _schedule_shutdown(self, signal: Any) -> None:  # mode's hook for SIGTERM and SIGINT
             if not self._signal_stop_time:
                 _stop_watchdog(bound)
             super()._schedule_shutdown(signal)
