@@ -21,6 +21,7 @@ delivered in ≤ 60 s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -36,16 +37,17 @@ from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra.tools.children import spawn as start, stop  # noqa: E402
-from rawkafka import pass_through  # noqa: E402 - bench/ is on sys.path when run as a script
-from infra.db import migrate  # noqa: E402
-from infra.tools.sandbox.server import free_port  # noqa: E402
-from infra.tools.seed import seed_templates  # noqa: E402
-from infra.settings import Settings  # noqa: E402
-from infra.topics import ensure_topics, topic_specs  # noqa: E402
-from producers.campaign import CampaignSpec, create, produce, set_progress  # noqa: E402
-from producers.campaign_source import Recipient  # noqa: E402
-from producers.users_import import import_users, rows_of  # noqa: E402
+from rawkafka import pass_through
+
+from infra.db import migrate
+from infra.settings import Settings
+from infra.tools.children import spawn as start, stop
+from infra.tools.sandbox.server import free_port
+from infra.tools.seed import seed_templates
+from infra.topics import ensure_topics, topic_specs
+from producers.campaign import CampaignSpec, create, produce, set_progress
+from producers.campaign_source import Recipient
+from producers.users_import import import_users, rows_of
 
 TICK = os.sysconf("SC_CLK_TCK")
 AGENTS = ["route-bulk", "deliver-email-bulk", "status"]
@@ -147,11 +149,8 @@ def main() -> None:
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        if a.split:
-            groups = {ag: [ag] for ag in AGENTS}
-        else:
-            groups = {f"worker-{i}": AGENTS for i in range(a.workers)}
-        workers = [start(["worker", *sum((["-a", ag] for ag in ags), [])], env, work / f"{name}.log") for name, ags in groups.items()]
+        groups = {ag: [ag] for ag in AGENTS} if a.split else {f"worker-{i}": AGENTS for i in range(a.workers)}
+        workers = [start(["worker", *[arg for ag in ags for arg in ("-a", ag)]], env, work / f"{name}.log") for name, ags in groups.items()]
         procs += workers
 
         db = psycopg.connect(settings.dsn, autocommit=True)
@@ -213,7 +212,7 @@ def main() -> None:
             f"{k} {infra1[k] - infra0.get(k, 0.0):.1f}s = {(infra1[k] - infra0.get(k, 0.0)) / done * 1e6:,.0f} µs" for k in infra1)
             + " per notification (whole services: other users of the stack count too)")
         if a.split:
-            for name, w in zip(groups, workers):
+            for name, w in zip(groups, workers, strict=True):
                 print(f"  {name:<18}: {(cpu_seconds(w.pid) - cpu0[w.pid]) / done * 1e6:,.0f} µs per notification")
         summary = db.execute("SELECT status, count(*) FROM notifications WHERE campaign_id = %s GROUP BY 1 ORDER BY 2 DESC",
                              (spec.id,)).fetchall()
@@ -231,10 +230,8 @@ def main() -> None:
             admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
             names = [s.name for s in topic_specs(settings)] + [settings.topic("bench-raw")]
             for f in admin.delete_topics(names, operation_timeout=30).values():
-                try:
+                with contextlib.suppress(Exception):  # a topic that was never created
                     f.result(30)
-                except Exception:  # noqa: BLE001 - a topic that was never created
-                    pass
             with psycopg.connect(admin_dsn, autocommit=True) as c:
                 c.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
             import redis

@@ -21,13 +21,13 @@ import httpx
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))  # tests.support builders
 
-from infra.tools.sandbox.server import free_port
 from infra.settings import Settings
+from infra.tools.sandbox.server import free_port
 from schemas.records import Delivery
 from sinks.base import Sent
 from sinks.factory import build_sink
-from tests.support.sandbox import delivery
 from tests.support.env import settings_env
+from tests.support.sandbox import delivery
 
 CASES = {"sendgrid": "email", "smtp": "email", "twilio": "sms", "fcm": "push"}
 

@@ -25,26 +25,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import psycopg  # noqa: E402
-import redis  # noqa: E402
-from confluent_kafka import Producer  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+import psycopg
+import redis
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from rawkafka import pass_through
 
-from infra.db import migrate  # noqa: E402
-from rawkafka import pass_through  # noqa: E402 - bench/ is on sys.path when run as a script
-from infra.tools.seed import seed_demo_users, seed_templates  # noqa: E402
-from infra.settings import Settings  # noqa: E402
-from schemas.codec import Codec  # noqa: E402
-from streams.runtime.context import Context  # noqa: E402
-from infra.kafka.records import InRecord  # noqa: E402
-from streams.routes import RateRule, load_routes  # noqa: E402
-from streams.stages.route.decide import channel_decision, delivery_record, push_data, template_context  # noqa: E402
-from streams.stages.route.intent import intent_for  # noqa: E402
-from streams.stages.route.limits import counters  # noqa: E402
-from streams.stages.route.render import render  # noqa: E402
-from streams.stages.route.timing import is_expired, is_for_later  # noqa: E402
-from streams.stages.status_change import status_record  # noqa: E402
-from streams.stores.templates import TemplateStore  # noqa: E402
+from infra.db import migrate
+from infra.kafka.records import InRecord
+from infra.settings import Settings
+from infra.tools.seed import seed_demo_users, seed_templates
+from schemas.codec import Codec
+from streams.routes import RateRule, load_routes
+from streams.runtime.context import Context
+from streams.stages.route.decide import channel_decision, delivery_record, push_data, template_context
+from streams.stages.route.intent import intent_for
+from streams.stages.route.limits import counters
+from streams.stages.route.render import render
+from streams.stages.route.timing import is_expired, is_for_later
+from streams.stages.status_change import status_record
+from streams.stores.templates import TemplateStore
 
 
 def bench_config():
@@ -102,9 +102,9 @@ def breakdown(cfg, codec: Codec, store: TemplateStore, recipients: dict, values:
         codec.decode(v)
     out["decode"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    rendered = [render(t, "email", template_context(it, r)) for t, (it, r) in zip(tmpls, ctxs)]
+    rendered = [render(t, "email", template_context(it, r)) for t, (it, r) in zip(tmpls, ctxs, strict=True)]
     out["render (subject+text+html)"] = time.perf_counter() - t0
-    recs = [delivery_record(it, "email", r.email, t, o).to_avro() for t, (it, r), o in zip(tmpls, ctxs, rendered)]
+    recs = [delivery_record(it, "email", r.email, t, o).to_avro() for t, (it, r), o in zip(tmpls, ctxs, rendered, strict=True)]
     t0 = time.perf_counter()
     for d in recs:
         codec.encode("Delivery", d)

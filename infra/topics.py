@@ -140,6 +140,17 @@ def ensure(settings: Settings, timeout: float = 30.0, admin: AdminClient | None 
     return EnsureReport(created, mismatched)
 
 
+def resolved(settings: Settings, timeout: float = 30.0) -> Settings:
+    """``settings`` with the topics' replication factor and min ISR filled in from the cluster where unset."""
+    if settings.topics.replication_factor is not None and settings.topics.min_insync_replicas is not None:
+        return settings
+    brokers = len(admin_client(settings).list_topics(timeout=timeout).brokers)
+    d = durability(settings, brokers)
+    topics = settings.topics.model_copy(update={"replication_factor": d.replication_factor,
+                                                "min_insync_replicas": d.min_insync_replicas})
+    return settings.model_copy(update={"topics": topics})
+
+
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create the missing topics; returns the names created. Harmless when they exist."""
     return ensure(settings, timeout).created

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -86,7 +86,7 @@ class Emitter:
                 raise ValueError(f"{name} has no send_at field; schedulable records: NotificationRequested, BirthdayReached, …")
             rec["send_at"] = to_ms(send_at)
         rec.setdefault("event_id", uuid.uuid4().hex)
-        rec.setdefault("occurred_at", datetime.now(timezone.utc))
+        rec.setdefault("occurred_at", datetime.now(UTC))
         value = self.codec.encode(name, rec)
         user = key or rec.get("user_id")
         if not user:

@@ -9,7 +9,7 @@ first occurrence.
 """
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -46,7 +46,7 @@ def _weekday(day: int | str) -> int:
 def local_instant(on: date, at: time | str, tz: str) -> datetime:
     """``at`` o'clock on ``on`` in zone ``tz``, as an aware UTC datetime."""
     local = datetime.combine(on, _time(at)).replace(tzinfo=_zone(tz), fold=0)
-    return local.astimezone(timezone.utc)
+    return local.astimezone(UTC)
 
 
 def next_local(at: time | str, tz: str, *, weekday: int | str | None = None, now: datetime | None = None) -> datetime:
@@ -54,7 +54,7 @@ def next_local(at: time | str, tz: str, *, weekday: int | str | None = None, now
 
     ``next_local("09:00", "Asia/Tokyo", weekday="monday")`` is the coming Monday 09:00 in Tokyo.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     zone = _zone(tz)

@@ -199,7 +199,7 @@ def read_csv(lines: Iterable[str]) -> Iterator[UserRow | Rejected]:
         if len(row) != width:
             yield Rejected(n, f"{len(row)} columns, the header has {width}")
             continue
-        yield validate(n, dict(zip(header, row)))
+        yield validate(n, dict(zip(header, row, strict=True)))
 
 
 def read_jsonl(lines: Iterable[str]) -> Iterator[UserRow | Rejected]:

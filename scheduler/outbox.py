@@ -12,6 +12,7 @@ they were.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -103,7 +104,7 @@ class Outbox:
                 if published:
                     conn.execute(MARK_PUBLISHED, (published,))
                 if refused:
-                    ids, errors, delays = zip(*refused)
+                    ids, errors, delays = zip(*refused, strict=True)
                     conn.execute(MARK_REFUSED, (list(ids), list(errors), list(delays)))
         except psycopg.OperationalError:
             self._drop_connection()
@@ -171,10 +172,8 @@ class Outbox:
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # already broken
                 self._conn.close()
-            except Exception:  # noqa: BLE001 - already broken
-                pass
             self._conn = None
 
     def close(self) -> None:

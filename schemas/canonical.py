@@ -28,7 +28,8 @@ def canonical_form(schema: Any, collapse_logical: bool = True) -> str:
         if isinstance(s, list):
             return [walk(b, ns) for b in s]
         t = s["type"]
-        if isinstance(t, (dict, list)) or (isinstance(t, str) and t not in _PRIMITIVES and t not in ("record", "enum", "fixed", "array", "map", "error")):
+        if isinstance(t, (dict, list)) or (
+                isinstance(t, str) and t not in _PRIMITIVES and t not in ("record", "enum", "fixed", "array", "map", "error")):
             return walk(t, ns)
         if t in _PRIMITIVES:
             return t if collapse_logical or "logicalType" not in s else {"type": t}

@@ -117,7 +117,7 @@ class Codec:
         body = BytesIO(data[HEADER_LEN:])
         try:
             record = schemaless_reader(body, writer.parsed, reader)
-        except Exception as exc:  # noqa: BLE001 - fastavro raises many types on corrupt bodies
+        except Exception as exc:
             raise DecodeError("corrupt", f"{writer.name} v{writer.version}: body does not decode: {exc!r}") from exc
         left = len(data) - HEADER_LEN - body.tell()
         if left:  # a body that parses but does not end where the record does was not written with this schema

@@ -71,10 +71,7 @@ class FcmSink:
     @classmethod
     def from_file(cls, credentials_file: Path | None, base_url: str) -> FcmSink:
         """The sink for a service-account JSON file, or (None) for a generated sandbox account at ``base_url``."""
-        if credentials_file:
-            info = json.loads(credentials_file.read_text())
-        else:
-            info = sandbox_service_account(base_url.rstrip("/") + "/token")
+        info = json.loads(credentials_file.read_text()) if credentials_file else sandbox_service_account(base_url.rstrip("/") + "/token")
         return cls(info, base_url)
 
     async def send_batch(self, deliveries: list[Delivery]) -> list[Result]:

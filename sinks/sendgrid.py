@@ -22,7 +22,6 @@ import asyncio
 import json
 import re
 import secrets
-import socket
 import urllib.error
 from email.utils import parseaddr
 from typing import Any
@@ -109,7 +108,7 @@ class SendGridSink:
                                        if _is_address_field(field) else Permanent(f"sendgrid 400: {field}: {message}"))
                 idx = [i for j, i in enumerate(idx) if j not in bad]
                 continue
-            except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
+            except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as exc:
                 for i in idx:
                     results[i] = Retryable(f"sendgrid unreachable: {exc}")
                 return
@@ -164,7 +163,7 @@ def _tags(ds: list[Delivery]) -> tuple[str, str]:
 
 
 def _is_address_field(field: str) -> bool:
-    return ".to." in field or field.endswith(".to") or field.endswith(".email")
+    return ".to." in field or field.endswith((".to", ".email"))
 
 
 def _bad_personalizations(exc: HTTPError) -> dict[int, tuple[str, str]]:

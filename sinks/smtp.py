@@ -13,8 +13,8 @@ rest of the chunk is sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
-import socket
 import threading
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -109,7 +109,7 @@ class SmtpSink:
             except (ValueError, TypeError, LookupError) as exc:  # flattening the message failed
                 self._drop()
                 return Permanent(f"smtp: message cannot be sent: {exc}")
-            except (smtplib.SMTPServerDisconnected, ConnectionError, socket.timeout, OSError) as exc:
+            except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError, OSError) as exc:
                 self._drop()
                 if reconnect:
                     continue
@@ -123,19 +123,15 @@ class SmtpSink:
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(OSError):
                 conn.close()
-            except OSError:
-                pass
 
     def _quit(self) -> None:
         with self._lock:
             conn, self._conn = self._conn, None
             if conn is not None:
-                try:
+                with contextlib.suppress(OSError, smtplib.SMTPException):
                     conn.quit()
-                except (OSError, smtplib.SMTPException):
-                    pass
 
 
 class _ConnectionLost(Exception):

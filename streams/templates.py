@@ -80,10 +80,10 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                 if isinstance(seq, (str, bytes, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_REPEAT:
                     raise SecurityError(f"'*' would repeat a {type(seq).__name__} of length {len(seq)} {n} times "
                                         f"(more than {MAX_REPEAT} items)")
-        elif operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
-            if right * left.bit_length() > MAX_POWER_BITS:
-                raise SecurityError(f"'**' would build an integer of about {right * left.bit_length()} bits "
-                                    f"(more than {MAX_POWER_BITS})")
+        elif (operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1
+              and right * left.bit_length() > MAX_POWER_BITS):
+            raise SecurityError(f"'**' would build an integer of about {right * left.bit_length()} bits "
+                                f"(more than {MAX_POWER_BITS})")
         return super().call_binop(context, operator, left, right)
 
 

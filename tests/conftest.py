@@ -76,7 +76,7 @@ def _remove_traces(s: Settings) -> None:
 
     try:
         admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
-        mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(s.topic_prefix + ".") or t.startswith(s.app_id + "-")]
+        mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith((s.topic_prefix + ".", s.app_id + "-"))]
         if mine:
             for f in admin.delete_topics(mine, operation_timeout=10).values():
                 f.result(15)

@@ -16,8 +16,16 @@ from starlette.exceptions import HTTPException
 from infra.settings import Settings
 from producers.api import health, notifications, preferences, users, webhooks
 from producers.api.config import ApiConfig
-from producers.api.errors import (ApiError, ErrorBody, RequestIds, api_error, http_error, request_id, validation_failed,
-                                  with_herald_errors)
+from producers.api.errors import (
+    ApiError,
+    ErrorBody,
+    RequestIds,
+    api_error,
+    http_error,
+    request_id,
+    validation_failed,
+    with_herald_errors,
+)
 from producers.api.middleware import BodyLimit, RequestMetrics
 from producers.api.resources import ApiMetrics, ApiResources
 

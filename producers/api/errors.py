@@ -110,7 +110,7 @@ class RequestIds:
             await self.app(scope, receive, send_with_id)
         except ClientDisconnect:
             return  # nobody is listening for an answer
-        except Exception:  # noqa: BLE001 - the last line of defence: a JSON 500, the traceback only in the log
+        except Exception:
             log.exception("%s %s: unhandled error (request id %s)", scope.get("method"), scope.get("path"), rid)
             if started:
                 raise  # the response is half sent: only the server can cut the connection

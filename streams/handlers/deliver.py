@@ -23,6 +23,7 @@ the mark waits for PostgreSQL, and the circuit skips an observation without Redi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -44,8 +45,23 @@ from streams.runtime.context import Context
 from streams.runtime.registry import AgentSpec
 from streams.runtime.runner import is_infra_error, until_reachable
 from streams.stages.deliver import (
-    STATE_GAUGE, Action, Breaker, DeadLetterIt, DeliverConfig, HandBack, MarkSent, ScheduleRetry, WaitAndResend,
-    admit, device_effects, failure, first_occurrences, observation, observe, outcome, pause,
+    STATE_GAUGE,
+    Action,
+    Breaker,
+    DeadLetterIt,
+    DeliverConfig,
+    HandBack,
+    MarkSent,
+    ScheduleRetry,
+    WaitAndResend,
+    admit,
+    device_effects,
+    failure,
+    first_occurrences,
+    observation,
+    observe,
+    outcome,
+    pause,
 )
 from streams.stages.retry import DUE_HEADER, ORIGIN_HEADER, Ladder
 from streams.stages.status_change import status_record
@@ -83,10 +99,8 @@ class LaneGate:
     async def wait_idle(self, channel: str, max_wait: float = 30.0) -> None:
         event = self._event(channel)
         if not event.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):  # never starve the bulk lane completely
                 await asyncio.wait_for(event.wait(), max_wait)
-            except TimeoutError:
-                pass  # never starve the bulk lane completely
         await asyncio.sleep(0)
 
 
@@ -215,7 +229,7 @@ class DeliverHandler:
                     return
             admitted, allowance = admit(breaker, now, self.cfg)
             if admitted != breaker:
-                breaker = self._export(await self.stores.circuit.update(lambda cur: admit(cur, now, self.cfg)[0]))
+                breaker = self._export(await self.stores.circuit.update(lambda cur: admit(cur, now, self.cfg)[0]))  # noqa: B023 - awaited in this iteration
             if allowance == 0:
                 await self._fail_all(chunk + queue, Retryable("circuit open: provider not called"), out)
                 return
@@ -278,7 +292,7 @@ class DeliverHandler:
             results = await self.sink.send_batch([d for _, d in chunk])
             if len(results) != len(chunk):
                 raise RuntimeError(f"sink returned {len(results)} results for {len(chunk)} deliveries")
-        except Exception as exc:  # noqa: BLE001 - a sink bug must not lose the chunk
+        except Exception as exc:
             log.exception("%s: sink %s failed", self.name, self.sink.provider)
             results = [Retryable(f"sink error: {exc!r}") for _ in chunk]
         self.ctx.metrics.provider_latency.labels(self.sink.provider).observe(time.perf_counter() - started)
@@ -299,7 +313,7 @@ class DeliverHandler:
         """Feed the call's outcome to the shared circuit; without Redis the breaker misses one observation."""
         try:
             self._export(await self.stores.circuit.update(change))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if not is_infra_error(exc):
                 raise
             log.warning("%s: circuit state not updated (%r)", self.name, exc)

@@ -132,7 +132,10 @@ def create_app(
         key_serializer="raw",
         web_enabled=False,
         autodiscover=False,
-        topic_replication_factor=1,
+        # topics Faust declares itself (its assignor topic; any topic `herald topics ensure` has not made yet) get
+        # Herald's durability: the worker resolves it from the cluster at start (infra.topics.resolved)
+        topic_replication_factor=settings.topics.replication_factor or 1,
+        datadir=str(settings.home / "faust" / "{conf.name}"),
         topic_partitions=settings.partitions,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",

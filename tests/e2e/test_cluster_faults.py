@@ -18,7 +18,6 @@ from confluent_kafka import KafkaError
 from infra.kafka.producer import Producer
 from infra.kafka.records import TRACE, OutRecord
 from infra.tools.seed import seed_templates
-from infra.tools.stack.cluster import KafkaCluster
 from infra.topics import admin_client, ensure_topics, topic_specs
 from producers.campaign import CampaignSpec, create, produce
 from producers.campaign_source import Recipient
@@ -39,7 +38,7 @@ def leaders(settings) -> dict[tuple[str, int], int]:
     return {(t, p): part.leader for t, meta in md.topics.items() if t in names for p, part in meta.partitions.items()}
 
 
-def test_a_campaign_and_interactive_events_survive_a_broker_sigkill(cluster_sandbox, cluster, worker_factory):  # noqa: F811
+def test_a_campaign_and_interactive_events_survive_a_broker_sigkill(cluster_sandbox, cluster, worker_factory):
     t_start = time.monotonic()
     settings = cluster_sandbox.settings.model_copy(update={"email_provider": "sendgrid"})
     ctl = cluster_sandbox.control

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
+from infra.kafka.producer import Producer
 from infra.topics import deliver_topic
 from schemas.codec import Codec
-from infra.kafka.producer import Producer
 from tests.support.sandbox import delivery, delivery_record, sandbox  # noqa: F401 - fixture
 from tests.support.worker import wait_for
 

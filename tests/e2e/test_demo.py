@@ -19,7 +19,7 @@ def test_demo_prints_delivered_notifications(topics):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "What Herald delivered" in out
-    rows = [l for l in out.splitlines() if l.startswith("│")]
+    rows = [line for line in out.splitlines() if line.startswith("│")]
     assert len(rows) == 14  # 3 orders x 3 channels, a follower x 2, a reset, a scheduled birthday x 2
     not_sent = [r for r in rows if " sent " not in r]
     assert not not_sent, "\n".join(not_sent) + "\n" + out

@@ -9,11 +9,11 @@ import uuid
 
 import pytest
 
-from infra.tools.seed import seed_templates
-from infra.settings import Settings
-from schemas.codec import Codec
 from infra.kafka.producer import Producer
 from infra.kafka.records import TRACE, OutRecord
+from infra.settings import Settings
+from infra.tools.seed import seed_templates
+from schemas.codec import Codec
 from tests.support.env import settings_env
 from tests.support.sandbox import sandbox  # noqa: F401 - fixture
 from tests.support.worker import wait_for
@@ -48,7 +48,7 @@ def inbox_count(ctl, address: str) -> int:
 
 
 @pytest.fixture
-def pipeline(sandbox, db, worker_factory):  # noqa: F811
+def pipeline(sandbox, db, worker_factory):
     seed_templates(db)
     settings = sandbox.settings.model_copy(update={"email_provider": "sendgrid"})
     w = worker_factory(settings, extra_env=ENV)

@@ -9,22 +9,21 @@ worker meets it for certain; the assertions are the reliability promises: nothin
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 
 import psycopg
 import pytest
 
-from infra.tools.seed import seed_templates
+from infra.kafka.producer import Producer
+from infra.kafka.records import TRACE, OutRecord
 from infra.settings import Settings
+from infra.tools.seed import seed_templates
 from infra.tools.stack.kafka import KafkaStack
 from infra.tools.stack.postgres import PostgresStack
 from infra.tools.stack.redis import RedisStack
 from producers.campaign import CampaignSpec, create, produce
 from producers.campaign_source import Recipient
 from schemas.codec import Codec
-from infra.kafka.producer import Producer
-from infra.kafka.records import TRACE, OutRecord
 from tests.support.sandbox import sandbox  # noqa: F401 - fixture
 from tests.support.worker import wait_for
 
@@ -40,7 +39,7 @@ def query(settings: Settings, sql: str, *args) -> list[tuple]:
         return conn.execute(sql, args).fetchall()
 
 
-def test_a_campaign_survives_service_restarts_and_a_rebalance_and_each_address_gets_one_email(sandbox, worker_factory):  # noqa: F811
+def test_a_campaign_survives_service_restarts_and_a_rebalance_and_each_address_gets_one_email(sandbox, worker_factory):
     settings = sandbox.settings.model_copy(update={"email_provider": "sendgrid"})
     ctl = sandbox.control
     base = Settings()

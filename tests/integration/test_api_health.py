@@ -7,10 +7,10 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from fastapi.testclient import TestClient
 
-from producers.api import create_api
-from producers.api.config import ApiConfig
 from infra.kafka.producer import Producer
 from infra.kafka.records import OutRecord
+from producers.api import create_api
+from producers.api.config import ApiConfig
 from tests.support.worker import wait_for
 
 pytestmark = pytest.mark.integration

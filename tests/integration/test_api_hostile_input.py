@@ -5,7 +5,7 @@ request id and no traceback; before the fix these were 500s from PostgreSQL or f
 """
 from __future__ import annotations
 
-import json
+from datetime import UTC
 
 import pytest
 
@@ -75,9 +75,9 @@ def test_nul_in_a_path_or_a_query_or_a_cursor_is_422(api: Api):
     api.client.post("/v1/users/u1/devices", json={"platform": "android", "token": FCM}, headers=api.auth)
     refused(api.client.delete("/v1/users/u1/devices/abc%00def", headers=api.auth), "path.token")
     refused(api.client.get("/v1/users/u1/notifications?cursor=ab%00cd", headers=api.auth), "query.cursor")
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    forged = encode_cursor(datetime(2030, 1, 1, tzinfo=timezone.utc), "n\x00x")
+    forged = encode_cursor(datetime(2030, 1, 1, tzinfo=UTC), "n\x00x")
     r = api.client.get("/v1/users/u1/notifications", params={"cursor": forged}, headers=api.auth)
     assert r.status_code == 422 and "cursor" in r.json()["detail"]
     assert api.client.delete(f"/v1/users/u1/devices/{FCM}", headers=api.auth).status_code == 204  # the device was untouched

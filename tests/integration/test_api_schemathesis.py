@@ -5,11 +5,11 @@ The API runs under uvicorn on loopback with the real PostgreSQL, Redis and Kafka
 from __future__ import annotations
 
 import os
-from collections import Counter
 import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest

@@ -11,12 +11,12 @@ import time
 import pytest
 from confluent_kafka import Consumer
 
+from infra.kafka.producer import Producer
+from infra.kafka.records import TRACE
 from infra.settings import Settings
 from producers.campaign import CampaignSpec, produce
 from producers.campaign_source import Recipient
 from schemas.codec import Codec
-from infra.kafka.producer import Producer
-from infra.kafka.records import TRACE
 from streams.stages.status_change import status_record
 from tests.support.env import settings_env
 from tests.support.worker import wait_for
@@ -69,7 +69,7 @@ def test_send_from_a_file_puts_one_message_per_recipient_on_the_bulk_topic(topic
     assert {d.record["event_id"] for d in decoded} == {f"{cid}:u{i}" for i in range(5000)}
     sample = next(d.record for d in decoded if d.record["user_id"] == "u42")
     assert json.loads(sample["variables_json"]) == {"discount": "20%", "n": "42"}
-    for m, d in zip(msgs[:50], decoded[:50]):
+    for m, d in zip(msgs[:50], decoded[:50], strict=True):
         assert m.key() == d.record["user_id"].encode()
         assert dict(m.headers())[TRACE] == d.record["event_id"].encode()
 

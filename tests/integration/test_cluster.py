@@ -52,7 +52,7 @@ def remove_cluster_topics(s: Settings) -> None:
     try:
         admin = admin_client(s)
         mine = [t for t in admin.list_topics(timeout=10).topics
-                if t.startswith(s.topic_prefix + ".") or t.startswith(s.app_id + "-")]
+                if t.startswith((s.topic_prefix + ".", s.app_id + "-"))]
         if mine:
             for f in admin.delete_topics(mine, operation_timeout=15).values():
                 f.result(20)
@@ -117,7 +117,7 @@ def test_order_placed_over_sasl_ssl_is_emailed_and_marked_sent(cluster_settings:
     # the topics the worker used are the durable ones Herald created, not ones a client declared with RF 1
     used = {settings.topic("events"), settings.topic("deliver.email"), settings.topic("status")}
     got = {s.name: (s.replication_factor, s.min_insync_replicas) for s in describe(settings, with_lag=False)}
-    assert {t: got[t] for t in used} == {t: (3, 2) for t in used}
+    assert {t: got[t] for t in used} == dict.fromkeys(used, (3, 2))
 
     # herald topics list --json: every topic, and the route agent's group has read the events
     import json
@@ -151,8 +151,8 @@ def test_topics_ensure_reports_a_topic_that_differs_from_the_settings(cluster_se
     more = cluster_settings.model_copy(update={"partitions": cluster_settings.partitions + 1})
     done, _ = herald(more, "topics", "ensure")
     assert done.returncode == 1
-    differs = [l for l in done.stdout.splitlines() if l.startswith("differs:")]
+    differs = [line for line in done.stdout.splitlines() if line.startswith("differs:")]
     big = [s.name for s in topic_specs(more) if s.partitions == more.partitions]
-    assert len(differs) == len(big) and all(any(name + ":" in l for l in differs) for name in big)
+    assert len(differs) == len(big) and all(any(name + ":" in line for line in differs) for name in big)
     again, _ = herald(cluster_settings, "topics", "ensure")
     assert again.returncode == 0 and "exist as the settings say" in again.stdout

@@ -7,10 +7,10 @@ import uuid
 import pytest
 import redis
 
+from infra.kafka.producer import Producer
 from infra.topics import deliver_topic
 from schemas.codec import Codec
 from streams.stores.circuit import circuit_key
-from infra.kafka.producer import Producer
 from tests.support.sandbox import delivery, delivery_record, sandbox  # noqa: F401 - fixture
 from tests.support.worker import wait_for
 
@@ -33,7 +33,7 @@ def test_sigkill_after_the_provider_accepted_a_chunk_sends_each_message_exactly_
     first = [delivery("email", user_id="u-same") for _ in range(10)]
     held = delivery("email", user_id="u-same")   # same key: same partition, same batch, after the ten
     ctl.faults("sendgrid", hold=[held["address"]])
-    _produce(settings, "email", first + [held])
+    _produce(settings, "email", [*first, held])
     # a 2 s batch window: the eleven records already in the log reach the agent as one batch even on a loaded
     # machine (with the default 50 ms window a batch boundary could fall between them, so part of the first
     # ten would travel in the held chunk and be 'claimed', not 'sent')
@@ -52,7 +52,7 @@ def test_sigkill_after_the_provider_accepted_a_chunk_sends_each_message_exactly_
     counts: dict[str, int] = {}
     for m in ctl.inbox("email"):
         counts[m["to"]] = counts.get(m["to"], 0) + 1
-    assert counts == {d["address"]: 1 for d in first + [held]}
+    assert counts == {d["address"]: 1 for d in [*first, held]}
 
 
 def test_circuit_opens_on_a_5xx_storm_stops_calling_probes_and_closes(sandbox, db, worker_factory):

@@ -23,7 +23,8 @@ from streams.stores.circuit import RedisCircuit
 from streams.stores.devices import PostgresDevices
 from streams.stores.ledger import PostgresLedger
 from tests.unit.test_deliver_handler import (  # noqa: F401 - the scenarios, collected here over both kinds of store
-    DeliverEnv, MemoryDeliverEnv,
+    DeliverEnv,
+    MemoryDeliverEnv,
     test_a_429_past_the_wait_budget_is_handed_back_and_pauses_the_provider,
     test_a_claim_younger_than_the_lease_is_handed_back_without_a_call,
     test_a_copy_in_the_same_batch_is_sent_once,

@@ -11,11 +11,11 @@ import uuid
 import pytest
 from confluent_kafka import Consumer
 
-from infra.settings import Settings
-from schemas.codec import Codec
 from infra.kafka.dead_letters import DeadLetter, dead_letter
 from infra.kafka.producer import Producer
 from infra.kafka.records import TRACE, InRecord
+from infra.settings import Settings
+from schemas.codec import Codec
 from streams.stages.status_change import status_record
 from tests.support.env import settings_env
 
@@ -79,7 +79,8 @@ def test_list_and_stats_filter_by_stage_reason_origin_time_and_limit(dlq):
     by_stage = lines(herald(s, "dlq", "list", "--json", "--stage", "decode").stdout)
     assert [e["key"] for e in by_stage] == ["user-1", "user-2"]
     assert by_stage[0]["origin_topic"] == s.topic("events") and by_stage[0]["trace_id"] == "trace-1"
-    assert [e["key"] for e in lines(herald(s, "dlq", "list", "--json", "--reason", "Retryable", "--reason", "no_route").stdout)] == ["user-3", "user-4"]
+    listed = herald(s, "dlq", "list", "--json", "--reason", "Retryable", "--reason", "no_route").stdout
+    assert [e["key"] for e in lines(listed)] == ["user-3", "user-4"]
     assert [e["key"] for e in lines(herald(s, "dlq", "list", "--json", "--origin-topic", s.topic("status")).stdout)] == ["user-5"]
     assert len(lines(herald(s, "dlq", "list", "--json", "--limit", "2").stdout)) == 2
     assert lines(herald(s, "dlq", "list", "--json", "--since", "10m").stdout)

@@ -11,14 +11,14 @@ import uuid
 
 import pytest
 
-from infra.tools.seed import seed_templates
+from infra.kafka.dead_letters import ERROR_CLASS, STAGE, TRUNCATED, VALUE_BYTES
+from infra.kafka.records import InRecord
 from infra.settings import Settings
+from infra.tools.seed import seed_templates
 from infra.topics import deliver_topic
 from schemas.codec import Codec
 from streams.handlers.route import specs as route_specs
 from streams.runtime.context import Context
-from infra.kafka.dead_letters import ERROR_CLASS, STAGE, TRUNCATED, VALUE_BYTES
-from infra.kafka.records import InRecord
 from tests.integration.test_route_agent import TopicReader, add_user, deliveries, emit, emit_raw, order_placed, statuses
 
 pytestmark = pytest.mark.integration

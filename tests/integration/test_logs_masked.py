@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -12,9 +11,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from infra.kafka.producer import Producer
 from infra.topics import deliver_topic
 from schemas.codec import Codec
-from infra.kafka.producer import Producer
 from tests.support.env import settings_env
 from tests.support.sandbox import delivery, delivery_record, sandbox  # noqa: F401 - fixture
 from tests.support.worker import wait_for
@@ -51,7 +50,7 @@ def test_worker_at_debug_level_logs_no_sendgrid_key(sandbox, db, tmp_path: Path)
     text = log_path.read_text(errors="replace")
     assert sandbox.control.inbox("email"), "the SendGrid sandbox got nothing: the worker did not send"
     assert "debug" in text.lower(), "the worker did not log at debug level"
-    assert not prefixes_in(text, SENDGRID_KEY), [l for l in text.splitlines() if SENDGRID_KEY[:4] in l][:5]
+    assert not prefixes_in(text, SENDGRID_KEY), [line for line in text.splitlines() if SENDGRID_KEY[:4] in line][:5]
     assert "jane.roe@example.com" not in text
 
 
@@ -100,8 +99,8 @@ def test_herald_api_logs_json_lines_without_addresses_or_numbers(topics, tmp_pat
             os.killpg(proc.pid, signal.SIGKILL)
     text = log_path.read_text(errors="replace")
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line is JSON
-    access = [l["msg"] for l in lines if l["logger"] == "uvicorn.access"]
+    access = [entry["msg"] for entry in lines if entry["logger"] == "uvicorn.access"]
     assert any("/v1/users/[email]@example.com" in m for m in access), access
-    assert any(l["logger"] == "uvicorn.error" for l in lines), "uvicorn's own lines go through the JSON formatter too"
+    assert any(entry["logger"] == "uvicorn.error" for entry in lines), "uvicorn's own lines go through the JSON formatter too"
     for s in secrets:
-        assert not prefixes_in(text, s, shortest=min(8, len(s))), (s, [l for l in text.splitlines() if s[:8] in l][:3])
+        assert not prefixes_in(text, s, shortest=min(8, len(s))), (s, [line for line in text.splitlines() if s[:8] in line][:3])

@@ -9,10 +9,10 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from producers.api import create_api
-from schemas.codec import Codec
 from infra.kafka.producer import Producer
 from infra.kafka.records import OutRecord
+from producers.api import create_api
+from schemas.codec import Codec
 from streams.stores.recipients import recipient_key
 from tests.support import status_scenarios
 from tests.support.api import SendGridSigner, read_topic

@@ -8,10 +8,10 @@ import pytest
 from confluent_kafka import Consumer, ConsumerGroupState
 from confluent_kafka.admin import AdminClient
 
-from infra.settings import Settings, tier_name
-from infra.topics import deliver_topic, ensure_topics
 from infra.kafka.producer import Producer
 from infra.kafka.records import TRACE, OutRecord, now_ms
+from infra.settings import Settings, tier_name
+from infra.topics import deliver_topic, ensure_topics
 from streams.stages.retry import DUE_HEADER, ORIGIN_HEADER
 from tests.support.worker import wait_for
 
@@ -74,7 +74,7 @@ def test_each_tier_forwards_unchanged_never_before_due_and_rejects_records_witho
     sent: dict[str, tuple[int, float]] = {}   # key → (due ms, delay)
     records = []
     failed_at = now_ms()
-    for tier, (topic, delay) in enumerate(zip(settings.retry_topics, settings.retry_delays)):
+    for tier, (topic, delay) in enumerate(zip(settings.retry_topics, settings.retry_delays, strict=True)):
         for i in range(5):
             key = f"u{tier}-{i}"
             records.append(failed_delivery(topic, origin, key, failed_at, delay))

@@ -10,12 +10,12 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 
-from infra.tools.seed import seed_templates
-from infra.settings import Settings
-from infra.topics import deliver_topic
-from schemas.codec import Codec
 from infra.kafka.producer import Producer
 from infra.kafka.records import TRACE, OutRecord
+from infra.settings import Settings
+from infra.tools.seed import seed_templates
+from infra.topics import deliver_topic
+from schemas.codec import Codec
 from tests.support.worker import wait_for
 
 pytestmark = pytest.mark.integration

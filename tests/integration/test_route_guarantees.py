@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
 import yaml
 from confluent_kafka.admin import AdminClient
 
+from infra.kafka.producer import Producer
+from infra.kafka.records import InRecord, OutRecord
 from infra.tools.seed import seed_templates
 from infra.topics import deliver_topic
 from schemas.codec import Codec
 from streams.runtime.context import Context
-from infra.kafka.producer import Producer
-from infra.kafka.records import InRecord, OutRecord
 from streams.stores.recipients import invalidate_recipient
 from tests.integration.test_route_agent import TopicReader, add_user, deliveries, emit, order_placed, statuses
 from tests.support.worker import wait_for
@@ -95,7 +96,7 @@ def test_two_racing_workers_never_exceed_a_rate_limit(topics, db, worker_factory
     seed_templates(db)
     uid = f"u-{uuid.uuid4().hex[:8]}"
     add_user(db, uid)
-    routes = yaml.safe_load(open("infra/config/routes.yaml"))
+    routes = yaml.safe_load(Path("infra/config/routes.yaml").read_text())
     routes["rate_limits"] = [{"name": "email_per_user_day", "key": ["user"], "channels": ["email"], "limit": 7, "window_seconds": 86400}]
     routes_file = tmp_path / "routes.yaml"
     routes_file.write_text(yaml.safe_dump(routes))
@@ -192,7 +193,7 @@ def test_round_trips_per_batch_do_not_grow_with_the_batch(topics, db):
             await ctx.close()
         return result
 
-    (n1, r1, p1, o1), (n2, r2, p2, o2) = asyncio.run(run())
+    (_n1, r1, p1, o1), (_n2, r2, p2, o2) = asyncio.run(run())
     assert o2 > o1 > 0  # the batches did produce deliveries and statuses
     assert (r1, r2) == (2, 2)              # recipients+dedup pipeline, cache fill+rate-limit pipeline
     assert p1 == 3 and p2 == 2             # misses, dedup authority (+ templates once; cached for the second batch)

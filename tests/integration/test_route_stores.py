@@ -24,7 +24,7 @@ from streams.runtime.context import Context
 from streams.stages.route.recipient import Recipient
 from streams.stores.templates import TemplateStore
 from streams.templates import TemplateSource
-from tests.unit.test_route_handler import *
+from tests.unit.test_route_handler import *  # noqa: F403 - the scenarios, imported unchanged to run here
 from tests.unit.test_route_handler import CFG, RouteEnv
 
 pytestmark = pytest.mark.integration

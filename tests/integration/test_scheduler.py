@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from infra.settings import Settings
 from scheduler.outbox import Outbox
@@ -57,7 +57,7 @@ def _consume_all(settings: Settings, topic: str, expected: int, timeout: float) 
 class _SchedulerProcess:
     def __init__(self, settings: Settings, log: Path) -> None:
         env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
-        self._log = open(log, "ab")
+        self._log = open(log, "ab")  # noqa: SIM115 - the child's log, closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "infra.tools.cli.main", "scheduler", "--interval", "0.2", "--metrics-port", "0",
              "--housekeeping-every", "0", "--loglevel", "info"],
@@ -102,7 +102,7 @@ def test_two_schedulers_publish_10k_due_rows_once_each_and_none_early(topics, db
     assert len(values) == 10_000, f"{len(values)} records published for 10000 due rows"
     assert len(set(values)) == 10_000, "a row was published twice"
     assert all(v.startswith("due-") for v in values), "a row due in an hour was published"
-    early = [v for m, v in zip(msgs, values) if m.timestamp()[1] < due[v]]
+    early = [v for m, v in zip(msgs, values, strict=True) if m.timestamp()[1] < due[v]]
     assert not early, f"{len(early)} published before due_at, e.g. {early[:3]}"
     for m in msgs[:100]:  # key and headers exactly as stored
         i = m.value().decode().split("-", 1)[1]

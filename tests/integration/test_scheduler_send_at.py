@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -36,10 +36,10 @@ def test_birthday_scheduled_in_the_users_zone_is_released_by_the_scheduler_on_ti
     db.execute("INSERT INTO users (id, email, locale, time_zone, first_name) VALUES (%s, %s, 'en', %s, 'Ada')",
                (uid, f"{uid}@example.test", tz))
     # the next whole minute at least 6 s away, as a wall-clock time in the user's zone
-    local_now = datetime.now(timezone.utc).astimezone(ZoneInfo(tz))
+    local_now = datetime.now(UTC).astimezone(ZoneInfo(tz))
     wish = (local_now + timedelta(seconds=66)).replace(second=0, microsecond=0)
     send_at = next_local(wish.strftime("%H:%M"), tz, weekday=wish.weekday())
-    assert send_at - datetime.now(timezone.utc) > timedelta(seconds=5)
+    assert send_at - datetime.now(UTC) > timedelta(seconds=5)
 
     worker_factory(settings, agents=["route"])
     with Emitter(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix) as herald:
@@ -48,7 +48,7 @@ def test_birthday_scheduled_in_the_users_zone_is_released_by_the_scheduler_on_ti
                                 (eid, uid)).fetchone(), 90, message="the scheduled row")
 
     env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path / "scheduler.log", "ab")
+    log = open(tmp_path / "scheduler.log", "ab")  # noqa: SIM115 - the child's log, closed in the finally
     sched = subprocess.Popen([sys.executable, "-m", "infra.tools.cli.main", "scheduler", "--interval", "0.2", "--metrics-port", "0",
                               "--housekeeping-every", "0"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.app_id}-check",

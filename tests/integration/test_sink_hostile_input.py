@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from infra.kafka.producer import Producer
 from infra.topics import deliver_topic
 from schemas.codec import Codec
-from infra.kafka.producer import Producer
 from tests.integration.test_route_agent import TopicReader
 from tests.support.sandbox import delivery, delivery_record, sandbox  # noqa: F401 - fixture
 from tests.support.worker import wait_for

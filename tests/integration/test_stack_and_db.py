@@ -40,12 +40,12 @@ def test_stack_status_prints_each_component_and_whether_it_answers(settings: Set
     ok = _herald(settings, "stack", "status")
     assert ok.returncode == 0
     for name, address in [("postgresql", "127.0.0.1:5432"), ("redis", "127.0.0.1:6379"), ("kafka", "127.0.0.1:9092")]:
-        line = next(l for l in ok.stdout.splitlines() if name in l)
+        line = next(row for row in ok.stdout.splitlines() if name in row)
         assert address in line and "yes" in line
     nothing_there = settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})
     bad = _herald(nothing_there, "stack", "status")
     assert bad.returncode == 1
-    assert "no" in next(l for l in bad.stdout.splitlines() if "kafka" in l)
+    assert "no" in next(row for row in bad.stdout.splitlines() if "kafka" in row)
 
 
 def test_a_worker_without_a_broker_waits_then_says_what_to_do_without_a_traceback(settings: Settings):

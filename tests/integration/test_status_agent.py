@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from schemas.codec import Codec
 from infra.kafka.producer import Producer
+from schemas.codec import Codec
 from streams.stages.status_change import status_record
 from tests.support import status_scenarios
 from tests.support.status_world import open_world

@@ -28,7 +28,8 @@ def test_csv_import_then_rerun_then_changes(settings, db, tmp_path):
     f = tmp_path / "users.csv"
     f.write_text(
         "id,email,phone,locale,time_zone,first_name,devices,preferences\n"
-        f'{t}-1,ada@example.com,+436601234567,de-AT,Europe/Vienna,Ada,android:{TOKEN}1,"{{""channels"": {{""sms"": false}}, ""quiet_start"": ""22:00"", ""quiet_end"": ""07:00""}}"\n'
+        f'{t}-1,ada@example.com,+436601234567,de-AT,Europe/Vienna,Ada,android:{TOKEN}1,'
+        '"{""channels"": {""sms"": false}, ""quiet_start"": ""22:00"", ""quiet_end"": ""07:00""}"\n'
         f"{t}-2,bob@example.com,,en,America/New_York,Bob,,\n"
         f"{t}-3,not-an-email,,en,UTC,,,\n"
         f"{t}-4,dan@example.com,,en,Nowhere/City,,,\n"

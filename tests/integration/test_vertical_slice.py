@@ -12,7 +12,7 @@ import io
 import json
 import urllib.request
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 
 import avro.io
@@ -21,12 +21,12 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer
 
+from infra.kafka.producer import Producer
+from infra.kafka.records import OutRecord
 from infra.tools.sandbox.server import free_port
 from infra.tools.seed import seed_templates
 from producers.sdk import Emitter
 from schemas.codec import Codec
-from infra.kafka.producer import Producer
-from infra.kafka.records import OutRecord
 from tests.support.sandbox import sandbox  # noqa: F401 - fixture
 from tests.support.worker import wait_for
 
@@ -56,12 +56,12 @@ def _status(db: psycopg.Connection, event_id: str) -> str | None:
 
 
 @pytest.fixture
-def slice_settings(sandbox, db):  # noqa: F811 - the fixture above
+def slice_settings(sandbox, db):
     seed_templates(db)
     return sandbox.settings.model_copy(update={"email_provider": "smtp", "metrics_port": free_port()})
 
 
-def test_order_placed_is_emailed_and_marked_sent(slice_settings, sandbox, db, worker_factory):  # noqa: F811
+def test_order_placed_is_emailed_and_marked_sent(slice_settings, sandbox, db, worker_factory):
     settings = slice_settings
     uid, email = _user(db)
     order = _order(uid)
@@ -82,18 +82,18 @@ def test_order_placed_is_emailed_and_marked_sent(slice_settings, sandbox, db, wo
     assert reasons == {"sms": "no_address", "push": "no_address"}
 
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{settings.metrics_port}/metrics", timeout=10).read().decode()
-    events_in = [l for l in metrics.splitlines() if l.startswith("herald_events_in_total") and settings.topic("events") in l]
+    events_in = [line for line in metrics.splitlines() if line.startswith("herald_events_in_total") and settings.topic("events") in line]
     assert events_in and float(events_in[0].rsplit(" ", 1)[1]) >= 1
-    assert any(l.startswith("herald_deliveries_total") and 'outcome="sent"' in l and not l.endswith(" 0.0")
-               for l in metrics.splitlines())
+    assert any(line.startswith("herald_deliveries_total") and 'outcome="sent"' in line and not line.endswith(" 0.0")
+               for line in metrics.splitlines())
 
 
-def test_bad_input_is_dead_lettered_with_a_reason_and_the_next_event_is_delivered(slice_settings, sandbox, db, worker_factory):  # noqa: F811
+def test_bad_input_is_dead_lettered_with_a_reason_and_the_next_event_is_delivered(slice_settings, sandbox, db, worker_factory):
     settings = slice_settings
     uid, email = _user(db)
     codec = Codec()
     receipt = codec.encode("Receipt", {"provider": "smtp", "provider_message_id": "m", "status": "delivered",
-                                       "at": datetime.now(timezone.utc)})
+                                       "at": datetime.now(UTC)})
     Producer(settings).send_all_blocking([
         OutRecord(settings.topic("events"), uid.encode(), b"\x00not avro at all"),
         OutRecord(settings.topic("events"), uid.encode(), receipt),  # catalogued, but no route means anything for it
@@ -117,7 +117,7 @@ def test_bad_input_is_dead_lettered_with_a_reason_and_the_next_event_is_delivere
     assert dict(by_class["no_route"].headers())["herald-dlq-origin-topic"] == settings.topic("events").encode()
 
 
-def test_an_event_from_an_independent_avro_library_and_kafka_client_is_delivered(slice_settings, sandbox, db, worker_factory):  # noqa: F811
+def test_an_event_from_an_independent_avro_library_and_kafka_client_is_delivered(slice_settings, sandbox, db, worker_factory):
     """Apache's ``avro`` package reads the .avsc and writes the body; aiokafka (not librdkafka) sends it."""
     from aiokafka import AIOKafkaProducer
 
@@ -127,7 +127,7 @@ def test_an_event_from_an_independent_avro_library_and_kafka_client_is_delivered
     schema = avro.schema.parse(text)
     body = io.BytesIO()
     event_id = f"apache-{uuid.uuid4().hex[:8]}"
-    record = {**_order(uid), "event_id": event_id, "occurred_at": datetime.now(timezone.utc), "shipping_address": None}
+    record = {**_order(uid), "event_id": event_id, "occurred_at": datetime.now(UTC), "shipping_address": None}
     avro.io.DatumWriter(schema).write(record, avro.io.BinaryEncoder(body))
     value = b"\xc3\x01" + schema.fingerprint("CRC-64-AVRO") + body.getvalue()
     assert json.loads(text)["name"] == "OrderPlaced"
@@ -147,7 +147,7 @@ def test_an_event_from_an_independent_avro_library_and_kafka_client_is_delivered
     wait_for(lambda: _status(db, event_id) == "sent", 60, message="sent")
 
 
-def test_an_api_request_with_inline_addresses_reaches_a_user_herald_does_not_store(slice_settings, sandbox, db, worker_factory):  # noqa: F811
+def test_an_api_request_with_inline_addresses_reaches_a_user_herald_does_not_store(slice_settings, sandbox, db, worker_factory):
     """Unknown user + inline recipient → 202 and an email to the inline address; a stored user's own address wins."""
     from fastapi.testclient import TestClient
 

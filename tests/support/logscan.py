@@ -22,9 +22,7 @@ def leaks(text: str, secrets: list[str], shortest: int = 4) -> list[str]:
     """The lines of ``text`` holding an address, a phone number, or a prefix (``shortest`` or more characters) of a secret."""
     found: list[str] = []
     for line in text.splitlines():
-        if ADDRESS.search(line) or PHONE.search(line):
-            found.append(line)
-        elif any(s[:n] in line for s in secrets for n in range(min(shortest, len(s)), len(s) + 1)):
+        if ADDRESS.search(line) or PHONE.search(line) or any(s[:n] in line for s in secrets for n in range(min(shortest, len(s)), len(s) + 1)):
             found.append(line)
     return found
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from infra.tools.sandbox.server import RunningSandbox, running_sandbox, with_free_ports
-from infra.settings import Settings
-from schemas.codec import Codec
 from infra.kafka.records import TRACE, OutRecord, now_ms
+from infra.settings import Settings
+from infra.tools.sandbox.server import RunningSandbox, running_sandbox, with_free_ports
+from schemas.codec import Codec
 
 
 @pytest.fixture

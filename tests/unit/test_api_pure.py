@@ -1,7 +1,7 @@
 """Pure parts of the API: keys, validation, rate-limit verdicts, cursors, idempotency hashes, the commit watch."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
@@ -54,7 +54,7 @@ def test_rate_limit_verdicts(count, limit, pttl, allowed, retry_after, remaining
 
 
 def test_cursor_round_trip_and_garbage():
-    at = datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+    at = datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
     assert decode_cursor(encode_cursor(at, "n|1")) == (at, "n|1")
     nul = encode_cursor(at, "n\x001")  # a forged cursor: its id would reach PostgreSQL, which refuses NUL
     for bad in ["", "!!!", "bm9zZXA", encode_cursor(at, "x").replace("A", "B") + "x", nul]:
@@ -80,7 +80,7 @@ def test_record_is_a_valid_notification_requested():
     r = to_record(req(variables={"name": "Ana"}, send_at="2030-01-01T00:00:00Z", ttl_seconds=60), "nid", 123)
     decoded = Codec().decode(Codec().encode("NotificationRequested", r))
     assert decoded.record["event_id"] == "nid" and decoded.record["variables_json"] == '{"name":"Ana"}'
-    assert decoded.record["send_at"] == datetime(2030, 1, 1, tzinfo=timezone.utc)
+    assert decoded.record["send_at"] == datetime(2030, 1, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(

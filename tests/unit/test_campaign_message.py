@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 
 import pytest
 
@@ -11,8 +12,8 @@ from schemas.codec import Codec
 
 
 def spec(**kw) -> CampaignSpec:
-    base = dict(id="c1", template="spring_sale", source={"file": "/x"}, channels=("email",), category="marketing",
-                variables={"discount": "20%", "season": "spring"})
+    base = {"id": "c1", "template": "spring_sale", "source": {"file": "/x"}, "channels": ("email",), "category": "marketing",
+                "variables": {"discount": "20%", "season": "spring"}}
     return CampaignSpec(**{**base, **kw})
 
 
@@ -65,9 +66,9 @@ def test_bad_specs_are_refused(kw, error):
 
 
 def test_generated_ids_are_unique_and_dated():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    now = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 3, 1, tzinfo=UTC)
     ids = {new_campaign_id(now) for _ in range(200)}
     assert len(ids) == 200
     assert all(i.startswith("c20260301-") for i in ids)

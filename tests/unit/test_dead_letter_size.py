@@ -3,10 +3,19 @@ from __future__ import annotations
 
 import hashlib
 
-from producers.dlq import Entry, plan_replay
-from infra.kafka.dead_letters import (ERROR_CLASS, HEADERS_DROPPED, ORIGIN_TOPIC, STAGE, TRUNCATED, VALUE_BYTES, VALUE_SHA256, DeadLetter,
-                         dead_letter)
+from infra.kafka.dead_letters import (
+    ERROR_CLASS,
+    HEADERS_DROPPED,
+    ORIGIN_TOPIC,
+    STAGE,
+    TRUNCATED,
+    VALUE_BYTES,
+    VALUE_SHA256,
+    DeadLetter,
+    dead_letter,
+)
 from infra.kafka.records import TRACE, InRecord, record_size
+from producers.dlq import Entry, plan_replay
 
 LIMIT = 1_000_000
 

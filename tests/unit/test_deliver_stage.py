@@ -8,8 +8,19 @@ from schemas.vocabulary import Channel
 from sinks.base import Sent
 from sinks.errors import InvalidAddress, InvalidToken, Permanent, RateLimited, Retryable
 from streams.stages.deliver import (
-    Breaker, DeadLetterIt, DeliverConfig, HandBack, MarkSent, ScheduleRetry, WaitAndResend, admit, device_effects,
-    first_occurrences, ledger_decision, observe, outcome,
+    Breaker,
+    DeadLetterIt,
+    DeliverConfig,
+    HandBack,
+    MarkSent,
+    ScheduleRetry,
+    WaitAndResend,
+    admit,
+    device_effects,
+    first_occurrences,
+    ledger_decision,
+    observe,
+    outcome,
 )
 from streams.stages.retry import Ladder
 

@@ -21,7 +21,8 @@ def _cents(amount: str) -> int:
 def test_the_demo_order_email_total_is_the_sum_of_its_lines(i: int, locale: str):
     src = next(t for t in SEED_TEMPLATES if (t.code, t.channel, t.locale) == ("order_confirmation", "email", locale))
     codec = Codec()
-    order = codec.decode(codec.encode("OrderPlaced", {"event_id": "e1", "occurred_at": 0, **demo_order(f"u{i}", i)})).record   # as the route agent reads it
+    # as the route agent reads it
+    order = codec.decode(codec.encode("OrderPlaced", {"event_id": "e1", "occurred_at": 0, **demo_order(f"u{i}", i)})).record
     out = render(compile_template(Environments(), src), "email", {**order, "user": {"first_name": "Ada"}})
     assert isinstance(out, Rendered), out
     lines = [_cents(a) for a in re.findall(r"^- \d+ x .+?: ([\d.,]+) EUR", out.text, flags=re.M)]

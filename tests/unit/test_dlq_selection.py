@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from producers.dlq import REPLAY_OF, Entry, Selection, counts, parse_time, plan_replay, replay_record
 from infra.kafka import dead_letters as h
 from infra.kafka.dead_letters import DeadLetter, dead_letter
 from infra.kafka.records import InRecord
+from producers.dlq import REPLAY_OF, Entry, Selection, counts, parse_time, plan_replay, replay_record
 
 DLQ = "herald.dlq"
 

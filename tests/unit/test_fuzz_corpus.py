@@ -10,21 +10,20 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, event, example, given, settings, strategies as st
 
-from infra.tools.seed import SEED_TEMPLATES
 from infra.settings import CHANNELS
+from infra.tools.seed import SEED_TEMPLATES
 from schemas.codec import HEADER_LEN, MAGIC, Codec, Decoded, DecodeError
 from streams.routes import REQUEST_RECORDS, load_routes
 from streams.stages.route.decide import channel_decision, delivery_record, push_data, template_context
 from streams.stages.route.intent import Intent, RouteError, intent_for
 from streams.stages.route.recipient import Recipient
-from streams.stages.route.render import RenderFailure, Rendered, render
+from streams.stages.route.render import Rendered, RenderFailure, render
 from streams.stores.templates import TemplateStore
 from streams.templates import URL_PLACEHOLDER
 
@@ -34,7 +33,7 @@ STORE = TemplateStore(refresh_seconds=1e9)
 STORE.load_rows(sorted({s.code for s in SEED_TEMPLATES}), list(SEED_TEMPLATES))
 FINGERPRINTS = sorted(CODEC.catalog.by_fingerprint)   # every version, and the fingerprints Apache's avro computes
 VERSIONS = [(name, v.version) for name in CODEC.catalog.names() for v in CODEC.catalog.versions[name]]
-UTC = timezone.utc
+UTC = UTC
 
 FUZZ = settings(max_examples=200, deadline=None, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
@@ -348,16 +347,16 @@ def test_seed_templates_render_hostile_event_values_as_text(name: str, values: d
     out = render(STORE.pick(intent.template, channel, locale), channel, template_context(intent, r), push_data(intent))
     assert isinstance(out, Rendered), out
     shown = {"OrderPlaced": "order_id", "UserFollowed": "follower_name", "PasswordResetRequested": "reset_url"}.get(name)
-    if shown and channel != "push" or name == "UserFollowed":
+    if (shown and channel != "push") or name == "UserFollowed":
         assert values[shown].strip() in out.text   # verbatim: a value is never evaluated as template code
     assert_safe_hrefs(out.html)
 
 
 @pytest.mark.parametrize("field, value", [("user_id", "a\x00b"), ("event_id", "e\x00"), ("user_id", "u" * 5000)])
 def test_identifiers_postgresql_cannot_key_are_a_bad_event(field, value):
+    from schemas.codec import Decoded
     from streams.routes import load_routes
     from streams.stages.route.intent import RouteError, intent_for
-    from schemas.codec import Decoded
 
     rec = {"event_id": "e-1", "occurred_at": 0, "user_id": "u-1", "reset_url": "https://x.test", "expires_in_minutes": 30}
     rec[field] = value
@@ -367,9 +366,9 @@ def test_identifiers_postgresql_cannot_key_are_a_bad_event(field, value):
 
 
 def test_variables_nested_beyond_the_parser_are_bad_variables():
+    from schemas.codec import Decoded
     from streams.routes import load_routes
     from streams.stages.route.intent import RouteError, intent_for
-    from schemas.codec import Decoded
 
     req = {"event_id": "n-1", "occurred_at": 0, "user_id": "u-1", "template": "t", "channels": ["email"],
            "category": "transactional", "variables_json": "[" * 100_000 + "]" * 100_000, "send_at": None, "ttl_seconds": None}
@@ -379,8 +378,8 @@ def test_variables_nested_beyond_the_parser_are_bad_variables():
 
 
 def test_a_time_zone_name_too_long_for_a_file_falls_back_to_utc():
-    from datetime import timezone
+    from datetime import UTC
 
     from streams.stages.route.timing import zone
 
-    assert zone("a" * 300) is timezone.utc
+    assert zone("a" * 300) is UTC

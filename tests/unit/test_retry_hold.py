@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from infra.kafka.records import InRecord
-from streams.stages.retry import DUE_HEADER, ORIGIN_HEADER, Ladder, Retry, GiveUp, next_step
+from streams.stages.retry import DUE_HEADER, ORIGIN_HEADER, GiveUp, Ladder, Retry, next_step
 from streams.stages.retry_hold import Hold, due_ms, plan_partition
 
 ORIGIN = "herald.deliver.email"

@@ -12,8 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from datetime import time as clock
+from datetime import UTC, datetime, time as clock, timedelta
 from typing import Any
 
 import pytest

@@ -1,7 +1,7 @@
 """The route stage's pure functions, as tables of cases: every reason a notification is dropped, deferred or limited."""
 from __future__ import annotations
 
-from datetime import datetime, time, timezone
+from datetime import UTC, datetime, time
 
 import pytest
 
@@ -14,7 +14,7 @@ from streams.stages.route.limits import counters, denied_by, script_args
 from streams.stages.route.recipient import Recipient, addresses, from_cache, preference_blocks, to_cache
 from streams.stages.route.render import Rendered
 from streams.stages.route.timing import is_expired, is_for_later, quiet_until
-from streams.templates import TemplateSource, compile_template, Environments
+from streams.templates import Environments, TemplateSource, compile_template
 
 CFG = load_routes()
 NOW = 1_800_000_000_000  # 2027-01-15T08:00:00Z
@@ -25,16 +25,16 @@ def ms(iso: str) -> int:
 
 
 def intent(**kw) -> Intent:
-    base = dict(event_id="e1", event_type="OrderPlaced", user_id="u1", template="t", channels=("email",),
-                category="transactional", lane="interactive", ttl_seconds=3600, occurred_ms=NOW, send_at_ms=None,
-                critical=False, variables={})
+    base = {"event_id": "e1", "event_type": "OrderPlaced", "user_id": "u1", "template": "t", "channels": ("email",),
+                "category": "transactional", "lane": "interactive", "ttl_seconds": 3600, "occurred_ms": NOW, "send_at_ms": None,
+                "critical": False, "variables": {}}
     base.update(kw)
     return Intent(**base)
 
 
 # --- steps 1–2: intent -------------------------------------------------------------
 
-ORDER = {"event_id": "e1", "occurred_at": datetime.fromtimestamp(NOW / 1000, timezone.utc), "user_id": "u1",
+ORDER = {"event_id": "e1", "occurred_at": datetime.fromtimestamp(NOW / 1000, UTC), "user_id": "u1",
          "order_id": "o1", "currency": "EUR", "total_cents": 5, "items": [{"sku": "s", "name": "n", "quantity": 1, "unit_price_cents": 5}],
          "shipping_address": None}
 REQ = {"event_id": "n1", "occurred_at": NOW, "user_id": "u1", "template": "weekly_digest", "channels": ["email", "email", "push"],
@@ -42,15 +42,15 @@ REQ = {"event_id": "n1", "occurred_at": NOW, "user_id": "u1", "template": "weekl
 
 
 @pytest.mark.parametrize("name, record, bulk, expect", [
-    ("OrderPlaced", ORDER, False, dict(template="order_confirmation", channels=("email", "sms", "push"), lane="interactive",
-                                       category="transactional", critical=False, occurred_ms=NOW)),
+    ("OrderPlaced", ORDER, False, {"template": "order_confirmation", "channels": ("email", "sms", "push"), "lane": "interactive",
+                                       "category": "transactional", "critical": False, "occurred_ms": NOW}),
     ("PasswordResetRequested", {"event_id": "e", "occurred_at": NOW, "user_id": "u", "reset_url": "x", "expires_in_minutes": 5},
-     False, dict(category="security", critical=True, ttl_seconds=1800)),
-    ("NotificationRequested", REQ, False, dict(template="weekly_digest", channels=("email", "push"), variables={"a": 1}, ttl_seconds=60)),
-    ("NotificationRequested", REQ, True, dict(lane="bulk")),
+     False, {"category": "security", "critical": True, "ttl_seconds": 1800}),
+    ("NotificationRequested", REQ, False, {"template": "weekly_digest", "channels": ("email", "push"), "variables": {"a": 1}, "ttl_seconds": 60}),
+    ("NotificationRequested", REQ, True, {"lane": "bulk"}),
     ("CampaignMessage", {"event_id": "c:u", "occurred_at": NOW, "campaign_id": "c", "user_id": "u", "template": "w",
                          "channels": ["email"], "category": "marketing", "variables_json": "{}"}, False,
-     dict(lane="bulk", campaign_id="c", ttl_seconds=604800)),
+     {"lane": "bulk", "campaign_id": "c", "ttl_seconds": 604800}),
 ])
 def test_intent_from_routes_and_request_records(name, record, bulk, expect):
     it = intent_for(Decoded(name, 1, record), CFG, bulk=bulk)

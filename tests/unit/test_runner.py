@@ -7,12 +7,12 @@ from contextlib import asynccontextmanager
 import psycopg
 import pytest
 
-from infra.settings import Settings
-from streams.runtime.context import Context
 from infra.kafka.dead_letters import ERROR_CLASS, STAGE
-from streams.metrics import Metrics
 from infra.kafka.producer import RecordTooLarge
 from infra.kafka.records import InRecord, OutRecord
+from infra.settings import Settings
+from streams.metrics import Metrics
+from streams.runtime.context import Context
 from streams.runtime.runner import BatchRunner, is_infra_error
 
 

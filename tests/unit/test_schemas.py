@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from schemas.catalog import CatalogError, load_catalog
 from schemas.codec import MAGIC, Codec, DecodeError
 from schemas.compat import check_catalog, problems
 
-NOW = datetime(2026, 11, 22, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
 SAMPLES: dict[str, dict] = {
     "OrderPlaced": {
@@ -187,5 +187,5 @@ def test_a_prepared_encoder_writes_exactly_what_encode_writes(codec: Codec, user
 
 
 def test_only_string_fields_can_vary(codec: Codec):
-    with pytest.raises(ValueError, match="CampaignMessage.channels"):
+    with pytest.raises(ValueError, match=r"CampaignMessage\.channels"):
         codec.prepared("CampaignMessage", {"occurred_at": NOW, "campaign_id": "c", "template": "t", "category": "m"})

@@ -1,13 +1,13 @@
 """send_at helpers: a wall-clock wish in the user's zone → one UTC instant, across weekdays, DST gaps and folds."""
 from __future__ import annotations
 
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 
 import pytest
 
 from producers.send_at import local_instant, next_local, to_ms
 
-UTC = timezone.utc
+UTC = UTC
 
 
 @pytest.mark.parametrize(

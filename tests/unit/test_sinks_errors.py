@@ -38,7 +38,7 @@ def test_accepted_messages_are_sent_with_the_provider_message_id(bare_sandbox, p
     assert sorted(m["to"] for m in inbox) == sorted(d["address"] for d in ds)
     # each address got the message the sink reported, under that id (SendGrid: one id for the request's messages)
     assert sorted((m["to"], m["message_id"]) for m in inbox) == sorted(
-        (d["address"], r.provider_message_id) for d, r in zip(ds, results))
+        (d["address"], r.provider_message_id) for d, r in zip(ds, results, strict=True))
 
 
 @pytest.mark.parametrize("provider", ["smtp", "sendgrid", "twilio", "fcm"])

@@ -6,7 +6,7 @@ from markupsafe import Markup
 
 from infra.tools.seed import SEED_TEMPLATES
 from streams.routes import load_routes
-from streams.stages.route.render import RenderFailure, Rendered, render, sms_segments
+from streams.stages.route.render import Rendered, RenderFailure, render, sms_segments
 from streams.stores.templates import TemplateStore
 from streams.templates import Environments, TemplateSource, compile_template, locale_chain, money, safe_url
 

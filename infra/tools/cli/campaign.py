@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from infra.settings import Settings
 from infra.tools.cli.errors import CliError
 from infra.tools.cli.kafka import require_broker
-from infra.settings import Settings
 
 app = typer.Typer(help="Million-user campaigns: push CampaignMessages to the bulk lane and follow their delivery.",
                   no_args_is_help=True)

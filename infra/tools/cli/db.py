@@ -5,11 +5,12 @@ import psycopg
 import typer
 from rich.console import Console
 
-from infra.tools.cli.errors import CliError
 from infra.db import migrate as run_migrations
 from infra.settings import Settings
+from infra.tools.cli.errors import CliError
 
-app = typer.Typer(help="PostgreSQL schema: users, devices, preferences, templates, notifications, ledger, scheduled rows, campaigns.", no_args_is_help=True)
+app = typer.Typer(help="PostgreSQL schema: users, devices, preferences, templates, notifications, ledger, scheduled rows, campaigns.",
+                  no_args_is_help=True)
 console = Console()
 
 

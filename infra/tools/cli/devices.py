@@ -5,8 +5,8 @@ import psycopg
 import typer
 from rich.console import Console
 
-from infra.tools.cli.errors import CliError
 from infra.settings import Settings
+from infra.tools.cli.errors import CliError
 
 app = typer.Typer(help="Device tokens (push).", no_args_is_help=True)
 

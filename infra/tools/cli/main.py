@@ -13,14 +13,24 @@ from pydantic_settings import SettingsError
 from rich.console import Console
 from rich.markup import escape
 
-from infra.tools.cli import db, schemas, stack, worker
-from infra.tools.cli import api as api_command, apikeys
+from infra.tools.cli import (
+    api as api_command,
+    apikeys,
+    campaign as campaign_cli,
+    db,
+    devices as devices_cli,
+    dlq as dlq_cli,
+    sandbox as sandbox_cli,
+    schemas,
+    stack,
+    templates as templates_cli,
+    topics as topics_cli,
+    users as users_cli,
+    worker,
+)
+from infra.tools.cli.demo import demo as demo_command
 from infra.tools.cli.errors import CliError
 from infra.tools.cli.scheduler import scheduler as scheduler_command
-from infra.tools.cli import campaign as campaign_cli
-from infra.tools.cli import users as users_cli
-from infra.tools.cli import dlq as dlq_cli
-from infra.tools.cli import templates as templates_cli
 
 app = typer.Typer(
     help="Herald: domain events on Kafka → email, SMS and push. Settings come from HERALD_* variables (see `herald config`).",
@@ -32,7 +42,6 @@ app.add_typer(stack.app, name="stack")
 app.add_typer(db.app, name="db")
 app.add_typer(schemas.app, name="schemas")
 app.command("worker")(worker.worker)
-from infra.tools.cli.demo import demo as demo_command  # noqa: E402
 app.command("demo")(demo_command)
 app.command("scheduler")(scheduler_command)
 app.add_typer(campaign_cli.app, name="campaign")
@@ -41,8 +50,7 @@ app.command("api")(api_command.api)
 app.add_typer(apikeys.app, name="apikeys")
 app.add_typer(dlq_cli.app, name="dlq")
 app.add_typer(templates_cli.app, name="templates")
-from infra.tools.cli import topics as topics_cli; app.add_typer(topics_cli.app, name="topics")  # noqa: E402,E702
-from infra.tools.cli import devices as devices_cli, sandbox as sandbox_cli  # noqa: E402
+app.add_typer(topics_cli.app, name="topics")
 app.add_typer(sandbox_cli.app, name="sandbox")
 app.add_typer(devices_cli.app, name="devices")
 

@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infra.tools.cli.errors import CliError
 from infra.settings import Settings
+from infra.tools.cli.errors import CliError
 
 app = typer.Typer(help="Local stand-ins for SendGrid, Twilio, FCM and SMTP: record what they receive, inject faults.",
                   no_args_is_help=True)

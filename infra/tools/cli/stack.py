@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infra.tools.cli.errors import CliError
 from infra.settings import Settings
+from infra.tools.cli.errors import CliError
 from infra.tools.stack import ComponentStatus, components, stack_status
 from infra.topics import ensure_topics
 

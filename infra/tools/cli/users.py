@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from infra.tools.cli.errors import CliError
 from infra.settings import Settings
+from infra.tools.cli.errors import CliError
 
 app = typer.Typer(help="Recipients in bulk: users with addresses, locale, time zone, devices and preferences.",
                   no_args_is_help=True)

@@ -111,6 +111,12 @@ def worker(
 
         raise CliError(str(exc)) from exc
     wait_for_kafka(settings, wait_kafka)
+    from infra.topics import ensure_topics, resolved
+
+    # Herald's topics exist with the cluster's durability before any consumer subscribes (Faust would declare
+    # missing ones itself); what Faust still declares (its assignor topic) gets the same replication factor
+    settings = resolved(settings)
+    ensure_topics(settings)
     from infra.logs import logging_config
 
     config = logging_config(loglevel, settings)

@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from infra.settings import Settings
 from infra.tools.sandbox.control import SandboxControl
 from infra.tools.sandbox.http import build_app
 from infra.tools.sandbox.smtp import smtp_factory
 from infra.tools.sandbox.state import SandboxState
-from infra.settings import Settings
 
 
 @dataclass(frozen=True)

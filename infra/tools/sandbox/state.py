@@ -5,6 +5,7 @@ Everything runs on the sandbox's one event loop, so no locks are needed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
@@ -46,7 +47,7 @@ class Verdict:
 class SandboxState:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
-        self.requests: dict[str, int] = {p: 0 for p in PROVIDERS}
+        self.requests: dict[str, int] = dict.fromkeys(PROVIDERS, 0)
         self.faults: dict[str, Faults] = {p: Faults() for p in PROVIDERS}
         self.held = 0
         self._release: asyncio.Event | None = None
@@ -121,10 +122,8 @@ class SandboxState:
                     return
                 if self._release is None:
                     self._release = asyncio.Event()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._release.wait(), 0.1)
-                except TimeoutError:
-                    pass
         finally:
             self.held -= 1
 

@@ -10,6 +10,7 @@ node, the TLS files, the SCRAM password (mode 600) and ``cluster.json``, the sta
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -142,10 +143,8 @@ class ClusterNode:
         if not wait_until(lambda: not pid_alive(pid), timeout=60 if sig != signal.SIGKILL else 10):
             os.kill(pid, signal.SIGKILL)
             wait_until(lambda: not pid_alive(pid), timeout=10)
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)   # reap it when it is our child (a test's restart)
-        except ChildProcessError:
-            pass
 
 
 class KafkaCluster:

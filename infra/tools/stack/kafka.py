@@ -117,8 +117,8 @@ class KafkaStack:
                 f"-Dlog4j2.configurationFile={log4j_path}", f"-Dkafka.logs.dir={self.logs}",
                 "-cp", f"{jars}/*", "kafka.Kafka", str(props),
             ]
-            out = open(self.logs / "stdout.log", "ab")
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            with open(self.logs / "stdout.log", "ab") as out:   # the child keeps its own copy of the descriptor
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.pidfile.write_text(str(proc.pid))
         t0 = time.monotonic()
         if not wait_until(lambda: proc.poll() is not None or self._metadata_ok(), timeout=90):

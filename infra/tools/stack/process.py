@@ -51,7 +51,8 @@ def pid_alive(pid: int) -> bool:
 def apt_install(*packages: str) -> None:
     """Install Debian packages (root only); raises with what to do otherwise."""
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise RuntimeError(f"{' '.join(packages)} missing: install it (apt-get install {' '.join(packages)}) or point the settings at a running server")
+        raise RuntimeError(f"{' '.join(packages)} missing: install it (apt-get install {' '.join(packages)}) "
+                           "or point the settings at a running server")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
     done = subprocess.run(["apt-get", "install", "-y", "-qq", *packages], env=env, capture_output=True, text=True)

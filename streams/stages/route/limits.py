@@ -54,4 +54,4 @@ def script_args(checks: list[list[Counter]], decisions: list[str] | None = None)
 
 def denied_by(checks: list[list[Counter]], results: list[int]) -> list[str | None]:
     """Script results (0 allowed, i = the i-th counter was full) → the denying rule's name per check."""
-    return [None if r == 0 else cs[int(r) - 1].rule for cs, r in zip(checks, results)]
+    return [None if r == 0 else cs[int(r) - 1].rule for cs, r in zip(checks, results, strict=True)]
