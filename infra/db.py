@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -9,6 +10,13 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from infra.settings import Settings
 
 _LOCK_ID = 0x4E52_414C_44  # advisory lock: two migrators never interleave
+
+
+def one_row(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """``fetchone()`` of a query that always returns a row (an aggregate, an upsert's RETURNING)."""
+    if row is None:
+        raise RuntimeError("the query returned no row")
+    return row
 
 
 def connect(settings: Settings, **kw) -> psycopg.Connection:

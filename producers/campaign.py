@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -31,7 +31,6 @@ from infra.settings import Settings
 from producers.campaign_source import Recipient, Rejected
 from schemas.codec import Codec
 from schemas.vocabulary import CHANNELS
-
 
 
 class CampaignError(RuntimeError):
@@ -55,7 +54,7 @@ class CampaignSpec:
 
 
 def new_campaign_id(now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"c{now:%Y%m%d}-{secrets.token_hex(4)}"
 
 
@@ -144,7 +143,7 @@ class ChunkProducer:
     """Encodes and produces one chunk of recipients, then waits for every acknowledgement."""
 
     def __init__(self, kafka: Settings, topic: str, spec: CampaignSpec, codec: Codec | None = None,
-                 timeout: float = 60.0, stop: threading.Event | None = None, **producer_extra: object) -> None:
+                 timeout: float = 60.0, stop: threading.Event | None = None, **producer_extra: Any) -> None:
         self.topic = topic
         self.stop = stop or threading.Event()
         self.spec = spec
@@ -193,7 +192,7 @@ class ChunkProducer:
 _worker: ChunkProducer | None = None  # one per pool process, set by _init_worker
 
 
-def _init_worker(kafka: Settings, topic: str, spec: CampaignSpec, extra: dict[str, object]) -> None:
+def _init_worker(kafka: Settings, topic: str, spec: CampaignSpec, extra: dict[str, Any]) -> None:
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
     _worker = ChunkProducer(kafka, topic, spec, **extra)
@@ -253,7 +252,7 @@ def produce(
     procs: int = 1,
     chunk_size: int = 20_000,
     on_progress: Callable[[int], None] | None = None,
-    producer_extra: dict[str, object] | None = None,
+    producer_extra: dict[str, Any] | None = None,
 ) -> ProduceReport:
     """Produce every recipient after the first ``skip``; ``on_progress(produced)`` after each acknowledged chunk.
 

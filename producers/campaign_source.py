@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 
+from infra.db import one_row
 from producers.lines import Rejected, json_objects
 
 
@@ -97,7 +98,7 @@ def _jsonl(f) -> Iterator[Recipient | Rejected]:
         if variables is not None and not isinstance(variables, dict):
             yield Rejected(n, "variables is not an object")
             continue
-        yield Recipient(str(uid).strip(), {k: v for k, v in variables.items()} if variables else None)
+        yield Recipient(str(uid).strip(), dict(variables) if variables else None)
 
 
 def ordered_query(sql: str) -> str:
@@ -110,7 +111,7 @@ def ordered_query(sql: str) -> str:
 
 def count_query(conn: psycopg.Connection, sql: str) -> int:
     try:
-        return conn.execute(f"SELECT count(*) FROM ({ordered_query(sql)}) AS c").fetchone()[0]
+        return one_row(conn.execute(f"SELECT count(*) FROM ({ordered_query(sql)}) AS c").fetchone())[0]
     except psycopg.errors.Error as exc:
         if isinstance(exc, psycopg.OperationalError):
             raise

@@ -23,15 +23,16 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from infra.kafka import dead_letters as h
 from infra.kafka.consumer import consumer
 from infra.kafka.producer import Producer
 from infra.kafka.records import TRACE, Headers, OutRecord, now_ms
 from infra.settings import Settings
-from infra.kafka import dead_letters as h
 
 REPLAY_OF = "herald-replay-of"
 
@@ -167,12 +168,12 @@ def parse_time(text: str, now: int | None = None) -> int:
     except ValueError:
         raise ValueError(f"{text!r} is not a time: use ISO 8601 (2026-05-01T12:00) or an age (90m, 2h, 3d)") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
 
 
 def format_ms(ms: int) -> str:
-    return (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ms)).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def counts(entries: Iterable[Entry]) -> Counter[tuple[str, str]]:
@@ -247,21 +248,31 @@ def scan(settings: Settings, timeout: float = 30.0) -> Iterator[Entry]:
             if not msgs and time.monotonic() - idle_since > timeout:
                 raise DlqError(f"no progress reading {topic} for {timeout:.0f}s (partitions left: {sorted(ends)})")
             for m in msgs:
-                if m.error():
-                    if m.error().code() == KafkaError._PARTITION_EOF:
+                if (err := m.error()) is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
                         continue
-                    raise DlqError(f"reading {topic}: {m.error()}")
-                p, off = m.partition(), m.offset()
+                    raise DlqError(f"reading {topic}: {err}")
+                p, off = _position(m)
                 if p not in ends or off >= ends[p]:
                     continue
                 idle_since = time.monotonic()
                 ts = m.timestamp()[1]
-                yield Entry(p, off, max(ts, 0), m.key(), m.value(), list(m.headers() or []))
+                yield Entry(p, off, max(ts, 0), m.key(), m.value(), _headers(m))
                 if off + 1 >= ends[p]:
                     del ends[p]
                     c.incremental_unassign([TopicPartition(topic, p)])
     finally:
         c.close()
+
+
+def _position(m: Message) -> tuple[int, int]:
+    """A consumed record's partition and offset: set on every message that is not an error event (the stubs say Optional)."""
+    return cast(int, m.partition()), cast(int, m.offset())
+
+
+def _headers(m: Message) -> Headers:
+    """A consumed record's headers: a consumer gets (str, bytes) pairs (the stubs also allow a producer's dict form)."""
+    return cast(Headers, list(m.headers() or []))
 
 
 def fetch(settings: Settings, partition: int, offset: int, timeout: float = 30.0) -> Entry:
@@ -282,7 +293,7 @@ def fetch(settings: Settings, partition: int, offset: int, timeout: float = 30.0
             if m is None or m.error():
                 continue
             ts = m.timestamp()[1]
-            return Entry(m.partition(), m.offset(), max(ts, 0), m.key(), m.value(), list(m.headers() or []))
+            return Entry(*_position(m), max(ts, 0), m.key(), m.value(), _headers(m))
         raise DlqError(f"timed out reading {partition}:{offset} from {topic}")
     finally:
         c.close()

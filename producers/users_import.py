@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 
+from infra.db import one_row
 from producers.users_rows import Rejected, UserRow, read_csv, read_jsonl
 
 STAGE = """
@@ -167,10 +168,10 @@ def import_users(conn: psycopg.Connection, rows: Iterable[UserRow | Rejected]) -
                         copy.write_row(d)
             if prefs:
                 with cur.copy(COPY_PREFS) as copy:
-                    for p in prefs:
-                        copy.write_row(p)
+                    for pref_row in prefs:
+                        copy.write_row(pref_row)
         conn.execute(LATEST)
-        distinct = conn.execute("SELECT count(*) FROM latest_users").fetchone()[0]
+        distinct = one_row(conn.execute("SELECT count(*) FROM latest_users").fetchone())[0]
         report.repeated_ids = report.valid - distinct
         inserted = [r[0] for r in conn.execute(INSERT_USERS)]
         updated = [r[0] for r in conn.execute(UPDATE_USERS)]

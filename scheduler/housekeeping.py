@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import psycopg
 
+from infra.db import one_row
 from streams.stores.devices import cleanup_inactive_devices
 
 log = logging.getLogger("herald.scheduler.housekeeping")
@@ -57,7 +58,7 @@ def run_jobs(conn: psycopg.Connection, jobs: list[Job]) -> dict[str, int] | None
 
     A failing job is logged and the others still run.
     """
-    if not conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_ID,)).fetchone()[0]:
+    if not one_row(conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_ID,)).fetchone())[0]:
         return None
     done: dict[str, int] = {}
     try:
@@ -67,7 +68,7 @@ def run_jobs(conn: psycopg.Connection, jobs: list[Job]) -> dict[str, int] | None
                 done[name] = job(conn)
             except psycopg.OperationalError:
                 raise
-            except Exception:  # noqa: BLE001 - one broken job must not stop the others or the scheduler
+            except Exception:
                 log.exception("housekeeping job %s failed", name)
     finally:
         if not conn.closed:

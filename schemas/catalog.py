@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -74,7 +74,8 @@ def load_version(path: str, text: str) -> SchemaVersion:
         raise CatalogError(f"{path}: schema files are named <Name>.v<N>.avsc")
     raw = json.loads(text)
     # the write hint makes fastavro skip re-parsing on every encode/decode (about 10 µs a record)
-    parsed = fastavro.parse_schema(raw)
+    # parse_schema is typed for any schema (a name, a union, a record); a catalog file's is a record object, checked next
+    parsed = cast(dict[str, Any], fastavro.parse_schema(raw))
     if parsed.get("type") != "record" or parsed["name"].rsplit(".", 1)[-1] != m["name"]:
         raise CatalogError(f"{path}: must hold the record {m['name']}")
     canonical = to_parsing_canonical_form(parsed)

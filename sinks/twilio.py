@@ -43,7 +43,7 @@ class RewritingHttpClient(TwilioHttpClient):
         self.session.mount("https://", adapter)
         self.session.trust_env = False if base_url.startswith("http://127.") else self.session.trust_env
 
-    def request(self, method: str, url: str, *args, **kwargs) -> Response:  # type: ignore[override]
+    def request(self, method: str, url: str, *args, **kwargs) -> Response:
         if url.startswith(TWILIO_API):
             url = self.base_url + url[len(TWILIO_API):]
         resp = super().request(method, url, *args, **kwargs)

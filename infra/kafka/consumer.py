@@ -17,4 +17,7 @@ def consumer(settings: Settings, group: str, **overrides: Any) -> Consumer:
 
 def to_in_record(m: Message) -> InRecord:
     ts = m.timestamp()[1]
-    return InRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(), list(m.headers() or []), ts if ts > 0 else 0)
+    # the stubs type topic/partition/offset Optional (unset on error events, which never get here) and headers as
+    # librdkafka's producer accepts them; a consumer hands (str, bytes) pairs: no casts in the per-record path
+    return InRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(), list(m.headers() or []),  # type: ignore[arg-type]
+                    ts if ts > 0 else 0)

@@ -38,6 +38,9 @@ class RecordTooLarge(ValueError):
 def is_kafka_error(exc: BaseException) -> bool:
     return isinstance(exc, (KafkaException, ProduceError))
 
+# _HEADERS: Herald's Headers is list[tuple[str, bytes]]; the stubs want list[tuple[str, str | bytes | None]], and list is
+# invariant, so mypy refuses the narrower list it would accept as a Sequence: an ignore rather than a cast per record
+
 
 class Producer:
     def __init__(self, settings: Settings, **overrides: Any) -> None:
@@ -56,9 +59,10 @@ class Producer:
         while True:
             try:
                 if on_delivery is None:
-                    self._producer.produce(topic, value, key, headers=headers or None)
+                    self._producer.produce(topic, value, key, headers=headers or None)  # type: ignore[arg-type]  # see _HEADERS
                 else:
-                    self._producer.produce(topic, value, key, headers=headers or None, on_delivery=on_delivery)
+                    self._producer.produce(topic, value, key, headers=headers or None,  # type: ignore[arg-type]  # see _HEADERS
+                                           on_delivery=on_delivery)
                 return
             except BufferError:
                 self._producer.poll(0.05)
@@ -66,7 +70,7 @@ class Producer:
     def try_produce(self, record: OutRecord, on_delivery: DeliveryCallback) -> bool:
         """Queue one record unless librdkafka's local queue is full (False): for callers that wait their own way."""
         try:
-            self._producer.produce(record.topic, record.value, record.key, headers=record.headers or None,
+            self._producer.produce(record.topic, record.value, record.key, headers=record.headers or None,  # type: ignore[arg-type]
                                    on_delivery=on_delivery)
             return True
         except BufferError:

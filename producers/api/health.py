@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from producers.api.hostile import CheckedRoute
 from producers.api.auth import Resources
+from producers.api.hostile import CheckedRoute
 from producers.api.kafka import group_offsets, herald_groups, kafka_answers
 from producers.api.resources import ApiResources
 
@@ -50,12 +50,13 @@ async def _sample(res: ApiResources) -> dict[str, Any]:
 
 @router.get("/healthz", responses={503: {"description": "a consumer stopped committing"}})
 async def healthz(res: Resources) -> JSONResponse:
-    """Live when no partition with waiting records has gone ``HERALD_API__COMMIT_STALL_SECONDS`` without a commit by the workers' consumer groups (``app_id`` and ``app_id-*``)."""
+    """Live when no partition with waiting records has gone ``HERALD_API__COMMIT_STALL_SECONDS`` without a commit
+    by the workers' consumer groups (``app_id`` and ``app_id-*``)."""
     verdict = await _sample(res)
     return JSONResponse(verdict, status_code=200 if verdict["ok"] else 503)
 
 
-async def _check(name: str, probe) -> tuple[str, str | None]:
+async def _check(name: str, probe) -> tuple[str, str]:
     try:
         return name, str(await asyncio.wait_for(probe(), 5))
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported by name

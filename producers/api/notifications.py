@@ -2,25 +2,25 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
 
-from producers.api.hostile import CheckedRoute
+from infra.kafka.producer import ProduceError
+from infra.kafka.records import TRACE, OutRecord, now_ms
 from producers.api.auth import ApiKey, Resources
 from producers.api.cursor import CursorError, decode_cursor, encode_cursor
 from producers.api.errors import ApiError
+from producers.api.hostile import CheckedRoute
 from producers.api.models import ID, HistoryEntry, NotificationAccepted, NotificationPage, NotificationRequest, NotificationView
 from producers.api.notification_record import body_hash, to_record
 from producers.api.resources import ApiResources
-from infra.kafka.producer import ProduceError
-from infra.kafka.records import TRACE, OutRecord, now_ms
 
 router = APIRouter(tags=["notifications"], route_class=CheckedRoute)
 
 NOTIFICATION_COLUMNS = "id, event_id, event_type, user_id, template, category, campaign_id, status, reason, created_at, updated_at"
-ERRORS = {401: {"description": "no valid API key"}, 429: {"description": "rate limit exceeded (see Retry-After)"}}
+ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "no valid API key"}, 429: {"description": "rate limit exceeded (see Retry-After)"}}
 
 
 async def template_channels(res: ApiResources, code: str) -> frozenset[str]:
@@ -122,7 +122,7 @@ async def create_notification(
 
 def _view(row: tuple, history: list[HistoryEntry] | None = None) -> NotificationView:
     keys = NOTIFICATION_COLUMNS.split(", ")
-    return NotificationView(**dict(zip(keys, row)), history=history or [])
+    return NotificationView(**dict(zip(keys, row, strict=True)), history=history or [])
 
 
 @router.get("/v1/notifications/{notification_id}", response_model=NotificationView,
@@ -139,7 +139,7 @@ async def get_notification(notification_id: Annotated[str, Path(pattern=ID)], _k
             (notification_id,),
         )).fetchall()
     keys = ("status", "channel", "reason", "delivery_id", "provider_message_id", "at")
-    return _view(row, [HistoryEntry(**dict(zip(keys, h))) for h in hist])
+    return _view(row, [HistoryEntry(**dict(zip(keys, h, strict=True))) for h in hist])
 
 
 @router.get("/v1/users/{user_id}/notifications", response_model=NotificationPage, responses={**ERRORS})

@@ -1,19 +1,20 @@
 """GET/PUT /v1/users/{id}/preferences: mute, per channel, per category, quiet hours (cache invalidated in the same step)."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import psycopg.errors
 from fastapi import APIRouter, HTTPException, Path
 from psycopg.types.json import Jsonb
 
-from producers.api.hostile import CheckedRoute
 from producers.api.auth import ApiKey, Resources
+from producers.api.hostile import CheckedRoute
 from producers.api.models import ID, Preferences
 from streams.stores.recipients import invalidate_recipient
 
 router = APIRouter(tags=["preferences"], route_class=CheckedRoute)
-ERRORS = {401: {"description": "no valid API key"}, 404: {"description": "unknown user"}, 429: {"description": "rate limit exceeded"}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no valid API key"}, 404: {"description": "unknown user"}, 429: {"description": "rate limit exceeded"}}
 
 
 @router.get("/v1/users/{user_id}/preferences", response_model=Preferences, responses=ERRORS)

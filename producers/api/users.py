@@ -5,25 +5,26 @@ the route stage's very next event reads the new data.
 """
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import psycopg.errors
 from fastapi import APIRouter, HTTPException, Path, Response
 
-from producers.api.hostile import CheckedRoute
+from infra.db import one_row
 from producers.api.auth import ApiKey, Resources
+from producers.api.hostile import CheckedRoute
 from producers.api.models import ID, DeviceIn, DeviceView, UserUpdate, UserView
 from streams.stores.recipients import invalidate_recipient
 
 router = APIRouter(tags=["users"], route_class=CheckedRoute)
 
 USER_COLUMNS = "id, email, phone, locale, time_zone, first_name, email_undeliverable, phone_undeliverable, updated_at"
-ERRORS = {401: {"description": "no valid API key"}, 429: {"description": "rate limit exceeded"}}
+ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "no valid API key"}, 429: {"description": "rate limit exceeded"}}
 UserId = Annotated[str, Path(pattern=ID)]
 
 
 def _user(row: tuple) -> UserView:
-    return UserView(**dict(zip(USER_COLUMNS.split(", "), row)))
+    return UserView(**dict(zip(USER_COLUMNS.split(", "), row, strict=True)))
 
 
 @router.put("/v1/users/{user_id}", response_model=UserView, responses={**ERRORS, 422: {"description": "invalid address, locale or time zone"}})
@@ -51,7 +52,7 @@ async def put_user(user_id: UserId, body: UserUpdate, _key: ApiKey, res: Resourc
         row = await (await conn.execute(sql, (user_id, values["email"], values["phone"], values["locale"],
                                               values["time_zone"], values["first_name"]))).fetchone()
     await invalidate_recipient(res.redis, res.settings, user_id)
-    return _user(row)
+    return _user(one_row(row))
 
 
 @router.get("/v1/users/{user_id}", response_model=UserView, responses={**ERRORS, 404: {"description": "unknown user"}})

@@ -22,13 +22,13 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 from starlette.datastructures import ImmutableMultiDict
 from twilio.request_validator import RequestValidator
 
+from infra.kafka.producer import ProduceError
+from infra.kafka.records import OutRecord, now_ms
 from producers.api.auth import Resources
 from producers.api.errors import field_name
 from producers.api.hostile import find_problem
 from producers.api.provider_events import PayloadError, Translation, from_sendgrid, from_twilio
 from producers.api.resources import ApiResources
-from infra.kafka.producer import ProduceError
-from infra.kafka.records import OutRecord, now_ms
 
 router = APIRouter(tags=["webhooks"])
 
@@ -48,7 +48,7 @@ TWILIO_BODY = {
         },
     }}}},
 }
-RESPONSES = {
+RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or wrong signature"},
     400: {"description": "signed but not a provider payload"},
     413: {"description": "body too large"},
@@ -58,10 +58,7 @@ RESPONSES = {
 
 def load_sendgrid_key(text: str) -> ec.EllipticCurvePublicKey:
     """The verification key as SendGrid shows it (base64 DER) or as a PEM block."""
-    if "BEGIN PUBLIC KEY" in text:
-        key = load_pem_public_key(text.encode())
-    else:
-        key = EventWebhook(text.strip()).public_key
+    key = load_pem_public_key(text.encode()) if "BEGIN PUBLIC KEY" in text else EventWebhook(text.strip()).public_key
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise ValueError("the SendGrid webhook key is not an elliptic-curve public key")
     return key

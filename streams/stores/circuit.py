@@ -35,7 +35,7 @@ def circuit_key(settings: Settings, provider: str) -> str:
     return settings.rkey("circuit", provider)
 
 
-def _parse(raw: bytes | None) -> Breaker:
+def _parse(raw: bytes | str | None) -> Breaker:
     if not raw:
         return Breaker()
     try:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +16,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from infra.db import migrate, one_row
+from infra.settings import Settings
 from infra.tools.children import spawn, stop
 from infra.tools.cli.errors import CliError
 from infra.tools.cli.kafka import client_config
 from infra.tools.cli.stack import env_no_proxy
-from infra.db import migrate
-from infra.settings import Settings
 from infra.topics import ensure_topics
 
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -53,7 +53,7 @@ def _wait_for_worker(settings: Settings, worker: subprocess.Popen, log: Path, ti
 
 def demo_order(user_id: str, i: int) -> dict[str, Any]:
     """The i-th demo OrderPlaced: its total is what its items add up to."""
-    items = [{"sku": "MUG", "name": "Herald mug", "quantity": 1 + i, "unit_price_cents": 1495},
+    items: list[dict[str, Any]] = [{"sku": "MUG", "name": "Herald mug", "quantity": 1 + i, "unit_price_cents": 1495},
              {"sku": "TEE", "name": "Herald tee", "quantity": 1, "unit_price_cents": 1500}]
     total = sum(it["quantity"] * it["unit_price_cents"] for it in items)
     return {"user_id": user_id, "order_id": f"A-{1000 + i}", "currency": "EUR", "total_cents": total, "items": items}
@@ -61,9 +61,9 @@ def demo_order(user_id: str, i: int) -> dict[str, Any]:
 
 def _emit(settings: Settings, users: list[str]) -> tuple[list[tuple[str, str, str]], float]:
     """A handful of events from 'upstream services'; returns (event id, type, user) and the emit time."""
-    from producers.sdk import Emitter
     from infra.kafka.producer import Producer
     from infra.kafka.records import OutRecord
+    from producers.sdk import Emitter
 
     sent: list[tuple[str, str, str]] = []
     t0 = time.time()
@@ -74,7 +74,7 @@ def _emit(settings: Settings, users: list[str]) -> tuple[list[tuple[str, str, st
                      "UserFollowed", users[0]))
         sent.append((sdk.emit("PasswordResetRequested", {"user_id": users[1], "reset_url": "https://example.test/reset/abc",
                                                          "expires_in_minutes": 15}), "PasswordResetRequested", users[1]))
-        soon = datetime.now(timezone.utc) + timedelta(seconds=4)
+        soon = datetime.now(UTC) + timedelta(seconds=4)
         sent.append((sdk.emit("BirthdayReached", {"user_id": users[2], "age": 30, "send_at": soon}), "BirthdayReached", users[2]))
     # bad input, as an upstream bug would produce it: dead-lettered with a reason, nothing else affected
     Producer(settings).send_all_blocking([OutRecord(settings.topic("events"), b"demo", b"{not avro}")])
@@ -84,11 +84,11 @@ def _emit(settings: Settings, users: list[str]) -> tuple[list[tuple[str, str, st
 def _progress(conn: psycopg.Connection, ids: list[str]) -> tuple[int, bool]:
     rows = conn.execute("SELECT id, status FROM notifications WHERE id = ANY(%s)", (ids,)).fetchall()
     # every queued delivery must have its outcome in the status history (the table reads it), not only in the ledger
-    queued, sent = conn.execute(
+    queued, sent = one_row(conn.execute(
         """SELECT count(*) FILTER (WHERE status = 'queued'),
                   count(*) FILTER (WHERE status IN ('sent', 'failed', 'dead_lettered') AND channel IS NOT NULL)
            FROM status_history WHERE notification_id = ANY(%s)""",
-        (ids,)).fetchone()
+        (ids,)).fetchone())
     finished = sum(1 for _, s in rows if s in FINISHED)
     return finished, finished == len(ids) and queued == sent
 

@@ -8,9 +8,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from infra.settings import Settings
 from infra.tools.cli.errors import CliError
 from infra.tools.cli.kafka import require_broker
-from infra.settings import Settings
 
 app = typer.Typer(
     help="Inspect and replay the dead-letter topic (reads it with a private consumer; commits nothing).",
@@ -209,8 +209,8 @@ def replay(
     table = Table(title=("would replay" if dry_run else "replaying") + f" {len(plan.records)} dead letter(s)")
     for col in ("to topic", "stage", "reason", "count"):
         table.add_column(col)
-    for (t, s, r), n in sorted(by_target.items()):
-        table.add_row(t, s, r, str(n))
+    for (to_topic, from_stage, reason), n in sorted(by_target.items()):
+        table.add_row(to_topic, from_stage, reason, str(n))
     con.print(table)
     for why, n in sorted(plan.skipped.items()):
         con.print(f"skipped {n}: {why}")

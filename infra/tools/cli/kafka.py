@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from infra.tools.cli.errors import CliError
 from infra.settings import Settings
+from infra.tools.cli.errors import CliError
 
 BROKER_CHECK_SECONDS = 5.0
 
@@ -19,7 +20,7 @@ def quiet_logger() -> logging.Logger:
     return log
 
 
-def client_config(settings: Settings, **extra: object) -> dict[str, object]:
+def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """An admin client's configuration (address, security, credentials) with librdkafka's lines silenced."""
     from infra.kafka.config import KafkaConfigError, admin_config
 

@@ -9,8 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infra.tools.cli.errors import CliError
+from infra.db import one_row
 from infra.settings import CHANNELS, Settings
+from infra.tools.cli.errors import CliError
 from streams.stages.route.render import RenderFailure, render
 from streams.templates import Environments, TemplateSource, check_syntax, compile_template
 
@@ -130,8 +131,9 @@ def add(
         raise CliError(f"template does not compile: {err}; nothing was added")
     with _connect() as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{code}/{channel}/{locale}",))
-        version = conn.execute("SELECT COALESCE(max(version), 0) + 1 FROM templates WHERE code = %s AND channel = %s AND locale = %s",
-                               (code, channel, locale)).fetchone()[0]
+        version = one_row(conn.execute(
+            "SELECT COALESCE(max(version), 0) + 1 FROM templates WHERE code = %s AND channel = %s AND locale = %s",
+            (code, channel, locale)).fetchone())[0]
         if activate:
             conn.execute("UPDATE templates SET active = false WHERE code = %s AND channel = %s AND locale = %s AND active",
                          (code, channel, locale))

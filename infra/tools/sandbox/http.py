@@ -141,7 +141,7 @@ async def twilio_send(request: web.Request) -> web.Response:
     if verdict.status:
         return _twilio_error(verdict.status, 20500, "Internal Server Error")
     if not _E164.match(str(to)) or to in state.faults["twilio"].invalid_numbers:
-        return _twilio_error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        return _twilio_error(400, 21211, f"The 'To' number {to!s} is not a valid phone number.")
     if not body:
         return _twilio_error(400, 21602, "Message body is required.")
     if len(str(body)) > 1600:
