@@ -210,7 +210,9 @@ class Settings(BaseSettings):
     fcm_url: str = Field("http://127.0.0.1:8027", description="FCM HTTP v1 base URL")
     sandbox_host: str = "127.0.0.1"
 
-    deliver: DeliverTuning = Field(default_factory=DeliverTuning, description="deliver agents: circuit breaker, 429 waits, claim lease, device failures")
+    deliver: DeliverTuning = Field(
+        default_factory=DeliverTuning, description="deliver agents: circuit breaker, 429 waits, claim lease, device failures"
+    )
 
     # --- API ---------------------------------------------------------------
     api_host: str = "127.0.0.1"

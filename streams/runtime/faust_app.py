@@ -123,6 +123,7 @@ def create_app(
     context_factory: Callable[[Settings], Awaitable[Context]] = Context.open,
 ) -> faust.App:
     w = settings.worker
+    (settings.home / "faust").mkdir(parents=True, exist_ok=True)  # Faust makes its data folder, not its parents
     static: dict[str, Any] = {"consumer_group_instance_id": w.instance_id} if w.instance_id else {}
     app = faust.App(
         settings.app_id,
