@@ -54,3 +54,10 @@ def test_typed_records_match_their_avro_fields_and_round_trip():
     assert back.to_avro() | {"occurred_at": 0} == d.to_avro() | {"occurred_at": 0}
     s = StatusChange("n1", "e1", "u1", Status.SENT, at=1_700_000_000_000, channel=Channel.SMS)
     assert StatusChange.from_avro(codec.decode(codec.encode("StatusChange", s.to_avro())).record).status is Status.SENT
+
+
+def test_the_templates_channel_check_is_the_vocabulary():
+    """A new Channel member fails here until the migrations' CHECK names it too (with the Avro enums above)."""
+    sql = "\n".join(p.read_text() for p in sorted((ROOT / "infra" / "migrations").glob("*.sql")))
+    checks = re.findall(r"channel\s+text NOT NULL CHECK \(channel IN \(([^)]*)\)\)", sql)
+    assert checks and all({v.strip(" '") for v in c.split(",")} == set(Channel) for c in checks)
