@@ -68,6 +68,13 @@ class WorkerProcess:
         except OSError:
             return ""
 
+    def wait_ready(self, timeout: float = 90) -> WorkerProcess:
+        """Until Faust says the worker is up (its start, during which a broker crash still stops it, is over)."""
+        wait_for(lambda: "[^Worker]: Ready" in self.log_text() or not self.alive(), timeout, interval=0.2,
+                 message="the worker to be ready")
+        assert self.alive(), f"the worker exited while starting: {self.log_text()[-2000:]}"
+        return self
+
 
 def wait_for(check, timeout: float, interval: float = 0.1, message: str = "condition"):
     """Poll ``check`` until it returns a truthy value (returned) or fail after ``timeout`` seconds."""
