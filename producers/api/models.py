@@ -29,6 +29,22 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+PROFILE_CHECKS = {
+    "email": validation.email_problem,
+    "phone": validation.phone_problem,
+    "locale": validation.locale_problem,
+    "time_zone": validation.time_zone_problem,
+}
+
+
+def check_profile(model: BaseModel, prefix: str = "") -> None:
+    """Raise ValueError naming the first profile field (email, phone, locale, time zone) that is set and invalid."""
+    for name, check in PROFILE_CHECKS.items():
+        value = getattr(model, name)
+        if value is not None and (problem := check(value)):
+            raise ValueError(f"{prefix}{name}: {without_value(problem, value)}")
+
+
 class InlineRecipient(Strict):
     """Addresses for a user Herald does not store (a stored user's profile and preferences win)."""
 
@@ -41,16 +57,7 @@ class InlineRecipient(Strict):
 
     @model_validator(mode="after")
     def _valid(self) -> InlineRecipient:
-        checks = {
-            "email": validation.email_problem,
-            "phone": validation.phone_problem,
-            "locale": validation.locale_problem,
-            "time_zone": validation.time_zone_problem,
-        }
-        for name, check in checks.items():
-            value = getattr(self, name)
-            if value is not None and (problem := check(value)):
-                raise ValueError(f"recipient.{name}: {without_value(problem, value)}")
+        check_profile(self, "recipient.")
         for i, token in enumerate(self.push_tokens):
             if problem := validation.push_token_problem("android", token):
                 raise ValueError(f"recipient.push_tokens[{i}]: {without_value(problem, token)}")
@@ -138,16 +145,7 @@ class UserUpdate(Strict):
 
     @model_validator(mode="after")
     def _valid(self) -> UserUpdate:
-        checks = {
-            "email": validation.email_problem,
-            "phone": validation.phone_problem,
-            "locale": validation.locale_problem,
-            "time_zone": validation.time_zone_problem,
-        }
-        for name, check in checks.items():
-            value = getattr(self, name)
-            if value is not None and (problem := check(value)):
-                raise ValueError(f"{name}: {without_value(problem, value)}")
+        check_profile(self)
         for name in ("locale", "time_zone"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
