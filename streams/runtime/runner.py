@@ -7,7 +7,9 @@ runner never lets an exception escape:
   whole batch with backoff, ``settings.batch_infra_retries`` times; then the
   records are retried one by one, each until it succeeds. A record that keeps
   failing while the others get through and every service answers is what
-  fails, not the infrastructure: it is dead-lettered (``persistent_error``)
+  fails, not the infrastructure: once it has failed more than the retries
+  *with every service answering at that moment* (failures during an outage
+  never count), it is dead-lettered (``persistent_error``)
   and the rest go on. Nothing is acked meanwhile, so a stop loses nothing
   (handlers are idempotent; rate limits remember each (event, channel)'s
   decision, so a retried batch never counts twice);
@@ -120,6 +122,7 @@ class BatchRunner:
     async def _record_by_record(self, batch: list[InRecord]) -> None:
         """Each record until it succeeds; one that keeps failing while the rest and every service answer is dead."""
         failures: dict[int, int] = {}
+        strikes: dict[int, int] = {}   # failures seen while every service answered: an outage's never count
         pending = list(batch)
         got_through = False
         backoff = min(0.1, self.max_backoff)
@@ -135,11 +138,14 @@ class BatchRunner:
                 except Exception as exc:  # noqa: BLE001
                     n = failures[id(rec)] = failures.get(id(rec), 0) + 1
                     self._note_retry(exc, backoff, f"record {rec.topic}/{rec.partition}/{rec.offset}")
+                    # the services are probed only once the cheap conditions hold: never per record during an outage
                     if (got_through or len(batch) == 1) and n > self.infra_retries and await self._services_answer():
-                        why = DeadLetter(self.handler.stage, "persistent_error",
-                                         f"failed {n} times while every service answered: {type(exc).__name__}: {exc}")
-                        if await self._try_send([self._dead(rec, why)]):
-                            continue
+                        k = strikes[id(rec)] = strikes.get(id(rec), 0) + 1
+                        if k > self.infra_retries:
+                            why = DeadLetter(self.handler.stage, "persistent_error",
+                                             f"failed {k} times while every service answered: {type(exc).__name__}: {exc}")
+                            if await self._try_send([self._dead(rec, why)]):
+                                continue
                     left.append(rec)
             pending = left
             if pending:

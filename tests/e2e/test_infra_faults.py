@@ -39,6 +39,18 @@ def query(settings: Settings, sql: str, *args) -> list[tuple]:
         return conn.execute(sql, args).fetchall()
 
 
+def _what_the_workers_said(workers, lines: int = 40) -> str:
+    """Herald's own warnings and errors and Faust's state changes, the last lines of each worker: a failure explains itself."""
+    keep = ('"herald.runner"', '"herald.engine"', '"herald.retry"', '"herald.worker"', '"faust.worker"', "Traceback",
+            '"level": "error", "logger": "herald', "crash", "Stopping")
+    out = []
+    for i, w in enumerate(workers):
+        said = [ln[:300] for ln in w.log_text().splitlines() if any(k in ln for k in keep)]
+        out.append(f"--- worker {i} ({'alive' if w.alive() else 'exited'}), {len(said)} lines, the last {lines}:")
+        out.extend(said[-lines:])
+    return "\n".join(out)
+
+
 def test_a_campaign_survives_service_restarts_and_a_rebalance_and_each_address_gets_one_email(sandbox, worker_factory):
     settings = sandbox.settings.model_copy(update={"email_provider": "sendgrid"})
     ctl = sandbox.control
@@ -97,7 +109,12 @@ def test_a_campaign_survives_service_restarts_and_a_rebalance_and_each_address_g
         got = Counter(m["to"] for m in ctl.inbox("email"))
         return expected <= set(got)
 
-    wait_for(all_sent, 600, interval=2, message="every address's email at the sandbox")
+    try:
+        wait_for(all_sent, 600, interval=2, message="every address's email at the sandbox")
+    except AssertionError as exc:
+        missing = sorted(expected - {m["to"] for m in ctl.inbox("email")})
+        raise AssertionError(f"{exc}: {len(missing)} missing ({sum('-r' in a for a in missing)} resets), e.g. "
+                             f"{missing[:5]}\n{_what_the_workers_said([first, second, third])}") from None
     time.sleep(5)   # a duplicate would arrive now
     got = Counter(m["to"] for m in ctl.inbox("email"))
     twice = {a: n for a, n in got.items() if n > 1}

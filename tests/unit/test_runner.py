@@ -146,6 +146,33 @@ def test_a_lone_record_failing_while_every_service_answers_is_dead_lettered():
     assert dead(out) == {b"bad": (b"route", b"persistent_error")}
 
 
+def test_a_lone_record_is_not_blamed_for_an_outage_that_just_ended():
+    """Its failures during the outage do not count: one more failure right after (a pooled connection still broken)
+    is not 'keeps failing while every service answers', and the record goes through on the next try."""
+    services = Services()
+    stale = [1]
+
+    class AfterTheOutage(ScriptedHandler):
+        async def handle(self, batch: list[InRecord]) -> list[OutRecord]:
+            if services.up and stale[0]:
+                stale[0] -= 1
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+            return await super().handle(batch)
+
+    handler = AfterTheOutage(outage=services)
+    runner, out, probe = runner_for(handler, retries=2)
+    services.up = probe.up = False
+
+    async def scenario() -> None:
+        task = asyncio.create_task(runner.run(batch(b"reset")))
+        await asyncio.sleep(0.3)  # far more failures than the retries allow, every service away
+        services.up = probe.up = True
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    assert produced(out) == [b"reset"] and not dead(out)
+
+
 @pytest.mark.parametrize("exc, infra", [
     (psycopg.OperationalError("connection refused"), True),
     (psycopg.errors.ProgramLimitExceeded("index row size 9000 exceeds btree version 4 maximum 2704"), False),
