@@ -145,6 +145,11 @@ class DeliverHandler:
         self.status_topic = ctx.settings.topic("status")
         self.dlq_topic = ctx.settings.topic("dlq")
         self._counters: dict[str, Any] = {}
+        # deliveries this handler claimed and has not handed to its sink yet, with the claim's monotonic time: a batch
+        # retried after an outage between claim and call (Redis gone at the circuit check, say) finds these claims
+        # young, and they are its own, with no call behind them; taking them for a live call elsewhere would hold
+        # them back for the whole lease (2 minutes for a password reset)
+        self._unsent: dict[str, float] = {}
 
     async def handle(self, batch: list[InRecord]) -> list[OutRecord]:
         if self.lane == Lane.INTERACTIVE:
@@ -194,9 +199,18 @@ class DeliverHandler:
             return []
         now = now_ms()
         to_send: list[Item] = []
-        for item, claim in zip(live, await self.stores.ledger.claim([d for _, d in live]), strict=True):
+        claims = await self.stores.ledger.claim([d for _, d in live])
+        mono = time.monotonic()
+        self._forget_old_claims(mono)
+        for item, claim in zip(live, claims, strict=True):
             if claim.decision == "send":
+                self._unsent.pop(item[1].delivery_id, None)   # insertion order stays claim order: the oldest first
+                self._unsent[item[1].delivery_id] = mono
                 to_send.append(item)
+            elif claim.decision == "in_flight" and item[1].delivery_id in self._unsent:
+                # our own claim, younger than the lease (so nobody else took it over) and never called: send it now
+                to_send.append(item)
+                self._count("reclaimed")
             elif claim.decision == "already_sent":
                 # said again: this batch may be a retry whose first run sent it and then lost its outputs
                 # (Kafka, Redis or PostgreSQL went away); a 'sent' never moves a later status backwards
@@ -235,6 +249,8 @@ class DeliverHandler:
                 return
             if allowance is not None and allowance < len(chunk):
                 chunk, queue = chunk[:allowance], chunk[allowance:] + queue
+            for _, d in chunk:   # from here on a retry of the batch must take the claim for a call that may have happened
+                self._unsent.pop(d.delivery_id, None)
             results = await self._call(chunk)
             now = now_ms()
             seen = [observation(r) for r in results]
@@ -298,15 +314,28 @@ class DeliverHandler:
         self.ctx.metrics.provider_latency.labels(self.sink.provider).observe(time.perf_counter() - started)
         return results
 
+    def _release(self, items: list[Item]) -> None:
+        """Marked failed without a call: the row is anyone's to claim now, so a young claim on it is no longer ours."""
+        for _, d in items:
+            self._unsent.pop(d.delivery_id, None)
+
+    def _forget_old_claims(self, mono: float) -> None:
+        """Own claims are trusted only well inside the lease: past it another worker may have taken the row over."""
+        horizon = mono - self.cfg.claim_lease * 0.5
+        if self._unsent and next(iter(self._unsent.values())) < horizon:
+            self._unsent = {k: t for k, t in self._unsent.items() if t >= horizon}
+
     async def _fail_all(self, items: list[Item], err: DeliveryError, out: list[OutRecord]) -> None:
         now = now_ms()
         await self.stores.ledger.mark([self._apply(rec, d, failure(d, err, self.ladder, now), out, now)
                                        for rec, d in items])
+        self._release(items)
 
     async def _hand_back(self, items: list[Item], out: list[OutRecord], due_ms: int, reason: str) -> None:
         now = now_ms()
         back = HandBack(self.ladder.topics[0], due_ms, reason)
         await self.stores.ledger.mark([self._apply(rec, d, back, out, now) for rec, d in items])
+        self._release(items)
 
     # --- stores -----------------------------------------------------------------
     async def _observe(self, change: Change) -> None:

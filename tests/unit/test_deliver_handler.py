@@ -341,6 +341,36 @@ def test_without_redis_the_circuit_skips_an_observation_and_the_delivery_is_sent
     assert stores.ledger.status(d.delivery_id) == LedgerStatus.SENT  # type: ignore[attr-defined]
 
 
+def test_a_batch_retried_after_redis_failed_between_claim_and_call_sends_its_own_claims_at_once() -> None:
+    """The runner retries the batch; its claims are young but its own, with no call behind them: no 2-minute hold."""
+    env = MemoryDeliverEnv()
+    sink = MemorySink()
+    d = typed()
+    circuit = MemoryCircuit()
+    stores = DeliverStores(MemoryLedger(120.0), circuit, env.stores(DeliverTuning()).devices)
+    ctx = Context(settings=env.settings, codec=env.codec, output=None, redis=None, db=None,  # type: ignore[arg-type]
+                  metrics=Metrics())
+    handler = DeliverHandler(ctx, Channel.EMAIL, Lane.INTERACTIVE, sink, LaneGate(), DeliverTuning(), stores=stores)
+    rec = record(env, d)
+    circuit.reachable = False   # Redis goes away after the claim, at the circuit check before the call
+    with pytest.raises(ConnectionError):
+        asyncio.run(handler.handle([rec]))
+    assert sink.calls == [] and stores.ledger.status(d.delivery_id) == LedgerStatus.CLAIMED  # type: ignore[attr-defined]
+    circuit.reachable = True
+    out = asyncio.run(handler.handle([rec]))
+    assert [s for _, s, _ in statuses(env, out)] == [Status.SENT] and retries(env, out) == []
+    assert len(sink.calls) == 1
+    # another handler (another worker) still takes the young claim for a live call and holds it back
+    other = DeliverHandler(ctx, Channel.EMAIL, Lane.INTERACTIVE, sink, LaneGate(), DeliverTuning(), stores=stores)
+    d2 = typed()
+    circuit.reachable = False
+    with pytest.raises(ConnectionError):
+        asyncio.run(handler.handle([record(env, d2)]))
+    circuit.reachable = True
+    out = asyncio.run(other.handle([record(env, d2)]))
+    assert len(sink.calls) == 1 and len(retries(env, out)) == 1
+
+
 def test_the_mark_after_a_provider_call_waits_out_a_postgresql_outage() -> None:
     env = MemoryDeliverEnv()
     d = typed()
