@@ -9,7 +9,6 @@ import contextlib
 import random
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -46,10 +45,12 @@ class Verdict:
     retry_after: float | None = None
 
 
+LATER = "_parse"   # a message's fields still to be parsed from what the provider received
+
+
 class SandboxState:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
-        self._unparsed: deque[tuple[dict[str, Any], Callable[[], dict[str, Any]]]] = deque()
         self.requests: dict[str, int] = dict.fromkeys(PROVIDERS, 0)
         self.faults: dict[str, Faults] = {p: Faults() for p in PROVIDERS}
         self.held = 0
@@ -59,23 +60,26 @@ class SandboxState:
     # --- recording ---------------------------------------------------------
     def record(self, provider: str, message: dict[str, Any],
                later: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
-        """Keep a received message; ``later`` adds the fields that are costly to parse when the inbox is first read."""
+        """Keep a received message; ``later`` adds the fields that are costly to parse when the message is first read."""
         message = {"channel": CHANNEL_OF[provider], "provider": provider, "received_at": time.time(), **message}
-        self.messages.append(message)
         if later is not None:
-            self._unparsed.append((message, later))
+            message[LATER] = later
+        self.messages.append(message)
         return message
 
-    def inbox(self, channel: str | None = None, to: str | None = None) -> list[dict[str, Any]]:
-        while self._unparsed:
-            message, later = self._unparsed.popleft()
-            message.update(later())
-        return [m for m in self.messages
-                if (channel is None or m["channel"] == channel) and (to is None or m.get("to") == to)]
+    def inbox(self, channel: str | None = None, to: str | None = None, envelope: bool = False) -> list[dict[str, Any]]:
+        """The messages to ``channel`` and ``to``; ``envelope``: without parsing (channel, provider, to, times)."""
+        found = [m for m in self.messages
+                 if (channel is None or m["channel"] == channel) and (to is None or m.get("to") == to)]
+        if envelope:
+            return [{k: v for k, v in m.items() if k != LATER} for m in found]
+        for m in found:
+            if LATER in m:
+                m.update(m.pop(LATER)())
+        return found
 
     def clear(self) -> None:
         self.messages.clear()
-        self._unparsed.clear()
         for p in PROVIDERS:
             self.requests[p] = 0
 
