@@ -192,3 +192,10 @@ def test_the_key_text_is_masked_when_settings_are_printed():
     s = Settings(apns=ApnsConfig(key="-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----"))
     assert "secret" not in str(s.masked()) and "secret" not in repr(s)
     assert "secret" in s.to_env()["HERALD_APNS"]   # a child process gets it in clear
+
+
+@pytest.mark.parametrize("tok", [APNS, APNS.upper(), FCM, "ab" * 31, "g" * 64, "f" * 120, "a1" * 32 + " "])
+def test_the_dispatcher_and_the_api_agree_on_what_an_apns_token_is(tok):
+    from producers.api.validation import APNS_TOKEN
+
+    assert is_apns_token(tok) == bool(APNS_TOKEN.match(tok))
