@@ -260,6 +260,7 @@ class ApnsServer:
         cfg.errorlog = None
         cfg.graceful_timeout = 1.0
         cfg.keep_alive_timeout = 3600
+        cfg.keep_alive_max_requests = 2**31   # APNs keeps a connection for hours; hypercorn would close it after 1000
         self._stop = asyncio.Event()
         self.app = app = ApnsApp(self.state, private.public_key(), self.key_id)
         self._task = asyncio.create_task(serve(app, cfg, mode="asgi", shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
