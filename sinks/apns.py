@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -182,7 +182,7 @@ def map_response(status: int, reason: str | None, headers: dict[str, str] | http
     what = f"apns {status} {reason or 'no reason'}"
     if status == 410 or reason in _INVALID_TOKEN:
         if timestamp:
-            what += f" (token invalid since {datetime.fromtimestamp(timestamp / 1000).isoformat(timespec='seconds')})"
+            what += f" (token invalid since {datetime.fromtimestamp(timestamp / 1000, UTC).isoformat(timespec='seconds')})"
         return InvalidToken(what)
     if status == 403 and reason == "ExpiredProviderToken":
         return ExpiredToken(what)

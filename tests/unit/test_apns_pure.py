@@ -199,3 +199,25 @@ def test_the_dispatcher_and_the_api_agree_on_what_an_apns_token_is(tok):
     from producers.api.validation import APNS_TOKEN
 
     assert is_apns_token(tok) == bool(APNS_TOKEN.match(tok))
+
+
+def test_the_sandbox_makes_its_key_and_certificates_once_and_the_ca_signed_the_server_certificate(tmp_path):
+    from cryptography import x509
+
+    from infra.tools.sandbox.apns import ensure_material
+
+    first = ensure_material(tmp_path / "apns", "KEY1")
+    key = first.key_file.read_bytes()
+    again = ensure_material(tmp_path / "apns", "KEY1")
+    assert again == first and again.key_file.read_bytes() == key and first.key_file.name == "AuthKey_KEY1.p8"
+    ca = x509.load_pem_x509_certificate(first.ca_file.read_bytes())
+    cert = x509.load_pem_x509_certificate(first.cert_file.read_bytes())
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in names.get_values_for_type(x509.DNSName)
+    assert oct(first.key_file.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_410_names_when_the_token_became_invalid_in_utc():
+    got = map_response(410, "Unregistered", None, 1_700_000_000_000)
+    assert "2023-11-14T22:13:20+00:00" in str(got)
