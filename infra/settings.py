@@ -191,7 +191,10 @@ class Settings(BaseSettings):
     # --- pipeline ---------------------------------------------------------
     routes_file: Path | None = Field(None, description="routes YAML (default: the packaged infra/config/routes.yaml)")
     batch_size: int = Field(1000, ge=1, description="records per agent batch")
-    batch_within: float = Field(0.05, gt=0, description="seconds an agent waits to fill a batch")
+    batch_within: float = Field(0.05, gt=0, description="seconds a bulk or status agent waits to fill a batch")
+    interactive_within: float = Field(
+        0.0, ge=0, description="seconds an interactive agent waits to fill a batch; 0: a batch goes as soon as the agent is free"
+    )
     queued_status_bulk: bool = Field(
         False, description="also write a 'queued' status for bulk-lane deliveries (one more status record per campaign message)"
     )
@@ -222,6 +225,7 @@ class Settings(BaseSettings):
     smtp_port: int = 2525
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
+    smtp_connections: int = Field(4, ge=1, le=64, description="SMTP connections per deliver agent, sending a chunk side by side")
     sendgrid_api_key: SecretStr = SecretStr("SG.sandbox")
     sendgrid_host: str = Field("http://127.0.0.1:8025", description="SendGrid API base URL")
     twilio_account_sid: str = "ACsandbox00000000000000000000000000"

@@ -25,7 +25,8 @@ def build_sink(settings: Settings, channel: str) -> Sink:
         from sinks.smtp import SmtpSink
 
         pw = settings.smtp_password.get_secret_value() if settings.smtp_password else None
-        return SmtpSink(settings.smtp_host, settings.smtp_port, settings.email_from, settings.smtp_username, pw)
+        return SmtpSink(settings.smtp_host, settings.smtp_port, settings.email_from, settings.smtp_username, pw,
+                        connections=settings.smtp_connections)
     if provider == "sendgrid":
         from sinks.sendgrid import SendGridSink
 

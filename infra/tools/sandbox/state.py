@@ -9,6 +9,8 @@ import contextlib
 import random
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -49,6 +51,7 @@ class Verdict:
 class SandboxState:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
+        self._unparsed: deque[tuple[dict[str, Any], Callable[[], dict[str, Any]]]] = deque()
         self.requests: dict[str, int] = dict.fromkeys(PROVIDERS, 0)
         self.faults: dict[str, Faults] = {p: Faults() for p in PROVIDERS}
         self.held = 0
@@ -56,17 +59,25 @@ class SandboxState:
         self._rng = random.Random()
 
     # --- recording ---------------------------------------------------------
-    def record(self, provider: str, message: dict[str, Any]) -> dict[str, Any]:
+    def record(self, provider: str, message: dict[str, Any],
+               later: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Keep a received message; ``later`` adds the fields that are costly to parse when the inbox is first read."""
         message = {"channel": CHANNEL_OF[provider], "provider": provider, "received_at": time.time(), **message}
         self.messages.append(message)
+        if later is not None:
+            self._unparsed.append((message, later))
         return message
 
     def inbox(self, channel: str | None = None, to: str | None = None) -> list[dict[str, Any]]:
+        while self._unparsed:
+            message, later = self._unparsed.popleft()
+            message.update(later())
         return [m for m in self.messages
                 if (channel is None or m["channel"] == channel) and (to is None or m.get("to") == to)]
 
     def clear(self) -> None:
         self.messages.clear()
+        self._unparsed.clear()
         for p in PROVIDERS:
             self.requests[p] = 0
 
