@@ -122,6 +122,28 @@ class ClusterConfig(BaseModel):
     user: str = Field("herald", description="SCRAM user that `--security sasl_ssl` creates")
 
 
+class ApnsConfig(BaseModel):
+    """Apple push, direct (``settings.apns``; variables ``HERALD_APNS__*``). Unset files: the sandbox's, under ``HERALD_HOME``."""
+
+    enabled: bool = Field(True, description="send APNs device tokens (64 hex characters) to APNs; false: every push token goes to FCM")
+    url: str = Field("https://127.0.0.1:8028", description="APNs base URL (production: https://api.push.apple.com)")
+    key_file: Path | None = Field(
+        None, description="the .p8 token-signing key from Apple (default: the sandbox's, generated under HERALD_HOME/sandbox/apns)"
+    )
+    key: SecretStr | None = Field(None, description="the .p8 key's PEM text, instead of key_file (a secret: masked when printed)")
+    key_id: str = Field("HERALDKEY1", description="key id of the .p8 key (the JWT's kid)")
+    team_id: str = Field("HERALDTEAM", description="Apple developer team id (the JWT's iss)")
+    topic: str = Field("com.herald.app", description="the app's bundle id (apns-topic)")
+    ca_file: Path | None = Field(
+        None, description="CA that signed the APNs server's certificate (default: system CAs; the sandbox's CA for a loopback URL)"
+    )
+    max_in_flight: int = Field(100, ge=1, le=1000, description="notifications in flight on the one HTTP/2 connection")
+    token_refresh_seconds: float = Field(
+        3000.0, ge=60, lt=3600, description="age at which the provider token (JWT) is renewed; Apple refuses it after an hour"
+    )
+    timeout: float = Field(15.0, gt=0, description="seconds one APNs request may take")
+
+
 class DeliverTuning(BaseModel):
     """Tuning of the deliver agents (``settings.deliver``; variables ``HERALD_DELIVER__*``)."""
 
@@ -212,6 +234,7 @@ class Settings(BaseSettings):
     twilio_base_url: str = Field("http://127.0.0.1:8026", description="Twilio API base URL")
     fcm_credentials_file: Path | None = Field(None, description="service-account JSON (default: a generated sandbox one)")
     fcm_url: str = Field("http://127.0.0.1:8027", description="FCM HTTP v1 base URL")
+    apns: ApnsConfig = Field(default_factory=ApnsConfig, description="APNs: URL, .p8 key, key id, team id, topic, CA, streams in flight")
     sandbox_host: str = "127.0.0.1"
 
     deliver: DeliverTuning = Field(

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-PROVIDERS = ("sendgrid", "smtp", "twilio", "fcm")
-CHANNEL_OF = {"sendgrid": "email", "smtp": "email", "twilio": "sms", "fcm": "push"}
+PROVIDERS = ("sendgrid", "smtp", "twilio", "fcm", "apns")
+CHANNEL_OF = {"sendgrid": "email", "smtp": "email", "twilio": "sms", "fcm": "push", "apns": "push"}
 
 
 @dataclass
@@ -27,7 +27,9 @@ class Faults:
     rate_limit: int = 0              # next N requests → 429 with Retry-After
     retry_after: float = 1.0
     storm: int = 0                   # next N requests → 503 (-1: until cleared)
-    unregistered_tokens: list[str] = field(default_factory=list)   # FCM: UNREGISTERED
+    unregistered_tokens: list[str] = field(default_factory=list)   # FCM: UNREGISTERED; APNs: 410 Unregistered
+    bad_tokens: list[str] = field(default_factory=list)            # APNs: 400 BadDeviceToken
+    expired_provider_token: int = 0  # APNs: next N requests → 403 ExpiredProviderToken (-1: until cleared)
     invalid_numbers: list[str] = field(default_factory=list)       # Twilio: 21211
     invalid_addresses: list[str] = field(default_factory=list)     # SendGrid 400 / SMTP 550
     hold: list[str] = field(default_factory=list)   # a request naming one of these waits until released
