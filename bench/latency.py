@@ -57,6 +57,7 @@ def start(cmd: list[str], settings: Settings, log: Path, ready, extra: dict[str,
     deadline = time.monotonic() + 120
     while not ready():
         if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
             raise SystemExit(f"{' '.join(cmd)} did not start: {log.read_text(errors='replace')[-2000:]}")
         time.sleep(0.2)
     return proc
