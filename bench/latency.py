@@ -145,8 +145,12 @@ def main() -> None:
     sandbox = start_sandbox(settings)
     ctl = SandboxControl(settings.sendgrid_host)
     worker_log = logs / "worker.log"
-    worker = start(["worker", "--loglevel", "info"], settings, worker_log,
-                   lambda: "[^Worker]: Ready" in worker_log.read_text(errors="replace"))
+    try:
+        worker = start(["worker", "--loglevel", "info"], settings, worker_log,
+                       lambda: "[^Worker]: Ready" in worker_log.read_text(errors="replace"))
+    except BaseException:
+        sandbox.terminate()
+        raise
     results: dict[str, dict[str, float]] = {}
     cpu: dict[str, float] = {}
     sdk = Emitter(settings=settings)
