@@ -113,3 +113,19 @@ def test_a_postgresql_outage_no_command_expected_is_still_one_line(monkeypatch, 
     assert stopped.value.code == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "PostgreSQL does not answer" in lines[0] and "unexpectedly" in lines[0]
+
+
+def test_schemas_check_refuses_a_renamed_nested_record_without_an_alias(tmp_path: Path):
+    """The hand-written checker passed this; Apache Avro (and so every old event at decode time) refuses it."""
+    address = {"type": "record", "name": "Address", "fields": [{"name": "city", "type": "string"}]}
+    v1 = {"type": "record", "name": "Thing", "namespace": "shop", "fields": [{"name": "a", "type": address}]}
+    v2 = {**v1, "fields": [{"name": "a", "type": {**address, "name": "PostalAddress"}}]}
+    (tmp_path / "Thing.v1.avsc").write_text(json.dumps(v1))
+    (tmp_path / "Thing.v2.avsc").write_text(json.dumps(v2))
+    done = herald("schemas", "check", "--root", str(tmp_path))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "name_mismatch" in done.stdout and "shop.Address" in done.stdout
+    (tmp_path / "Thing.v2.avsc").write_text(json.dumps({**v1, "fields": [{"name": "a", "type": {
+        **address, "name": "PostalAddress", "aliases": ["Address"]}}]}))
+    done = herald("schemas", "check", "--root", str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
