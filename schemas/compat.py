@@ -60,7 +60,39 @@ def problems(reader: Any, writer: Any) -> list[str]:
     if result.compatibility is SchemaCompatibilityType.compatible:
         return []
     kinds = ", ".join(sorted({i.value for i in result.incompatibilities}))
-    return [f"{kinds} at {', '.join(sorted(result.locations))}: {'; '.join(sorted(result.messages))}"]
+    raw = json.loads(reader) if isinstance(reader, str) else reader
+    where = sorted({_readable(loc, raw) for loc in result.locations if loc != "/"}) or ["<root>"]
+    return [f"{kinds} at {', '.join(where)}: {'; '.join(sorted(result.messages))}"]
+
+
+def _readable(location: str, schema: Any) -> str:
+    """Avro's JSON-pointer location (``/fields/5/type/items``) with field names: ``total_cents``, ``items[]``."""
+    out: list[str] = []
+    node = schema
+    tokens = [t for t in location.split("/") if t]
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok == "fields" and i + 1 < len(tokens) and isinstance(node, dict) and tokens[i + 1].isdigit():
+            fields = node.get("fields", [])
+            k = int(tokens[i + 1])
+            field: dict[str, Any] = fields[k] if k < len(fields) else {"name": tokens[i + 1], "type": None}
+            out.append(("." if out else "") + str(field["name"]))
+            node = field["type"]
+            i += 2
+            continue
+        if tok == "type":
+            node = node.get("type") if isinstance(node, dict) and isinstance(node.get("type"), (dict, list)) else node
+        elif tok in ("items", "values"):
+            out.append("[]" if tok == "items" else "{}")
+            node = node.get(tok) if isinstance(node, dict) else None
+        elif tok.isdigit() and isinstance(node, list):
+            out.append(f"<branch {tok}>")
+            node = node[int(tok)] if int(tok) < len(node) else None
+        else:
+            out.append(f" ({tok})" if out else f"({tok})")
+        i += 1
+    return "".join(out) or "<root>"
 
 
 def compatible(reader: Any, writer: Any) -> bool:
