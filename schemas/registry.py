@@ -41,6 +41,10 @@ class SchemaSource(Protocol):
         """
         ...
 
+    def reachable(self) -> bool:
+        """Whether the registry answers a trivial request now (the runner's "every service answers")."""
+        ...
+
 
 class ConfluentSchemaSource:
     """``SchemaSource`` over ``confluent_kafka.schema_registry.SchemaRegistryClient``."""
@@ -68,6 +72,13 @@ class ConfluentSchemaSource:
         if schema_type != "AVRO":
             raise NotAvroSchema(schema_type)
         return schema.schema_str
+
+    def reachable(self) -> bool:
+        try:
+            self.client.get_compatibility()  # GET /config: the cheapest request every registry serves
+        except Exception:  # noqa: BLE001 - any failure means "not answering usefully"
+            return False
+        return True
 
     def close(self) -> None:
         self.client.close()

@@ -24,6 +24,8 @@ from schemas import codec as codec_module
 from schemas.catalog import load_catalog
 from schemas.codec import Codec, DecodeError, framing
 from schemas.registry import ConfluentSchemaSource, NotAvroSchema, RegistryUnavailable
+from streams.metrics import Metrics
+from streams.runtime.context import Context
 from streams.runtime.runner import is_infra_error
 from streams.stages.route.recipient import Recipient
 from tests.unit.test_route_handler import MemoryRouteEnv, deliveries, header, order_placed
@@ -40,6 +42,9 @@ class RegistryTwin:
         self.down = False
         self.asked: list[int] = []
         self.types: dict[int, str] = {}
+
+    def reachable(self) -> bool:
+        return not self.down
 
     def avro_schema(self, schema_id: int) -> str | None:
         self.asked.append(schema_id)
@@ -193,7 +198,40 @@ def test_the_real_client_against_nothing_is_registry_unavailable():
     with pytest.raises(RegistryUnavailable) as err:
         source.avro_schema(1)
     assert is_infra_error(err.value) and time.monotonic() - t0 < 10
+    assert source.reachable() is False
     source.close()
+
+
+def test_a_lone_record_is_never_dead_lettered_while_the_registry_is_away():
+    """The runner dead-letters a lone record that keeps failing "while every service answers": the registry is one of them."""
+    from streams.runtime.runner import BatchRunner
+    from tests.unit.test_runner import MemoryOutput, Services
+
+    twin = RegistryTwin({42: ORDER})
+    twin.down = True
+    codec = Codec(CATALOG, twin)
+
+    class Decoding:
+        name, stage = "test", "route"
+
+        async def handle(self, batch: list[InRecord]) -> list:
+            codec.resolve_ids(codec.missing_ids(r.value for r in batch))
+            return []
+
+    out, services = MemoryOutput(), Services()
+    ctx = Context(settings=Settings(batch_infra_retries=1, topic_prefix="t"), codec=codec, output=out,  # type: ignore[arg-type]
+                  redis=services, db=services, metrics=Metrics())  # type: ignore[arg-type]
+    runner = BatchRunner(Decoding(), ctx, max_backoff=0.001)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(runner.run([InRecord("t.events", 0, 0, b"k", framed(42, ORDER, order()))]))
+        await asyncio.sleep(0.5)  # far more failures than the retries allow; Redis, PostgreSQL and Kafka answer
+        assert not task.done() and not out.sent
+        twin.down = False
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    assert not out.sent and twin.asked[-1] == 42
 
 
 def test_codec_for_settings_reads_schemas_dir_and_registry(tmp_path):
