@@ -85,7 +85,7 @@ def test_schemas_list_json_is_one_object_per_version():
 
 
 @pytest.mark.parametrize("command", [("dlq", "list"), ("dlq", "stats"), ("dlq", "show", "0:1"), ("dlq", "replay", "--dry-run"),
-                                     ("campaign", "send", "-t", "promo", "--users", "USERS")])
+                                     ("campaign", "send", "-t", "promo", "--users", "USERS"), ("tail", "events")])
 def test_kafka_commands_without_a_broker_fail_fast_in_one_line(command: tuple[str, ...], tmp_path: Path):
     users = tmp_path / "users.txt"
     users.write_text("u1\nu2\n")
