@@ -129,3 +129,16 @@ def test_schemas_check_refuses_a_renamed_nested_record_without_an_alias(tmp_path
         **address, "name": "PostalAddress", "aliases": ["Address"]}}]}))
     done = herald("schemas", "check", "--root", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_schemas_commands_include_herald_schemas_dir(tmp_path: Path):
+    thing = {"type": "record", "name": "InvoicePaid", "namespace": "billing", "fields": [{"name": "user_id", "type": "string"}]}
+    (tmp_path / "InvoicePaid.v1.avsc").write_text(json.dumps(thing))
+    (tmp_path / "InvoicePaid.v2.avsc").write_text(json.dumps({**thing, "fields": [{"name": "user_id", "type": "int"}]}))
+    done = herald("schemas", "list", "--json", HERALD_SCHEMAS_DIR=str(tmp_path))
+    names = {(r["name"], r["version"]) for r in map(json.loads, done.stdout.splitlines())}
+    assert {("InvoicePaid", 1), ("InvoicePaid", 2), ("OrderPlaced", 1)} <= names
+    done = herald("schemas", "check", HERALD_SCHEMAS_DIR=str(tmp_path))
+    assert done.returncode == 1 and "InvoicePaid: v2 cannot read v1: type_mismatch" in " ".join(done.stdout.split())
+    line = one_line_error(herald("schemas", "check", HERALD_SCHEMAS_DIR=str(tmp_path / "nowhere")))
+    assert "no such folder" in line and "HERALD_SCHEMAS_DIR" in line

@@ -9,20 +9,24 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.tools.cli.errors import CliError
-from schemas.catalog import Catalog, CatalogError, load_catalog, load_version
+from schemas.catalog import Catalog, CatalogError, load_version
 from schemas.compat import check_catalog
 
 app = typer.Typer(help="The Avro catalog: every version of every record, identified by its CRC-64-AVRO fingerprint.", no_args_is_help=True)
 console = Console()
 
-_ROOT = typer.Option(None, "--root", help="a folder of .avsc files (default: the packaged catalog)")
+_ROOT = typer.Option(None, "--root", help="a folder of .avsc files, checked alone (default: the packaged catalog and "
+                     "HERALD_SCHEMAS_DIR)")
 
 
 def _catalog(root: Path | None) -> Catalog:
     """The catalog, or one line naming the file (or folder) that is wrong."""
     try:
         if root is None:
-            return load_catalog()
+            from infra.schema_registry import catalog_for
+            from infra.settings import Settings
+
+            return catalog_for(Settings())  # the packaged catalog and HERALD_SCHEMAS_DIR
         if not root.is_dir():
             raise CliError(f"--root {root}: no such folder; give a folder of <Name>.v<N>.avsc files")
         files = sorted(root.rglob("*.avsc"))
