@@ -294,3 +294,27 @@ def test_the_route_handler_raises_an_infrastructure_error_while_the_registry_is_
         assert is_infra_error(err.value)  # the runner retries the batch: no dead letter for a fine record
 
     asyncio.run(go())
+
+
+REASONS = {"not_avro", "unknown_schema", "corrupt", "unknown_schema_id", "incompatible_schema"}
+
+
+def test_any_bytes_behind_a_schema_id_decode_or_say_why():
+    """Fuzz: arbitrary bodies after a known, an unknown and an unreadable id are a record or a DecodeError with a reason."""
+    from hypothesis import given, settings as hsettings, strategies as st
+
+    bad = copy.deepcopy(ORDER)
+    next(f for f in bad["fields"] if f["name"] == "total_cents")["type"] = "string"
+    codec = Codec(CATALOG, RegistryTwin({1: ORDER, 2: order_v2(), 3: bad}))
+
+    @hsettings(max_examples=300, deadline=None)
+    @given(st.sampled_from([1, 2, 3, 4, 2**32 - 1]), st.binary(max_size=120))
+    def check(sid: int, body: bytes) -> None:
+        try:
+            d = codec.decode(b"\x00" + sid.to_bytes(4, "big") + body)
+        except DecodeError as exc:
+            assert exc.reason in REASONS and str(exc)
+        else:
+            assert d.name == "OrderPlaced" and d.schema_id == sid
+
+    check()

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,3 +189,26 @@ def test_schemas_register_failures_are_one_line(registry: RunningRegistry, tmp_p
     c.register_schema(SUBJECT, schema(odd))
     done = herald("schemas", "register", **_env(registry))
     assert done.returncode == 1 and "incompatible" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_herald_sandbox_run_serves_the_registry_beside_the_providers():
+    env = {**os.environ, "HERALD_SENDGRID_HOST": f"http://127.0.0.1:{free_port()}",
+           "HERALD_TWILIO_BASE_URL": f"http://127.0.0.1:{free_port()}", "HERALD_FCM_URL": f"http://127.0.0.1:{free_port()}",
+           "HERALD_SMTP_PORT": str(free_port())}
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "infra.tools.cli.main", "sandbox", "run", "--registry-port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        c = SchemaRegistryClient({"url": f"http://127.0.0.1:{port}"})
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert c.get_compatibility() == "BACKWARD"
+                break
+            except Exception:  # noqa: BLE001 - not listening yet
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                time.sleep(0.2)
+        assert c.register_schema(SUBJECT, schema(ORDER)) == 1
+    finally:
+        proc.terminate()
+        proc.wait(10)
