@@ -3,7 +3,8 @@
 The sandbox runs in another process (``herald sandbox run`` on free ports), so
 ``time.process_time`` around the sink calls measures the sink (SDK, JSON, HTTP
 client, threads) and nothing of the server. Target: email through SendGrid
-batching at 20k deliveries/s of sink CPU.
+batching at 20k deliveries/s of sink CPU. ``fcm`` is the FCM sink alone, ``apns``
+the APNs sink alone (HTTP/2 over TLS, one connection, up to 100 streams in flight).
 
     python bench/deliver.py            # 20k SendGrid, 2k of the others
     python bench/deliver.py --quick    # a few seconds
@@ -13,9 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
+import uuid
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -24,12 +28,12 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]
 from infra.settings import Settings
 from infra.tools.sandbox.server import free_port
 from schemas.records import Delivery
-from sinks.base import Sent
-from sinks.factory import build_sink
+from sinks.base import Sent, Sink
+from sinks.factory import build_apns_sink, build_sink
 from tests.support.env import settings_env
 from tests.support.sandbox import delivery
 
-CASES = {"sendgrid": "email", "smtp": "email", "twilio": "sms", "fcm": "push"}
+CASES = {"sendgrid": "email", "smtp": "email", "twilio": "sms", "fcm": "push", "apns": "push"}
 
 
 def start_sandbox(settings: Settings) -> subprocess.Popen:
@@ -39,8 +43,9 @@ def start_sandbox(settings: Settings) -> subprocess.Popen:
     for _ in range(200):
         try:
             httpx.get(settings.sendgrid_host + "/_sandbox/inbox?summary=1", trust_env=False, timeout=1)
+            socket.create_connection(("127.0.0.1", urlsplit(settings.apns.url).port or 443), 1).close()  # APNs starts last
             return proc
-        except httpx.HTTPError:
+        except (httpx.HTTPError, OSError):
             time.sleep(0.05)
     proc.kill()
     raise SystemExit("sandbox did not start")
@@ -49,8 +54,15 @@ def start_sandbox(settings: Settings) -> subprocess.Popen:
 async def run_case(settings: Settings, provider: str, n: int) -> tuple[float, float, int]:
     channel = CASES[provider]
     s = settings.model_copy(update={"email_provider": provider}) if channel == "email" else settings
-    sink = build_sink(s, channel)
-    ds = [Delivery.from_avro(delivery(channel)) for _ in range(n)]
+    sink: Sink
+    if provider == "apns":
+        sink = build_apns_sink(s)
+        ds = [Delivery.from_avro(delivery(channel, address=uuid.uuid4().hex + uuid.uuid4().hex)) for _ in range(n)]
+    else:
+        if provider == "fcm":   # the FCM sink alone, not the push dispatcher
+            s = s.model_copy(update={"apns": s.apns.model_copy(update={"enabled": False})})
+        sink = build_sink(s, channel)
+        ds = [Delivery.from_avro(delivery(channel)) for _ in range(n)]
     await sink.send_batch(ds[:5])  # warm up: connections, OAuth token
     sent = 0
     wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -73,6 +85,7 @@ def main() -> None:
     settings = Settings(metrics_port=0).model_copy(update={
         "sendgrid_host": f"http://{h}:{free_port()}", "twilio_base_url": f"http://{h}:{free_port()}",
         "fcm_url": f"http://{h}:{free_port()}", "smtp_port": free_port()})
+    settings = settings.model_copy(update={"apns": settings.apns.model_copy(update={"url": f"https://{h}:{free_port()}"})})
     os.environ["NO_PROXY"] = "127.0.0.1,localhost"
     proc = start_sandbox(settings)
     try:

@@ -147,6 +147,28 @@ class ClusterConfig(BaseModel):
     user: str = Field("herald", description="SCRAM user that `--security sasl_ssl` creates")
 
 
+class ApnsConfig(BaseModel):
+    """Apple push, direct (``settings.apns``; variables ``HERALD_APNS__*``). Unset files: the sandbox's, under ``HERALD_HOME``."""
+
+    enabled: bool = Field(True, description="send APNs device tokens (64 hex characters) to APNs; false: every push token goes to FCM")
+    url: str = Field("https://127.0.0.1:8028", description="APNs base URL (production: https://api.push.apple.com)")
+    key_file: Path | None = Field(
+        None, description="the .p8 token-signing key from Apple (default: the sandbox's, generated under HERALD_HOME/sandbox/apns)"
+    )
+    key: SecretStr | None = Field(None, description="the .p8 key's PEM text, instead of key_file (a secret: masked when printed)")
+    key_id: str = Field("HERALDKEY1", description="key id of the .p8 key (the JWT's kid)")
+    team_id: str = Field("HERALDTEAM", description="Apple developer team id (the JWT's iss)")
+    topic: str = Field("com.herald.app", description="the app's bundle id (apns-topic)")
+    ca_file: Path | None = Field(
+        None, description="CA that signed the APNs server's certificate (default: system CAs; the sandbox's CA for a loopback URL)"
+    )
+    max_in_flight: int = Field(100, ge=1, le=1000, description="notifications in flight on the one HTTP/2 connection")
+    token_refresh_seconds: float = Field(
+        3000.0, ge=60, lt=3600, description="age at which the provider token (JWT) is renewed; Apple refuses it after an hour"
+    )
+    timeout: float = Field(15.0, gt=0, description="seconds one APNs request may take")
+
+
 class DeliverTuning(BaseModel):
     """Tuning of the deliver agents (``settings.deliver``; variables ``HERALD_DELIVER__*``)."""
 
@@ -202,7 +224,10 @@ class Settings(BaseSettings):
     # --- pipeline ---------------------------------------------------------
     routes_file: Path | None = Field(None, description="routes YAML (default: the packaged infra/config/routes.yaml)")
     batch_size: int = Field(1000, ge=1, description="records per agent batch")
-    batch_within: float = Field(0.05, gt=0, description="seconds an agent waits to fill a batch")
+    batch_within: float = Field(0.05, gt=0, description="seconds a bulk or status agent waits to fill a batch")
+    interactive_within: float = Field(
+        0.0, ge=0, description="seconds an interactive agent waits to fill a batch; 0: a batch goes as soon as the agent is free"
+    )
     queued_status_bulk: bool = Field(
         False, description="also write a 'queued' status for bulk-lane deliveries (one more status record per campaign message)"
     )
@@ -233,6 +258,7 @@ class Settings(BaseSettings):
     smtp_port: int = 2525
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
+    smtp_connections: int = Field(4, ge=1, le=64, description="SMTP connections per deliver agent, sending a chunk side by side")
     sendgrid_api_key: SecretStr = SecretStr("SG.sandbox")
     sendgrid_host: str = Field("http://127.0.0.1:8025", description="SendGrid API base URL")
     twilio_account_sid: str = "ACsandbox00000000000000000000000000"
@@ -241,6 +267,7 @@ class Settings(BaseSettings):
     twilio_base_url: str = Field("http://127.0.0.1:8026", description="Twilio API base URL")
     fcm_credentials_file: Path | None = Field(None, description="service-account JSON (default: a generated sandbox one)")
     fcm_url: str = Field("http://127.0.0.1:8027", description="FCM HTTP v1 base URL")
+    apns: ApnsConfig = Field(default_factory=ApnsConfig, description="APNs: URL, .p8 key, key id, team id, topic, CA, streams in flight")
     sandbox_host: str = "127.0.0.1"
 
     deliver: DeliverTuning = Field(

@@ -4,9 +4,14 @@ The one place that reads ``Settings`` for the sinks: each sink class takes plain
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from infra.settings import Settings
 from schemas.vocabulary import Channel
 from sinks.base import Sink
+
+if TYPE_CHECKING:
+    from sinks.apns import ApnsSink
 
 
 def provider_of(settings: Settings, channel: str) -> str:
@@ -20,7 +25,8 @@ def build_sink(settings: Settings, channel: str) -> Sink:
         from sinks.smtp import SmtpSink
 
         pw = settings.smtp_password.get_secret_value() if settings.smtp_password else None
-        return SmtpSink(settings.smtp_host, settings.smtp_port, settings.email_from, settings.smtp_username, pw)
+        return SmtpSink(settings.smtp_host, settings.smtp_port, settings.email_from, settings.smtp_username, pw,
+                        connections=settings.smtp_connections)
     if provider == "sendgrid":
         from sinks.sendgrid import SendGridSink
 
@@ -33,5 +39,22 @@ def build_sink(settings: Settings, channel: str) -> Sink:
     if provider == "fcm":
         from sinks.fcm import FcmSink
 
-        return FcmSink.from_file(settings.fcm_credentials_file, settings.fcm_url)
+        fcm = FcmSink.from_file(settings.fcm_credentials_file, settings.fcm_url)
+        if not settings.apns.enabled:
+            return fcm
+        from sinks.push import PushSink
+
+        return PushSink(fcm, build_apns_sink(settings))
     raise ValueError(f"no sink for provider {provider!r} of channel {channel!r}")
+
+
+def build_apns_sink(settings: Settings) -> ApnsSink:
+    """The APNs sink of ``settings.apns``; unset key and CA files are the sandbox's (under ``HERALD_HOME``)."""
+    from sinks.apns import ApnsSink, is_loopback, sandbox_ca_file, sandbox_key_file
+
+    cfg = settings.apns
+    key_pem = cfg.key.get_secret_value() if cfg.key else None
+    key_file = cfg.key_file or (None if key_pem else sandbox_key_file(settings.home, cfg.key_id))
+    ca_file = cfg.ca_file or (sandbox_ca_file(settings.home) if is_loopback(cfg.url) else None)
+    return ApnsSink(cfg.url, cfg.key_id, cfg.team_id, cfg.topic, key_pem=key_pem, key_file=key_file, ca_file=ca_file,
+                    max_in_flight=cfg.max_in_flight, timeout=cfg.timeout, refresh_after=cfg.token_refresh_seconds)

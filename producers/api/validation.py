@@ -52,6 +52,9 @@ def push_token_problem(platform: str, token: str) -> str | None:
         return "an ios token is an APNs device token (64 hex characters) or an FCM registration token"
     if FCM_TOKEN.match(token):
         return None
+    if APNS_TOKEN.match(token):
+        return (f"this looks like an APNs device token (64 hex characters), which only an ios device has; "
+                f"an {platform} token is an FCM registration token")
     return f"an {platform} token is an FCM registration token (100-4096 characters of A-Z a-z 0-9 _ - :)"
 
 

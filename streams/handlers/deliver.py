@@ -41,6 +41,7 @@ from schemas.vocabulary import CHANNELS, Channel, Lane, LedgerStatus, Status
 from sinks.base import Result, Sink
 from sinks.errors import DeliveryError, RateLimited, Retryable
 from sinks.factory import build_sink
+from streams.routes import load_routes
 from streams.runtime.context import Context
 from streams.runtime.registry import AgentSpec
 from streams.runtime.runner import is_infra_error, until_reachable
@@ -134,8 +135,9 @@ class DeliverHandler:
     stage = "deliver"
 
     def __init__(self, ctx: Context, channel: Channel, lane: Lane, sink: Sink, gate: LaneGate, tuning: DeliverTuning,
-                 stores: DeliverStores | None = None) -> None:
+                 stores: DeliverStores | None = None, critical: frozenset[str] = frozenset({"security"})) -> None:
         self.ctx, self.channel, self.lane, self.sink, self.gate = ctx, Channel(channel), Lane(lane), sink, gate
+        self.critical = critical   # categories sent first in every batch and chunk (a password reset before an order)
         self.name = agent_name(self.channel, self.lane)
         self.cfg = DeliverConfig(tuning.breaker_failures, tuning.breaker_open_seconds, tuning.breaker_close_after,
                                  tuning.max_rate_wait, tuning.rate_wait_budget, tuning.claim_lease, tuning.device_failure_limit)
@@ -160,6 +162,8 @@ class DeliverHandler:
     async def _handle(self, batch: list[InRecord]) -> list[OutRecord]:
         out: list[OutRecord] = []
         live = self._live(self._decode(batch, out), out)
+        if self.lane == Lane.INTERACTIVE:
+            live.sort(key=lambda item: item[1].category not in self.critical)   # stable: critical first, else in order
         to_send = await self._claim(live, out)
         effects: list[tuple[str, Result]] = []
         await self._send(to_send, out, effects)
@@ -385,12 +389,14 @@ class DeliverHandler:
 def specs(settings: Settings) -> list[AgentSpec]:
     gate = LaneGate()  # one per worker process: interactive and bulk agents of a channel share it
     tuning = settings.deliver
+    critical = load_routes(settings.routes_file).critical_categories
     out: list[AgentSpec] = []
     for channel in CHANNELS:
         for lane in Lane:
             def build(ctx: Context, channel: Channel = channel, lane: Lane = lane) -> Any:
                 async def make() -> DeliverHandler:
-                    return DeliverHandler(ctx, channel, lane, build_sink(ctx.settings, channel), gate, tuning)
+                    return DeliverHandler(ctx, channel, lane, build_sink(ctx.settings, channel), gate, tuning,
+                                          critical=critical)
                 return make()
             out.append(AgentSpec(agent_name(channel, lane), [deliver_topic(settings, channel, lane)], build))
     return out

@@ -159,6 +159,7 @@ class RouteHandler:
         now = now_ms()
         res = BatchResult()
         live = [found for rec in batch if (found := self._admit(rec, now, res)) is not None]
+        live.sort(key=lambda found: not found[1].critical)   # stable: a password reset's delivery is produced first
         cands = [Candidate(rec, intent, Claim(intent.event_id, channel, claim_origin(rec.topic, rec.partition, rec.offset)))
                  for rec, intent in live for channel in intent.channels]
         if cands:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, cast
 
 import faust
@@ -24,6 +24,7 @@ from infra.settings import Settings
 from streams.runtime.batch_engine import run_batch_agent
 from streams.runtime.context import Context
 from streams.runtime.in_hand import to_the_end
+from streams.runtime.ready_take import ready_take
 from streams.runtime.registry import AgentSpec, Engine, agent_specs, select
 from streams.runtime.runner import BatchRunner
 
@@ -78,16 +79,23 @@ def _named(fn: Callable[..., Any], spec: AgentSpec) -> Callable[..., Any]:
     return fn
 
 
+def _batches(stream: faust.StreamT, settings: Settings) -> AsyncIterator[Sequence[faust.types.EventT]]:
+    """As soon as the agent is free and a record waits (the default), or on a window when one is set."""
+    if settings.interactive_within > 0:
+        return stream.noack_take(settings.batch_size, within=settings.interactive_within)  # type: ignore[attr-defined]
+    return ready_take(stream, settings.batch_size)
+
+
 def _agent_fn(spec: AgentSpec, shared: _SharedContext, settings: Settings):
     async def agent(stream: faust.StreamT) -> None:
         runner: BatchRunner | None = None
-        async for events in stream.noack_take(settings.batch_size, within=settings.batch_within):  # type: ignore[attr-defined]
+        async for events in _batches(stream, settings):
             if runner is None:
                 ctx = await shared.get()
                 runner = BatchRunner(await spec.build(ctx), ctx)  # type: ignore[misc]
             runner.ctx.liveness.begin(spec.name)
 
-            async def run_and_ack(events: list[faust.types.EventT] = events, runner: BatchRunner = runner) -> None:
+            async def run_and_ack(events: Sequence[faust.types.EventT] = events, runner: BatchRunner = runner) -> None:
                 await runner.run([_to_in(e) for e in events])
                 for e in events:
                     await stream.ack(e)

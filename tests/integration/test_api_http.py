@@ -170,6 +170,11 @@ def test_users_devices_and_preferences_invalidate_the_recipient_cache(api: Api, 
     assert db.execute("SELECT user_id, active FROM devices WHERE token = %s", (FCM,)).fetchone() == ("ana", True)
     bad = api.client.post("/v1/users/ana/devices", json={"platform": "ios", "token": "1234"}, headers=api.auth)
     assert bad.status_code == 422 and "APNs" in bad.text
+    apns_as_fcm = api.client.post("/v1/users/ana/devices", json={"platform": "android", "token": "ab" * 32}, headers=api.auth)
+    assert apns_as_fcm.status_code == 422 and "looks like an APNs device token" in apns_as_fcm.text
+    ios = api.client.post("/v1/users/ana/devices", json={"platform": "ios", "token": "ab" * 32}, headers=api.auth)
+    assert ios.status_code == 201 and ios.json()["platform"] == "ios"
+    assert db.execute("SELECT platform FROM devices WHERE token = %s", ("ab" * 32,)).fetchone() == ("ios",)
     assert api.client.post("/v1/users/ghost/devices", json={"platform": "android", "token": FCM}, headers=api.auth).status_code == 404
     cached()
     assert api.client.delete(f"/v1/users/ana/devices/{FCM}", headers=api.auth).status_code == 204

@@ -37,7 +37,7 @@ def test_sigkill_after_the_provider_accepted_a_chunk_sends_each_message_exactly_
     # a 2 s batch window: the eleven records already in the log reach the agent as one batch even on a loaded
     # machine (with the default 50 ms window a batch boundary could fall between them, so part of the first
     # ten would travel in the held chunk and be 'claimed', not 'sent')
-    env = {"HERALD_DELIVER__MAX_CHUNK": "10", "HERALD_BATCH_WITHIN": "2"}
+    env = {"HERALD_DELIVER__MAX_CHUNK": "10", "HERALD_BATCH_WITHIN": "2", "HERALD_INTERACTIVE_WITHIN": "2"}
     w = worker_factory(settings, agents=["deliver-email"], extra_env=env)
     # the first chunk is accepted and marked sent; the worker is now blocked inside the call of the second,
     # so the batch is unfinished and its offsets are not committed
@@ -89,7 +89,7 @@ def test_429_is_waited_out_without_spending_an_attempt(sandbox, db, worker_facto
     ds = [delivery("email") for _ in range(3)]
     _produce(settings, "email", ds)
     # a 2 s batch window: the three records reach the agent as one batch, one request, even on a loaded machine
-    worker_factory(settings, agents=["deliver-email"], extra_env={"HERALD_BATCH_WITHIN": "2"})
+    worker_factory(settings, agents=["deliver-email"], extra_env={"HERALD_BATCH_WITHIN": "2", "HERALD_INTERACTIVE_WITHIN": "2"})
     wait_for(lambda: set(_ledger(db, ds).values()) == {"sent"} and len(_ledger(db, ds)) == 3, 120, message="sent")
     assert ctl.requests("sendgrid") == 3   # 429, 429, then accepted: the same request again, not a retry tier
     rows = db.execute("SELECT attempts FROM deliveries WHERE delivery_id = ANY(%s)", ([d["delivery_id"] for d in ds],))

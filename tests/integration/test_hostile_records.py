@@ -57,7 +57,7 @@ def test_a_record_just_under_the_broker_limit_is_dead_lettered_and_routing_goes_
 
 
 def test_a_request_whose_rendering_is_too_big_is_dead_lettered_alone_and_its_batch_is_not_rate_limited(topics, db, worker_factory):
-    settings = topics.model_copy(update={"max_event_bytes": 1_000_000, "batch_within": 2.0})
+    settings = topics.model_copy(update={"max_event_bytes": 1_000_000, "batch_within": 2.0, "interactive_within": 2.0})
     seed_templates(db)
     uid = f"u-{uuid.uuid4().hex[:8]}"
     add_user(db, uid, email=f"{uid}@example.test")

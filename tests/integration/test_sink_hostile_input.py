@@ -26,7 +26,7 @@ def test_one_crlf_subject_dead_letters_alone_and_the_rest_of_its_chunk_is_sent_o
     topic = deliver_topic(settings, "email")
     Producer(settings).send_all_blocking([delivery_record(Codec(), topic, d) for d in ds])
     # a 2 s batch window: the nine reach the agent as one batch, so they share one chunk and one sink call
-    worker_factory(settings, agents=["deliver-email", "status"], extra_env={"HERALD_BATCH_WITHIN": "2"})
+    worker_factory(settings, agents=["deliver-email", "status"], extra_env={"HERALD_BATCH_WITHIN": "2", "HERALD_INTERACTIVE_WITHIN": "2"})
 
     def ledger():
         return {r[0]: r[1:] for r in db.execute(

@@ -135,3 +135,20 @@ def test_unreadable_files_get_one_clear_line(settings, tmp_path, name, text, mes
     out = herald(settings, "users", "import", str(f))
     assert out.returncode == 1
     assert message in " ".join(out.stderr.split()) and "Traceback" not in out.stderr
+
+
+def test_the_platform_is_stored_and_a_token_of_the_wrong_service_is_a_rejected_line(settings, db, tmp_path):
+    t = settings.app_id
+    apns = "c3" * 32
+    f = tmp_path / "devices.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in [
+        {"id": f"{t}-ios", "devices": [{"platform": "ios", "token": apns}, {"platform": "android", "token": TOKEN + "x"}]},
+        {"id": f"{t}-wrong", "devices": [{"platform": "android", "token": "d4" * 32}]},
+    ]) + "\n")
+    out = herald(settings, "users", "import", str(f))
+    assert out.returncode == 0, out.stderr
+    said = " ".join(out.stderr.split())
+    assert "line 2: device: this looks like an APNs device token (64 hex characters)" in said and "1 rejected" in said
+    rows = dict(db.execute("SELECT token, platform FROM devices WHERE user_id = %s", (f"{t}-ios",)).fetchall())
+    assert rows == {apns: "ios", TOKEN + "x": "android"}
+    assert db.execute("SELECT count(*) FROM users WHERE id = %s", (f"{t}-wrong",)).fetchone()[0] == 0

@@ -97,6 +97,7 @@ def test_record_is_a_valid_notification_requested():
         (UserUpdate, {"time_zone": "Mars/Olympus"}, "IANA"),
         (UserUpdate, {"locale": None}, "cannot be null"),
         (DeviceIn, {"platform": "ios", "token": "xyz"}, "APNs"),
+        (DeviceIn, {"platform": "android", "token": "ab" * 32}, "looks like an APNs device token"),
     ],
 )
 def test_bad_input_is_refused_with_a_message_naming_it(model, data, needle):

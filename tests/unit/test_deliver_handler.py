@@ -207,6 +207,17 @@ async def test_a_claim_younger_than_the_lease_is_handed_back_without_a_call(env:
 
 
 @scenario
+async def test_a_security_notification_goes_in_the_first_chunk_of_its_batch(env: DeliverEnv) -> None:
+    sink = MemorySink(max_batch=2)
+    orders = [typed(category="transactional", event_type="OrderPlaced") for _ in range(5)]
+    reset = typed(category="security")
+    out = await env.handler(sink).handle([record(env, d) for d in [*orders, reset]])
+    assert [d.delivery_id for d in sink.calls[0]] == [reset.delivery_id, orders[0].delivery_id]
+    assert [d.delivery_id for d in sink.given[1:]] == [d.delivery_id for d in orders]   # the rest keep their order
+    assert len(statuses(env, out)) == 6
+
+
+@scenario
 async def test_retryable_goes_to_the_first_tier_with_attempt_plus_one_and_is_sent_from_there(env: DeliverEnv) -> None:
     sink = MemorySink()
     handler = env.handler(sink)

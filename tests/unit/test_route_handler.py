@@ -204,6 +204,17 @@ async def test_an_order_becomes_one_delivery_per_channel_and_address_each_queued
 
 
 @scenario
+async def test_a_security_event_is_routed_first_in_its_batch(env: RouteEnv) -> None:
+    uids = [env.uid() for _ in range(4)]
+    for uid in uids:
+        await env.add_user(Recipient(uid, email=f"{uid}@example.test", first_name="Ada"))
+    orders = [order_placed(uid) for uid in uids[:3]]
+    reset = password_reset(uids[3])
+    out = await env.handler().handle([record(env, "OrderPlaced", ev) for ev in orders] + [record(env, "PasswordResetRequested", reset)])
+    assert [d["event_id"] for d in decoded(env, out, "Delivery")] == [reset["event_id"]] + [ev["event_id"] for ev in orders]
+
+
+@scenario
 async def test_a_duplicate_event_is_notified_once_even_after_redis_forgets(env: RouteEnv) -> None:
     uid = env.uid()
     await env.add_user(Recipient(uid, email="d@example.test"))

@@ -22,14 +22,21 @@ TEXT = st.text(st.characters(codec="utf-8"), max_size=80) | st.sampled_from(
 def test_smtp_message_is_built_or_refused_and_a_built_one_keeps_its_subject(subject, address, text, html):
     d = delivery("email", subject=subject, address=address or "x@example.org", text=text, html=html or None)
     try:
-        msg = smtp_message(Delivery.from_avro(d), "Herald <no-reply@herald.local>")
-        raw = msg.as_bytes()
+        raw = smtp_message(Delivery.from_avro(d), "Herald <no-reply@herald.local>").raw
     except DeliveryError:
         return
     back = message_from_bytes(raw, policy=policy.default)
     if "=?" not in subject:   # text shaped like an RFC 2047 encoded word is decoded by every reader
         assert str(back["Subject"]) == subject.strip() or not subject.strip()
     assert back.get_all("Bcc") is None
+    assert back["X-Herald-Delivery-Id"] == d["delivery_id"] and back["To"] is not None
+
+    def same(body: str | None) -> str:
+        return (body or "").replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
+
+    parsed_text, parsed_html = back.get_body(("plain",)), back.get_body(("html",))
+    assert parsed_text is not None and same(parsed_text.get_content()) == same(text)
+    assert same(parsed_html.get_content() if parsed_html is not None else None) == same(html)
 
 
 @settings(max_examples=200, deadline=None)

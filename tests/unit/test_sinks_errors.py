@@ -17,6 +17,8 @@ BAD_ADDRESS = {"smtp": "no-at-sign", "sendgrid": "no-at-sign", "twilio": "12345"
 
 def send(sandbox, provider: str, ds):
     s = sandbox.settings.model_copy(update={"email_provider": provider} if CHANNEL[provider] == "email" else {})
+    if provider == "fcm":   # the FCM sink alone, without the push dispatcher in front (APNs: tests/integration/test_apns_sink.py)
+        s = s.model_copy(update={"apns": s.apns.model_copy(update={"enabled": False})})
     sink = build_sink(s, CHANNEL[provider])
     assert sink.provider == provider
 

@@ -1,4 +1,4 @@
-"""herald sandbox: the local provider stand-ins (SendGrid, Twilio, FCM, SMTP)."""
+"""herald sandbox: the local provider stand-ins (SendGrid, Twilio, FCM, APNs, SMTP)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +12,8 @@ from rich.table import Table
 from infra.settings import Settings
 from infra.tools.cli.errors import CliError
 
-app = typer.Typer(help="Local stand-ins for SendGrid, Twilio, FCM, SMTP and a Schema Registry: record what they receive, inject faults.",
+app = typer.Typer(help="Local stand-ins for SendGrid, Twilio, FCM, APNs, SMTP and a Schema Registry: record what they receive, "
+                  "inject faults.",
                   no_args_is_help=True)
 
 
@@ -29,7 +30,8 @@ def run(registry_port: int = typer.Option(None, "--registry-port", help="port of
     """Start every sandbox provider in this process until Ctrl-C.
 
     Ports come from settings: SendGrid HERALD_SENDGRID_HOST (8025), Twilio HERALD_TWILIO_BASE_URL (8026),
-    FCM HERALD_FCM_URL (8027), SMTP HERALD_SMTP_PORT (2525). The control API is on the SendGrid port.
+    FCM HERALD_FCM_URL (8027), APNs HERALD_APNS__URL (8028, HTTP/2 over TLS; key, CA and certificate generated
+    under HERALD_HOME/sandbox/apns), SMTP HERALD_SMTP_PORT (2525). The control API is on the SendGrid port.
     The Schema Registry stand-in (Confluent's REST API; infra/tools/sandbox/registry.py) listens beside them.
     """
     from infra.tools.sandbox.server import Ports
@@ -39,7 +41,7 @@ def run(registry_port: int = typer.Option(None, "--registry-port", help="port of
     if registry_port is None:
         url = settings.schema_registry.url
         registry_port = _registry_port(url.split(",")[0]) if url else 8081
-    Console().print(f"sandbox: sendgrid :{p.sendgrid}  twilio :{p.twilio}  fcm :{p.fcm}  smtp :{p.smtp}  "
+    Console().print(f"sandbox: sendgrid :{p.sendgrid}  twilio :{p.twilio}  fcm :{p.fcm}  apns :{p.apns}  smtp :{p.smtp}  "
                     + (f"schema registry :{registry_port}  " if registry_port else "")
                     + f"(inbox: {p.control_url}/_sandbox/inbox)")
     try:
@@ -103,7 +105,7 @@ def clear() -> None:
 
 
 @app.command()
-def fault(provider: str = typer.Argument(..., help="sendgrid, twilio, fcm or smtp"),
+def fault(provider: str = typer.Argument(..., help="sendgrid, twilio, fcm, apns or smtp"),
           spec: list[str] = typer.Argument(None, help="name=value, e.g. storm=-1 error_rate=0.1 latency_ms=200 "
                                            "rate_limit=5 retry_after=2 unregistered_tokens=a,b"),
           reset: bool = typer.Option(False, "--reset", help="clear the faults of every provider")) -> None:
@@ -118,7 +120,7 @@ def fault(provider: str = typer.Argument(..., help="sendgrid, twilio, fcm or smt
             name, eq, value = item.partition("=")
             if not eq:
                 raise CliError(f"fault {item!r} is not name=value; e.g. storm=-1")
-            if name in ("unregistered_tokens", "invalid_numbers", "invalid_addresses", "hold"):
+            if name in ("unregistered_tokens", "bad_tokens", "invalid_numbers", "invalid_addresses", "hold"):
                 changes[name] = [v for v in value.split(",") if v]
             else:
                 try:

@@ -38,7 +38,7 @@ def build_app(state: SandboxState) -> web.Application:
 async def inbox(request: web.Request) -> web.Response:
     state = request.app[STATE]
     q = request.query
-    messages = state.inbox(q.get("channel"), q.get("to"))
+    messages = state.inbox(q.get("channel"), q.get("to"), envelope="envelope" in q or "summary" in q)
     return web.json_response({"count": len(messages), "requests": state.requests, "held": state.held,
                               "messages": messages if q.get("summary") is None else []})
 

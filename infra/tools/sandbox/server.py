@@ -10,16 +10,19 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from infra.settings import Settings
+from infra.tools.sandbox.apns import ApnsServer
 from infra.tools.sandbox.control import SandboxControl
 from infra.tools.sandbox.http import build_app
 from infra.tools.sandbox.smtp import smtp_factory
 from infra.tools.sandbox.state import SandboxState
+from sinks.apns import is_loopback, sandbox_dir
 
 
 @dataclass(frozen=True)
@@ -29,11 +32,17 @@ class Ports:
     twilio: int
     fcm: int
     smtp: int
+    apns: int = 0                                  # 0: no APNs sandbox
+    apns_dir: Path = field(default_factory=lambda: sandbox_dir(Settings().home))
+    apns_key_id: str = "HERALDKEY1"
+    apns_key_file: Path | None = None              # a key of one's own (HERALD_APNS__KEY_FILE); default: the generated one
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Ports:
         return cls(settings.sandbox_host, _port(settings.sendgrid_host), _port(settings.twilio_base_url),
-                   _port(settings.fcm_url), settings.smtp_port)
+                   _port(settings.fcm_url), settings.smtp_port,
+                   _port(settings.apns.url) if settings.apns.enabled and is_loopback(settings.apns.url) else 0,
+                   sandbox_dir(settings.home), settings.apns.key_id, settings.apns.key_file)
 
     @property
     def control_url(self) -> str:
@@ -51,6 +60,7 @@ class Sandbox:
         self.state = state or SandboxState()
         self._runner: web.AppRunner | None = None
         self._smtp: asyncio.base_events.Server | None = None
+        self.apns: ApnsServer | None = None
 
     async def start(self) -> None:
         # handler_cancellation: a request whose client vanished (a killed worker) is not recorded as accepted
@@ -61,9 +71,15 @@ class Sandbox:
         loop = asyncio.get_running_loop()
         self._smtp = await loop.create_server(smtp_factory(self.state), self.ports.host, self.ports.smtp,
                                               reuse_address=True)
+        if self.ports.apns:
+            self.apns = ApnsServer(self.state, self.ports.host, self.ports.apns, self.ports.apns_dir, self.ports.apns_key_id,
+                                   self.ports.apns_key_file)
+            await self.apns.start()
 
     async def stop(self) -> None:
         self.state.clear_faults()
+        if self.apns is not None:
+            await self.apns.stop()
         if self._smtp is not None:
             self._smtp.close()
         if self._runner is not None:
@@ -91,6 +107,7 @@ def with_free_ports(settings: Settings) -> Settings:
         "twilio_base_url": f"http://{h}:{free_port(h)}",
         "fcm_url": f"http://{h}:{free_port(h)}",
         "smtp_port": free_port(h),
+        "apns": settings.apns.model_copy(update={"url": f"https://{h}:{free_port(h)}"}),
     })
 
 

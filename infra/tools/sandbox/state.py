@@ -9,11 +9,12 @@ import contextlib
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-PROVIDERS = ("sendgrid", "smtp", "twilio", "fcm")
-CHANNEL_OF = {"sendgrid": "email", "smtp": "email", "twilio": "sms", "fcm": "push"}
+PROVIDERS = ("sendgrid", "smtp", "twilio", "fcm", "apns")
+CHANNEL_OF = {"sendgrid": "email", "smtp": "email", "twilio": "sms", "fcm": "push", "apns": "push"}
 
 
 @dataclass
@@ -26,7 +27,9 @@ class Faults:
     rate_limit: int = 0              # next N requests → 429 with Retry-After
     retry_after: float = 1.0
     storm: int = 0                   # next N requests → 503 (-1: until cleared)
-    unregistered_tokens: list[str] = field(default_factory=list)   # FCM: UNREGISTERED
+    unregistered_tokens: list[str] = field(default_factory=list)   # FCM: UNREGISTERED; APNs: 410 Unregistered
+    bad_tokens: list[str] = field(default_factory=list)            # APNs: 400 BadDeviceToken
+    expired_provider_token: int = 0  # APNs: next N requests → 403 ExpiredProviderToken (-1: until cleared)
     invalid_numbers: list[str] = field(default_factory=list)       # Twilio: 21211
     invalid_addresses: list[str] = field(default_factory=list)     # SendGrid 400 / SMTP 550
     hold: list[str] = field(default_factory=list)   # a request naming one of these waits until released
@@ -44,6 +47,9 @@ class Verdict:
     retry_after: float | None = None
 
 
+LATER = "_parse"   # a message's fields still to be parsed from what the provider received
+
+
 class SandboxState:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
@@ -54,14 +60,25 @@ class SandboxState:
         self._rng = random.Random()
 
     # --- recording ---------------------------------------------------------
-    def record(self, provider: str, message: dict[str, Any]) -> dict[str, Any]:
+    def record(self, provider: str, message: dict[str, Any],
+               later: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Keep a received message; ``later`` adds the fields that are costly to parse when the message is first read."""
         message = {"channel": CHANNEL_OF[provider], "provider": provider, "received_at": time.time(), **message}
+        if later is not None:
+            message[LATER] = later
         self.messages.append(message)
         return message
 
-    def inbox(self, channel: str | None = None, to: str | None = None) -> list[dict[str, Any]]:
-        return [m for m in self.messages
-                if (channel is None or m["channel"] == channel) and (to is None or m.get("to") == to)]
+    def inbox(self, channel: str | None = None, to: str | None = None, envelope: bool = False) -> list[dict[str, Any]]:
+        """The messages to ``channel`` and ``to``; ``envelope``: without parsing (channel, provider, to, times)."""
+        found = [m for m in self.messages
+                 if (channel is None or m["channel"] == channel) and (to is None or m.get("to") == to)]
+        if envelope:
+            return [{k: v for k, v in m.items() if k != LATER} for m in found]
+        for m in found:
+            if LATER in m:
+                m.update(m.pop(LATER)())
+        return found
 
     def clear(self) -> None:
         self.messages.clear()
