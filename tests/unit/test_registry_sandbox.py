@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, record_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroSerializer
@@ -22,6 +21,7 @@ from infra.tools.sandbox.registry import RunningRegistry, running_registry
 from infra.tools.sandbox.server import free_port
 from schemas.catalog import load_catalog
 from schemas.codec import Codec
+from schemas.compat import level_problems
 from schemas.registry import ConfluentSchemaSource, RegistryUnavailable
 
 CATALOG = load_catalog()
@@ -141,10 +141,14 @@ def test_transitive_levels_check_every_version(registry: RunningRegistry):
     c.register_schema("T", schema(base))
     c.register_schema("T", schema(v2))
     assert c.test_compatibility("T", schema(v3)) is True
+    assert c.test_compatibility_all_versions("T", schema(v3)) is True
     c.set_compatibility("T", "BACKWARD_TRANSITIVE")
-    r = httpx.post(f"{registry.url}/compatibility/subjects/T/versions", params={"verbose": "true"}, auth=AUTH,
-                   json={"schema": json.dumps(v3)}, trust_env=False)
-    assert r.json()["is_compatible"] is False and "cannot read version 1" in r.json()["messages"][0]
+    assert c.test_compatibility_all_versions("T", schema(v3), verbose=True) is False
+    with pytest.raises(SchemaRegistryError) as err:
+        c.register_schema("T", schema(v3))
+    assert err.value.http_status_code == 409 and "cannot read version 1" in err.value.error_message
+    assert level_problems("BACKWARD_TRANSITIVE", v3, [base, v2]) == [
+        "the new schema cannot read version 1: reader_field_missing_default_value at b: b"]
 
 
 # --- herald schemas register ------------------------------------------------------------------
