@@ -82,6 +82,31 @@ class KafkaConfig(BaseModel):
         return self.sasl_password.get_secret_value() if self.sasl_password is not None else None
 
 
+class SchemaRegistryConfig(BaseModel):
+    """A Confluent-compatible Schema Registry (``settings.schema_registry``; variables ``HERALD_SCHEMA_REGISTRY__*``).
+
+    Unset ``url``: only Avro single-object encoding is read. Set: values in Confluent's wire format
+    (``0x00`` + a 4-byte schema id, what ``KafkaAvroSerializer`` writes) are resolved through it too.
+    """
+
+    url: str | None = Field(
+        None, description="Schema Registry URL(s), comma-separated (Confluent, Apicurio's /apis/ccompat/v7, Karapace); unset: off"
+    )
+    username: str | None = Field(None, description="basic-auth user of the registry (Confluent Cloud: the API key)")
+    password: SecretStr | None = Field(None, description="basic-auth password of the registry (a secret)")
+    ca_file: Path | None = Field(None, description="CA certificate(s) that signed the registry's certificate (PEM)")
+    timeout: float = Field(5.0, gt=0, description="seconds one registry request may take; then the batch is retried")
+    compatibility: Literal["NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL",
+                           "FULL_TRANSITIVE"] = Field(
+        "BACKWARD_TRANSITIVE", description="compatibility level `herald schemas register` sets on each subject"
+    )
+
+    @field_validator("url", "ca_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        return None if v == "" else v
+
+
 class WorkerConfig(BaseModel):
     """The ``herald worker`` process (``settings.worker``; variables ``HERALD_WORKER__*``)."""
 
@@ -179,6 +204,14 @@ class Settings(BaseSettings):
     kafka_version: str = Field("4.1.1", description="org.apache.kafka:kafka_2.13 version from Maven Central")
     kafka_heap: str = Field("512m", description="broker heap (-Xmx)")
 
+    # --- schemas -------------------------------------------------------------
+    schemas_dir: Path | None = Field(
+        None, description="a folder of upstream teams' <Name>.v<N>.avsc files, added to the packaged catalog"
+    )
+    schema_registry: SchemaRegistryConfig = Field(
+        default_factory=SchemaRegistryConfig, description="Confluent-compatible Schema Registry: URL, credentials, compatibility"
+    )
+
     # --- naming: tests use unique prefixes ----------------------------------
     topic_prefix: str = Field("herald", description="prefix of every Herald topic")
     redis_prefix: str = Field("herald", description="prefix of every Redis key")
@@ -246,6 +279,11 @@ class Settings(BaseSettings):
     api_port: int = 8080
     sendgrid_webhook_public_key: str | None = None
     api: ApiConfig = Field(default_factory=ApiConfig, description="HTTP API: rate limit, body limits, health thresholds, caches")
+
+    @field_validator("schemas_dir", "routes_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, v: object) -> object:
+        return None if v == "" else v
 
     @field_validator("retry_delays")
     @classmethod

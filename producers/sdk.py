@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from infra.kafka.producer import Producer
 from infra.kafka.records import TRACE, OutRecord
+from infra.schema_registry import catalog_for
 from infra.settings import Settings
 from producers.send_at import next_local, to_ms
 from schemas.codec import Codec
@@ -56,7 +57,7 @@ class Emitter:
         if bootstrap is not None:
             s = s.model_copy(update={"kafka_bootstrap": bootstrap})
         self.topic_prefix = topic_prefix or s.topic_prefix
-        self.codec = codec or Codec()
+        self.codec = codec or Codec(catalog_for(s))  # HERALD_SCHEMAS_DIR's event types too
         self._producer = Producer(s, **producer_extra)
         self._errors: list[tuple[str, KafkaError]] = []
         self._lock = threading.Lock()

@@ -87,12 +87,12 @@ def load_version(path: str, text: str) -> SchemaVersion:
     return SchemaVersion(m["name"], parsed["name"], int(m["version"]), path, raw, parsed, fp, aliases)
 
 
-def load_catalog(root: Path | None = None) -> Catalog:
-    """Load every schema; ``root`` defaults to the packaged ``schemas/avro``."""
+def load_catalog(root: Path | None = None, extra: Path | None = None) -> Catalog:
+    """Load every schema; ``root`` defaults to the packaged ``schemas/avro``; ``extra`` adds a folder's files
+    (``HERALD_SCHEMAS_DIR``: upstream teams' new event types and versions beside the packaged ones)."""
     versions: list[SchemaVersion] = []
     if root is not None:
-        for p in sorted(root.rglob("*.avsc")):
-            versions.append(load_version(str(p), p.read_text()))
+        versions += _folder(root)
     else:
         base = resources.files("schemas") / "avro"
         for sub in base.iterdir():
@@ -101,4 +101,12 @@ def load_catalog(root: Path | None = None) -> Catalog:
             for f in sub.iterdir():
                 if f.name.endswith(".avsc"):
                     versions.append(load_version(f"{sub.name}/{f.name}", f.read_text()))
+    if extra is not None:
+        if not extra.is_dir():
+            raise CatalogError(f"{extra}: no such folder (HERALD_SCHEMAS_DIR names a folder of <Name>.v<N>.avsc files)")
+        versions += _folder(extra)
     return Catalog(versions)
+
+
+def _folder(root: Path) -> list[SchemaVersion]:
+    return [load_version(str(p), p.read_text()) for p in sorted(root.rglob("*.avsc"))]

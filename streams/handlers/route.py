@@ -151,6 +151,11 @@ class RouteHandler:
     # --- the batch ---------------------------------------------------------------
 
     async def handle(self, batch: list[InRecord]) -> list[OutRecord]:
+        codec = self.ctx.codec
+        if missing := codec.missing_ids(rec.value for rec in batch):
+            # Confluent-framed events whose schema id is new: one registry request per id, off the event loop; an
+            # unreachable registry raises RegistryUnavailable (a ConnectionError), so the runner retries the batch
+            await asyncio.to_thread(codec.resolve_ids, missing)
         now = now_ms()
         res = BatchResult()
         live = [found for rec in batch if (found := self._admit(rec, now, res)) is not None]
@@ -328,9 +333,9 @@ class RouteHandler:
 
 
 def specs(settings: Settings) -> list[AgentSpec]:
-    from schemas.catalog import load_catalog
+    from infra.schema_registry import catalog_for
 
-    catalog = load_catalog()
+    catalog = catalog_for(settings)  # the packaged catalog and HERALD_SCHEMAS_DIR
     known = {name: {f["name"] for f in catalog.latest(name).raw["fields"]} for name in catalog.versions}
     cfg = load_routes(settings.routes_file, known)  # a bad routes file stops the worker at start
 

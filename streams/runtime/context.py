@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
 from infra.kafka.producer import Producer
+from infra.schema_registry import codec_for
 from infra.settings import Settings
 from schemas.codec import Codec
 from streams.metrics import Metrics
@@ -33,7 +34,7 @@ class Context:
         await db.open(wait=True, timeout=30)
         return cls(
             settings=settings,
-            codec=codec or Codec(),
+            codec=codec or codec_for(settings),  # the catalog with HERALD_SCHEMAS_DIR, the registry when set
             output=Producer(settings),
             redis=aioredis.from_url(settings.redis_dsn, socket_timeout=5, socket_connect_timeout=5),
             db=db,

@@ -190,12 +190,15 @@ class BatchRunner:
             return False
 
     async def _services_answer(self) -> bool:
-        """Redis, PostgreSQL and Kafka each answer a trivial request within a few seconds."""
+        """Redis, PostgreSQL, Kafka and the schema registry (when configured) each answer a trivial request within a few seconds."""
         try:
             await asyncio.wait_for(self.ctx.redis.ping(), 3)
             async with self.ctx.db.connection(timeout=3) as conn:
                 await conn.execute("SELECT 1")
-            return await asyncio.to_thread(self.ctx.output.reachable, 3.0)
+            if not await asyncio.to_thread(self.ctx.output.reachable, 3.0):
+                return False
+            registry = getattr(self.ctx.codec, "registry", None)
+            return registry is None or await asyncio.to_thread(registry.reachable)
         except Exception:  # noqa: BLE001
             return False
 

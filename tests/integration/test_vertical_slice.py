@@ -95,6 +95,8 @@ def test_bad_input_is_dead_lettered_with_a_reason_and_the_next_event_is_delivere
     receipt = codec.encode("Receipt", {"provider": "smtp", "provider_message_id": "m", "status": "delivered",
                                        "at": datetime.now(UTC)})
     Producer(settings).send_all_blocking([
+        OutRecord(settings.topic("events"), uid.encode(), b"not avro at all"),
+        # Confluent's framing (00 + a schema id) while no schema registry is configured: a dead letter that says so
         OutRecord(settings.topic("events"), uid.encode(), b"\x00not avro at all"),
         OutRecord(settings.topic("events"), uid.encode(), receipt),  # catalogued, but no route means anything for it
     ])
@@ -107,11 +109,12 @@ def test_bad_input_is_dead_lettered_with_a_reason_and_the_next_event_is_delivere
     c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.app_id}-check", "auto.offset.reset": "earliest"})
     c.subscribe([settings.topic("dlq")])
     dead: list = []
-    wait_for(lambda: dead.extend(m for m in c.consume(10, 0.5) if not m.error()) or len(dead) >= 2, 30, message="two dead letters")
+    wait_for(lambda: dead.extend(m for m in c.consume(10, 0.5) if not m.error()) or len(dead) >= 3, 30, message="three dead letters")
     c.close()
     by_class = {dict(m.headers())["herald-dlq-error-class"].decode(): m for m in dead}
-    assert set(by_class) == {"not_avro", "no_route"}
-    assert by_class["not_avro"].value() == b"\x00not avro at all"          # original bytes untouched
+    assert set(by_class) == {"not_avro", "no_registry", "no_route"}
+    assert by_class["not_avro"].value() == b"not avro at all"          # original bytes untouched
+    assert by_class["no_registry"].value() == b"\x00not avro at all"
     assert dict(by_class["no_route"].headers())["herald-dlq-stage"] == b"route"
     assert by_class["no_route"].value() == receipt
     assert dict(by_class["no_route"].headers())["herald-dlq-origin-topic"] == settings.topic("events").encode()

@@ -85,7 +85,7 @@ def test_schemas_list_json_is_one_object_per_version():
 
 
 @pytest.mark.parametrize("command", [("dlq", "list"), ("dlq", "stats"), ("dlq", "show", "0:1"), ("dlq", "replay", "--dry-run"),
-                                     ("campaign", "send", "-t", "promo", "--users", "USERS")])
+                                     ("campaign", "send", "-t", "promo", "--users", "USERS"), ("tail", "events")])
 def test_kafka_commands_without_a_broker_fail_fast_in_one_line(command: tuple[str, ...], tmp_path: Path):
     users = tmp_path / "users.txt"
     users.write_text("u1\nu2\n")
@@ -113,3 +113,32 @@ def test_a_postgresql_outage_no_command_expected_is_still_one_line(monkeypatch, 
     assert stopped.value.code == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "PostgreSQL does not answer" in lines[0] and "unexpectedly" in lines[0]
+
+
+def test_schemas_check_refuses_a_renamed_nested_record_without_an_alias(tmp_path: Path):
+    """The hand-written checker passed this; Apache Avro (and so every old event at decode time) refuses it."""
+    address = {"type": "record", "name": "Address", "fields": [{"name": "city", "type": "string"}]}
+    v1 = {"type": "record", "name": "Thing", "namespace": "shop", "fields": [{"name": "a", "type": address}]}
+    v2 = {**v1, "fields": [{"name": "a", "type": {**address, "name": "PostalAddress"}}]}
+    (tmp_path / "Thing.v1.avsc").write_text(json.dumps(v1))
+    (tmp_path / "Thing.v2.avsc").write_text(json.dumps(v2))
+    done = herald("schemas", "check", "--root", str(tmp_path))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "name_mismatch" in done.stdout and "shop.Address" in done.stdout
+    (tmp_path / "Thing.v2.avsc").write_text(json.dumps({**v1, "fields": [{"name": "a", "type": {
+        **address, "name": "PostalAddress", "aliases": ["Address"]}}]}))
+    done = herald("schemas", "check", "--root", str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_schemas_commands_include_herald_schemas_dir(tmp_path: Path):
+    thing = {"type": "record", "name": "InvoicePaid", "namespace": "billing", "fields": [{"name": "user_id", "type": "string"}]}
+    (tmp_path / "InvoicePaid.v1.avsc").write_text(json.dumps(thing))
+    (tmp_path / "InvoicePaid.v2.avsc").write_text(json.dumps({**thing, "fields": [{"name": "user_id", "type": "int"}]}))
+    done = herald("schemas", "list", "--json", HERALD_SCHEMAS_DIR=str(tmp_path))
+    names = {(r["name"], r["version"]) for r in map(json.loads, done.stdout.splitlines())}
+    assert {("InvoicePaid", 1), ("InvoicePaid", 2), ("OrderPlaced", 1)} <= names
+    done = herald("schemas", "check", HERALD_SCHEMAS_DIR=str(tmp_path))
+    assert done.returncode == 1 and "InvoicePaid: v2 cannot read v1: type_mismatch" in " ".join(done.stdout.split())
+    line = one_line_error(herald("schemas", "check", HERALD_SCHEMAS_DIR=str(tmp_path / "nowhere")))
+    assert "no such folder" in line and "HERALD_SCHEMAS_DIR" in line

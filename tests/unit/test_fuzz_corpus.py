@@ -117,7 +117,7 @@ def decode_or_reason(data: bytes) -> Decoded | DecodeError:
     try:
         return timed(CODEC.decode, data)
     except DecodeError as exc:
-        assert exc.reason in {"not_avro", "unknown_schema", "corrupt"} and str(exc), exc
+        assert exc.reason in {"not_avro", "unknown_schema", "corrupt", "no_registry"} and str(exc), exc
         return exc
 
 

@@ -114,8 +114,10 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="JSON instead of text"),
 ) -> None:
     """Show one dead letter: the why, every header readable, the key and the value decoded (Avro)."""
+    from infra.schema_registry import codec_for
     from producers.dlq import fetch, format_ms
-    from schemas.codec import Codec, DecodeError
+    from schemas.codec import DecodeError
+    from schemas.registry import RegistryUnavailable
 
     try:
         partition, offset = (int(x) for x in at.split(":"))
@@ -129,8 +131,10 @@ def show(
         raise CliError(str(exc)) from exc
     headers = [(k, v.decode("utf-8") if _printable(v) else "0x" + v.hex()) for k, v in e.headers if v is not None]
     try:
-        d = Codec().decode(e.value)
+        d = codec_for(settings).decode(e.value)  # Confluent-framed letters too, when a registry is configured
         value: object = {"schema": f"{d.name} v{d.version}", "record": d.record}
+    except RegistryUnavailable as exc:
+        value = {"undecodable": "registry_unavailable", "error": str(exc), "bytes": len(e.value or b"")}
     except DecodeError as exc:
         value = {"undecodable": exc.reason, "error": str(exc), "bytes": len(e.value or b""),
                  "preview": (e.value or b"")[:256].decode("utf-8", "replace")}

@@ -23,6 +23,7 @@ from infra.tools.cli import (
     sandbox as sandbox_cli,
     schemas,
     stack,
+    tail as tail_cli,
     templates as templates_cli,
     topics as topics_cli,
     users as users_cli,
@@ -53,6 +54,7 @@ app.add_typer(templates_cli.app, name="templates")
 app.add_typer(topics_cli.app, name="topics")
 app.add_typer(sandbox_cli.app, name="sandbox")
 app.add_typer(devices_cli.app, name="devices")
+app.command("tail")(tail_cli.tail)
 
 
 def _version() -> str:

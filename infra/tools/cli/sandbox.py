@@ -12,7 +12,8 @@ from rich.table import Table
 from infra.settings import Settings
 from infra.tools.cli.errors import CliError
 
-app = typer.Typer(help="Local stand-ins for SendGrid, Twilio, FCM, APNs and SMTP: record what they receive, inject faults.",
+app = typer.Typer(help="Local stand-ins for SendGrid, Twilio, FCM, APNs, SMTP and a Schema Registry: record what they receive, "
+                  "inject faults.",
                   no_args_is_help=True)
 
 
@@ -24,23 +25,50 @@ def _control():
 
 
 @app.command()
-def run() -> None:
+def run(registry_port: int = typer.Option(None, "--registry-port", help="port of the Schema Registry stand-in (default: "
+                                          "the port of HERALD_SCHEMA_REGISTRY__URL, else 8081; 0: none)")) -> None:
     """Start every sandbox provider in this process until Ctrl-C.
 
     Ports come from settings: SendGrid HERALD_SENDGRID_HOST (8025), Twilio HERALD_TWILIO_BASE_URL (8026),
     FCM HERALD_FCM_URL (8027), APNs HERALD_APNS__URL (8028, HTTP/2 over TLS; key, CA and certificate generated
     under HERALD_HOME/sandbox/apns), SMTP HERALD_SMTP_PORT (2525). The control API is on the SendGrid port.
+    The Schema Registry stand-in (Confluent's REST API; infra/tools/sandbox/registry.py) listens beside them.
     """
-    from infra.tools.sandbox.server import Ports, serve_forever
+    from infra.tools.sandbox.server import Ports
 
     settings = Settings()
     p = Ports.from_settings(settings)
+    if registry_port is None:
+        url = settings.schema_registry.url
+        registry_port = _registry_port(url.split(",")[0]) if url else 8081
     Console().print(f"sandbox: sendgrid :{p.sendgrid}  twilio :{p.twilio}  fcm :{p.fcm}  apns :{p.apns}  smtp :{p.smtp}  "
-                    f"(inbox: {p.control_url}/_sandbox/inbox)")
+                    + (f"schema registry :{registry_port}  " if registry_port else "")
+                    + f"(inbox: {p.control_url}/_sandbox/inbox)")
     try:
-        asyncio.run(serve_forever(settings))
+        asyncio.run(_serve(settings, registry_port))
     except OSError as exc:
         raise CliError(f"cannot listen: {exc}; is another sandbox running? (`herald sandbox inbox` asks it)") from exc
+
+
+def _registry_port(url: str) -> int:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+async def _serve(settings: Settings, registry_port: int) -> None:
+    from infra.tools.sandbox.registry import RegistrySandbox
+    from infra.tools.sandbox.server import serve_forever
+
+    registry = RegistrySandbox(settings.sandbox_host, registry_port) if registry_port else None
+    if registry is not None:
+        await registry.start()
+    try:
+        await serve_forever(settings)
+    finally:
+        if registry is not None:
+            await registry.stop()
 
 
 @app.command()
