@@ -6,6 +6,7 @@ reads ``timestamp-millis`` as datetimes and writes either).
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -49,7 +50,7 @@ class Delivery:
     last_error: str | None = None
 
     def to_avro(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _DELIVERY_FIELDS}
+        return dict(zip(_DELIVERY_FIELDS, _DELIVERY_VALUES(self), strict=True))
 
     @classmethod
     def from_avro(cls, record: dict[str, Any]) -> Delivery:
@@ -77,7 +78,7 @@ class StatusChange:
     campaign_id: str | None = None
 
     def to_avro(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _STATUS_FIELDS}
+        return dict(zip(_STATUS_FIELDS, _STATUS_VALUES(self), strict=True))
 
     @classmethod
     def from_avro(cls, record: dict[str, Any]) -> StatusChange:
@@ -102,7 +103,7 @@ class Receipt:
     delivery_id: str | None = None
 
     def to_avro(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _RECEIPT_FIELDS}
+        return dict(zip(_RECEIPT_FIELDS, _RECEIPT_VALUES(self), strict=True))
 
     @classmethod
     def from_avro(cls, record: dict[str, Any]) -> Receipt:
@@ -114,3 +115,7 @@ class Receipt:
 _DELIVERY_FIELDS = tuple(f.name for f in fields(Delivery))
 _STATUS_FIELDS = tuple(f.name for f in fields(StatusChange))
 _RECEIPT_FIELDS = tuple(f.name for f in fields(Receipt))
+# one C-level call per record instead of a getattr per field (to_avro runs twice per routed notification)
+_DELIVERY_VALUES = operator.attrgetter(*_DELIVERY_FIELDS)
+_STATUS_VALUES = operator.attrgetter(*_STATUS_FIELDS)
+_RECEIPT_VALUES = operator.attrgetter(*_RECEIPT_FIELDS)

@@ -64,6 +64,7 @@ def safe_url(value: Any) -> str:
     return url
 
 
+_NUMBERS = (int, float)   # exact types: bool and int subclasses take the checked path
 MAX_REPEAT = 100_000   # longest string or list a template's ``*`` may build
 MAX_POWER_BITS = 4_096  # largest integer a template's ``**`` may build
 
@@ -75,6 +76,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**"})
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*" and type(left) in _NUMBERS and type(right) in _NUMBERS:
+            return super().call_binop(context, operator, left, right)   # the common case: a price times a quantity
         if operator == "*":
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, bytes, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_REPEAT:

@@ -59,6 +59,10 @@ def to_ms(value: Any) -> int | None:
     return int(value)
 
 
+_CHANNEL_OF: dict[str, Channel] = {str(c): Channel(c) for c in CHANNELS}   # a dict look-up, not an enum call per channel
+_LANE_OF: dict[str, Lane] = {str(lane): lane for lane in Lane}
+
+
 def intent_for(decoded: Decoded, cfg: RouteConfig, bulk: bool = False) -> Intent:
     """Build the Intent of one decoded record; raises RouteError (``no_route``, ``bad_event``, ``bad_variables``)."""
     route = cfg.routes.get(decoded.name)
@@ -95,9 +99,9 @@ def intent_for(decoded: Decoded, cfg: RouteConfig, bulk: bool = False) -> Intent
         template, channels, category = route.template or "", route.channels, route.category or ""
         variables = dict(rec)
     for ch in channels:
-        if ch not in CHANNELS:
+        if ch not in _CHANNEL_OF:
             raise RouteError("bad_event", f"{decoded.name} {event_id}: unknown channel {ch!r}")
-    channels = tuple(Channel(ch) for ch in channels)
+    channels = tuple(_CHANNEL_OF[ch] for ch in channels)
     ttl = rec.get("ttl_seconds") or route.ttl_seconds
     return Intent(
         event_id=event_id,
@@ -106,7 +110,7 @@ def intent_for(decoded: Decoded, cfg: RouteConfig, bulk: bool = False) -> Intent
         template=template,
         channels=channels,
         category=category,
-        lane=Lane.BULK if bulk else Lane(route.lane),
+        lane=Lane.BULK if bulk else _LANE_OF[route.lane],
         ttl_seconds=int(ttl),
         occurred_ms=to_ms(rec.get("occurred_at")) or 0,
         send_at_ms=to_ms(rec.get("send_at")),
