@@ -75,3 +75,9 @@ class LedgerStatus(StrEnum):
     CLAIMED = "claimed"
     SENT = "sent"
     FAILED = "failed"
+
+
+# SendGrid custom_args keys the email sink sets per personalization and the event webhook reads back: one
+# declaration, so a receipt finds its delivery even when one send holds two emails to the same address
+SENDGRID_DELIVERY_ARG = "herald_delivery_id"
+SENDGRID_NOTIFICATION_ARG = "herald_notification_id"

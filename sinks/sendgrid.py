@@ -30,7 +30,7 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
 from schemas.records import Delivery
-from schemas.vocabulary import Channel
+from schemas.vocabulary import SENDGRID_DELIVERY_ARG, SENDGRID_NOTIFICATION_ARG, Channel
 from sinks.base import Result, Sent, parse_retry_after
 from sinks.content import check_body, check_email_address, check_header
 from sinks.errors import DeliveryError, InvalidAddress, Permanent, RateLimited, Retryable
@@ -130,7 +130,7 @@ class SendGridSink:
             p: dict[str, Any] = {
                 "to": [{"email": d.address}],
                 "subject": d.subject or "",
-                "custom_args": {"delivery_id": d.delivery_id, "notification_id": d.notification_id},
+                "custom_args": {SENDGRID_DELIVERY_ARG: d.delivery_id, SENDGRID_NOTIFICATION_ARG: d.notification_id},
             }
             if not inline:
                 subs = {text_tag: d.text}

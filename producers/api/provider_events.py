@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.records import Receipt
-from schemas.vocabulary import ReceiptStatus
+from schemas.vocabulary import SENDGRID_DELIVERY_ARG, ReceiptStatus
 
 # SendGrid event → receipt status
 SENDGRID_STATUS: dict[str, ReceiptStatus] = {
@@ -25,7 +25,7 @@ TWILIO_STATUS: dict[str, ReceiptStatus] = {
 }
 # Twilio error codes that mean the number itself cannot receive SMS
 TWILIO_HARD_CODES = frozenset({"21211", "21612", "21614", "30005", "30006"})
-DELIVERY_ID_ARG = "herald_delivery_id"  # SendGrid custom_args key a sink may set per personalization
+DELIVERY_ID_ARG = SENDGRID_DELIVERY_ARG  # the SendGrid custom_args key the email sink sets per personalization
 
 
 @dataclass

@@ -84,3 +84,18 @@ def test_twilio_progress_statuses_are_skipped(kind):
 def test_twilio_callback_without_sid_is_refused():
     with pytest.raises(PayloadError):
         from_twilio({"MessageStatus": "delivered"}, NOW)
+
+
+def test_sendgrid_receipts_find_each_delivery_when_one_send_holds_two_emails_to_one_address():
+    """The webhook reads back the custom_args key the sink sets (it read another one: every receipt was ambiguous)."""
+    from schemas.records import Delivery
+    from sinks.sendgrid import SendGridSink
+    from tests.support.sandbox import delivery
+
+    twice = [Delivery.from_avro(delivery("email", address="ada@example.org")) for _ in range(2)]
+    body = SendGridSink("SG.test", "http://127.0.0.1:1", "Herald <no-reply@herald.local>")._body(twice, inline=False)
+    # SendGrid's event webhook: one event per recipient, the personalization's custom_args as top-level fields
+    events = [{"event": "delivered", "email": p["to"][0]["email"], "sg_message_id": "msg-1.filter0001", **p["custom_args"]}
+              for p in body["personalizations"]]
+    receipts = from_sendgrid(events, NOW).receipts
+    assert [r.delivery_id for r in receipts] == [d.delivery_id for d in twice]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from schemas.vocabulary import SENDGRID_DELIVERY_ARG, SENDGRID_NOTIFICATION_ARG
 from sinks.base import Sent
 from sinks.errors import InvalidAddress, Permanent
 from tests.support.sandbox import bare_sandbox, delivery  # noqa: F401 - fixture
@@ -89,7 +90,7 @@ def test_sendgrid_template_output_holding_substitution_tags_reaches_each_recipie
     for d in ds:
         got = inbox[d["address"]]
         assert (got["subject"], got["text"], got["html"]) == (d["subject"], d["text"], d["html"])
-        assert got["custom_args"] == {"delivery_id": d["delivery_id"], "notification_id": d["notification_id"]}
+        assert got["custom_args"] == {SENDGRID_DELIVERY_ARG: d["delivery_id"], SENDGRID_NOTIFICATION_ARG: d["notification_id"]}
 
 
 def test_twilio_body_over_1600_characters_is_permanent_without_a_call(bare_sandbox):
