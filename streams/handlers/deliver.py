@@ -31,6 +31,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool
+
 from infra.kafka.dead_letters import DeadLetter, dead_letter
 from infra.kafka.records import ATTEMPT, InRecord, OutRecord, now_ms, set_header
 from infra.settings import DeliverTuning, Settings
@@ -69,6 +72,7 @@ from streams.stages.status_change import status_record
 from streams.stores.circuit import Change, Circuit, MemoryCircuit, RedisCircuit
 from streams.stores.devices import Devices, MemoryDevices, PostgresDevices
 from streams.stores.ledger import Ledger, Mark, MemoryLedger, PostgresLedger
+from streams.stores.recipients import invalidate_recipients
 
 log = logging.getLogger("herald.deliver")
 
@@ -115,9 +119,18 @@ class DeliverStores:
 
     @classmethod
     def of(cls, ctx: Context, provider: str, tuning: DeliverTuning) -> DeliverStores:
-        return cls(PostgresLedger(ctx.db, tuning.claim_lease),
-                   RedisCircuit.for_provider(ctx.redis, ctx.settings, provider),
-                   PostgresDevices(ctx.db, tuning.device_failure_limit))
+        return cls.real(ctx.db, ctx.redis, ctx.settings, provider, tuning)
+
+    @classmethod
+    def real(cls, db: AsyncConnectionPool, redis: aioredis.Redis, settings: Settings, provider: str,
+             tuning: DeliverTuning) -> DeliverStores:
+        async def drop_cached(user_ids: list[str]) -> None:
+            # a deactivated token must not be served from the recipient cache for its TTL (5 minutes)
+            await invalidate_recipients(redis, settings, user_ids)
+
+        return cls(PostgresLedger(db, tuning.claim_lease),
+                   RedisCircuit.for_provider(redis, settings, provider),
+                   PostgresDevices(db, tuning.device_failure_limit, on_deactivated=drop_cached))
 
     @classmethod
     def memory(cls, tuning: DeliverTuning) -> DeliverStores:

@@ -7,7 +7,7 @@ the scheduler may call periodically (sync or async connection).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +30,7 @@ UPDATE devices d SET
         ELSE d.deactivated_reason END
 FROM unnest(%(tokens)s::text[], %(kinds)s::text[], %(ns)s::int[]) AS u(token, kind, n)
 WHERE d.token = u.token
+RETURNING d.user_id, NOT d.active AND d.deactivated_at = now()
 """
 
 CLEANUP = """
@@ -41,26 +42,35 @@ WHERE (NOT active AND deactivated_at < now() - make_interval(days => %(days)s))
 Effect = tuple[str, DeviceEffect, int]   # (token, kind, temporary failures more), from stages.deliver.device_effects
 
 
+# told the users whose device was just deactivated: their cached recipient still lists the token and must go
+OnDeactivated = Callable[[list[str]], Awaitable[None]]
+
+
 class Devices(Protocol):
     async def apply(self, effects: Sequence[Effect]) -> None:
-        """Reset, count or deactivate each token; the store's ``limit`` of temporary failures in a row deactivates it."""
+        """Reset, count or deactivate each token; the store's ``limit`` of temporary failures in a row deactivates it.
+        The owners of the devices it deactivates are handed to ``on_deactivated``."""
         ...
 
 
 class PostgresDevices:
-    def __init__(self, db: AsyncConnectionPool, limit: int) -> None:
+    def __init__(self, db: AsyncConnectionPool, limit: int, on_deactivated: OnDeactivated | None = None) -> None:
         self.db = db
         self.limit = limit
+        self.on_deactivated = on_deactivated
 
     async def apply(self, effects: Sequence[Effect]) -> None:
         if not effects:
             return
         async with self.db.connection() as conn:
-            await apply_device_effects(conn, list(effects), self.limit)
+            users = await apply_device_effects(conn, list(effects), self.limit)
+        if users and self.on_deactivated is not None:
+            await self.on_deactivated(users)
 
 
 @dataclass
 class Device:
+    user_id: str = "u-1"
     active: bool = True
     temp_failures: int = 0
     deactivated_reason: str | None = None
@@ -69,14 +79,16 @@ class Device:
 class MemoryDevices:
     """Known tokens only, as the SQL updates only rows that exist (``add`` them first)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_deactivated: OnDeactivated | None = None) -> None:
         self.limit = limit
+        self.on_deactivated = on_deactivated
         self.tokens: dict[str, Device] = {}
 
-    def add(self, token: str) -> Device:
-        return self.tokens.setdefault(token, Device())
+    def add(self, token: str, user_id: str = "u-1") -> Device:
+        return self.tokens.setdefault(token, Device(user_id=user_id))
 
     async def apply(self, effects: Sequence[Effect]) -> None:
+        users: list[str] = []
         for token, kind, n in effects:
             device = self.tokens.get(token)
             if device is None:
@@ -89,13 +101,18 @@ class MemoryDevices:
             if deactivate and device.active:
                 device.active = False
                 device.deactivated_reason = "unregistered" if kind == "gone" else "temporary_failures"
+                users.append(device.user_id)
+        if users and self.on_deactivated is not None:
+            await self.on_deactivated(sorted(set(users)))
 
 
-async def apply_device_effects(conn: psycopg.AsyncConnection, effects: list[Effect], limit: int) -> None:
+async def apply_device_effects(conn: psycopg.AsyncConnection, effects: list[Effect], limit: int) -> list[str]:
+    """Apply the effects; returns the users (sorted, once each) whose device this deactivated."""
     if not effects:
-        return
+        return []
     tokens, kinds, ns = (list(x) for x in zip(*effects, strict=True))
-    await conn.execute(APPLY_EFFECTS, {"tokens": tokens, "kinds": kinds, "ns": ns, "limit": limit})
+    rows = await (await conn.execute(APPLY_EFFECTS, {"tokens": tokens, "kinds": kinds, "ns": ns, "limit": limit})).fetchall()
+    return sorted({user for user, deactivated in rows if deactivated})
 
 
 def cleanup_inactive_devices(conn: psycopg.Connection, days: int = 30) -> int:

@@ -59,9 +59,17 @@ def invalidation_key(settings: Settings, user_id: str) -> str:
 
 async def invalidate_recipient(redis: aioredis.Redis, settings: Settings, user_id: str) -> None:
     """Drop a user's cached recipient (call after committing any change to the user, devices or preferences)."""
+    await invalidate_recipients(redis, settings, [user_id])
+
+
+async def invalidate_recipients(redis: aioredis.Redis, settings: Settings, user_ids: list[str]) -> None:
+    """``invalidate_recipient`` for several users in one round trip."""
+    if not user_ids:
+        return
     pipe = redis.pipeline(transaction=True)
-    pipe.delete(recipient_key(settings, user_id))
-    pipe.set(invalidation_key(settings, user_id), b"1", ex=INVALIDATION_GUARD_SECONDS)
+    for user_id in user_ids:
+        pipe.delete(recipient_key(settings, user_id))
+        pipe.set(invalidation_key(settings, user_id), b"1", ex=INVALIDATION_GUARD_SECONDS)
     await pipe.execute()
 
 

@@ -19,17 +19,17 @@ from infra.settings import DeliverTuning, Settings
 from schemas.codec import Codec
 from schemas.vocabulary import LedgerStatus
 from streams.handlers.deliver import DeliverStores
-from streams.stores.circuit import RedisCircuit
-from streams.stores.devices import PostgresDevices
-from streams.stores.ledger import PostgresLedger
+from streams.stores.recipients import invalidation_key
 from tests.unit.test_deliver_handler import (  # noqa: F401 - the scenarios, collected here over both kinds of store
     DeliverEnv,
     MemoryDeliverEnv,
     test_a_429_past_the_wait_budget_is_handed_back_and_pauses_the_provider,
     test_a_claim_younger_than_the_lease_is_handed_back_without_a_call,
     test_a_copy_in_the_same_batch_is_sent_once,
+    test_a_deactivated_device_drops_its_users_cached_recipient,
     test_a_delivery_is_sent_once_and_marked,
     test_a_replay_of_a_sent_delivery_says_sent_again_without_a_second_call,
+    test_a_security_notification_goes_in_the_first_chunk_of_its_batch,
     test_a_short_429_is_waited_out_without_spending_an_attempt,
     test_an_expired_delivery_says_expired_and_is_not_sent,
     test_an_invalid_token_deactivates_the_device,
@@ -69,9 +69,7 @@ class RealDeliverEnv(DeliverEnv):
     def stores(self, tuning: DeliverTuning) -> DeliverStores:
         assert self._db is not None and self._redis is not None
         # the circuit's key is named for the provider under this test's Redis prefix: shared by the test's handlers
-        return DeliverStores(PostgresLedger(self._db, tuning.claim_lease),
-                             RedisCircuit.for_provider(self._redis, self.settings, "memory"),
-                             PostgresDevices(self._db, tuning.device_failure_limit))
+        return DeliverStores.real(self._db, self._redis, self.settings, "memory", tuning)
 
     async def ledger(self, delivery_id: str) -> tuple[LedgerStatus, int] | None:
         assert self._db is not None
@@ -86,6 +84,10 @@ class RealDeliverEnv(DeliverEnv):
             await conn.execute("INSERT INTO users (id) VALUES (%s) ON CONFLICT DO NOTHING", (self.user_id,))
             await conn.execute("INSERT INTO devices (user_id, token, platform) VALUES (%s, %s, 'android')",
                                (self.user_id, token))
+
+    async def recipient_dropped(self) -> bool:
+        assert self._redis is not None
+        return bool(await self._redis.exists(invalidation_key(self.settings, self.user_id)))
 
     async def device(self, token: str) -> tuple[bool, int, str | None]:
         assert self._db is not None

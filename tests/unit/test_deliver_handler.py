@@ -56,6 +56,10 @@ class DeliverEnv:
         """(active, temp_failures, deactivated_reason)."""
         raise NotImplementedError
 
+    async def recipient_dropped(self) -> bool:
+        """The devices' owner's cached recipient was dropped (and the fill guard set)."""
+        raise NotImplementedError
+
     def handler(self, sink: MemorySink, lane: Lane = Lane.INTERACTIVE, **tuning: Any) -> DeliverHandler:
         tune = DeliverTuning(**tuning)
         # the handler reaches Redis and PostgreSQL through its stores only: the context needs neither
@@ -69,6 +73,7 @@ class MemoryDeliverEnv(DeliverEnv):
         self.settings = Settings(metrics_port=0)
         self.codec = Codec()
         self._stores: DeliverStores | None = None
+        self.dropped: list[str] = []
 
     def run(self, scenario: Callable[[DeliverEnv], Awaitable[None]]) -> None:
         asyncio.run(scenario(self))
@@ -82,7 +87,14 @@ class MemoryDeliverEnv(DeliverEnv):
     def _shared(self) -> DeliverStores:
         if self._stores is None:  # one ledger, circuit and device table per test, like the real ones
             self._stores = DeliverStores.memory(DeliverTuning())
+            self._stores.devices.on_deactivated = self._dropped   # type: ignore[attr-defined]
         return self._stores
+
+    async def _dropped(self, user_ids: list[str]) -> None:
+        self.dropped += user_ids
+
+    async def recipient_dropped(self) -> bool:
+        return "u-1" in self.dropped
 
     async def ledger(self, delivery_id: str) -> tuple[LedgerStatus, int] | None:
         row = self._shared().ledger.rows.get(delivery_id)  # type: ignore[attr-defined]
@@ -289,6 +301,21 @@ async def test_an_invalid_token_deactivates_the_device(env: DeliverEnv) -> None:
     assert [header(x, ERROR_CLASS) for x in dead(env, out)] == ["invalid_token"]
     assert await env.device(gone) == (False, 0, "unregistered")
     assert await env.device(fine) == (True, 0, None)
+
+
+@scenario
+async def test_a_deactivated_device_drops_its_users_cached_recipient(env: DeliverEnv) -> None:
+    """Else the cached recipient (5 minutes) still lists the dead token and the next push goes to it."""
+    sink = MemorySink(Channel.PUSH)
+    fine = f"tok-fine-{uuid.uuid4().hex}"
+    await env.add_device(fine)
+    await env.handler(sink).handle([record(env, typed(Channel.PUSH, address=fine))])
+    assert not await env.recipient_dropped()   # nothing changed: the cache stays
+    gone = f"tok-gone-{uuid.uuid4().hex}"
+    await env.add_device(gone)
+    sink.script(gone, InvalidToken("UNREGISTERED"))
+    await env.handler(sink).handle([record(env, typed(Channel.PUSH, address=gone))])
+    assert await env.recipient_dropped()
 
 
 @scenario
