@@ -1,14 +1,15 @@
 """The receipts agent: provider receipts → status changes; a hard bounce marks the address undeliverable.
 
 Per batch: one lookup finds the deliveries behind all the batch's provider
-message ids, one UPDATE per channel marks hard-bounced addresses, one Redis
+message ids (a receipt that finds none, or no status row yet, is early: it
+climbs the retry ladder and is dead-lettered only after the last tier), one UPDATE per channel marks hard-bounced addresses, one Redis
 round trip drops the affected users' cached recipients (so the route stage
 skips the address from the next event on). The store is ``streams.stores.receipts``.
 """
 from __future__ import annotations
 
 from infra.kafka.dead_letters import DeadLetter, dead_letter
-from infra.kafka.records import TRACE, InRecord, OutRecord
+from infra.kafka.records import ATTEMPT, TRACE, InRecord, OutRecord, now_ms, set_header
 from infra.settings import Settings
 from schemas.codec import Codec, DecodeError
 from schemas.records import Receipt
@@ -16,10 +17,13 @@ from streams.metrics import Metrics
 from streams.runtime.context import Context
 from streams.runtime.registry import AgentSpec
 from streams.stages.receipts import plan
+from streams.stages.retry import DUE_HEADER, ORIGIN_HEADER, Ladder
 from streams.stages.status_change import encode_status
 from streams.stores.receipts import PostgresReceiptStore, ReceiptStore
 
 STAGE = "status"  # receipts are status tracking; the DLQ's stage names are shared with `herald dlq`
+# unmatched receipts that time may match: the delivery's ledger mark or its status row is not written yet
+EARLY = frozenset({"unknown_provider_message", "notification_not_found"})
 
 
 def decode_receipt(codec: Codec, value: bytes | None) -> Receipt:
@@ -37,6 +41,7 @@ class ReceiptsHandler:
         self.codec, self.metrics, self.store = codec, metrics, store
         self.dlq_topic, self.status_topic = settings.topic("dlq"), settings.topic("status")
         self.max_record_bytes = settings.max_record_bytes
+        self.ladder = Ladder.from_settings(settings)
 
     async def handle(self, batch: list[InRecord]) -> list[OutRecord]:
         receipts: list[Receipt] = []
@@ -62,10 +67,26 @@ class ReceiptsHandler:
                                      sources[index].header(TRACE)))
             hard = change.reason is not None and change.reason.startswith("hard")
             self.metrics.stage_outcomes.labels("receipts", change.status, "hard_bounce" if hard else "").inc()
+        now = now_ms()
         for unmatched in found.unmatched:
-            out.append(self._dead(sources[unmatched.index], DeadLetter(STAGE, unmatched.error_class, unmatched.error)))
+            rec = sources[unmatched.index]
+            tries = int(rec.header(ATTEMPT) or 0)
+            if unmatched.error_class in EARLY and tries < len(self.ladder.topics):
+                # its delivery's mark or status row may simply not be written yet (common under campaign load):
+                # look again after the tier's delay, and dead-letter only once the ladder is climbed
+                out.append(self._later(rec, tries, now))
+                self.metrics.stage_outcomes.labels("receipts", "retried", unmatched.error_class).inc()
+                continue
+            error = unmatched.error + (f" (after {tries} retries)" if tries else "")
+            out.append(self._dead(rec, DeadLetter(STAGE, unmatched.error_class, error)))
             self.metrics.dead_letters.labels(STAGE, unmatched.error_class).inc()
         return out
+
+    def _later(self, rec: InRecord, tries: int, now: int) -> OutRecord:
+        headers = set_header(rec.headers, DUE_HEADER, str(now + int(self.ladder.delays[tries] * 1000)))
+        headers = set_header(headers, ORIGIN_HEADER, rec.topic)
+        headers = set_header(headers, ATTEMPT, str(tries + 1))
+        return OutRecord(self.ladder.topics[tries], rec.key, rec.value or b"", headers)
 
     def _dead(self, rec: InRecord, why: DeadLetter) -> OutRecord:
         return dead_letter(rec, why, self.dlq_topic, self.max_record_bytes)

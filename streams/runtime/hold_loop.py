@@ -54,6 +54,11 @@ def deliver_topics(settings: Settings) -> frozenset[str]:
     return frozenset(deliver_topic(settings, c, lane) for c in CHANNELS for lane in ("interactive", "bulk"))
 
 
+def origin_topics(settings: Settings) -> frozenset[str]:
+    """Where a held record may go back to: the deliver topics, and the receipts topic (a receipt early for its delivery)."""
+    return deliver_topics(settings) | {settings.topic("receipts")}
+
+
 class TierLoop:
     """One tier: consume, forward what is due, hold the rest on the topic."""
 
@@ -62,7 +67,7 @@ class TierLoop:
         self.topic = topic
         self.delay_s = delay_s
         self.name = tier_agent_name(delay_s)
-        self.origins = deliver_topics(ctx.settings)
+        self.origins = origin_topics(ctx.settings)
         self.dlq_topic = ctx.settings.topic("dlq")
         # partition → due time; touched only between consume calls or inside them
         # (rebalance callbacks), never concurrently

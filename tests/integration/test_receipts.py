@@ -13,6 +13,7 @@ from infra.kafka.producer import Producer
 from infra.kafka.records import OutRecord
 from producers.api import create_api
 from schemas.codec import Codec
+from streams.runtime.hold_loop import tier_agent_name
 from streams.stores.recipients import recipient_key
 from tests.support import status_scenarios
 from tests.support.api import SendGridSigner, read_topic
@@ -58,7 +59,8 @@ def test_webhook_receipts_move_status_and_hard_bounce_marks_the_address(topics, 
         Codec().encode("Receipt", {"provider": "sendgrid", "provider_message_id": "SGBATCH", "status": "delivered",
                                    "at": (now - 10) * 1000, "address": "one@example.com"}),
     )])
-    worker_factory(settings, agents=["receipts", "status"])
+    # with the retry tiers: a receipt whose delivery Herald never sent climbs them before it is dead-lettered
+    worker_factory(settings, agents=["receipts", "status", *(tier_agent_name(d) for d in settings.retry_delays)])
 
     def statuses():
         return dict(db.execute("SELECT id, status FROM notifications WHERE id LIKE %s", (f"{tag}-%",)).fetchall())
@@ -73,16 +75,17 @@ def test_webhook_receipts_move_status_and_hard_bounce_marks_the_address(topics, 
     undeliverable = dict(db.execute("SELECT id, email_undeliverable FROM users WHERE id LIKE %s", (f"{tag}-%",)).fetchall())
     assert undeliverable == {f"{tag}-u1": False, f"{tag}-u2": True, f"{tag}-u3": False}
     assert not r.exists(recipient_key(settings, f"{tag}-u2"))
-    # the receipt for a message Herald never sent is dead-lettered with its reason, not dropped silently
+    # the receipt for a message Herald never sent is dead-lettered with its reason after the retry tiers, not dropped
     [dead] = read_topic(settings, settings.topic("dlq"), 1)
     headers = dict(dead.headers())
     assert headers["herald-dlq-error-class"] == b"unknown_provider_message" and dead.key() == b"SGUNKNOWN"
+    assert b"after 3 retries" in headers["herald-dlq-error"]
 
 
 RECEIPT_SCENARIOS = [
     status_scenarios.a_receipt_for_a_known_delivery_updates_its_status,
     status_scenarios.a_hard_bounce_marks_the_address_and_drops_the_cached_recipient,
-    status_scenarios.a_receipt_for_an_unknown_message_id_is_dead_lettered,
+    status_scenarios.a_receipt_for_an_unknown_message_id_climbs_the_ladder_then_is_dead_lettered,
 ]
 
 

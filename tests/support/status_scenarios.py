@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from itertools import permutations
 
+from infra.kafka.records import ATTEMPT
 from schemas.records import StatusChange
 from schemas.vocabulary import Channel, ReceiptStatus, Status
+from streams.stages.retry import DUE_HEADER, ORIGIN_HEADER
 from tests.support.status_world import (
     Sent,
     World,
@@ -108,19 +110,33 @@ async def a_hard_bounce_marks_the_address_and_drops_the_cached_recipient(world: 
     assert await world.statuses.status_of(hard.notification_id) == Status.BOUNCED
 
 
-async def a_receipt_for_an_unknown_message_id_is_dead_lettered(world: World) -> None:
-    """Today's outcome: a dead letter (stage status, unknown_provider_message) and no status change;
-    the rest of the batch carries on."""
+async def a_receipt_for_an_unknown_message_id_climbs_the_ladder_then_is_dead_lettered(world: World) -> None:
+    """A receipt can arrive before its delivery's ledger mark or status row (common under campaign load): it goes to
+    the first retry tier, back to the receipts topic when due, and is dead-lettered only after the last tier; no status
+    change meanwhile, and the rest of the batch carries on."""
     known = Sent(unique("n"), unique("u"), "known@example.com", unique("SG"))
     await world.seed(known)
     stray = receipt(known, ReceiptStatus.DELIVERED, provider_message_id=unique("SGUNKNOWN"))
     batch = receipt_input(world, [stray, receipt(known, ReceiptStatus.OPENED)])
     out = await receipts_handler(world).handle(batch)
-    dlq = [r for r in out if r.topic == world.settings.topic("dlq")]
-    [dead] = dlq
+    assert [c.notification_id for c in _decoded_status_changes(world, out)] == [known.notification_id]
+    [later] = [r for r in out if r.topic != world.settings.topic("status")]
+    headers = dict(later.headers)
+    assert later.topic == world.settings.retry_topics[0] and (later.key, later.value) == (batch[0].key, batch[0].value)
+    assert headers[ORIGIN_HEADER] == world.settings.topic("receipts").encode() and headers[ATTEMPT] == b"1"
+    assert int(headers[DUE_HEADER]) > 0
+    # back from each tier in turn: the next tier, then the dead letter with its reason
+    tiers = len(world.settings.retry_topics)
+    for tries in range(1, tiers + 1):
+        again = as_input([later])
+        out = await receipts_handler(world).handle(again)
+        [later] = out
+        if tries < tiers:
+            assert later.topic == world.settings.retry_topics[tries] and dict(later.headers)[ATTEMPT] == str(tries + 1).encode()
+    dead = later
     headers = dict(dead.headers)
+    assert dead.topic == world.settings.topic("dlq")
     assert (headers["herald-dlq-stage"], headers["herald-dlq-error-class"]) == (b"status", b"unknown_provider_message")
     assert (dead.key, dead.value) == (batch[0].key, batch[0].value)
-    assert [c.notification_id for c in _decoded_status_changes(world, out)] == [known.notification_id]
     assert world.metrics.registry.get_sample_value(
         "herald_dead_letters_total", {"stage": "status", "reason": "unknown_provider_message"}) == 1

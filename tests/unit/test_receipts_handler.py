@@ -29,5 +29,5 @@ def test_a_hard_bounce_marks_the_address_undeliverable_and_drops_the_cached_reci
     run(scenarios.a_hard_bounce_marks_the_address_and_drops_the_cached_recipient, codec)
 
 
-def test_a_receipt_for_an_unknown_provider_message_id_is_dead_lettered(codec):
-    run(scenarios.a_receipt_for_an_unknown_message_id_is_dead_lettered, codec)
+def test_a_receipt_for_an_unknown_provider_message_id_climbs_the_ladder_then_is_dead_lettered(codec):
+    run(scenarios.a_receipt_for_an_unknown_message_id_climbs_the_ladder_then_is_dead_lettered, codec)
