@@ -44,7 +44,10 @@ class RateRule:
     channels: frozenset[str] | None = None
     categories: frozenset[str] | None = None
 
-    def applies(self, channel: str, category: str) -> bool:
+    def applies(self, channel: str, category: str, critical: bool = False) -> bool:
+        """A critical category (a password reset) counts only against a rule that names it in ``categories``."""
+        if critical and (self.categories is None or category not in self.categories):
+            return False
         return (self.channels is None or channel in self.channels) and (
             self.categories is None or category in self.categories
         )

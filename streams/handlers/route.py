@@ -253,7 +253,8 @@ class RouteHandler:
             return False
         c.addresses = decision
         c.limits = counters(self.cfg.rate_limits, self.stores.limits.prefix, user=c.intent.user_id, channel=c.channel,
-                            category=c.intent.category, event_type=c.intent.event_type, now_ms=now)
+                            category=c.intent.category, event_type=c.intent.event_type, now_ms=now,
+                            critical=c.intent.critical)
         return True
 
     async def _limit(self, going: list[Candidate], loaded: list[Recipient]) -> None:

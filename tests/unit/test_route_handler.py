@@ -169,9 +169,9 @@ def header(rec: OutRecord, name: str) -> bytes | None:
     return next((v for k, v in rec.headers if k == name), None)
 
 
-def limited(cfg: RouteConfig, limit: int) -> RouteConfig:
-    """The routes with one rule: ``limit`` emails per user a day."""
-    rule = RateRule("email_per_user_day", ("user",), limit, 86400, channels=frozenset({"email"}))
+def limited(cfg: RouteConfig, limit: int, categories: frozenset[str] | None = frozenset({"security", "transactional"})) -> RouteConfig:
+    """The routes with one rule: ``limit`` emails per user a day, for ``categories`` (naming security opts it in)."""
+    rule = RateRule("email_per_user_day", ("user",), limit, 86400, channels=frozenset({"email"}), categories=categories)
     return replace(cfg, rate_limits=(rule,))
 
 
@@ -311,6 +311,31 @@ async def test_over_the_limit_is_rate_limited(env: RouteEnv) -> None:
     out = await env.handler(limited(CFG, 2)).handle([record(env, "PasswordResetRequested", r) for r in resets])
     got = [statuses(env, out, r["event_id"]) for r in resets]
     assert got == [[("email", "queued", None)]] * 2 + [[("email", "rate_limited", "email_per_user_day")]]
+
+
+@scenario
+async def test_a_critical_category_is_exempt_from_caps_that_do_not_name_it(env: RouteEnv) -> None:
+    """Three password resets under a one-a-day email cap that does not name security: all go out."""
+    uid = env.uid()
+    await env.add_user(Recipient(uid, email="s@example.test"))
+    resets = [password_reset(uid) for _ in range(3)]
+    out = await env.handler(limited(CFG, 1, categories=None)).handle([record(env, "PasswordResetRequested", r) for r in resets])
+    assert [statuses(env, out, r["event_id"]) for r in resets] == [[("email", "queued", None)]] * 3
+
+
+@scenario
+async def test_the_default_email_cap_is_per_category(env: RouteEnv) -> None:
+    """The packaged rule counts each category apart: marketing mail does not use up the transactional allowance."""
+    uid = env.uid()
+    await env.add_user(Recipient(uid, email="c@example.test"))
+    [rule] = [r for r in CFG.rate_limits if r.name == "email_per_user_day"]
+    cfg = replace(CFG, rate_limits=(replace(rule, limit=1),))
+    marketing = request(uid, "weekly_digest", ["email"], {"headline": "News"}, category="marketing")
+    transactional = request(uid, "weekly_digest", ["email"], {"headline": "Receipt"}, category="transactional")
+    more = request(uid, "weekly_digest", ["email"], {"headline": "Again"}, category="marketing")
+    out = await env.handler(cfg).handle([record(env, "NotificationRequested", r) for r in (marketing, transactional, more)])
+    assert [statuses(env, out, r["event_id"]) for r in (marketing, transactional, more)] == [
+        [("email", "queued", None)], [("email", "queued", None)], [("email", "rate_limited", "email_per_user_day")]]
 
 
 @scenario

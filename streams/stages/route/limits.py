@@ -15,12 +15,13 @@ class Counter:
 
 
 def counters(rules: tuple[RateRule, ...], key_prefix: str, *, user: str, channel: str, category: str,
-             event_type: str, now_ms: int) -> list[Counter]:
-    """The counters one (event, channel) notification counts against; the window is part of the key."""
+             event_type: str, now_ms: int, critical: bool = False) -> list[Counter]:
+    """The counters one (event, channel) notification counts against; the window is part of the key.
+    A critical category is exempt from every rule that does not name it."""
     values = {"user": user, "channel": channel, "category": category, "event_type": event_type}
     out = []
     for rule in rules:
-        if not rule.applies(channel, category):
+        if not rule.applies(channel, category, critical):
             continue
         bucket = now_ms // (rule.window_seconds * 1000)
         parts = ":".join(_part(values[k]) for k in rule.key)
