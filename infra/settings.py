@@ -27,7 +27,8 @@ class ApiConfig(BaseModel):
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body (413 beyond)")
     max_webhook_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest webhook body (provider batches)")
     public_url: str | None = Field(
-        None, description="the URL providers call (e.g. https://herald.example.com); Twilio signs the full URL it called"
+        None, description="the URL providers call (e.g. https://herald.example.com); Twilio signs the full URL it called, "
+        "and SMS get <public_url>/v1/webhooks/twilio as their StatusCallback (unset: no SMS receipts)"
     )
     commit_stall_seconds: float = Field(
         120.0, gt=0, description="/healthz fails when a partition with lag has not committed for this long"

@@ -34,8 +34,10 @@ def build_sink(settings: Settings, channel: str) -> Sink:
     if provider == "twilio":
         from sinks.twilio import TwilioSink
 
+        public = settings.api.public_url
         return TwilioSink(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
-                          settings.twilio_from, settings.twilio_base_url)
+                          settings.twilio_from, settings.twilio_base_url,
+                          status_callback=f"{public.rstrip('/')}/v1/webhooks/twilio" if public else None)
     if provider == "fcm":
         from sinks.fcm import FcmSink
 

@@ -59,8 +59,11 @@ class TwilioSink:
     channel = Channel.SMS
     max_batch = 200
 
-    def __init__(self, account_sid: str, auth_token: str, sender: str, base_url: str, in_flight: int = 8) -> None:
+    def __init__(self, account_sid: str, auth_token: str, sender: str, base_url: str, in_flight: int = 8,
+                 status_callback: str | None = None) -> None:
         self._http = RewritingHttpClient(base_url)
+        # where Twilio posts the message's status changes (Herald's /v1/webhooks/twilio): without it, no SMS receipt
+        self._extra: dict[str, str] = {"status_callback": status_callback} if status_callback else {}
         self._client = Client(account_sid, auth_token, http_client=self._http)
         self._sender = sender
         self._pool = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="twilio")
@@ -79,7 +82,7 @@ class TwilioSink:
         except DeliveryError as err:
             return err
         try:
-            msg = self._client.messages.create(to=d.address, from_=self._sender, body=d.text)
+            msg = self._client.messages.create(to=d.address, from_=self._sender, body=d.text, **self._extra)
         except TwilioRestException as exc:
             return self._map(exc)
         except (requests.RequestException, TwilioException, OSError) as exc:

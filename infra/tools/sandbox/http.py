@@ -6,15 +6,19 @@ each SDK's base URL can point at "its" server.
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
+from twilio.request_validator import RequestValidator
 
 from infra.tools.sandbox.state import SandboxState, new_id
 
 STATE = web.AppKey("state", SandboxState)
+log = logging.getLogger("herald.sandbox")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
@@ -148,12 +152,35 @@ async def twilio_send(request: web.Request) -> web.Response:
         return _twilio_error(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
     msid = "SM" + new_id()
     state.record("twilio", {"to": to, "from": from_, "text": body, "message_id": msid})
+    callback = form.get("StatusCallback")
+    if callback:
+        task = asyncio.get_running_loop().create_task(
+            twilio_status_callbacks(state, str(callback), {"MessageSid": msid, "SmsSid": msid, "AccountSid": sid,
+                                                           "To": str(to), "From": str(from_), "ApiVersion": "2010-04-01"}))
+        state.background.add(task)
+        task.add_done_callback(state.background.discard)
     return web.json_response({
         "sid": msid, "account_sid": sid, "to": to, "from": from_, "body": body, "status": "queued",
         "num_segments": "1", "direction": "outbound-api", "api_version": "2010-04-01",
         "date_created": None, "date_sent": None, "date_updated": None, "error_code": None, "error_message": None,
         "price": None, "price_unit": "USD", "uri": f"/2010-04-01/Accounts/{sid}/Messages/{msid}.json",
     }, status=201)
+
+
+async def twilio_status_callbacks(state: SandboxState, url: str, fields: dict[str, str]) -> None:
+    """What Twilio does with a message's StatusCallback: POST 'sent', then 'delivered', each form signed with the
+    account's auth token (X-Twilio-Signature, HMAC-SHA1 over the URL and the sorted fields)."""
+    validator = RequestValidator(state.twilio_auth_token)
+    async with ClientSession(timeout=ClientTimeout(total=10)) as http:
+        for status in ("sent", "delivered"):
+            await asyncio.sleep(0.05)
+            form = {**fields, "MessageStatus": status, "SmsStatus": status}
+            try:
+                async with http.post(url, data=form, headers={"X-Twilio-Signature": validator.compute_signature(url, form)}):
+                    pass
+            except (ClientError, OSError, TimeoutError) as exc:   # Twilio gives up on a dead callback URL too
+                log.warning("twilio status callback to %s failed: %r", url, exc)
+                return
 
 
 # --- FCM HTTP v1 + OAuth --------------------------------------------------------

@@ -36,13 +36,15 @@ class Ports:
     apns_dir: Path = field(default_factory=lambda: sandbox_dir(Settings().home))
     apns_key_id: str = "HERALDKEY1"
     apns_key_file: Path | None = None              # a key of one's own (HERALD_APNS__KEY_FILE); default: the generated one
+    twilio_auth_token: str = "sandbox-token"       # signs the status callbacks, as the account's token does at Twilio
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Ports:
         return cls(settings.sandbox_host, _port(settings.sendgrid_host), _port(settings.twilio_base_url),
                    _port(settings.fcm_url), settings.smtp_port,
                    _port(settings.apns.url) if settings.apns.enabled and is_loopback(settings.apns.url) else 0,
-                   sandbox_dir(settings.home), settings.apns.key_id, settings.apns.key_file)
+                   sandbox_dir(settings.home), settings.apns.key_id, settings.apns.key_file,
+                   settings.twilio_auth_token.get_secret_value())
 
     @property
     def control_url(self) -> str:
@@ -58,6 +60,7 @@ class Sandbox:
     def __init__(self, ports: Ports, state: SandboxState | None = None) -> None:
         self.ports = ports
         self.state = state or SandboxState()
+        self.state.twilio_auth_token = ports.twilio_auth_token
         self._runner: web.AppRunner | None = None
         self._smtp: asyncio.base_events.Server | None = None
         self.apns: ApnsServer | None = None

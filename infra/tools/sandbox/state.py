@@ -53,6 +53,8 @@ LATER = "_parse"   # a message's fields still to be parsed from what the provide
 class SandboxState:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
+        self.twilio_auth_token = "sandbox-token"   # what the sandbox's Twilio signs its status callbacks with
+        self.background: set[asyncio.Task[None]] = set()   # callbacks in flight (a task needs a reference)
         self.requests: dict[str, int] = dict.fromkeys(PROVIDERS, 0)
         self.faults: dict[str, Faults] = {p: Faults() for p in PROVIDERS}
         self.held = 0
