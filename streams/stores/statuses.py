@@ -34,6 +34,19 @@ COPY_HISTORY = (
 
 STATUS_OF = "SELECT status FROM notifications WHERE id = %s"
 HISTORY_OF = "SELECT status FROM status_history WHERE notification_id = %s ORDER BY id"
+# a delivery's 'sent' is written once (the partial unique index of migration 008): a replay or a re-read batch says
+# 'sent' again so that no status is lost, and the history does not grow a second row for it
+INSERT_SENT_ONCE = """
+INSERT INTO status_history (notification_id, channel, status, reason, delivery_id, provider_message_id, at)
+SELECT * FROM unnest(%(nids)s::text[], %(channels)s::text[], %(statuses)s::text[], %(reasons)s::text[],
+                     %(dids)s::text[], %(pmids)s::text[], %(ats)s::timestamptz[])
+ON CONFLICT (delivery_id) WHERE status = 'sent' AND delivery_id IS NOT NULL DO NOTHING
+"""
+
+
+def sent_once(change: StatusChange) -> bool:
+    """A change the history keeps once per delivery."""
+    return change.status == Status.SENT and change.delivery_id is not None
 
 
 def history_row(change: StatusChange) -> tuple:
@@ -63,10 +76,17 @@ class PostgresStatusStore:
     async def write(self, folded: Fold) -> None:
         if not folded.history:
             return
+        once = [history_row(change) for change in folded.history if sent_once(change)]
+        rest = [history_row(change) for change in folded.history if not sent_once(change)]
         async with self.db.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            async with cur.copy(COPY_HISTORY) as copy:
-                for change in folded.history:
-                    await copy.write_row(history_row(change))
+            if rest:
+                async with cur.copy(COPY_HISTORY) as copy:
+                    for row in rest:
+                        await copy.write_row(row)
+            if once:
+                columns = list(zip(*once, strict=True))
+                await cur.execute(INSERT_SENT_ONCE, dict(zip(
+                    ("nids", "channels", "statuses", "reasons", "dids", "pmids", "ats"), map(list, columns), strict=True)))
             # fold sorted the updates by id, so concurrent writers lock rows in one order
             await cur.executemany(UPSERT, [upsert_row(update) for update in folded.updates])
 
@@ -87,9 +107,15 @@ class MemoryStatusStore:
     def __init__(self) -> None:
         self.notifications: dict[str, NotificationUpdate] = {}
         self.history: list[StatusChange] = []
+        self._sent: set[tuple[str | None, Status]] = set()
 
     async def write(self, folded: Fold) -> None:
-        self.history += folded.history
+        for change in folded.history:
+            if sent_once(change) and (change.delivery_id, Status.SENT) in self._sent:
+                continue
+            if sent_once(change):
+                self._sent.add((change.delivery_id, Status.SENT))
+            self.history.append(change)
         for update in folded.updates:
             stored = self.notifications.get(update.id)
             if stored is None:

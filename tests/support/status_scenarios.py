@@ -5,6 +5,7 @@ tests over both worlds.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import permutations
 
 from infra.kafka.records import ATTEMPT
@@ -63,6 +64,22 @@ async def a_lower_status_in_a_later_batch_does_not_move_it_backwards(world: Worl
     # a higher one still moves it on
     await handler.handle(status_input(world, [change(nid, Status.CLICKED, 5_000)]))
     assert await world.statuses.status_of(nid) == Status.CLICKED
+
+
+async def a_delivery_said_sent_again_adds_no_second_history_row(world: World) -> None:
+    """A replayed dead letter of a delivery already sent, or a batch read again after an outage, says 'sent' again:
+    the notification keeps its status and its history keeps one 'sent' per delivery."""
+    handler = status_handler(world)
+    nid = unique("n")
+    sent = replace(change(nid, Status.SENT, 2_000), delivery_id=unique("d"))
+    await handler.handle(status_input(world, [change(nid, Status.QUEUED), sent]))
+    await handler.handle(status_input(world, [sent]))
+    await handler.handle(status_input(world, [sent, sent]))
+    assert await world.statuses.history_of(nid) == [Status.QUEUED, Status.SENT]
+    # another delivery of the notification (a second address or device) has a 'sent' of its own
+    await handler.handle(status_input(world, [replace(sent, delivery_id=unique("d"))]))
+    assert await world.statuses.history_of(nid) == [Status.QUEUED, Status.SENT, Status.SENT]
+    assert await world.statuses.status_of(nid) == Status.SENT
 
 
 def _decoded_status_changes(world: World, records: list) -> list[StatusChange]:

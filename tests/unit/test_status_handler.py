@@ -42,6 +42,10 @@ def test_a_lower_status_in_a_later_batch_does_not_move_the_notification_backward
     run(scenarios.a_lower_status_in_a_later_batch_does_not_move_it_backwards, codec)
 
 
+def test_a_delivery_said_sent_again_adds_no_second_history_row(codec):
+    run(scenarios.a_delivery_said_sent_again_adds_no_second_history_row, codec)
+
+
 def test_undecodable_records_and_unknown_channels_are_dead_lettered_and_the_rest_written(codec):
     async def scenario(world: World) -> None:
         good = status_input(world, [change("n-good", Status.SENT)])
