@@ -31,6 +31,7 @@ class Status(StrEnum):
     SKIPPED = "skipped"
     RATE_LIMITED = "rate_limited"
     EXPIRED = "expired"
+    RETRYING = "retrying"   # an attempt failed; the delivery waits in a retry tier (the reason says which, and why)
     FAILED = "failed"
     DEAD_LETTERED = "dead_lettered"
     SENT = "sent"
@@ -51,6 +52,7 @@ RANK: dict[Status, int] = {
     Status.SKIPPED: 30,
     Status.RATE_LIMITED: 30,
     Status.EXPIRED: 30,
+    Status.RETRYING: 35,
     Status.FAILED: 40,
     Status.DEAD_LETTERED: 40,
     Status.SENT: 50,

@@ -29,6 +29,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -306,6 +307,11 @@ class DeliverHandler:
             self._count("retry")
             self.ctx.metrics.retries.labels(str(action.tier)).inc()
             out.append(self._retry_record(rec, action.delivery, action.topic, action.due_ms, spent=True))
+            # the attempt, its error and where it waits belong in the notification's history, not only in the ledger
+            due = datetime.fromtimestamp(action.due_ms / 1000, UTC).isoformat(timespec="seconds")
+            out.append(self._status(rec, d, Status.RETRYING, reason=(
+                f"attempt {action.delivery.attempt} failed: {action.delivery.last_error or 'no reason given'}; "
+                f"retry tier {action.tier + 1} ({action.topic}) at {due}")[:500]))
             return Mark(d.delivery_id, LedgerStatus.FAILED, None, action.delivery.last_error)
         if isinstance(action, DeadLetterIt):
             self._count(action.error_class)

@@ -69,6 +69,12 @@ def test_an_outage_lasting_two_attempts_then_recovering_delivers_exactly_once(pi
     assert took >= settings.retry_delays[0] + settings.retry_delays[1]   # waited in tiers 1 and 2, never early
     assert db.execute("SELECT d.status, d.attempts FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
                       "WHERE n.event_id=%s", (eid,)).fetchall() == [("sent", 3)]
+    # each failed attempt is in the history, with its error and the tier it waited in (not only attempts = 3)
+    history = db.execute("SELECT h.status, h.reason FROM status_history h JOIN notifications n ON n.id = h.notification_id "
+                         "WHERE n.event_id = %s ORDER BY h.id", (eid,)).fetchall()
+    assert [status for status, _ in history] == ["queued", "retrying", "retrying", "sent"]
+    assert history[1][1].startswith("attempt 1 failed: ") and "retry tier 1" in history[1][1]
+    assert history[2][1].startswith("attempt 2 failed: ") and "retry tier 2" in history[2][1]
 
 
 def test_a_permanent_outage_dead_letters_and_a_replay_after_recovery_delivers_exactly_once(pipeline, db):

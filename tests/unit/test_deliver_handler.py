@@ -241,7 +241,11 @@ async def test_retryable_goes_to_the_first_tier_with_attempt_plus_one_and_is_sen
     assert retry.topic == env.settings.retry_topics[0] and header(retry, ATTEMPT) == "1"
     again_d = Delivery.from_avro(env.codec.decode(retry.value).record)
     assert (again_d.attempt, again_d.last_error) == (1, "503 from the provider") and again_d.first_failure_at
-    assert statuses(env, out) == [] and await env.ledger(d.delivery_id) == (LedgerStatus.FAILED, 1)
+    # the failed attempt is in the notification's history: its error and the tier it waits in
+    assert statuses(env, out) == [(d.delivery_id, Status.RETRYING, None)]
+    [why] = [env.codec.decode(o.value).record["reason"] for o in out if o.topic == env.settings.topic("status")]
+    assert why.startswith("attempt 1 failed: 503 from the provider; retry tier 1 (") and env.settings.retry_topics[0] in why
+    assert await env.ledger(d.delivery_id) == (LedgerStatus.FAILED, 1)
     out = await handler.handle([again(retry, rec.topic)])
     assert [s for _, s, _ in statuses(env, out)] == [Status.SENT]
     assert await env.ledger(d.delivery_id) == (LedgerStatus.SENT, 2)
