@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +38,7 @@ from aiohttp import web
 from fastavro import parse_schema
 from fastavro.schema import to_parsing_canonical_form
 
+from infra.tools.sandbox.threaded import in_thread
 from schemas.compat import LEVELS, level_problems
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
@@ -367,30 +367,5 @@ class RunningRegistry:
 @contextmanager
 def running_registry(host: str, port: int, auth: tuple[str, str] | None = None) -> Iterator[RunningRegistry]:
     sandbox = RegistrySandbox(host, port, auth)
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(sandbox.start())
-        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
-            failure.append(exc)
-            started.set()
-            return
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(sandbox.stop())
-        loop.close()
-
-    thread = threading.Thread(target=run, name="herald-registry-sandbox", daemon=True)
-    thread.start()
-    started.wait(30)
-    if failure:
-        raise RuntimeError(f"registry sandbox did not start: {failure[0]}") from failure[0]
-    try:
+    with in_thread(sandbox, "herald-registry-sandbox") as loop:
         yield RunningRegistry(sandbox, loop)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)

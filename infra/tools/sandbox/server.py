@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from infra.tools.sandbox.control import SandboxControl
 from infra.tools.sandbox.http import build_app
 from infra.tools.sandbox.smtp import smtp_factory
 from infra.tools.sandbox.state import SandboxState
+from infra.tools.sandbox.threaded import in_thread
 from sinks.apns import is_loopback, sandbox_dir
 
 
@@ -118,33 +118,8 @@ def with_free_ports(settings: Settings) -> Settings:
 def running_sandbox(settings: Settings) -> Iterator[RunningSandbox]:
     """Run the sandbox on the ports ``settings`` names, in a background thread with its own event loop."""
     sandbox = Sandbox(Ports.from_settings(settings))
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(sandbox.start())
-        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
-            failure.append(exc)
-            started.set()
-            return
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(sandbox.stop())
-        loop.close()
-
-    thread = threading.Thread(target=run, name="herald-sandbox", daemon=True)
-    thread.start()
-    started.wait(30)
-    if failure:
-        raise RuntimeError(f"sandbox did not start: {failure[0]}") from failure[0]
-    try:
+    with in_thread(sandbox, "herald-sandbox"):
         yield RunningSandbox(sandbox, settings, SandboxControl(sandbox.ports.control_url))
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
 
 
 async def serve_forever(settings: Settings) -> None:
