@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
 from infra.kafka.dead_letters import DeadLetter, dead_letter
-from infra.kafka.records import ATTEMPT, InRecord, OutRecord, now_ms, set_header
+from infra.kafka.records import InRecord, OutRecord, now_ms
 from infra.settings import DeliverTuning, Settings
 from infra.topics import deliver_topic
 from schemas.codec import DecodeError
@@ -68,7 +68,7 @@ from streams.stages.deliver import (
     outcome,
     pause,
 )
-from streams.stages.retry import DUE_HEADER, ORIGIN_HEADER, Ladder
+from streams.stages.retry import Ladder, held_headers
 from streams.stages.status_change import status_record
 from streams.stores.circuit import Change, Circuit, MemoryCircuit, RedisCircuit
 from streams.stores.devices import Devices, MemoryDevices, PostgresDevices
@@ -389,9 +389,7 @@ class DeliverHandler:
         )
 
     def _retry_record(self, rec: InRecord, d: Delivery, topic: str, due_ms: int, spent: bool) -> OutRecord:
-        headers = set_header(rec.headers, DUE_HEADER, str(due_ms))
-        headers = set_header(headers, ORIGIN_HEADER, rec.topic)
-        headers = set_header(headers, ATTEMPT, str(d.attempt or 0))
+        headers = held_headers(rec.headers, due_ms, rec.topic, d.attempt or 0)
         value = self.ctx.codec.encode("Delivery", d.to_avro()) if spent else (rec.value or b"")
         return OutRecord(topic, rec.key, value, headers)
 

@@ -2,14 +2,14 @@
 
 Per batch: one lookup finds the deliveries behind all the batch's provider
 message ids (a receipt that finds none, or no status row yet, is early: it
-climbs the retry ladder and is dead-lettered only after the last tier), one UPDATE per channel marks hard-bounced addresses, one Redis
-round trip drops the affected users' cached recipients (so the route stage
+climbs the retry ladder and is dead-lettered only after the last tier), one
+UPDATE per channel marks hard-bounced addresses, one Redis round trip drops the affected users' cached recipients (so the route stage
 skips the address from the next event on). The store is ``streams.stores.receipts``.
 """
 from __future__ import annotations
 
 from infra.kafka.dead_letters import DeadLetter, dead_letter
-from infra.kafka.records import ATTEMPT, TRACE, InRecord, OutRecord, now_ms, set_header
+from infra.kafka.records import ATTEMPT, TRACE, InRecord, OutRecord, now_ms
 from infra.settings import Settings
 from schemas.codec import Codec, DecodeError
 from schemas.records import Receipt
@@ -17,7 +17,7 @@ from streams.metrics import Metrics
 from streams.runtime.context import Context
 from streams.runtime.registry import AgentSpec
 from streams.stages.receipts import plan
-from streams.stages.retry import DUE_HEADER, ORIGIN_HEADER, Ladder
+from streams.stages.retry import Ladder, held_headers
 from streams.stages.status_change import encode_status
 from streams.stores.receipts import PostgresReceiptStore, ReceiptStore
 
@@ -83,9 +83,7 @@ class ReceiptsHandler:
         return out
 
     def _later(self, rec: InRecord, tries: int, now: int) -> OutRecord:
-        headers = set_header(rec.headers, DUE_HEADER, str(now + int(self.ladder.delays[tries] * 1000)))
-        headers = set_header(headers, ORIGIN_HEADER, rec.topic)
-        headers = set_header(headers, ATTEMPT, str(tries + 1))
+        headers = held_headers(rec.headers, now + int(self.ladder.delays[tries] * 1000), rec.topic, tries + 1)
         return OutRecord(self.ladder.topics[tries], rec.key, rec.value or b"", headers)
 
     def _dead(self, rec: InRecord, why: DeadLetter) -> OutRecord:

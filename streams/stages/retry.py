@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from infra.kafka.records import ATTEMPT, Headers, set_header
 from infra.settings import Settings
 
 DUE_HEADER = "herald-retry-due-ms"       # when the record may be attempted again (ms since epoch)
@@ -46,3 +47,10 @@ def next_step(ladder: Ladder, failed_attempts: int, failed_at_ms: int) -> Retry 
     if tier >= len(ladder.delays):
         return GiveUp(failed_attempts)
     return Retry(ladder.topics[tier], tier, failed_at_ms + int(ladder.delays[tier] * 1000))
+
+
+def held_headers(headers: Headers, due_ms: int, origin: str, attempt: int) -> Headers:
+    """A record's headers for a retry tier: when it is due, the topic it goes back to, and its attempt count."""
+    headers = set_header(headers, DUE_HEADER, str(due_ms))
+    headers = set_header(headers, ORIGIN_HEADER, origin)
+    return set_header(headers, ATTEMPT, str(attempt))

@@ -107,14 +107,14 @@ class MemoryStatusStore:
     def __init__(self) -> None:
         self.notifications: dict[str, NotificationUpdate] = {}
         self.history: list[StatusChange] = []
-        self._sent: set[tuple[str | None, Status]] = set()
+        self._sent: set[str | None] = set()   # delivery ids with a 'sent' in the history
 
     async def write(self, folded: Fold) -> None:
         for change in folded.history:
-            if sent_once(change) and (change.delivery_id, Status.SENT) in self._sent:
-                continue
             if sent_once(change):
-                self._sent.add((change.delivery_id, Status.SENT))
+                if change.delivery_id in self._sent:
+                    continue
+                self._sent.add(change.delivery_id)
             self.history.append(change)
         for update in folded.updates:
             stored = self.notifications.get(update.id)
