@@ -181,6 +181,9 @@ class DeliverTuning(BaseModel):
     claim_lease: float = 120.0
     device_failure_limit: int = 5
     max_chunk: int = 1000   # upper bound of one sink call (the sink's own limit applies too)
+    # the bulk lane's deliver agents write their status rows to PostgreSQL themselves, in the batch that sent them,
+    # instead of one StatusChange record per message through the status topic (the interactive lane always does that)
+    bulk_statuses_direct: bool = True
 
 
 class Settings(BaseSettings):
@@ -225,6 +228,9 @@ class Settings(BaseSettings):
     # --- pipeline ---------------------------------------------------------
     routes_file: Path | None = Field(None, description="routes YAML (default: the packaged infra/config/routes.yaml)")
     batch_size: int = Field(1000, ge=1, description="records per agent batch")
+    bulk_batch_bytes: int = Field(
+        400_000, ge=1, description="bytes of records per batch of the bulk lane's route and deliver agents (a campaign "
+                                   "chunk of 500 recipients is ~20 kB, a chunk of 1000 rendered emails ~400 kB)")
     batch_within: float = Field(0.05, gt=0, description="seconds a bulk or status agent waits to fill a batch")
     interactive_within: float = Field(
         0.0, ge=0, description="seconds an interactive agent waits to fill a batch; 0: a batch goes as soon as the agent is free"

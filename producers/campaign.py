@@ -62,7 +62,7 @@ def event_id(campaign_id: str, user_id: str) -> str:
     return f"{campaign_id}:{user_id}"
 
 
-PER_RECIPIENT = ("event_id", "user_id", "variables_json")
+RECIPIENTS_PER_RECORD = 500   # a CampaignChunk's recipients: half a SendGrid request, a record of ~20 KB
 
 
 def message(spec: CampaignSpec, r: Recipient, occurred_at_ms: int, base_variables_json: str | None = None) -> dict[str, Any]:
@@ -80,6 +80,28 @@ def message(spec: CampaignSpec, r: Recipient, occurred_at_ms: int, base_variable
         "channels": list(spec.channels),
         "category": spec.category,
         "variables_json": variables_json,
+    }
+
+
+def chunk_id(campaign_id: str, first: int) -> str:
+    """A chunk is named by the ordinal of its first recipient: a resume that sends it again sends the same name."""
+    return f"{campaign_id}:{first}"
+
+
+def chunk_record(spec: CampaignSpec, first: int, recipients: list[Recipient], occurred_at_ms: int,
+                 base_variables_json: str) -> dict[str, Any]:
+    """The ``CampaignChunk`` of consecutive recipients; only recipients with their own variables carry them."""
+    own = [json.dumps(r.variables, separators=(",", ":"), default=str) if r.variables else None for r in recipients]
+    return {
+        "chunk_id": chunk_id(spec.id, first),
+        "occurred_at": occurred_at_ms,
+        "campaign_id": spec.id,
+        "template": spec.template,
+        "channels": list(spec.channels),
+        "category": spec.category,
+        "variables_json": base_variables_json,
+        "user_ids": [r.user_id for r in recipients],
+        "user_variables_json": own if any(v is not None for v in own) else [],
     }
 
 
@@ -143,8 +165,10 @@ class ChunkProducer:
     """Encodes and produces one chunk of recipients, then waits for every acknowledgement."""
 
     def __init__(self, kafka: Settings, topic: str, spec: CampaignSpec, codec: Codec | None = None,
-                 timeout: float = 60.0, stop: threading.Event | None = None, **producer_extra: Any) -> None:
+                 timeout: float = 60.0, stop: threading.Event | None = None,
+                 per_record: int = RECIPIENTS_PER_RECORD, **producer_extra: Any) -> None:
         self.topic = topic
+        self.per_record = max(1, per_record)
         self.stop = stop or threading.Event()
         self.spec = spec
         self.codec = codec or Codec()
@@ -163,22 +187,19 @@ class ChunkProducer:
         if err is not None:
             self._errors.append(f"{msg.key()!r}: {err.str()}")
 
-    def send(self, index: int, chunk: list[Recipient]) -> ChunkResult:
-        spec, produce = self.spec, self._producer.produce_value
-        topic, base = self.topic, self._base_vars
+    def send(self, index: int, chunk: list[Recipient], first: int = 0) -> ChunkResult:
+        """Produce ``chunk`` (whose first recipient is the campaign's ``first``-th) as CampaignChunk records."""
+        spec, produce, encode = self.spec, self._producer.produce_value, self.codec.encode
         occurred = int(time.time() * 1000)
-        # only event_id, user_id and variables_json differ between a chunk's messages
-        sample = message(spec, Recipient("-"), occurred, base)
-        encode = self.codec.prepared("CampaignMessage", {k: v for k, v in sample.items() if k not in PER_RECIPIENT})
-        stopped = self.stop.is_set
-        for r in chunk:
-            if stopped():   # Ctrl-C: this chunk counts as not produced; a resume sends it again
+        step = self.per_record
+        for at in range(0, len(chunk), step):
+            if self.stop.is_set():   # Ctrl-C: this chunk counts as not produced; a resume sends it again
                 self._producer.flush(5)
                 self._errors = []
                 return ChunkResult(index, 0, [])
-            rec = message(spec, r, occurred, base)
-            eid = rec["event_id"].encode()
-            produce(topic, encode(rec), r.user_id.encode(), [(TRACE, eid)])
+            rec = chunk_record(spec, first + at, chunk[at:at + step], occurred, self._base_vars)
+            name = rec["chunk_id"].encode()
+            produce(self.topic, encode("CampaignChunk", rec), name, [(TRACE, name)])
         left = self._producer.flush(self.timeout)
         errors, self._errors = self._errors, []
         if left:
@@ -198,7 +219,7 @@ def _init_worker(kafka: Settings, topic: str, spec: CampaignSpec, extra: dict[st
     _worker = ChunkProducer(kafka, topic, spec, **extra)
 
 
-def _send_chunk(job: tuple[int, list[Recipient]]) -> ChunkResult:
+def _send_chunk(job: tuple[int, list[Recipient], int]) -> ChunkResult:
     assert _worker is not None
     return _worker.send(*job)
 
@@ -219,8 +240,8 @@ class ProduceReport:
 
 
 def _chunks(items: Iterable[Recipient | Rejected], skip: int, size: int, rejected: list[Rejected],
-            counter: list[int]) -> Iterator[tuple[int, list[Recipient]]]:
-    """Chunks of recipients after the first ``skip``; rejected lines are collected (the first 1000 kept)."""
+            counter: list[int]) -> Iterator[tuple[int, list[Recipient], int]]:
+    """(index, recipients, ordinal of the first) after the first ``skip``; rejected lines are collected (1000 kept)."""
     seen = 0
     chunk: list[Recipient] = []
     index = 0
@@ -235,11 +256,11 @@ def _chunks(items: Iterable[Recipient | Rejected], skip: int, size: int, rejecte
             continue
         chunk.append(item)
         if len(chunk) >= size:
-            yield index, chunk
+            yield index, chunk, seen - len(chunk)
             index += 1
             chunk = []
     if chunk:
-        yield index, chunk
+        yield index, chunk, seen - len(chunk)
 
 
 def produce(
@@ -276,14 +297,14 @@ def produce(
             # keys; a flag checked between records stops the chunk cleanly instead
             previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.set())
         local = ChunkProducer(kafka, topic, spec, stop=stop, **extra)
-        results = (local.send(i, c) for i, c in jobs)
+        results = (local.send(i, c, first) for i, c, first in jobs)
         pool = None
     else:
         # Pool.imap would read the whole source ahead; a semaphore keeps a few chunks in flight per process
         window = threading.Semaphore(procs * 2)
         stopping = threading.Event()
 
-        def bounded() -> Iterator[tuple[int, list[Recipient]]]:
+        def bounded() -> Iterator[tuple[int, list[Recipient], int]]:
             for job in jobs:
                 while not window.acquire(timeout=0.2):
                     if stopping.is_set():

@@ -59,6 +59,35 @@ class Delivery:
         return d
 
 
+# a DeliveryChunk (the bulk lane): what its deliveries share once, the rest per item; the lane is always bulk and
+# every item is on its first attempt
+CHUNK_SHARED = ("event_type", "channel", "category", "template", "campaign_id", "occurred_at", "expires_at")
+CHUNK_ITEM = ("delivery_id", "notification_id", "event_id", "user_id", "address", "template_version", "locale",
+              "subject", "text", "html", "push_title", "push_data", "sms_segments")
+_CHUNK_SHARED_VALUES = operator.attrgetter(*CHUNK_SHARED)
+_CHUNK_ITEM_VALUES = operator.attrgetter(*CHUNK_ITEM)
+
+
+def chunk_key(d: Delivery) -> tuple:
+    """Deliveries with equal keys can share one DeliveryChunk."""
+    return _CHUNK_SHARED_VALUES(d)
+
+
+def chunk_record(chunk_id: str, deliveries: list[Delivery]) -> dict[str, Any]:
+    """The DeliveryChunk of deliveries that share ``chunk_key`` (first attempts of the bulk lane)."""
+    shared = dict(zip(CHUNK_SHARED, _CHUNK_SHARED_VALUES(deliveries[0]), strict=True))
+    return {"chunk_id": chunk_id, **shared,
+            "items": [dict(zip(CHUNK_ITEM, _CHUNK_ITEM_VALUES(d), strict=True)) for d in deliveries]}
+
+
+def chunk_deliveries(record: dict[str, Any]) -> list[Delivery]:
+    """The Deliveries of a decoded DeliveryChunk."""
+    channel = Channel(record["channel"])
+    shared = {name: record[name] for name in CHUNK_SHARED}
+    shared["channel"] = channel
+    return [Delivery(lane=Lane.BULK, **shared, **item) for item in record["items"]]
+
+
 @dataclass(slots=True)
 class StatusChange:
     """A notification moved to a status (written to PostgreSQL by the status agent)."""

@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +40,7 @@ from infra.kafka.records import InRecord, OutRecord, now_ms
 from infra.settings import DeliverTuning, Settings
 from infra.topics import deliver_topic
 from schemas.codec import DecodeError
-from schemas.records import Delivery, epoch_ms
+from schemas.records import Delivery, StatusChange, chunk_deliveries, epoch_ms
 from schemas.vocabulary import CHANNELS, Channel, Lane, LedgerStatus, Status
 from sinks.base import Result, Sink
 from sinks.errors import DeliveryError, RateLimited, Retryable
@@ -69,11 +69,13 @@ from streams.stages.deliver import (
     pause,
 )
 from streams.stages.retry import Ladder, held_headers
-from streams.stages.status_change import status_record
+from streams.stages.status_change import encode_status
+from streams.stages.status_fold import fold
 from streams.stores.circuit import Change, Circuit, MemoryCircuit, RedisCircuit
 from streams.stores.devices import Devices, MemoryDevices, PostgresDevices
 from streams.stores.ledger import Ledger, Mark, MemoryLedger, PostgresLedger
 from streams.stores.recipients import invalidate_recipients
+from streams.stores.statuses import MemoryStatusStore, PostgresStatusStore, StatusStore
 
 log = logging.getLogger("herald.deliver")
 
@@ -117,6 +119,7 @@ class DeliverStores:
     ledger: Ledger
     circuit: Circuit
     devices: Devices
+    statuses: StatusStore | None = None   # the bulk lane writes its statuses itself (None: through the status topic)
 
     @classmethod
     def of(cls, ctx: Context, provider: str, tuning: DeliverTuning) -> DeliverStores:
@@ -131,11 +134,13 @@ class DeliverStores:
 
         return cls(PostgresLedger(db, tuning.claim_lease),
                    RedisCircuit.for_provider(redis, settings, provider),
-                   PostgresDevices(db, tuning.device_failure_limit, on_deactivated=drop_cached))
+                   PostgresDevices(db, tuning.device_failure_limit, on_deactivated=drop_cached),
+                   PostgresStatusStore(db) if tuning.bulk_statuses_direct else None)
 
     @classmethod
     def memory(cls, tuning: DeliverTuning) -> DeliverStores:
-        return cls(MemoryLedger(tuning.claim_lease), MemoryCircuit(), MemoryDevices(tuning.device_failure_limit))
+        return cls(MemoryLedger(tuning.claim_lease), MemoryCircuit(), MemoryDevices(tuning.device_failure_limit),
+                   MemoryStatusStore() if tuning.bulk_statuses_direct else None)
 
 
 Item = tuple[InRecord, Delivery]
@@ -166,6 +171,7 @@ class DeliverHandler:
         # young, and they are its own, with no call behind them; taking them for a live call elsewhere would hold
         # them back for the whole lease (2 minutes for a password reset)
         self._unsent: dict[str, float] = {}
+        self._changes: list[StatusChange] = []   # the batch's status changes, when this handler writes them
 
     async def handle(self, batch: list[InRecord]) -> list[OutRecord]:
         if self.lane == Lane.INTERACTIVE:
@@ -175,6 +181,7 @@ class DeliverHandler:
 
     async def _handle(self, batch: list[InRecord]) -> list[OutRecord]:
         out: list[OutRecord] = []
+        self._changes = []
         live = self._live(self._decode(batch, out), out)
         if self.lane == Lane.INTERACTIVE:
             live.sort(key=lambda item: item[1].category not in self.critical)   # stable: critical first, else in order
@@ -183,15 +190,27 @@ class DeliverHandler:
         await self._send(to_send, out, effects)
         if self.channel == Channel.PUSH and effects:
             await self.stores.devices.apply(device_effects([token for token, _ in effects], [r for _, r in effects]))
+        if self._changes:
+            # after the ledger marks: a failure here retries the batch, whose ledger then says 'sent' again
+            changes, self._changes = self._changes, []
+            assert self.stores.statuses is not None
+            await self.stores.statuses.write(fold(changes))
         return out
 
     def _decode(self, batch: list[InRecord], out: list[OutRecord]) -> list[Item]:
         items: list[Item] = []
+        decode = self.ctx.codec.decode
         for rec in batch:
             try:
-                decoded = self.ctx.codec.decode(rec.value)
+                decoded = decode(rec.value)
+                if decoded.name == "DeliveryChunk":
+                    # each delivery of the chunk stands on its own from here on: a record without a value, whose
+                    # retry record and dead letter carry that Delivery encoded alone (``_value``), not the chunk
+                    items.extend((InRecord(rec.topic, rec.partition, rec.offset, d.user_id.encode(), None, rec.headers), d)
+                                 for d in chunk_deliveries(decoded.record))
+                    continue
                 if decoded.name != "Delivery":
-                    raise DecodeError("wrong_type", f"expected Delivery, got {decoded.name}")
+                    raise DecodeError("wrong_type", f"expected Delivery or DeliveryChunk, got {decoded.name}")
                 items.append((rec, Delivery.from_avro(decoded.record)))
             except DecodeError as exc:
                 out.append(self._dead(rec, DeadLetter("decode", exc.reason, str(exc))))
@@ -205,7 +224,7 @@ class DeliverHandler:
             if not first:
                 self._count("duplicate")
             elif d.expires_at is not None and epoch_ms(d.expires_at) < now:
-                out.append(self._status(rec, d, Status.EXPIRED, reason="expired before delivery"))
+                self._say(out, rec, d, Status.EXPIRED, reason="expired before delivery")
                 self._count("expired")
             else:
                 live.append((rec, d))
@@ -232,7 +251,7 @@ class DeliverHandler:
             elif claim.decision == "already_sent":
                 # said again: this batch may be a retry whose first run sent it and then lost its outputs
                 # (Kafka, Redis or PostgreSQL went away); a 'sent' never moves a later status backwards
-                out.append(self._status(item[0], item[1], Status.SENT, provider_message_id=claim.provider_message_id))
+                self._say(out, item[0], item[1], Status.SENT, provider_message_id=claim.provider_message_id)
                 self._count("already_sent")
             else:  # claimed by a call that may still be running elsewhere: look again later
                 out.append(self._retry_record(item[0], item[1], self.ladder.topics[0],
@@ -301,7 +320,7 @@ class DeliverHandler:
             self._count("sent")
             self.ctx.metrics.e2e_latency.labels(self.channel, self.lane).observe(
                 max(0.0, (now - epoch_ms(d.occurred_at)) / 1000))
-            out.append(self._status(rec, d, Status.SENT, provider_message_id=action.provider_message_id))
+            self._say(out, rec, d, Status.SENT, provider_message_id=action.provider_message_id)
             return Mark(d.delivery_id, LedgerStatus.SENT, action.provider_message_id)
         if isinstance(action, ScheduleRetry):
             self._count("retry")
@@ -309,16 +328,16 @@ class DeliverHandler:
             out.append(self._retry_record(rec, action.delivery, action.topic, action.due_ms, spent=True))
             # the attempt, its error and where it waits belong in the notification's history, not only in the ledger
             due = datetime.fromtimestamp(action.due_ms / 1000, UTC).isoformat(timespec="seconds")
-            out.append(self._status(rec, d, Status.RETRYING, reason=(
+            self._say(out, rec, d, Status.RETRYING, reason=(
                 f"attempt {action.delivery.attempt} failed: {action.delivery.last_error or 'no reason given'}; "
-                f"retry tier {action.tier + 1} ({action.topic}) at {due}")[:500]))
+                f"retry tier {action.tier + 1} ({action.topic}) at {due}")[:500])
             return Mark(d.delivery_id, LedgerStatus.FAILED, None, action.delivery.last_error)
         if isinstance(action, DeadLetterIt):
             self._count(action.error_class)
             self.ctx.metrics.dead_letters.labels("deliver", action.error_class).inc()
             out.append(self._dead(rec, DeadLetter("deliver", action.error_class, action.reason, action.attempts,
-                                                  action.first_failure_ms)))
-            out.append(self._status(rec, d, Status.FAILED, reason=f"{action.error_class}: {action.reason}"[:500]))
+                                                  action.first_failure_ms), d))
+            self._say(out, rec, d, Status.FAILED, reason=f"{action.error_class}: {action.reason}"[:500])
             return Mark(d.delivery_id, LedgerStatus.FAILED, None, action.reason[:1000])
         assert isinstance(action, HandBack)
         self._count("handed_back")
@@ -380,20 +399,26 @@ class DeliverHandler:
         return breaker
 
     # --- records ----------------------------------------------------------------
-    def _status(self, rec: InRecord, d: Delivery, status: Status, **kw: Any) -> OutRecord:
-        return status_record(
-            self.ctx.codec, self.status_topic, notification_id=d.notification_id, event_id=d.event_id,
-            user_id=d.user_id, status=status, event_type=d.event_type, channel=self.channel,
-            delivery_id=d.delivery_id, template=d.template, category=d.category,
-            campaign_id=d.campaign_id, trace_id=rec.trace_id, **kw,
+    def _say(self, out: list[OutRecord], rec: InRecord, d: Delivery, status: Status, **kw: Any) -> None:
+        """A status change: a record for the status agent, or (the bulk lane) a row this handler writes itself."""
+        change = StatusChange(
+            notification_id=d.notification_id, event_id=d.event_id, user_id=d.user_id, status=status, at=now_ms(),
+            event_type=d.event_type, channel=self.channel, delivery_id=d.delivery_id, template=d.template,
+            category=d.category, campaign_id=d.campaign_id, **kw,
         )
+        if self.stores.statuses is not None and self.lane == Lane.BULK:
+            self._changes.append(change)
+        else:
+            out.append(encode_status(self.ctx.codec, self.status_topic, change, rec.trace_id))
 
     def _retry_record(self, rec: InRecord, d: Delivery, topic: str, due_ms: int, spent: bool) -> OutRecord:
         headers = held_headers(rec.headers, due_ms, rec.topic, d.attempt or 0)
-        value = self.ctx.codec.encode("Delivery", d.to_avro()) if spent else (rec.value or b"")
+        value = self.ctx.codec.encode("Delivery", d.to_avro()) if spent or rec.value is None else rec.value
         return OutRecord(topic, rec.key, value, headers)
 
-    def _dead(self, rec: InRecord, why: DeadLetter) -> OutRecord:
+    def _dead(self, rec: InRecord, why: DeadLetter, d: Delivery | None = None) -> OutRecord:
+        if rec.value is None and d is not None:   # one delivery of a chunk: its own bytes, not the chunk's
+            rec = replace(rec, value=self.ctx.codec.encode("Delivery", d.to_avro()))
         return dead_letter(rec, why, self.dlq_topic, self.ctx.settings.max_record_bytes)
 
     def _count(self, what: str) -> None:
@@ -415,5 +440,6 @@ def specs(settings: Settings) -> list[AgentSpec]:
                     return DeliverHandler(ctx, channel, lane, build_sink(ctx.settings, channel), gate, tuning,
                                           critical=critical)
                 return make()
-            out.append(AgentSpec(agent_name(channel, lane), [deliver_topic(settings, channel, lane)], build))
+            out.append(AgentSpec(agent_name(channel, lane), [deliver_topic(settings, channel, lane)], build,
+                                 batch_bytes=settings.bulk_batch_bytes if lane == Lane.BULK else None))
     return out

@@ -32,10 +32,12 @@ from infra.kafka.records import (
 from infra.settings import Settings
 from infra.topics import deliver_topic
 from schemas.codec import DecodeError
+from schemas.records import Delivery, chunk_key, chunk_record
 from schemas.vocabulary import Channel, Lane, Status
 from streams.routes import RouteConfig, load_routes
 from streams.runtime.context import Context
 from streams.runtime.registry import AgentSpec
+from streams.stages.route.chunks import CHUNK_FRAME_BYTES, approx_size, pack_groups
 from streams.stages.route.decide import (
     channel_decision,
     delivery_record,
@@ -43,10 +45,11 @@ from streams.stages.route.decide import (
     template_context,
 )
 from streams.stages.route.identity import ClaimState, claim_origin
-from streams.stages.route.intent import Intent, RouteError, intent_for
+from streams.stages.route.intent import Intent, RouteError, chunk_intents, intent_for
 from streams.stages.route.limits import Counter, counters
-from streams.stages.route.recipient import Recipient
-from streams.stages.route.render import RenderFailure, render
+from streams.stages.route.recipient import TEMPLATE_VIEW_KEYS, Recipient
+from streams.stages.route.render import RenderFailure, render, render_prepared
+from streams.stages.route.split import Plans, PreparedParts, plan_template, prepare_template
 from streams.stages.route.timing import is_expired, is_for_later, quiet_until
 from streams.stages.status_change import status_record
 from streams.stores.batch import MemoryBatch, PipelineBatch, RedisBatch, RoundTrips
@@ -74,7 +77,7 @@ from streams.stores.templates import (
     TemplateRows,
     TemplateStore,
 )
-from streams.templates import TemplateSource
+from streams.templates import CompiledTemplate, TemplateSource
 
 log = logging.getLogger("herald.route")
 
@@ -127,6 +130,10 @@ class BatchResult:
     out: list[OutRecord] = field(default_factory=list)
     scheduled: list[ScheduledRow] = field(default_factory=list)
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+    bulk: dict[str, list[tuple[Delivery, InRecord]]] = field(default_factory=dict)  # deliver topic → its deliveries
+    # campaign templates pre-split for the variables a chunk's recipients share (keyed by the variables' identity:
+    # the intents hold them through the batch)
+    prepared: dict[tuple[TemplateSource, int], PreparedParts | None] = field(default_factory=dict)
 
     def count(self, outcome: str, reason: str = "", n: int = 1) -> None:
         self.outcomes[(outcome, reason)] = self.outcomes.get((outcome, reason), 0) + n
@@ -147,6 +154,8 @@ class RouteHandler:
         self.status_topic = settings.topic("status")
         self.dlq_topic = settings.topic("dlq")
         self.max_event_bytes = settings.max_event_bytes
+        self.chunk_size = settings.deliver.max_chunk
+        self._plans: dict[TemplateSource, Plans | None] = {}
 
     # --- the batch ---------------------------------------------------------------
 
@@ -158,7 +167,7 @@ class RouteHandler:
             await asyncio.to_thread(codec.resolve_ids, missing)
         now = now_ms()
         res = BatchResult()
-        live = [found for rec in batch if (found := self._admit(rec, now, res)) is not None]
+        live = [found for rec in batch for found in self._admit(rec, now, res)]
         live.sort(key=lambda found: not found[1].critical)   # stable: a password reset's delivery is produced first
         cands = [Candidate(rec, intent, Claim(intent.event_id, channel, claim_origin(rec.topic, rec.partition, rec.offset)))
                  for rec, intent in live for channel in intent.channels]
@@ -173,34 +182,44 @@ class RouteHandler:
             failed = [(c, failure) for c in allowed if (failure := self._render(c, recipients[c.intent.user_id], now, res))]
             if failed:
                 await self._fail_render(failed, res)
+        res.out.extend(self._pack(res.bulk))
         await self.stores.scheduled.insert(res.scheduled)
         outcomes = self.ctx.metrics.stage_outcomes
         for (outcome, reason), n in res.outcomes.items():
             outcomes.labels(self.name, outcome, reason).inc(n)
         return res.out
 
-    def _admit(self, rec: InRecord, now: int, res: BatchResult) -> tuple[InRecord, Intent] | None:
-        """Steps 1, 2, 4, 5: decode, route, expiry, send_at. Returns the records that go on."""
+    def _admit(self, rec: InRecord, now: int, res: BatchResult) -> list[tuple[InRecord, Intent]]:
+        """Steps 1, 2, 4, 5: decode, route, expiry, send_at. Returns what goes on: a campaign chunk's many recipients."""
         size = len(rec.value or b"")
         if size > self.max_event_bytes:
             self._dead(rec, res, DeadLetter(
                 "decode", "too_large", f"{size:,}-byte event over the {self.max_event_bytes:,}-byte limit "
                 "(HERALD_MAX_EVENT_BYTES)"))
-            return None
+            return []
         try:
             decoded = self.ctx.codec.decode(rec.value)
         except DecodeError as exc:
             self._dead(rec, res, DeadLetter("decode", exc.reason, str(exc)))
-            return None
+            return []
         try:
-            intent = intent_for(decoded, self.cfg, bulk=rec.topic == self.bulk_topic)
+            if decoded.name == "CampaignChunk":
+                intents, problems = chunk_intents(decoded, self.cfg)
+                if problems:   # the rest of the chunk goes on; a replay of this record finds them de-duplicated
+                    self._dead(rec, res, DeadLetter("route", "bad_event", f"{len(problems)} recipient(s) not routed: "
+                                                    + "; ".join(problems[:5])))
+            else:
+                intents = [intent_for(decoded, self.cfg, bulk=rec.topic == self.bulk_topic)]
         except RouteError as exc:
             self._dead(rec, res, DeadLetter("route", exc.reason, str(exc)))
-            return None
+            return []
+        return [(rec, intent) for intent in intents if self._due(rec, intent, now, res)]
+
+    def _due(self, rec: InRecord, intent: Intent, now: int, res: BatchResult) -> bool:
         if is_expired(intent, now):
             for channel in intent.channels:
                 self._status(res, rec, intent, Status.EXPIRED, channel, "ttl")
-            return None
+            return False
         if is_for_later(intent, now):
             assert intent.send_at_ms is not None
             res.scheduled.append(ScheduledRow(
@@ -208,13 +227,24 @@ class RouteHandler:
                 intent.event_id, f"send_at:{intent.event_id}",
             ))
             self._status(res, rec, intent, Status.SCHEDULED, None, "send_at")
-            return None
-        return rec, intent
+            return False
+        return True
 
     async def _claim_and_load(self, cands: list[Candidate]) -> tuple[dict[str, Recipient], dict[str, Recipient]]:
         """Claims and recipients: (every known recipient, the ones just read from PostgreSQL)."""
         stores = self.stores
         users = list(dict.fromkeys(c.intent.user_id for c in cands))
+        if all(c.intent.lane == Lane.BULK for c in cands):
+            # a campaign meets each user once: the recipient cache would only be filled, never read, and the
+            # de-duplication fast path would only add a Redis write per claim before the authority's own
+            loaded, mine, _ = await asyncio.gather(
+                stores.recipients.load(users),
+                stores.dedup.authorize([c.claim for c in cands]),
+                self.templates.refresh(stores.template_rows, {c.intent.template for c in cands}),
+            )
+            for c in cands:
+                c.mine = c.claim.key in mine
+            return dict(loaded), {}
 
         # Redis round trip 1: cached recipients + the de-duplication fast path
         first = stores.batch()
@@ -273,24 +303,42 @@ class RouteHandler:
         """Render and write one (event, channel) within its limits; a failure is returned, not written."""
         intent, settings = c.intent, self.ctx.settings
         tmpl = self.templates.pick(intent.template, c.channel, recipient.locale)
-        rendered = render(tmpl, c.channel, template_context(intent, recipient), push_data(intent))
+        prepared = self._prepared(res, tmpl, intent) if intent.lane == Lane.BULK and tmpl is not None else None
+        if prepared is not None:
+            assert tmpl is not None
+            rendered = render_prepared(tmpl, c.channel, prepared, recipient.template_view(),
+                                       {"event_id": intent.event_id, "notification_id": intent.event_id}, push_data(intent))
+        else:
+            rendered = render(tmpl, c.channel, template_context(intent, recipient), push_data(intent))
         if isinstance(rendered, RenderFailure):
             return rendered
         assert tmpl is not None
         topic = deliver_topic(settings, c.channel, intent.lane)
         key = intent.user_id.encode()
         trace = c.rec.trace_id
-        headers = set_header([], TRACE, trace)
-        encoded = [(d, self.ctx.codec.encode("Delivery", d.to_avro()))
-                   for d in (delivery_record(intent, c.channel, address, tmpl, rendered) for address in c.addresses)]
+        made = [delivery_record(intent, c.channel, address, tmpl, rendered) for address in c.addresses]
+        defer_until = None
+        if c.channel in self.cfg.quiet_hours_channels and not intent.critical:
+            defer_until = quiet_until(now, recipient.time_zone, recipient.quiet_start, recipient.quiet_end)
         limit = settings.max_record_bytes
+        if intent.lane == Lane.BULK and defer_until is None:
+            # packed into DeliveryChunk records at the end of the batch, encoded there in one pass
+            if (largest := max(map(approx_size, made))) > limit - CHUNK_FRAME_BYTES:
+                return RenderFailure("too_large", f"the rendered {c.channel} is about {largest:,} bytes, over the "
+                                                  f"{limit:,}-byte record limit (HERALD_MAX_RECORD_BYTES)")
+            res.bulk.setdefault(topic, []).extend((d, c.rec) for d in made)
+            for d in made:
+                if settings.queued_status_bulk:
+                    self._status(res, c.rec, intent, Status.QUEUED, c.channel, None, d.delivery_id)
+                else:  # a campaign's notification row appears with its "sent": half the status traffic
+                    res.count(Status.QUEUED, "")
+            return None
+        headers = set_header([], TRACE, trace)
+        encoded = [(d, self.ctx.codec.encode("Delivery", d.to_avro())) for d in made]
         if (largest := max((record_size(key, value, headers) for _, value in encoded), default=0)) > limit:
             # bad input, not an outage: only this record's channel is dead-lettered, the batch goes on
             return RenderFailure("too_large", f"the rendered {c.channel} is {largest:,} bytes, over the "
                                               f"{limit:,}-byte record limit (HERALD_MAX_RECORD_BYTES)")
-        defer_until = None
-        if c.channel in self.cfg.quiet_hours_channels and not intent.critical:
-            defer_until = quiet_until(now, recipient.time_zone, recipient.quiet_start, recipient.quiet_end)
         for d, value in encoded:
             if defer_until is not None:
                 res.scheduled.append(ScheduledRow(defer_until, topic, key, value, {TRACE: trace}, "quiet_hours",
@@ -304,6 +352,21 @@ class RouteHandler:
                     res.count(Status.QUEUED, "")
         return None
 
+    def _prepared(self, res: BatchResult, tmpl: CompiledTemplate, intent: Intent) -> PreparedParts | None:
+        """The template rendered once for the campaign variables these recipients share (a chunk's recipients hold
+        one variables object), or None when it cannot be split: Jinja then renders each recipient."""
+        if tmpl.source not in self._plans:
+            if len(self._plans) > 1000:
+                self._plans.clear()
+            self._plans[tmpl.source] = plan_template(tmpl, TEMPLATE_VIEW_KEYS)
+        plans = self._plans[tmpl.source]
+        if plans is None:
+            return None
+        key = (tmpl.source, id(intent.variables))
+        if key not in res.prepared:
+            res.prepared[key] = prepare_template(plans, {**intent.variables, "event_type": intent.event_type})
+        return res.prepared[key]
+
     async def _fail_render(self, failed: list[tuple[Candidate, RenderFailure]], res: BatchResult) -> None:
         """Dead-letter each record once (naming every failed channel) and release those channels' claims."""
         by_rec: dict[int, list[tuple[Candidate, RenderFailure]]] = {}
@@ -311,11 +374,31 @@ class RouteHandler:
             by_rec.setdefault(id(c.rec), []).append((c, failure))
         for items in by_rec.values():
             first, first_failure = items[0]
-            text = "; ".join(f"{c.channel}: {failure.message}" for c, failure in items)
+            text = "; ".join(f"{c.channel}: {failure.message}" for c, failure in items[:5])
+            if len(items) > 5:   # a campaign chunk: one record for many recipients
+                text = f"{len(items)} failed, the first: {text}"
             self._dead(first.rec, res, DeadLetter("render", first_failure.reason, text))
         await self.stores.dedup.release([c.claim for c, _ in failed])
 
     # --- outputs ---------------------------------------------------------------------
+
+    def _pack(self, bulk: dict[str, list[tuple[Delivery, InRecord]]]) -> list[OutRecord]:
+        """The bulk lane's deliveries as DeliveryChunk records: those that share their campaign fields, up to a
+        provider request each and within the record limit; keyed and traced by the first input record of each."""
+        out: list[OutRecord] = []
+        limit = self.ctx.settings.max_record_bytes - CHUNK_FRAME_BYTES
+        encode = self.ctx.codec.encode
+        for topic, items in bulk.items():
+            by_key: dict[tuple, list[tuple[Delivery, InRecord]]] = {}
+            for item in items:
+                by_key.setdefault(chunk_key(item[0]), []).append(item)
+            for same in by_key.values():
+                for group in pack_groups([approx_size(d) for d, _ in same], self.chunk_size, limit):
+                    d0, first = same[group.start]
+                    name = f"{first.topic}/{first.partition}/{first.offset}/{d0.delivery_id}"
+                    value = encode("DeliveryChunk", chunk_record(name, [d for d, _ in same[group.start:group.end]]))
+                    out.append(OutRecord(topic, first.key or name.encode(), value, set_header([], TRACE, first.trace_id)))
+        return out
 
     def _status(self, res: BatchResult, rec: InRecord, intent: Intent, status: Status, channel: Channel | None,
                 reason: str | None, delivery_id: str | None = None) -> None:
@@ -347,5 +430,5 @@ def specs(settings: Settings) -> list[AgentSpec]:
 
     return [
         AgentSpec("route", [settings.topic("events")], build_for("route")),
-        AgentSpec("route-bulk", [settings.topic("bulk")], build_for("route-bulk")),
+        AgentSpec("route-bulk", [settings.topic("bulk")], build_for("route-bulk"), batch_bytes=settings.bulk_batch_bytes),
     ]

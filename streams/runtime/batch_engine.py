@@ -47,6 +47,33 @@ def _record_lag(consumer: Consumer, committed: list[TopicPartition], lag: dict[t
         metrics.consumer_lag.labels(topic).set(sum(v for (t, _), v in lag.items() if t == topic))
 
 
+def parts(batch: list[InRecord], offsets: list[TopicPartition], max_bytes: int | None,
+          ) -> list[tuple[list[InRecord], list[TopicPartition]]]:
+    """The batch in consecutive parts of at most ``max_bytes`` of values, each with the offsets that commit it
+    (records of a partition come in order, so a part's highest offset per partition is its commit)."""
+    if max_bytes is None or sum(len(rec.value or b"") for rec in batch) <= max_bytes:
+        return [(batch, offsets)]
+    out: list[tuple[list[InRecord], list[TopicPartition]]] = []
+    part: list[InRecord] = []
+    size = 0
+    for rec in batch:
+        weight = len(rec.value or b"")
+        if part and size + weight > max_bytes:
+            out.append((part, _commits(part)))
+            part, size = [], 0
+        part.append(rec)
+        size += weight
+    out.append((part, _commits(part)))
+    return out
+
+
+def _commits(records: list[InRecord]) -> list[TopicPartition]:
+    high: dict[tuple[str, int], int] = {}
+    for rec in records:
+        high[(rec.topic, rec.partition)] = rec.offset + 1
+    return [TopicPartition(t, p, o) for (t, p), o in high.items()]
+
+
 def _accept(name: str, msgs: list[Message]) -> tuple[list[InRecord], list[TopicPartition]]:
     """The batch, and the offsets that commit it."""
     batch: list[InRecord] = []
@@ -62,8 +89,9 @@ def _accept(name: str, msgs: list[Message]) -> tuple[list[InRecord], list[TopicP
 
 
 async def run_batch_agent(name: str, topics: list[str], runner_factory: Callable[[], Awaitable[BatchRunner]],
-                          settings: Settings, liveness: Liveness | None = None) -> None:
-    """Consume ``topics`` in group ``{app_id}-{name}`` until cancelled."""
+                          settings: Settings, liveness: Liveness | None = None, batch_bytes: int | None = None) -> None:
+    """Consume ``topics`` in group ``{app_id}-{name}`` until cancelled; with ``batch_bytes``, what one consume
+    returned is handled (and committed) in parts of at most that many value bytes (at least a record each)."""
     live = liveness or Liveness()
     kafka = ConsumerThread(consumer(settings, f"{settings.app_id}-{name}", **membership(settings)), f"engine-{name}")
     kafka.consumer.subscribe(topics)
@@ -91,9 +119,10 @@ async def run_batch_agent(name: str, topics: list[str], runner_factory: Callable
                 continue
             if runner is None:
                 runner = await runner_factory()
-            live.begin(name)
-            await to_the_end(handle_and_commit(batch, offsets), settings.worker.stop_seconds, name)
-            live.done(name)
+            for part, part_offsets in parts(batch, offsets, batch_bytes):
+                live.begin(name)
+                await to_the_end(handle_and_commit(part, part_offsets), settings.worker.stop_seconds, name)
+                live.done(name)
     finally:
         # in the consumer's own thread, after any consume still running there; leaves the group
         await kafka.close()

@@ -47,6 +47,9 @@ class AgentSpec:
     service: Callable[[Context], Awaitable[None]] | None = None
     # None: DEFAULT_ENGINES, else Faust (a service spec always runs as SERVICE); agent_specs() fills it in
     engine: Engine | None = None
+    # the batch engine handles what one consume returned in parts of at most this many value bytes (None: whole);
+    # the bulk lane's records each carry hundreds of recipients
+    batch_bytes: int | None = None
 
 
 def resolve_engine(spec: AgentSpec, overrides: Mapping[str, str] | None = None) -> Engine:

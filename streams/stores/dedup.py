@@ -32,7 +32,7 @@ return out
 
 CLAIM_SQL = """
 WITH input AS (
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) AS t(event_id, channel, origin)
+    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]) AS t(event_id, channel, origin)
 ), ins AS (
     INSERT INTO dedup (event_id, channel, origin) SELECT event_id, channel, origin FROM input
     ON CONFLICT DO NOTHING RETURNING event_id, channel
@@ -44,7 +44,7 @@ LEFT JOIN dedup d ON d.event_id = i.event_id AND d.channel = i.channel
 """
 
 RELEASE_SQL = """
-DELETE FROM dedup d USING unnest(%s::text[], %s::text[], %s::text[]) AS t(event_id, channel, origin)
+DELETE FROM dedup d USING unnest(%b::text[], %b::text[], %b::text[]) AS t(event_id, channel, origin)
 WHERE d.event_id = t.event_id AND d.channel = t.channel AND d.origin = t.origin
 """
 

@@ -22,7 +22,7 @@ from streams.stages.deliver import LedgerDecision, ledger_decision
 
 CLAIM = """
 WITH input AS (
-    SELECT * FROM unnest(%(ids)s::text[], %(nids)s::text[], %(chs)s::text[], %(addrs)s::text[])
+    SELECT * FROM unnest(%(ids)b::text[], %(nids)b::text[], %(chs)b::text[], %(addrs)b::text[])
         AS t(delivery_id, notification_id, channel, address)
 ), prev AS (
     SELECT d.delivery_id, d.status, d.provider_message_id FROM deliveries d JOIN input USING (delivery_id)
@@ -41,7 +41,7 @@ FROM input i LEFT JOIN claimed c USING (delivery_id) LEFT JOIN prev p USING (del
 MARK = """
 UPDATE deliveries d SET status = u.status, provider_message_id = COALESCE(u.pmid, d.provider_message_id),
     error = u.error, sent_at = CASE WHEN u.status = 'sent' THEN now() ELSE d.sent_at END, updated_at = now()
-FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(pmids)s::text[], %(errors)s::text[])
+FROM unnest(%(ids)b::text[], %(statuses)b::text[], %(pmids)b::text[], %(errors)b::text[])
     AS u(delivery_id, status, pmid, error)
 WHERE d.delivery_id = u.delivery_id
 """

@@ -27,11 +27,10 @@ from streams.stores.batch import RedisBatch, Reply, RoundTrips, memory_of, pipel
 
 RECIPIENTS_SQL = """
 SELECT u.id, u.email, u.phone, u.locale, u.time_zone, u.first_name, u.email_undeliverable, u.phone_undeliverable,
-       COALESCE((SELECT array_agg(d.token ORDER BY d.id) FROM devices d WHERE d.user_id = u.id AND d.active), '{}'),
-       COALESCE(p.muted, false), COALESCE(p.channels, '{}'::jsonb), COALESCE(p.categories, '{}'::jsonb),
-       p.quiet_start, p.quiet_end
+       (SELECT array_agg(d.token ORDER BY d.id) FROM devices d WHERE d.user_id = u.id AND d.active),
+       COALESCE(p.muted, false), p.channels, p.categories, p.quiet_start, p.quiet_end
 FROM users u LEFT JOIN preferences p ON p.user_id = u.id
-WHERE u.id = ANY(%s)
+WHERE u.id = ANY(%b::text[])
 """
 
 
@@ -88,7 +87,7 @@ def recipient_from_row(row: tuple) -> Recipient:
     (uid, email, phone, locale, tz, first_name, email_bad, phone_bad, devices, muted, channels, categories, qs, qe) = row
     return Recipient(
         id=uid, email=email, phone=phone, locale=locale, time_zone=tz, first_name=first_name,
-        email_undeliverable=email_bad, phone_undeliverable=phone_bad, devices=list(devices), muted=muted,
+        email_undeliverable=email_bad, phone_undeliverable=phone_bad, devices=list(devices or ()), muted=muted,
         channels={k: bool(v) for k, v in (channels or {}).items()},
         categories={k: bool(v) for k, v in (categories or {}).items()},
         quiet_start=qs, quiet_end=qe,

@@ -14,11 +14,15 @@ from schemas.records import StatusChange
 from schemas.vocabulary import Status
 from streams.stages.status_fold import Fold, NotificationUpdate, as_datetime
 
-# The WHERE is the "never backwards" guard across batches: a stored higher rank wins over any later change.
+# One statement for the whole batch (fold gave one update per notification, sorted by id, so concurrent writers lock
+# rows in one order). The WHERE is the "never backwards" guard across batches: a stored higher rank wins.
 UPSERT = """
 INSERT INTO notifications AS n (id, event_id, event_type, user_id, template, category, campaign_id,
                                 status, status_rank, reason, created_at, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT u.*, u.at FROM unnest(%(ids)b::text[], %(eids)b::text[], %(types)b::text[], %(users)b::text[],
+                           %(templates)b::text[], %(categories)b::text[], %(campaigns)b::text[], %(statuses)b::text[],
+                           %(ranks)b::int[], %(reasons)b::text[], %(ats)b::timestamptz[])
+    AS u(id, event_id, event_type, user_id, template, category, campaign_id, status, status_rank, reason, at)
 ON CONFLICT (id) DO UPDATE SET
     status = EXCLUDED.status, status_rank = EXCLUDED.status_rank, reason = EXCLUDED.reason,
     updated_at = EXCLUDED.updated_at,
@@ -27,6 +31,8 @@ ON CONFLICT (id) DO UPDATE SET
     campaign_id = COALESCE(n.campaign_id, EXCLUDED.campaign_id)
 WHERE EXCLUDED.status_rank > n.status_rank
 """
+UPSERT_COLUMNS = ("ids", "eids", "types", "users", "templates", "categories", "campaigns", "statuses", "ranks",
+                  "reasons", "ats")
 
 COPY_HISTORY = (
     "COPY status_history (notification_id, channel, status, reason, delivery_id, provider_message_id, at) FROM STDIN"
@@ -38,8 +44,8 @@ HISTORY_OF = "SELECT status FROM status_history WHERE notification_id = %s ORDER
 # 'sent' again so that no status is lost, and the history does not grow a second row for it
 INSERT_SENT_ONCE = """
 INSERT INTO status_history (notification_id, channel, status, reason, delivery_id, provider_message_id, at)
-SELECT * FROM unnest(%(nids)s::text[], %(channels)s::text[], %(statuses)s::text[], %(reasons)s::text[],
-                     %(dids)s::text[], %(pmids)s::text[], %(ats)s::timestamptz[])
+SELECT * FROM unnest(%(nids)b::text[], %(channels)b::text[], %(statuses)b::text[], %(reasons)b::text[],
+                     %(dids)b::text[], %(pmids)b::text[], %(ats)b::timestamptz[])
 ON CONFLICT (delivery_id) WHERE status = 'sent' AND delivery_id IS NOT NULL DO NOTHING
 """
 
@@ -54,9 +60,11 @@ def history_row(change: StatusChange) -> tuple:
             change.provider_message_id, as_datetime(change.at))
 
 
-def upsert_row(update: NotificationUpdate) -> tuple:
-    return (update.id, update.event_id, update.event_type, update.user_id, update.template, update.category,
-            update.campaign_id, update.status, update.rank, update.reason, update.at, update.at)
+def upsert_params(updates: list[NotificationUpdate]) -> dict[str, list]:
+    """The UPSERT's arrays, one per column."""
+    columns = zip(*((u.id, u.event_id, u.event_type, u.user_id, u.template, u.category, u.campaign_id, str(u.status),
+                     u.rank, u.reason, u.at) for u in updates), strict=True)
+    return dict(zip(UPSERT_COLUMNS, map(list, columns), strict=True))
 
 
 class StatusStore(Protocol):
@@ -87,8 +95,8 @@ class PostgresStatusStore:
                 columns = list(zip(*once, strict=True))
                 await cur.execute(INSERT_SENT_ONCE, dict(zip(
                     ("nids", "channels", "statuses", "reasons", "dids", "pmids", "ats"), map(list, columns), strict=True)))
-            # fold sorted the updates by id, so concurrent writers lock rows in one order
-            await cur.executemany(UPSERT, [upsert_row(update) for update in folded.updates])
+            if folded.updates:
+                await cur.execute(UPSERT, upsert_params(folded.updates))
 
     async def status_of(self, notification_id: str) -> Status | None:
         async with self.db.connection() as conn:

@@ -29,7 +29,24 @@ def herald(settings, *args: str, timeout: float = 120) -> subprocess.CompletedPr
     return subprocess.run([sys.executable, "-m", "infra.tools.cli.main", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def read_topic(settings, topic: str, at_least: int, timeout: float = 90) -> list:
+def recipients_of(msgs: list) -> list[dict]:
+    """Each recipient of the CampaignChunk records as its own CampaignMessage would read (and its record)."""
+    codec = Codec()
+    out = []
+    for m in msgs:
+        chunk = codec.decode(m.value())
+        assert chunk.name == "CampaignChunk"
+        r = chunk.record
+        own = r["user_variables_json"] or [None] * len(r["user_ids"])
+        shared = json.loads(r["variables_json"])
+        for user_id, variables in zip(r["user_ids"], own, strict=True):
+            out.append({"event_id": f"{r['campaign_id']}:{user_id}", "user_id": user_id, "chunk_id": r["chunk_id"],
+                        "variables": {**shared, **json.loads(variables)} if variables else shared, "message": m})
+    return out
+
+
+def read_recipients(settings, topic: str, n: int, timeout: float = 90) -> list[dict]:
+    """The recipients of the campaign chunks on ``topic``: at least ``n``, and whatever follows them."""
     c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.app_id}-read-{time.time_ns()}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
     c.subscribe([topic])
@@ -38,15 +55,15 @@ def read_topic(settings, topic: str, at_least: int, timeout: float = 90) -> list
     try:
         while time.monotonic() < deadline:
             batch = [m for m in c.consume(5000, 0.5) if not m.error()]
-            got += batch
-            if len(got) >= at_least and not batch:
+            got += recipients_of(batch)
+            if len(got) >= n and not batch:
                 break
     finally:
         c.close()
     return got
 
 
-def test_send_from_a_file_puts_one_message_per_recipient_on_the_bulk_topic(topics, db, tmp_path):
+def test_send_from_a_file_puts_every_recipient_on_the_bulk_topic_in_chunks(topics, db, tmp_path):
     settings = topics
     users = tmp_path / "vip.jsonl"
     lines = [json.dumps({"user_id": f"u{i}", "variables": {"n": str(i)}}) for i in range(5000)]
@@ -61,17 +78,16 @@ def test_send_from_a_file_puts_one_message_per_recipient_on_the_bulk_topic(topic
     row = db.execute("SELECT total, produced, status, template FROM campaigns WHERE id = %s", (cid,)).fetchone()
     assert tuple(row) == (5000, 5000, "produced", "spring_sale")
 
-    msgs = read_topic(settings, settings.topic("bulk"), 5000)
-    assert len(msgs) == 5000
-    codec = Codec()
-    decoded = [codec.decode(m.value()) for m in msgs]
-    assert {d.name for d in decoded} == {"CampaignMessage"}
-    assert {d.record["event_id"] for d in decoded} == {f"{cid}:u{i}" for i in range(5000)}
-    sample = next(d.record for d in decoded if d.record["user_id"] == "u42")
-    assert json.loads(sample["variables_json"]) == {"discount": "20%", "n": "42"}
-    for m, d in zip(msgs[:50], decoded[:50], strict=True):
-        assert m.key() == d.record["user_id"].encode()
-        assert dict(m.headers())[TRACE] == d.record["event_id"].encode()
+    got = read_recipients(settings, settings.topic("bulk"), 5000)
+    assert len(got) == 5000
+    assert {r["event_id"] for r in got} == {f"{cid}:u{i}" for i in range(5000)}
+    sample = next(r for r in got if r["user_id"] == "u42")
+    assert sample["variables"] == {"discount": "20%", "n": "42"}
+    # many recipients per record, each record named by its first recipient's ordinal: a resume names them alike
+    chunks = {r["chunk_id"]: r["message"] for r in got}
+    assert len(chunks) == 10 and set(chunks) == {f"{cid}:{i}" for i in range(0, 5000, 500)}
+    for name, m in chunks.items():
+        assert m.key() == name.encode() and dict(m.headers())[TRACE] == name.encode()
 
 
 def test_ctrl_c_then_resume_sends_every_recipient_without_repeating_the_produced_part(topics, db, tmp_path):
@@ -104,9 +120,7 @@ def test_ctrl_c_then_resume_sends_every_recipient_without_repeating_the_produced
     assert f"({n - first:,} now" in said  # the resume sent only what was left
     assert tuple(db.execute("SELECT status, produced, total FROM campaigns WHERE id = %s", (cid,)).fetchone()) == ("produced", n, n)
 
-    msgs = read_topic(settings, settings.topic("bulk"), n, timeout=180)
-    codec = Codec()
-    ids = [codec.decode(m.value()).record["event_id"] for m in msgs]
+    ids = [r["event_id"] for r in read_recipients(settings, settings.topic("bulk"), n, timeout=180)]
     assert set(ids) == {f"{cid}:user-{i:06d}" for i in range(n)}
     # only the chunk in flight at Ctrl-C can be on the topic twice, with the same event id (de-duplicated downstream)
     assert len(ids) - n <= 5000
@@ -122,9 +136,8 @@ def test_send_from_a_query(topics, db):
     assert out.returncode == 0, out.stderr
     cid = out.stdout.strip()
     assert db.execute("SELECT total, produced FROM campaigns WHERE id = %s", (cid,)).fetchone() == (200, 200)
-    msgs = read_topic(settings, settings.topic("bulk"), 200)
-    recs = [Codec().decode(m.value()).record for m in msgs]
-    assert len(recs) == 200 and all(json.loads(r["variables_json"]) == {"loc": "de"} for r in recs)
+    recs = read_recipients(settings, settings.topic("bulk"), 200)
+    assert len(recs) == 200 and all(r["variables"] == {"loc": "de"} for r in recs)
     assert {r["user_id"] for r in recs} == {f"{tag}-{i}" for i in range(2, 401, 2)}
 
 

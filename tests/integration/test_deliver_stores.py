@@ -24,6 +24,7 @@ from tests.unit.test_deliver_handler import (  # noqa: F401 - the scenarios, col
     DeliverEnv,
     MemoryDeliverEnv,
     test_a_429_past_the_wait_budget_is_handed_back_and_pauses_the_provider,
+    test_a_bulk_chunk_goes_in_one_call_and_the_handler_writes_its_statuses,
     test_a_claim_younger_than_the_lease_is_handed_back_without_a_call,
     test_a_copy_in_the_same_batch_is_sent_once,
     test_a_deactivated_device_drops_its_users_cached_recipient,

@@ -72,5 +72,7 @@ def test_chunks_skip_the_produced_prefix_and_collect_rejections():
     items.insert(3, Rejected(4, "no user id"))
     rejected, counter = [], [0]
     chunks = list(_chunks(items, skip=2, size=2, rejected=rejected, counter=counter))
-    assert [(i, [r.user_id for r in c]) for i, c in chunks] == [(0, ["u3", "u4"]), (1, ["u5", "u6"]), (2, ["u7"])]
+    assert [(i, [r.user_id for r in c]) for i, c, _ in chunks] == [(0, ["u3", "u4"]), (1, ["u5", "u6"]), (2, ["u7"])]
+    # the ordinal of each chunk's first recipient names its records, the same on a resume
+    assert [first for _, _, first in chunks] == [2, 4, 6]
     assert rejected == [Rejected(4, "no user id")] and counter == [1]

@@ -19,7 +19,7 @@ from infra.kafka.records import ATTEMPT, TRACE, InRecord, OutRecord
 from infra.settings import DeliverTuning, Settings
 from infra.topics import deliver_topic
 from schemas.codec import Codec
-from schemas.records import Delivery
+from schemas.records import Delivery, chunk_record
 from schemas.vocabulary import Channel, Lane, LedgerStatus, Status
 from sinks.errors import InvalidToken, Permanent, RateLimited, Retryable
 from sinks.memory import MemorySink
@@ -292,6 +292,38 @@ async def test_permanent_is_a_dead_letter_and_failed(env: DeliverEnv) -> None:
     assert header(letter, ERROR_CLASS) == "permanent"
     assert [(s, pmid) for _, s, pmid in statuses(env, out)] == [(Status.FAILED, None)]
     assert retries(env, out) == [] and await env.ledger(d.delivery_id) == (LedgerStatus.FAILED, 1)
+
+
+@scenario
+async def test_a_bulk_chunk_goes_in_one_call_and_the_handler_writes_its_statuses(env: DeliverEnv) -> None:
+    sink = MemorySink()
+    occurred, campaign = now_ms(), f"c-{uuid.uuid4().hex[:8]}"
+    ds = [typed(lane="bulk", category="marketing", campaign_id=campaign, occurred_at=occurred, event_type="CampaignMessage",
+                template="weekly_digest") for _ in range(3)]
+    sink.script(ds[1].address, Permanent("550 no such mailbox"))
+    topic = deliver_topic(env.settings, Channel.EMAIL, "bulk")
+    chunk = InRecord(topic, 0, next(_offsets), b"chunk", env.codec.encode("DeliveryChunk", chunk_record("c/0", ds)),
+                     [(TRACE, b"trace-chunk")])
+    handler = env.handler(sink, Lane.BULK)
+    out = await handler.handle([chunk])
+    assert [len(call) for call in sink.calls] == [3]
+    # the bulk lane writes its statuses itself: nothing for the status agent
+    assert statuses(env, out) == []
+    assert handler.stores.statuses is not None
+    for d, status in zip(ds, (Status.SENT, Status.FAILED, Status.SENT), strict=True):
+        assert await handler.stores.statuses.history_of(d.notification_id) == [status]
+        assert await handler.stores.statuses.status_of(d.notification_id) == status
+    # the failed one is dead-lettered on its own, as the Delivery it was, never as the whole chunk
+    [letter] = dead(env, out)
+    alone = Delivery.from_avro(env.codec.decode(letter.value).record)
+    assert alone.delivery_id == ds[1].delivery_id and alone.lane == Lane.BULK and alone.campaign_id == campaign
+    assert letter.key == ds[1].user_id.encode() and header(letter, TRACE) == "trace-chunk"
+    assert await env.ledger(ds[0].delivery_id) == (LedgerStatus.SENT, 1)
+    # the chunk read again (a crash before the commit): the sent ones are acknowledged from the ledger without a
+    # call; only the one that failed is tried again (a failure is nobody's send)
+    await handler.handle([chunk])
+    assert [[d.delivery_id for d in call] for call in sink.calls][1:] == [[ds[1].delivery_id]]
+    assert await handler.stores.statuses.history_of(ds[0].notification_id) == [Status.SENT]
 
 
 @scenario

@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from infra.kafka.dead_letters import ERROR_CLASS, STAGE
+from infra.kafka.dead_letters import ERROR_CLASS, ERROR_TEXT, STAGE
 from infra.kafka.records import InRecord, OutRecord
 from infra.settings import Settings
 from infra.tools.seed import SEED_TEMPLATES
 from schemas.codec import Codec
+from schemas.records import chunk_deliveries
 from schemas.vocabulary import Channel, Status
 from streams.handlers.route import RouteHandler, RouteStores
 from streams.metrics import Metrics
@@ -150,6 +151,8 @@ def decoded(env: RouteEnv, out: list[OutRecord], name: str) -> list[dict[str, An
         d = env.codec.decode(o.value)
         if d.name == name:
             found.append(d.record)
+        elif d.name == "DeliveryChunk" and name == "Delivery":   # the bulk lane's deliveries travel packed
+            found.extend(delivery.to_avro() for delivery in chunk_deliveries(d.record))
     return found
 
 
@@ -423,6 +426,37 @@ async def test_a_campaign_message_goes_to_the_bulk_lane_without_a_queued_status(
     [d] = deliveries(env, out, camp["event_id"])
     assert d["lane"] == "bulk" and d["campaign_id"] == "c1"
     assert [o.topic for o in out] == [env.settings.topic("deliver.email.bulk")]  # its "sent" makes the row
+
+
+@scenario
+async def test_a_campaign_chunk_routes_each_recipient_and_packs_their_deliveries(env: RouteEnv) -> None:
+    ada, nameless, opted_out, unknown = (env.uid() for _ in range(4))
+    await env.add_user(Recipient(ada, email="ada@example.test", first_name="Ada"))
+    await env.add_user(Recipient(nameless, email="n@example.test"))
+    await env.add_user(Recipient(opted_out, email="o@example.test", categories={"marketing": False}))
+    cid = f"c-{uuid.uuid4().hex[:6]}"
+    chunk = {"chunk_id": f"{cid}:0", "occurred_at": now_ms(), "campaign_id": cid, "template": "weekly_digest",
+             "channels": ["email"], "category": "marketing", "variables_json": json.dumps({"headline": "Spring is here"}),
+             "user_ids": [ada, nameless, opted_out, unknown, "bad\x00id"],
+             "user_variables_json": [None, json.dumps({"headline": "Just for you"}), None, None, None]}
+    rec = InRecord(env.settings.topic("bulk"), 0, next(_offsets), b"chunk", env.codec.encode("CampaignChunk", chunk))
+    out = await env.handler().handle([rec])
+    packed = [o for o in out if o.topic == env.settings.topic("deliver.email.bulk")]
+    assert len(packed) == 1 and env.codec.decode(packed[0].value).name == "DeliveryChunk"
+    by_user = {d["user_id"]: d for d in decoded(env, out, "Delivery")}
+    assert set(by_user) == {ada, nameless}
+    assert by_user[ada]["event_id"] == f"{cid}:{ada}" and by_user[ada]["lane"] == "bulk"
+    assert by_user[ada]["text"].startswith("Hi Ada,") and "Spring is here" in by_user[ada]["text"]
+    assert by_user[nameless]["text"].startswith("Hi there,") and "Just for you" in by_user[nameless]["text"]
+    assert statuses(env, out, f"{cid}:{opted_out}") == [("email", "suppressed", "preference")]
+    assert statuses(env, out, f"{cid}:{unknown}") == [("email", "skipped", "no_recipient")]
+    [letter] = dead(env, out)   # the one id that cannot be routed, named; the rest of the chunk went on
+    assert letter.value == rec.value and b"1 recipient(s) not routed" in dict(letter.headers)[ERROR_TEXT]
+    # the same record read again (a crash before the commit) holds its claims: its deliveries are made again and
+    # the ledger stops a second send; the chunk sent again by a resumed campaign (a new record) is a duplicate
+    assert len(decoded(env, await env.handler().handle([rec]), "Delivery")) == 2
+    resent = InRecord(rec.topic, 0, next(_offsets), rec.key, rec.value)
+    assert decoded(env, await env.handler().handle([resent]), "Delivery") == []
 
 
 # --- over the twins only: the round-trip budget as the twins count it -------------------------

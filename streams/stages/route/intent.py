@@ -83,14 +83,7 @@ def intent_for(decoded: Decoded, cfg: RouteConfig, bulk: bool = False) -> Intent
         template = rec["template"]
         channels = tuple(dict.fromkeys(rec["channels"]))  # de-duplicated, order kept
         category = rec["category"]
-        try:
-            variables = json.loads(rec.get("variables_json") or "{}")
-        except RecursionError as exc:
-            raise RouteError("bad_variables", f"{decoded.name} {event_id}: variables_json is nested too deeply") from exc
-        except ValueError as exc:
-            raise RouteError("bad_variables", f"{decoded.name} {event_id}: variables_json is not JSON: {exc}") from exc
-        if not isinstance(variables, dict):
-            raise RouteError("bad_variables", f"{decoded.name} {event_id}: variables_json must be a JSON object")
+        variables = _variables(rec.get("variables_json") or "{}", f"{decoded.name} {event_id}")
         if not template:
             raise RouteError("bad_event", f"{decoded.name} {event_id}: template is empty")
         if not channels:
@@ -119,3 +112,55 @@ def intent_for(decoded: Decoded, cfg: RouteConfig, bulk: bool = False) -> Intent
         campaign_id=rec.get("campaign_id"),
         inline=inline_recipient(user_id, rec.get("recipient")),
     )
+
+
+def chunk_intents(decoded: Decoded, cfg: RouteConfig) -> tuple[list[Intent], list[str]]:
+    """A ``CampaignChunk`` → one bulk Intent per recipient, as its own ``CampaignMessage`` would give, and the
+    problems of recipients that cannot be routed (each names its user). Raises RouteError for the whole chunk."""
+    route = cfg.routes.get("CampaignMessage")
+    if route is None:
+        raise RouteError("no_route", "no route for CampaignMessage: campaign chunks are routed by it")
+    rec = decoded.record
+    campaign_id, template = rec["campaign_id"], rec["template"]
+    where = f"CampaignChunk {rec['chunk_id']}"
+    shared = _variables(rec["variables_json"], where)
+    channels = tuple(dict.fromkeys(rec["channels"]))
+    if not template:
+        raise RouteError("bad_event", f"{where}: template is empty")
+    if not channels:
+        raise RouteError("bad_event", f"{where}: no channels")
+    if not campaign_id or "\x00" in campaign_id or len(campaign_id) > MAX_ID_CHARS // 2:
+        raise RouteError("bad_event", f"{where}: campaign_id is empty, holds a NUL byte or is too long")
+    users: list[str] = rec["user_ids"]
+    own: list[str | None] = rec["user_variables_json"] or [None] * len(users)
+    if len(own) != len(users):
+        raise RouteError("bad_event", f"{where}: {len(own)} user_variables_json for {len(users)} user_ids")
+    occurred, category = to_ms(rec["occurred_at"]) or 0, rec["category"]
+    critical, ttl = cfg.is_critical(category), int(route.ttl_seconds)
+    typed = tuple(_CHANNEL_OF[ch] for ch in channels)
+    intents: list[Intent] = []
+    problems: list[str] = []
+    for user_id, variables_json in zip(users, own, strict=True):
+        if not user_id or "\x00" in user_id or len(user_id) > MAX_ID_CHARS // 2:
+            problems.append(f"user id {user_id[:40]!r} is empty, holds a NUL byte or is too long")
+            continue
+        try:
+            variables = shared if variables_json is None else {**shared, **_variables(variables_json, f"{where} {user_id}")}
+        except RouteError as exc:
+            problems.append(str(exc))
+            continue
+        intents.append(Intent(f"{campaign_id}:{user_id}", "CampaignMessage", user_id, template, typed, category, Lane.BULK,
+                              ttl, occurred, None, critical, variables, campaign_id))
+    return intents, problems
+
+
+def _variables(text: str, where: str) -> dict[str, Any]:
+    try:
+        variables = json.loads(text or "{}")
+    except RecursionError as exc:
+        raise RouteError("bad_variables", f"{where}: variables_json is nested too deeply") from exc
+    except ValueError as exc:
+        raise RouteError("bad_variables", f"{where}: variables_json is not JSON: {exc}") from exc
+    if not isinstance(variables, dict):
+        raise RouteError("bad_variables", f"{where}: variables_json must be a JSON object")
+    return variables

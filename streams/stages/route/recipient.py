@@ -27,8 +27,11 @@ class Recipient:
     quiet_end: time | None = None
 
     def template_view(self) -> dict[str, Any]:
-        """What templates see as ``user``."""
+        """What templates see as ``user`` (its keys: ``TEMPLATE_VIEW_KEYS``)."""
         return {"id": self.id, "first_name": self.first_name or "", "locale": self.locale, "time_zone": self.time_zone}
+
+
+TEMPLATE_VIEW_KEYS = frozenset({"id", "first_name", "locale", "time_zone"})
 
 
 # --- the cache format (JSON) -------------------------------------------------

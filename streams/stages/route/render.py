@@ -13,6 +13,7 @@ from jinja2 import Template, UndefinedError
 from jinja2.exceptions import SecurityError
 
 from schemas.vocabulary import Channel
+from streams.stages.route.split import PreparedParts
 from streams.templates import CompiledTemplate, render_warnings
 
 GSM7_BASIC = set(
@@ -92,6 +93,12 @@ def render(tmpl: CompiledTemplate | None, channel: Channel | str, context: dict[
         return RenderFailure("render_error", f"{tmpl.label} ({part}): {type(exc).__name__}: {exc}")
     finally:
         render_warnings.reset(token)
+    return finish(tmpl, channel, text, subject, html, title, push_data, tuple(warnings))
+
+
+def finish(tmpl: CompiledTemplate, channel: Channel | str, text: str, subject: str | None, html: str | None,
+           title: str | None, push_data: dict[str, str] | None, warnings: tuple[str, ...]) -> Rendered | RenderFailure:
+    """The checks every rendered message passes, and the message as its channel carries it."""
     for name, value in (("text", text), ("subject", subject), ("html", html), ("push_title", title)):
         if value and not _utf8(value):
             return RenderFailure("render_error", f"{tmpl.label} ({name}): renders a lone surrogate, which is no UTF-8 text "
@@ -107,5 +114,14 @@ def render(tmpl: CompiledTemplate | None, channel: Channel | str, context: dict[
         push_title=title if channel == Channel.PUSH else None,
         sms_segments=sms_segments(text) if channel == Channel.SMS else 0,
         push_data=dict(push_data or {}) if channel == Channel.PUSH else {},
-        warnings=tuple(warnings),
+        warnings=warnings,
     )
+
+
+def render_prepared(tmpl: CompiledTemplate, channel: Channel | str, prepared: PreparedParts, view: dict[str, Any],
+                    ids: dict[str, str], push_data: dict[str, str] | None = None) -> Rendered | RenderFailure:
+    """``render`` of a campaign recipient from the chunk's pre-split parts (``streams.stages.route.split``)."""
+    filled = {part: p.fill(view, ids) for part, p in prepared.items()}
+    warnings = tuple(w for p in prepared.values() for w in p.warnings)
+    return finish(tmpl, channel, filled.get("text") or "", filled.get("subject"), filled.get("html"),
+                  filled.get("push_title"), push_data, warnings)
