@@ -14,7 +14,8 @@ def scheduler(
     interval: float = typer.Option(1.0, min=0.05, help="seconds between claims of due rows"),
     batch_size: int = typer.Option(1000, min=1, help="rows claimed per transaction"),
     housekeeping_every: float = typer.Option(3600.0, min=0, help="seconds between clean-up runs (0: off)"),
-    keep_published_days: int = typer.Option(7, min=0, help="days published outbox rows are kept"),
+    keep_published_days: int | None = typer.Option(
+        None, min=0, help="days published outbox rows are kept (default: HERALD_RETENTION__PUBLISHED_DAYS; 0: forever)"),
     metrics_port: int = typer.Option(9109, help="Prometheus /metrics and liveness /healthz port (0: off); "
                                      "the address is HERALD_METRICS_HOST"),
     once: bool = typer.Option(False, "--once", help="publish what is due now, then exit"),
