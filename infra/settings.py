@@ -267,6 +267,9 @@ class Settings(BaseSettings):
     recipient_cache_ttl: int = Field(300, description="seconds a recipient stays in the Redis cache")
     dedup_ttl: int = Field(7 * 24 * 3600, description="seconds an (event, channel) de-duplication key lives")
     metrics_port: int = Field(9108, description="worker Prometheus /metrics and /healthz port (0: off)")
+    monitor_interval: float = Field(
+        15.0, ge=0, description="seconds between the scheduler's samples of every agent's consumer lag and of the DLQ (0: off)"
+    )
     metrics_host: str = Field(
         "127.0.0.1", description="address the worker's and the scheduler's /metrics and /healthz listen on (0.0.0.0 in a container)"
     )

@@ -28,6 +28,8 @@ def scheduler(
     them unchanged and marks them published only after Kafka's delivery
     report. Run several replicas for availability: they never publish the
     same claim twice. Ctrl-C or SIGTERM stops after the current batch.
+    Every HERALD_MONITOR_INTERVAL seconds it samples every agent's consumer
+    lag and the DLQ's dead letters by reason from the broker (/metrics).
     """
     import logging.config
 
@@ -59,8 +61,22 @@ def scheduler(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    monitor = None
+    if settings.monitor_interval:
+        from scheduler.monitor import KafkaMonitor
+        from streams.runtime.registry import watched
+
+        # every agent's lag from the broker's offsets, and the DLQ by reason (herald_consumer_lag, herald_dlq_records)
+        try:
+            agents = watched(settings)
+        except ValueError as exc:   # HERALD_WORKER__ENGINES names an unknown agent
+            raise CliError(str(exc)) from exc
+        monitor = KafkaMonitor(settings, agents, metrics)
+        monitor.start(stop, settings.monitor_interval)
     logging.getLogger("herald.scheduler").info("scheduler running (every %.2fs, batches of %d)", interval, batch_size)
     try:
         sched.run(stop)
     finally:
         sched.close()
+        if monitor is not None:
+            monitor.close()
