@@ -140,6 +140,28 @@ class TopicsConfig(BaseModel):
     dlq_retention_ms: int = Field(30 * 24 * 3600 * 1000, ge=60_000, description="retention of the dead-letter topic, ms (30 days)")
 
 
+class RetentionConfig(BaseModel):
+    """How long PostgreSQL keeps each table's rows (``settings.retention``; variables ``HERALD_RETENTION__*``).
+
+    The scheduler's housekeeping deletes older rows in bounded batches; 0 keeps a table's rows forever.
+    The dedup and ledger windows are the exactly-once windows: a record replayed later than them may be sent again.
+    """
+
+    dedup_days: int = Field(
+        7, ge=0, description="days an (event, channel) claim is kept in PostgreSQL; an event replayed later may be sent again"
+    )
+    ledger_days: int = Field(
+        30, ge=0, description="days a delivery stays in the ledger after its last change; a delivery replayed later may be sent again"
+    )
+    idempotency_days: int = Field(
+        2, ge=0, description="days an API Idempotency-Key is remembered; a retry with the same key later makes a new notification"
+    )
+    status_history_days: int = Field(90, ge=0, description="days a status history row is kept (the notification row stays)")
+    published_days: int = Field(7, ge=0, description="days a published scheduled (send_at, quiet-hours) row is kept for inspection")
+    batch_rows: int = Field(10_000, ge=1, description="rows one DELETE removes (one short transaction)")
+    max_batches: int = Field(100, ge=1, description="DELETEs per table per housekeeping run; the rest waits for the next run")
+
+
 class ClusterConfig(BaseModel):
     """The local multi-broker cluster of ``herald stack up --brokers N`` (``settings.cluster``; ``HERALD_CLUSTER__*``)."""
 
@@ -251,10 +273,16 @@ class Settings(BaseSettings):
     recipient_cache_ttl: int = Field(300, description="seconds a recipient stays in the Redis cache")
     dedup_ttl: int = Field(7 * 24 * 3600, description="seconds an (event, channel) de-duplication key lives")
     metrics_port: int = Field(9108, description="worker Prometheus /metrics and /healthz port (0: off)")
+    monitor_interval: float = Field(
+        15.0, ge=0, description="seconds between the scheduler's samples of every agent's consumer lag and of the DLQ (0: off)"
+    )
     metrics_host: str = Field(
         "127.0.0.1", description="address the worker's and the scheduler's /metrics and /healthz listen on (0.0.0.0 in a container)"
     )
     worker: WorkerConfig = Field(default_factory=WorkerConfig, description="herald worker: liveness, stop bound, static membership, engines")
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig, description="days each PostgreSQL table keeps its rows; the scheduler purges older ones"
+    )
 
     # --- providers (the sandbox by default) ------------------------------
     email_provider: Literal["smtp", "sendgrid"] = "smtp"

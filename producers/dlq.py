@@ -34,7 +34,7 @@ from infra.kafka.producer import Producer
 from infra.kafka.records import TRACE, Headers, OutRecord, now_ms
 from infra.settings import Settings
 
-REPLAY_OF = "herald-replay-of"
+REPLAY_OF = h.REPLAY_OF
 
 
 class DlqError(RuntimeError):

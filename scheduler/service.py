@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 
 from infra.settings import Settings
-from scheduler.housekeeping import Job, purge_published, run_jobs, stale_devices
+from scheduler.housekeeping import Job, retention_jobs, run_jobs, stale_devices
 from scheduler.metrics import SchedulerMetrics
 from scheduler.outbox import Outbox
 
@@ -26,14 +26,15 @@ class SchedulerConfig:
     interval: float = 1.0               # seconds between ticks
     batch_size: int = 1000              # rows per claim (one transaction)
     housekeeping_every: float = 3600.0  # seconds; 0 turns housekeeping off
-    keep_published_days: int = 7
+    keep_published_days: int | None = None  # None: settings.retention.published_days
     device_inactive_days: int = 30
     delivery_timeout: float = 30.0
     stall_seconds: float = 120.0        # /healthz: 503 when the loop has not come round for this long
 
 
-def default_jobs(config: SchedulerConfig) -> list[Job]:
-    return [purge_published(config.keep_published_days), stale_devices(config.device_inactive_days)]
+def default_jobs(config: SchedulerConfig, settings: Settings) -> list[Job]:
+    """The retention purges (``settings.retention``), then the stale devices."""
+    return [*retention_jobs(settings.retention, config.keep_published_days), stale_devices(config.device_inactive_days)]
 
 
 class Scheduler:
@@ -42,7 +43,7 @@ class Scheduler:
         self.settings = settings
         self.config = config or SchedulerConfig()
         self.metrics = metrics or SchedulerMetrics()
-        self.jobs = default_jobs(self.config) if jobs is None else jobs
+        self.jobs = default_jobs(self.config, settings) if jobs is None else jobs
         self.outbox = Outbox(settings.dsn, settings, batch_size=self.config.batch_size,
                              delivery_timeout=self.config.delivery_timeout, metrics=self.metrics)
         self.published = 0

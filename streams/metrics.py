@@ -37,7 +37,6 @@ class Metrics:
         self.last_commit = Gauge("herald_last_batch_done_timestamp", "Unix time an agent last finished a batch", ["agent"], registry=r)
         self.circuit_state = Gauge("herald_circuit_state", "Circuit state per provider account: 0 closed, 1 half-open, 2 open",
                                    ["provider"], registry=r)
-        self.consumer_lag = Gauge("herald_consumer_lag", "Records behind the log end", ["topic"], registry=r)
 
     def serve(self, port: int, addr: str = "127.0.0.1", health: Health | None = None) -> ThreadingHTTPServer | None:
         return serve_probes(port, addr, self.registry, health)

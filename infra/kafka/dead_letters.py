@@ -17,6 +17,8 @@ ATTEMPTS = PREFIX + "attempts"
 FIRST_FAILURE = PREFIX + "first-failure-ms"
 FAILED_AT = PREFIX + "failed-at-ms"
 REPLAYS = PREFIX + "replays"
+# set by `herald dlq replay` on a record it sends back: "partition:offset" of the dead letter it came from
+REPLAY_OF = "herald-replay-of"
 # set on a dead letter cut to fit the broker's limit: what was kept is a prefix, never replayable as it is
 TRUNCATED = PREFIX + "truncated"
 VALUE_BYTES = PREFIX + "value-bytes"

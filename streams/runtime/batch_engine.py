@@ -20,31 +20,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaException, Message, TopicPartition
 
 from infra.kafka.consumer import consumer, to_in_record
 from infra.kafka.records import InRecord
 from infra.settings import Settings
-from streams.metrics import Metrics
 from streams.runtime.consumer_thread import ConsumerThread, membership
 from streams.runtime.in_hand import to_the_end
 from streams.runtime.liveness import Liveness
 from streams.runtime.runner import BatchRunner
 
 log = logging.getLogger("herald.engine")
-
-
-def _record_lag(consumer: Consumer, committed: list[TopicPartition], lag: dict[tuple[str, int], int], metrics: Metrics) -> None:
-    """Records behind the log end per topic, from librdkafka's cached watermarks (no round trip)."""
-    for tp in committed:
-        try:
-            _low, high = consumer.get_watermark_offsets(tp, cached=True)
-        except Exception:  # noqa: BLE001 - no cached watermark yet
-            continue
-        if high >= 0:
-            lag[(tp.topic, tp.partition)] = max(0, high - tp.offset)
-    for topic in {t for t, _ in lag}:
-        metrics.consumer_lag.labels(topic).set(sum(v for (t, _), v in lag.items() if t == topic))
 
 
 def parts(batch: list[InRecord], offsets: list[TopicPartition], max_bytes: int | None,
@@ -97,7 +83,6 @@ async def run_batch_agent(name: str, topics: list[str], runner_factory: Callable
     kafka.consumer.subscribe(topics)
     live.watch(name, polls=True)
     runner: BatchRunner | None = None
-    lag: dict[tuple[str, int], int] = {}
 
     async def handle_and_commit(batch: list[InRecord], offsets: list[TopicPartition]) -> None:
         assert runner is not None
@@ -109,7 +94,6 @@ async def run_batch_agent(name: str, topics: list[str], runner_factory: Callable
             # whoever owns these partitions next reads the batch again and the handlers' idempotence absorbs it
             log.warning("%s: commit failed (%s); the batch will be read again", name, exc.args[0])
             return
-        _record_lag(kafka.consumer, offsets, lag, runner.ctx.metrics)
 
     try:
         while True:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from importlib import import_module
 
+from infra.kafka.lag import Watched
 from infra.settings import Settings
 from streams.runtime.context import Context
 from streams.runtime.runner import Handler
@@ -81,3 +82,13 @@ def select(specs: list[AgentSpec], names: Iterable[str] | None) -> list[AgentSpe
     if unknown := wanted - known:
         raise ValueError(f"unknown agent(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
     return [s for s in specs if s.name in wanted]
+
+
+def consumer_group(settings: Settings, spec: AgentSpec) -> str:
+    """The group an agent commits in: the Faust agents share ``{app_id}``, every other has ``{app_id}-<agent>``."""
+    return settings.app_id if resolve_engine(spec, settings.worker.engines) is Engine.FAUST else f"{settings.app_id}-{spec.name}"
+
+
+def watched(settings: Settings) -> list[Watched]:
+    """Every agent with its group and topics: what the scheduler's Kafka monitor measures lag for."""
+    return [Watched(s.name, consumer_group(settings, s), tuple(s.topics)) for s in agent_specs(settings)]

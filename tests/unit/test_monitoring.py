@@ -99,9 +99,9 @@ def test_the_checker_catches_unknown_metrics_and_labels():
     d = _definitions()
     assert problems('sum by (provider) (rate(herald_deliveries_total{outcome="sent"}[5m]))', d) == []
     assert problems("rate(herald_deliveries[5m])", d) == ["herald_deliveries: no such metric"]
-    assert problems('herald_consumer_lag{agent="x"}', d)[0].startswith("herald_consumer_lag: no label 'agent'")
-    assert problems("sum by (agent) (herald_consumer_lag)", d) == ["by/on (agent): no metric in the expression has it"]
-    assert problems('label_replace(herald_consumer_lag, "agent", "$1", "topic", "(.+)") and on (agent) x', d) == []
+    assert problems('herald_circuit_state{agent="x"}', d)[0].startswith("herald_circuit_state: no label 'agent'")
+    assert problems("sum by (agent) (herald_circuit_state)", d) == ["by/on (agent): no metric in the expression has it"]
+    assert problems('label_replace(herald_circuit_state, "agent", "$1", "provider", "(.+)") and on (agent) x', d) == []
 
 
 @pytest.mark.parametrize("rule", _rules(), ids=lambda r: r["alert"])
