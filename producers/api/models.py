@@ -162,6 +162,7 @@ class UserView(BaseModel):
     email_undeliverable: bool
     phone_undeliverable: bool
     updated_at: datetime
+    tenant: str | None = Field(None, description="the tenant of the API key that created the user (null: none)")
 
 
 class Preferences(Strict):

@@ -19,10 +19,18 @@ from infra.settings import Settings
 from producers.api.commit_watch import CommitWatch
 from producers.api.config import ApiConfig
 from producers.api.kafka import AsyncProducer
+from producers.api.keys import Caller
 from schemas.codec import Codec
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+
+class _MissingKey:
+    """The cached answer "no such active key" (a cache miss is None)."""
+
+
+MISSING_KEY = _MissingKey()
 
 
 class TtlCache(Generic[K, V]):
@@ -45,6 +53,9 @@ class TtlCache(Generic[K, V]):
         if len(self._items) >= self.max_items:
             self._items.clear()
         self._items[key] = (time.monotonic() + self.ttl, value)
+
+    def forget(self, key: K) -> None:
+        self._items.pop(key, None)
 
 
 class ApiMetrics:
@@ -71,9 +82,9 @@ class ApiResources:
     producer: AsyncProducer
     admin: AdminClient
     metrics: ApiMetrics
-    keys: TtlCache[str, int | None] = field(init=False)
+    keys: TtlCache[str, Caller | _MissingKey] = field(init=False)
     templates: TtlCache[str, frozenset[str]] = field(init=False)
-    users: TtlCache[str, bool] = field(init=False)
+    users: TtlCache[str, tuple[str | None]] = field(init=False)  # user id → (tenant,)
     commit_watch: CommitWatch = field(init=False)
     health_sample: tuple[float, dict] | None = None
 

@@ -24,41 +24,67 @@ def _connect():
         raise CliError(f"PostgreSQL does not answer ({exc}); start it with `herald stack up` or check HERALD_DATABASE_URL") from exc
 
 
+def _scopes(given: list[str] | None) -> list[str]:
+    from producers.api.keys import DEFAULT_SCOPES, Scope
+
+    if not given:
+        return [s.value for s in DEFAULT_SCOPES]
+    names = [p.strip() for g in given for p in g.split(",") if p.strip()]
+    if unknown := [n for n in names if n not in {s.value for s in Scope}]:
+        raise CliError(f"unknown scope {', '.join(unknown)}: expected any of {', '.join(s.value for s in Scope)}")
+    return sorted(set(names), key=[s.value for s in Scope].index)
+
+
 @app.command()
-def create(name: str = typer.Argument(..., help="who or what uses the key, e.g. 'checkout-service'")) -> None:
+def create(
+    name: str = typer.Argument(..., help="who or what uses the key, e.g. 'checkout-service'"),
+    scope: list[str] | None = typer.Option(
+        None, "--scope", help="send, read, admin, critical (repeat or comma-separate; default: send, read, admin). "
+        "critical lets the caller pick a critical category such as security"),
+    tenant: str | None = typer.Option(None, "--tenant", help="the key reaches only this tenant's users (default: every user)"),
+    rate_limit: int | None = typer.Option(None, "--rate-limit", min=1,
+                                          help="requests per rate window for this key (default: HERALD_API__RATE_LIMIT)"),
+) -> None:
     """Create a key and print it ONCE: only its sha256 hash is stored, so a lost key cannot be shown again (revoke it and create another)."""
     from producers.api.keys import new_key
 
     name = name.strip()
     if not name or len(name) > 200:
         raise CliError("the name must be 1 to 200 characters")
+    if tenant is not None and not (tenant := tenant.strip()):
+        raise CliError("--tenant needs a name (leave it out for a key that reaches every tenant)")
+    scopes = _scopes(scope)
     k = new_key()
     with _connect() as conn:
         key_id = conn.execute(
-            "INSERT INTO api_keys (name, prefix, key_hash) VALUES (%s, %s, %s) RETURNING id", (name, k.prefix, k.key_hash)
+            "INSERT INTO api_keys (name, prefix, key_hash, scopes, tenant, rate_limit) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            (name, k.prefix, k.key_hash, scopes, tenant, rate_limit),
         ).fetchone()[0]
     out = Console()
-    out.print(f"created key {key_id} ({name}); store it now, it is not shown again:", highlight=False)
+    where = f"tenant {tenant}" if tenant else "every tenant"
+    out.print(f"created key {key_id} ({name}; scopes {', '.join(scopes)}; {where}); store it now, it is not shown again:",
+              highlight=False)
     print(k.key)
 
 
 @app.command("list")
 def list_keys(all_: bool = typer.Option(False, "--all", help="include revoked keys"),
               as_json: bool = typer.Option(False, "--json", help="one JSON object per line instead of a table")) -> None:
-    """List keys: id, name, prefix (the 8 characters after hk_), created, revoked."""
+    """List keys: id, name, prefix (the 8 characters after hk_), scopes, tenant, own rate limit, created, revoked."""
     with _connect() as conn:
         rows = conn.execute(
-            "SELECT id, name, prefix, created_at, revoked_at FROM api_keys"
+            "SELECT id, name, prefix, created_at, revoked_at, scopes, tenant, rate_limit FROM api_keys"
             + ("" if all_ else " WHERE revoked_at IS NULL") + " ORDER BY id"
         ).fetchall()
     if as_json:
         for r in rows:
-            print(json.dumps({"id": r[0], "name": r[1], "prefix": f"hk_{r[2]}", "created": r[3].isoformat(),
-                              "revoked": r[4].isoformat() if r[4] else None}))
+            print(json.dumps({"id": r[0], "name": r[1], "prefix": f"hk_{r[2]}", "scopes": r[5], "tenant": r[6],
+                              "rate_limit": r[7], "created": r[3].isoformat(), "revoked": r[4].isoformat() if r[4] else None}))
         return
-    table = Table("id", "name", "prefix", "created", "revoked")
+    table = Table("id", "name", "prefix", "scopes", "tenant", "rate", "created", "revoked")
     for r in rows:
-        table.add_row(str(r[0]), r[1], f"hk_{r[2]}_…", f"{r[3]:%Y-%m-%d %H:%M}", f"{r[4]:%Y-%m-%d %H:%M}" if r[4] else "")
+        table.add_row(str(r[0]), r[1], f"hk_{r[2]}_…", ",".join(r[5]), r[6] or "(all)", str(r[7] or "default"),
+                      f"{r[3]:%Y-%m-%d %H:%M}", f"{r[4]:%Y-%m-%d %H:%M}" if r[4] else "")
     Console().print(table)
 
 

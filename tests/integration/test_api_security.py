@@ -1,0 +1,158 @@
+"""API security (issue 16) through the real API, PostgreSQL and Redis: scopes, tenants, per-key rates,
+critical categories, erasure of a user, the SendGrid webhook's replay window."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from infra.settings import Settings
+from producers.api import create_api
+from producers.api.config import ApiConfig
+from tests.support.api import SendGridSigner, make_api_key
+
+pytestmark = pytest.mark.integration
+
+FCM = "fGx0" + "A" * 120 + ":APA91b" + "-_" * 10
+
+
+@dataclass
+class Api:
+    client: TestClient
+    settings: Settings
+    db: psycopg.Connection
+    signer: SendGridSigner
+
+    def key(self, scopes: list[str] | None = None, tenant: str | None = None, rate_limit: int | None = None) -> dict[str, str]:
+        """Headers carrying a new key with these scopes (default: send, read, admin), tenant and rate."""
+        return {"Authorization": f"Bearer {make_api_key(self.settings, 'sec', scopes, tenant, rate_limit)}"}
+
+
+@pytest.fixture
+def api(settings: Settings, db: psycopg.Connection) -> Iterator[Api]:
+    signer = SendGridSigner()
+    settings = settings.model_copy(update={"sendgrid_webhook_public_key": signer.public_b64})
+    db.execute("INSERT INTO templates (code, channel, version, body_text, active) VALUES ('welcome', 'email', 1, 'Hi', true)"
+               " ON CONFLICT DO NOTHING")
+    config = ApiConfig(rate_limit=1000, key_cache_seconds=0)
+    with TestClient(create_api(settings, config)) as client:
+        yield Api(client, settings, db, signer)
+
+
+def uid(tag: str = "u") -> str:
+    return f"{tag}-{uuid.uuid4().hex[:10]}"
+
+
+def notification(user_id: str, **extra) -> dict:
+    return {"user_id": user_id, "template": "welcome", "channels": ["email"], **extra}
+
+
+# --- scopes ---------------------------------------------------------------------------------------------------
+
+def test_a_key_without_the_scope_gets_403_naming_it(api: Api):
+    user = uid()
+    admin, reader, sender = api.key(["admin"]), api.key(["read"]), api.key(["send"])
+    assert api.client.put(f"/v1/users/{user}", json={"email": "a@example.com"}, headers=admin).status_code == 200
+
+    refused = [
+        api.client.post("/v1/notifications", json=notification(user), headers=reader),
+        api.client.get(f"/v1/users/{user}", headers=sender),
+        api.client.get(f"/v1/users/{user}/preferences", headers=sender),
+        api.client.get(f"/v1/users/{user}/notifications", headers=sender),
+        api.client.get(f"/v1/notifications/{uuid.uuid4().hex}", headers=sender),
+        api.client.put(f"/v1/users/{user}", json={"first_name": "X"}, headers=reader),
+        api.client.put(f"/v1/users/{user}/preferences", json={"muted": True}, headers=sender),
+        api.client.post(f"/v1/users/{user}/devices", json={"platform": "android", "token": FCM}, headers=reader),
+    ]
+    for r, scope in zip(refused, ["send", "read", "read", "read", "read", "admin", "admin", "admin"], strict=True):
+        assert r.status_code == 403, (r.request.method, r.request.url, r.text)
+        body = r.json()
+        assert body["code"] == "forbidden" and f"lacks the '{scope}' scope" in body["detail"], body
+    # the refused writes changed nothing
+    assert api.client.get(f"/v1/users/{user}", headers=reader).json()["first_name"] is None
+    # and the scopes that fit are let through
+    assert api.client.post("/v1/notifications", json=notification(user), headers=sender).status_code == 202
+    assert api.client.get(f"/v1/users/{user}", headers=reader).status_code == 200
+
+
+def test_keys_made_before_scopes_keep_send_read_and_admin(api: Api):
+    user = uid()
+    legacy = api.key()  # the column default, what the migration gives existing keys
+    assert api.client.put(f"/v1/users/{user}", json={"email": "l@example.com"}, headers=legacy).status_code == 200
+    assert api.client.get(f"/v1/users/{user}", headers=legacy).status_code == 200
+    assert api.client.post("/v1/notifications", json=notification(user), headers=legacy).status_code == 202
+
+
+# --- tenants --------------------------------------------------------------------------------------------------
+
+def test_a_tenant_key_reads_and_writes_only_its_tenants_users(api: Api):
+    ta, tb = uid("tenant"), uid("tenant")
+    key_a, key_b, key_all = api.key(tenant=ta), api.key(tenant=tb), api.key()
+    mine, theirs = uid("a"), uid("b")
+    r = api.client.put(f"/v1/users/{mine}", json={"email": "mine@example.com"}, headers=key_a)
+    assert r.status_code == 200 and r.json()["tenant"] == ta
+    assert api.client.put(f"/v1/users/{theirs}", json={"email": "theirs@example.com"}, headers=key_b).json()["tenant"] == tb
+    api.db.execute("INSERT INTO notifications (id, event_id, event_type, user_id, status) VALUES (%s, %s, 'x', %s, 'queued')",
+                   (f"n-{theirs}", f"n-{theirs}", theirs))
+
+    # tenant A cannot see tenant B's user in any way: 404, as for an unknown user
+    for path in (f"/v1/users/{theirs}", f"/v1/users/{theirs}/preferences", f"/v1/users/{theirs}/notifications",
+                 f"/v1/notifications/n-{theirs}"):
+        r = api.client.get(path, headers=key_a)
+        assert r.status_code == 404 and r.json()["code"] == "not_found", (path, r.text)
+    # nor change it
+    assert api.client.put(f"/v1/users/{theirs}", json={"email": "stolen@example.com"}, headers=key_a).status_code == 404
+    assert api.client.put(f"/v1/users/{theirs}/preferences", json={"muted": True}, headers=key_a).status_code == 404
+    api.client.post(f"/v1/users/{theirs}/devices", json={"platform": "android", "token": FCM + "b"}, headers=key_b)
+    assert api.client.post(f"/v1/users/{theirs}/devices", json={"platform": "android", "token": FCM + "a"},
+                           headers=key_a).status_code == 404
+    assert api.client.delete(f"/v1/users/{theirs}/devices/{FCM}b", headers=key_a).status_code == 404
+    assert api.db.execute("SELECT count(*) FROM devices WHERE user_id = %s", (theirs,)).fetchone()[0] == 1
+    # nor send to it, by id or by giving inline addresses for the same id
+    r = api.client.post("/v1/notifications", json=notification(theirs), headers=key_a)
+    assert r.status_code == 422 and r.json()["code"] == "unknown_user"
+    r = api.client.post("/v1/notifications", json=notification(theirs, recipient={"email": "x@example.com"}), headers=key_a)
+    assert r.status_code == 404
+    assert api.db.execute("SELECT email, tenant FROM users WHERE id = %s", (theirs,)).fetchone() == ("theirs@example.com", tb)
+    assert api.db.execute("SELECT count(*) FROM preferences WHERE user_id = %s", (theirs,)).fetchone()[0] == 0
+
+    # its own tenant's user it reaches; B reaches its own; a key without a tenant reaches both
+    assert api.client.get(f"/v1/users/{mine}", headers=key_a).status_code == 200
+    assert api.client.post("/v1/notifications", json=notification(mine), headers=key_a).status_code == 202
+    assert api.client.get(f"/v1/notifications/n-{theirs}", headers=key_b).status_code == 200
+    for user in (mine, theirs):
+        assert api.client.get(f"/v1/users/{user}", headers=key_all).status_code == 200
+    assert api.client.get(f"/v1/notifications/n-{theirs}", headers=key_all).status_code == 200
+    # a key without a tenant changes a user and leaves its tenant as it was
+    assert api.client.put(f"/v1/users/{theirs}", json={"first_name": "B"}, headers=key_all).json()["tenant"] == tb
+
+
+def test_a_tenant_key_cannot_take_another_tenants_push_token(api: Api):
+    ta, tb = uid("tenant"), uid("tenant")
+    key_a, key_b = api.key(tenant=ta), api.key(tenant=tb)
+    a, b, token = uid("a"), uid("b"), FCM + uuid.uuid4().hex
+    api.client.put(f"/v1/users/{a}", json={}, headers=key_a)
+    api.client.put(f"/v1/users/{b}", json={}, headers=key_b)
+    assert api.client.post(f"/v1/users/{b}/devices", json={"platform": "android", "token": token}, headers=key_b).status_code == 201
+    r = api.client.post(f"/v1/users/{a}/devices", json={"platform": "android", "token": token}, headers=key_a)
+    assert r.status_code == 409 and "outside this key's tenant" in r.json()["detail"]
+    assert api.db.execute("SELECT user_id FROM devices WHERE token = %s", (token,)).fetchone() == (b,)
+
+
+# --- per-key rates --------------------------------------------------------------------------------------------
+
+def test_each_key_can_carry_its_own_request_rate(api: Api):
+    slow, default = api.key(rate_limit=2), api.key()
+    user = uid()
+    api.client.put(f"/v1/users/{user}", json={}, headers=default)
+    got = [api.client.get(f"/v1/users/{user}", headers=slow) for _ in range(3)]
+    assert [r.status_code for r in got] == [200, 200, 429]
+    assert got[0].headers["X-RateLimit-Limit"] == "2"
+    assert "rate limit of 2 requests" in got[2].json()["detail"]
+    others = [api.client.get(f"/v1/users/{user}", headers=default) for _ in range(3)]
+    assert [r.status_code for r in others] == [200, 200, 200]
+    assert others[0].headers["X-RateLimit-Limit"] == "1000"
