@@ -13,7 +13,7 @@ from producers.api.auth import ReadKey, Resources, SendKey
 from producers.api.cursor import CursorError, decode_cursor, encode_cursor
 from producers.api.errors import ApiError
 from producers.api.hostile import CheckedRoute
-from producers.api.keys import Caller
+from producers.api.keys import Caller, Scope
 from producers.api.models import ID, HistoryEntry, NotificationAccepted, NotificationPage, NotificationRequest, NotificationView
 from producers.api.notification_record import body_hash, to_record
 from producers.api.resources import ApiResources
@@ -93,6 +93,7 @@ async def claim_idempotency(res: ApiResources, key_id: int, key: str, digest: st
     status_code=202,
     response_model=NotificationAccepted,
     responses={**ERRORS, 409: {"description": "Idempotency-Key reused with another body"},
+               403: {"description": "the key lacks the 'send' scope, or picks a critical category without the 'critical' scope"},
                422: {"description": "invalid request, unknown template or channel, unknown user (code unknown_user)"},
                503: {"description": "Kafka did not take the request; retry"}},
 )
@@ -114,6 +115,11 @@ async def create_notification(
         raise HTTPException(422, f"unknown template '{body.template}'")
     if missing := [c for c in body.channels if c not in have]:
         raise HTTPException(422, f"template '{body.template}' has no active {', '.join(missing)} version (it has: {', '.join(sorted(have))})")
+    if body.category in res.critical_categories and Scope.CRITICAL not in caller.scopes:
+        res.metrics.rejected.labels("forbidden").inc()
+        raise ApiError(403, "forbidden", f"category '{body.category}' is critical (it bypasses preferences, quiet hours and "
+                                         "caps): this API key may not pick it; it needs the 'critical' scope "
+                                         "(`herald apikeys create NAME --scope send,critical`)")
     await check_recipient(res, caller, body)
     notification_id = uuid.uuid4().hex
     if idempotency_key is not None:

@@ -21,6 +21,7 @@ from producers.api.config import ApiConfig
 from producers.api.kafka import AsyncProducer
 from producers.api.keys import Caller
 from schemas.codec import Codec
+from streams.routes import load_routes
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -82,6 +83,7 @@ class ApiResources:
     producer: AsyncProducer
     admin: AdminClient
     metrics: ApiMetrics
+    critical_categories: frozenset[str] = frozenset({"security"})  # from the routes file: only keys with 'critical' pick them
     keys: TtlCache[str, Caller | _MissingKey] = field(init=False)
     templates: TtlCache[str, frozenset[str]] = field(init=False)
     users: TtlCache[str, tuple[str | None]] = field(init=False)  # user id → (tenant,)
@@ -107,6 +109,7 @@ class ApiResources:
             producer=AsyncProducer(settings),
             admin=AdminClient(admin_config(settings)),
             metrics=metrics,
+            critical_categories=load_routes(settings.routes_file).critical_categories,
         )
 
     async def close(self) -> None:

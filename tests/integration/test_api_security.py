@@ -156,3 +156,31 @@ def test_each_key_can_carry_its_own_request_rate(api: Api):
     others = [api.client.get(f"/v1/users/{user}", headers=default) for _ in range(3)]
     assert [r.status_code for r in others] == [200, 200, 200]
     assert others[0].headers["X-RateLimit-Limit"] == "1000"
+
+
+# --- critical categories --------------------------------------------------------------------------------------
+
+def test_only_a_key_with_the_critical_scope_picks_a_critical_category(api: Api, tmp_path):
+    user = uid()
+    sender, critical = api.key(["send", "admin"]), api.key(["send", "critical"])
+    api.client.put(f"/v1/users/{user}", json={"email": "c@example.com"}, headers=sender)
+    r = api.client.post("/v1/notifications", json=notification(user, category="security"), headers=sender)
+    assert r.status_code == 403, r.text
+    assert r.json()["code"] == "forbidden" and "category 'security' is critical" in r.json()["detail"]
+    assert "'critical' scope" in r.json()["detail"]
+    assert api.client.post("/v1/notifications", json=notification(user, category="marketing"), headers=sender).status_code == 202
+    assert api.client.post("/v1/notifications", json=notification(user, category="security"), headers=critical).status_code == 202
+
+
+def test_the_critical_categories_come_from_the_routes_file(api: Api, tmp_path):
+    from streams.routes import default_routes_path
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(default_routes_path().read_text().replace("critical_categories: [security]",
+                                                                "critical_categories: [security, billing]"))
+    settings = api.settings.model_copy(update={"routes_file": routes})
+    user = uid()
+    api.db.execute("INSERT INTO users (id, email) VALUES (%s, 'b@example.com')", (user,))
+    with TestClient(create_api(settings, ApiConfig(key_cache_seconds=0))) as client:
+        r = client.post("/v1/notifications", json=notification(user, category="billing"), headers=api.key(["send"]))
+    assert r.status_code == 403 and "category 'billing' is critical" in r.json()["detail"]
