@@ -1,4 +1,4 @@
-"""PUT/GET /v1/users/{id} (addresses, locale, time zone) and POST/DELETE its push devices.
+"""PUT/GET/DELETE /v1/users/{id} (addresses, locale, time zone; erasure) and POST/DELETE its push devices.
 
 Every change invalidates the user's cached recipient right after it commits, so
 the route stage's very next event reads the new data.
@@ -11,8 +11,9 @@ import psycopg.errors
 from fastapi import APIRouter, HTTPException, Path, Response
 
 from producers.api.auth import AdminKey, ReadKey, Resources
+from producers.api.erasure import erase_user
 from producers.api.hostile import CheckedRoute
-from producers.api.models import ID, DeviceIn, DeviceView, UserUpdate, UserView
+from producers.api.models import ID, DeviceIn, DeviceView, ErasureView, UserUpdate, UserView
 from producers.api.tenancy import reaches, require_user
 from streams.stores.recipients import invalidate_recipient
 
@@ -120,3 +121,20 @@ async def remove_device(user_id: UserId, token: Annotated[str, Path(min_length=1
         raise HTTPException(404, f"user '{user_id}' has no such device")
     await invalidate_recipient(res.redis, res.settings, user_id)
     return Response(status_code=204)
+
+
+@router.delete("/v1/users/{user_id}", response_model=ErasureView, responses={**ERRORS, 404: {"description": "unknown user"}})
+async def delete_user(user_id: UserId, caller: AdminKey, res: Resources) -> ErasureView:
+    """Erase a user's personal data (scope ``admin``): profile, addresses, devices, preferences, the addresses in the
+    delivery ledger and the free texts of its history; its notifications stay as anonymous counts.
+
+    Records still in Kafka topics expire with the topics' retention.
+    """
+    async with res.db.connection() as conn:
+        erased = await erase_user(conn, user_id, caller.tenant)
+    if erased is None:
+        raise HTTPException(404, f"no user '{user_id}'")
+    res.users.forget(user_id)
+    await invalidate_recipient(res.redis, res.settings, user_id)
+    return ErasureView(user_id=user_id, profile_deleted=erased.user, notifications_anonymised=erased.notifications,
+                       deliveries_anonymised=erased.deliveries, devices_deleted=erased.devices, scheduled_deleted=erased.scheduled)

@@ -184,3 +184,74 @@ def test_the_critical_categories_come_from_the_routes_file(api: Api, tmp_path):
     with TestClient(create_api(settings, ApiConfig(key_cache_seconds=0))) as client:
         r = client.post("/v1/notifications", json=notification(user, category="billing"), headers=api.key(["send"]))
     assert r.status_code == 403 and "category 'billing' is critical" in r.json()["detail"]
+
+
+# --- erasure --------------------------------------------------------------------------------------------------
+
+def test_delete_user_erases_personal_data_and_keeps_anonymous_counts(api: Api):
+    import redis
+
+    from streams.stores.recipients import invalidation_key, recipient_key
+
+    tenant = uid("tenant")
+    admin, reader, other = api.key(["admin", "read"], tenant=tenant), api.key(["read"], tenant=tenant), api.key(tenant=uid("t"))
+    user, email, phone, token = uid("erase"), f"{uuid.uuid4().hex[:8]}@example.com", "+436641234567", FCM + uuid.uuid4().hex
+    assert api.client.put(f"/v1/users/{user}", json={"email": email, "phone": phone, "first_name": "Erika"},
+                          headers=admin).status_code == 200
+    assert api.client.post(f"/v1/users/{user}/devices", json={"platform": "android", "token": token}, headers=admin).status_code == 201
+    assert api.client.put(f"/v1/users/{user}/preferences", json={"categories": {"marketing": False}}, headers=admin).status_code == 200
+    # what the pipeline wrote for two notifications: statuses with reasons quoting the address, the ledger, a send_at row
+    sent, later = f"n-{uuid.uuid4().hex}", f"n-{uuid.uuid4().hex}"
+    db = api.db
+    db.execute("INSERT INTO notifications (id, event_id, event_type, user_id, category, status, reason) VALUES "
+               "(%s, %s, 'OrderPlaced', %s, 'transactional', 'bounced', %s), (%s, %s, 'OrderPlaced', %s, 'marketing', 'scheduled', NULL)",
+               (sent, sent, user, f"550 {email} unknown", later, later, user))
+    db.execute("INSERT INTO status_history (notification_id, channel, status, reason, delivery_id) VALUES "
+               "(%s, 'email', 'sent', NULL, %s), (%s, 'email', 'bounced', %s, %s), (%s, 'sms', 'sent', NULL, %s)",
+               (sent, f"{sent}:email", sent, f"550 {email} unknown", f"{sent}:email", sent, f"{sent}:sms"))
+    db.execute("INSERT INTO deliveries (delivery_id, notification_id, channel, address, status, error) VALUES "
+               "(%s, %s, 'email', %s, 'sent', %s), (%s, %s, 'sms', %s, 'sent', NULL), (%s, %s, 'push', %s, 'failed', 'bad token')",
+               (f"{sent}:email", sent, email, f"retry: {email} greylisted", f"{sent}:sms", sent, phone, f"{sent}:push", sent, token))
+    db.execute("INSERT INTO scheduled (due_at, topic, key, value, kind, notification_id) "
+               "VALUES (now() + interval '1 day', 't', %s, %s, 'send_at', %s)", (user.encode(), email.encode(), later))
+    r = redis.Redis.from_url(api.settings.redis_dsn)
+    r.set(recipient_key(api.settings, user), b"cached recipient", ex=300)
+
+    # the wrong scope and another tenant change nothing
+    assert api.client.delete(f"/v1/users/{user}", headers=reader).status_code == 403
+    assert api.client.delete(f"/v1/users/{user}", headers=other).status_code == 404
+    assert db.execute("SELECT email FROM users WHERE id = %s", (user,)).fetchone() == (email,)
+
+    got = api.client.delete(f"/v1/users/{user}", headers=admin)
+    assert got.status_code == 200, got.text
+    assert got.json() == {"user_id": user, "profile_deleted": True, "notifications_anonymised": 2, "deliveries_anonymised": 3,
+                          "devices_deleted": 1, "scheduled_deleted": 1}
+
+    # no personal data left: profile, devices, preferences gone; no address, phone or token in any row
+    for table in ("users", "devices", "preferences"):
+        assert db.execute(f"SELECT count(*) FROM {table} WHERE {'id' if table == 'users' else 'user_id'} = %s",
+                          (user,)).fetchone()[0] == 0, table
+    for value in (email, phone, token, user):
+        for table in ("users", "devices", "notifications", "status_history", "deliveries", "scheduled"):
+            hits = db.execute(f"SELECT count(*) FROM {table} t WHERE strpos(t::text, %s) > 0", (value,)).fetchone()[0]
+            assert hits == 0, f"{value!r} still in {table}"
+        assert db.execute("SELECT count(*) FROM scheduled WHERE strpos(encode(value, 'escape'), %s) > 0", (value,)).fetchone()[0] == 0
+    # the anonymous counts stay: both notifications, their statuses and categories, the history and the ledger rows
+    rows = db.execute("SELECT id, user_id, status, category FROM notifications WHERE id = ANY(%s) ORDER BY status",
+                      ([sent, later],)).fetchall()
+    assert [(n, s, c) for n, _, s, c in rows] == [(sent, "bounced", "transactional"), (later, "scheduled", "marketing")]
+    assert rows[0][1] == rows[1][1] and rows[0][1].startswith("erased#")
+    assert db.execute("SELECT status FROM status_history WHERE notification_id = %s ORDER BY id", (sent,)).fetchall() == [
+        ("sent",), ("bounced",), ("sent",)]
+    assert db.execute("SELECT channel, address, status FROM deliveries WHERE notification_id = %s ORDER BY channel",
+                      (sent,)).fetchall() == [("email", "erased", "sent"), ("push", "erased", "failed"), ("sms", "erased", "sent")]
+    # the cached recipient is dropped, with the guard that keeps a worker's in-flight read from filling it again
+    assert r.get(recipient_key(api.settings, user)) is None
+    assert r.exists(invalidation_key(api.settings, user))
+
+    # through the API the user is gone, and a second erasure has nothing to erase
+    admin_all = api.key(["admin", "read"])
+    assert api.client.get(f"/v1/users/{user}", headers=admin_all).status_code == 404
+    assert api.client.get(f"/v1/users/{user}/notifications", headers=admin_all).json()["items"] == []
+    assert api.client.get(f"/v1/notifications/{sent}", headers=admin_all).json()["status"] == "bounced"
+    assert api.client.delete(f"/v1/users/{user}", headers=admin).status_code == 404
