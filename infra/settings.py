@@ -26,6 +26,9 @@ class ApiConfig(BaseModel):
     rate_window: int = Field(1, ge=1, description="rate-limit window, seconds")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body (413 beyond)")
     max_webhook_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest webhook body (provider batches)")
+    sendgrid_webhook_max_age: float = Field(
+        600.0, gt=0, description="seconds a signed SendGrid webhook stays acceptable after its timestamp (older: refused as a replay)"
+    )
     public_url: str | None = Field(
         None, description="the URL providers call (e.g. https://herald.example.com); Twilio signs the full URL it called, "
         "and SMS get <public_url>/v1/webhooks/twilio as their StatusCallback (unset: no SMS receipts)"

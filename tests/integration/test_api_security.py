@@ -255,3 +255,31 @@ def test_delete_user_erases_personal_data_and_keeps_anonymous_counts(api: Api):
     assert api.client.get(f"/v1/users/{user}/notifications", headers=admin_all).json()["items"] == []
     assert api.client.get(f"/v1/notifications/{sent}", headers=admin_all).json()["status"] == "bounced"
     assert api.client.delete(f"/v1/users/{user}", headers=admin).status_code == 404
+
+
+# --- SendGrid webhook replay window ----------------------------------------------------------------------------
+
+SENDGRID_EVENT = b'[{"email":"r@example.com","timestamp":1700000000,"event":"delivered","sg_message_id":"R1.filter1"}]'
+
+
+def test_a_replayed_sendgrid_webhook_older_than_the_window_is_refused(api: Api):
+    import time
+
+    now = int(time.time())
+    captured = api.signer.headers(SENDGRID_EVENT, timestamp=str(now - 601))  # correctly signed, 10 minutes ago
+    r = api.client.post("/v1/webhooks/sendgrid", content=SENDGRID_EVENT, headers=captured)
+    assert r.status_code == 401, r.text
+    assert "refused as a replay" in r.json()["detail"] and "HERALD_API__SENDGRID_WEBHOOK_MAX_AGE (600s)" in r.json()["detail"]
+    ahead = api.signer.headers(SENDGRID_EVENT, timestamp=str(now + 3600))
+    assert "in the future" in api.client.post("/v1/webhooks/sendgrid", content=SENDGRID_EVENT, headers=ahead).json()["detail"]
+    fresh = api.signer.headers(SENDGRID_EVENT, timestamp=str(now - 30))
+    assert api.client.post("/v1/webhooks/sendgrid", content=SENDGRID_EVENT, headers=fresh).json() == {"accepted": 1, "skipped": 0}
+
+
+def test_the_sendgrid_webhook_window_is_a_setting(api: Api):
+    import time
+
+    with TestClient(create_api(api.settings, ApiConfig(sendgrid_webhook_max_age=60))) as client:
+        minute_ago = api.signer.headers(SENDGRID_EVENT, timestamp=str(int(time.time()) - 120))
+        r = client.post("/v1/webhooks/sendgrid", content=SENDGRID_EVENT, headers=minute_ago)
+    assert r.status_code == 401 and "(60s)" in r.json()["detail"]
