@@ -40,6 +40,10 @@ def test_apikeys_create_with_scopes_tenant_and_rate(settings: Settings):
     [key] = [k for k in rows(herald(settings, "apikeys", "list", "--json")) if k["name"] == "scoped-service"]
     assert key["scopes"] == ["send", "read", "critical"] and key["tenant"] == "acme" and key["rate_limit"] == 7
 
+    herald(settings, "apikeys", "update", str(key["id"]), "--scope", "send,critical", "--default-rate")
+    [key] = [k for k in rows(herald(settings, "apikeys", "list", "--json")) if k["name"] == "scoped-service"]
+    assert key["scopes"] == ["send", "critical"] and key["tenant"] == "acme" and key["rate_limit"] is None
+
 
 def test_templates_list_json(settings: Settings):
     herald(settings, "templates", "seed")

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from infra.tools.cli.errors import CliError
 
-app = typer.Typer(help="API keys of the HTTP API: create (shown once), list, revoke.", no_args_is_help=True)
+app = typer.Typer(help="API keys of the HTTP API: create (shown once), list, update scopes or rate, revoke.", no_args_is_help=True)
 
 
 def _connect():
@@ -86,6 +86,39 @@ def list_keys(all_: bool = typer.Option(False, "--all", help="include revoked ke
         table.add_row(str(r[0]), r[1], f"hk_{r[2]}_…", ",".join(r[5]), r[6] or "(all)", str(r[7] or "default"),
                       f"{r[3]:%Y-%m-%d %H:%M}", f"{r[4]:%Y-%m-%d %H:%M}" if r[4] else "")
     Console().print(table)
+
+
+@app.command()
+def update(
+    key: str = typer.Argument(..., help="the key id (from `list`)"),
+    scope: list[str] | None = typer.Option(None, "--scope", help="replace the scopes: send, read, admin, critical"),
+    rate_limit: int | None = typer.Option(None, "--rate-limit", min=1, help="this key's requests per rate window"),
+    default_rate: bool = typer.Option(False, "--default-rate", help="drop the key's own rate: HERALD_API__RATE_LIMIT applies"),
+) -> None:
+    """Change an active key's scopes or rate (e.g. grant `critical` to the key of the service sending password resets).
+
+    API processes see the change within HERALD_API__KEY_CACHE_SECONDS. A key's tenant never changes: create a new key.
+    """
+    if not key.isdigit():
+        raise CliError(f"'{key}' is not a key id; see `herald apikeys list`")
+    if scope is None and rate_limit is None and not default_rate:
+        raise CliError("nothing to change: give --scope, --rate-limit or --default-rate")
+    if rate_limit is not None and default_rate:
+        raise CliError("give --rate-limit or --default-rate, not both")
+    sets: list[str] = []
+    args: list[object] = []
+    if scope is not None:
+        sets.append("scopes = %s")
+        args.append(_scopes(scope))
+    if rate_limit is not None or default_rate:
+        sets.append("rate_limit = %s")
+        args.append(rate_limit)
+    with _connect() as conn:
+        row = conn.execute(f"UPDATE api_keys SET {', '.join(sets)} WHERE id = %s AND revoked_at IS NULL "
+                           "RETURNING id, name, scopes, rate_limit", (*args, int(key))).fetchone()
+    if row is None:
+        raise CliError(f"no active key {key}; see `herald apikeys list`")
+    Console().print(f"key {row[0]} ({row[1]}): scopes {', '.join(row[2])}; rate {row[3] or 'default'}", highlight=False)
 
 
 @app.command()
