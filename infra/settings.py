@@ -5,10 +5,13 @@ Secrets are ``SecretStr`` so that printing the settings never leaks them.
 """
 from __future__ import annotations
 
+import ipaddress
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.vocabulary import CHANNELS, Channel  # noqa: F401 - re-exported: the one declaration of the channels
@@ -16,6 +19,12 @@ from schemas.vocabulary import CHANNELS, Channel  # noqa: F401 - re-exported: th
 
 def _default_home() -> Path:
     return Path.home() / ".cache" / "herald"
+
+
+# the sandbox's credentials (`herald sandbox run` accepts them); never valid at a real provider
+SANDBOX_SENDGRID_API_KEY = "SG.sandbox"
+SANDBOX_TWILIO_ACCOUNT_SID = "ACsandbox00000000000000000000000000"
+SANDBOX_TWILIO_AUTH_TOKEN = "sandbox-token"
 
 
 class ApiConfig(BaseModel):
@@ -26,6 +35,9 @@ class ApiConfig(BaseModel):
     rate_window: int = Field(1, ge=1, description="rate-limit window, seconds")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body (413 beyond)")
     max_webhook_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest webhook body (provider batches)")
+    sendgrid_webhook_max_age: float = Field(
+        600.0, gt=0, description="seconds a signed SendGrid webhook stays acceptable after its timestamp (older: refused as a replay)"
+    )
     public_url: str | None = Field(
         None, description="the URL providers call (e.g. https://herald.example.com); Twilio signs the full URL it called, "
         "and SMS get <public_url>/v1/webhooks/twilio as their StatusCallback (unset: no SMS receipts)"
@@ -294,10 +306,10 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_connections: int = Field(4, ge=1, le=64, description="SMTP connections per deliver agent, sending a chunk side by side")
-    sendgrid_api_key: SecretStr = SecretStr("SG.sandbox")
+    sendgrid_api_key: SecretStr = SecretStr(SANDBOX_SENDGRID_API_KEY)
     sendgrid_host: str = Field("http://127.0.0.1:8025", description="SendGrid API base URL")
-    twilio_account_sid: str = "ACsandbox00000000000000000000000000"
-    twilio_auth_token: SecretStr = SecretStr("sandbox-token")
+    twilio_account_sid: str = SANDBOX_TWILIO_ACCOUNT_SID
+    twilio_auth_token: SecretStr = SecretStr(SANDBOX_TWILIO_AUTH_TOKEN)
     twilio_from: str = "+15005550006"
     twilio_base_url: str = Field("http://127.0.0.1:8026", description="Twilio API base URL")
     fcm_credentials_file: Path | None = Field(None, description="service-account JSON (default: a generated sandbox one)")
@@ -314,6 +326,20 @@ class Settings(BaseSettings):
     api_port: int = 8080
     sendgrid_webhook_public_key: str | None = None
     api: ApiConfig = Field(default_factory=ApiConfig, description="HTTP API: rate limit, body limits, health thresholds, caches")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """``HERALD_<SECRET>_FILE=/path`` reads that secret from a file (a mounted Kubernetes or Docker secret)."""
+        if isinstance(data, dict):
+            return secrets_from_files(cls, data, os.environ)
+        return data
+
+    @model_validator(mode="after")
+    def _no_sandbox_credentials_beyond_loopback(self) -> Settings:
+        if problems := sandbox_credentials_problems(self):
+            raise ValueError("refusing to start with the sandbox's credentials for a real provider: " + "; ".join(problems))
+        return self
 
     @field_validator("schemas_dir", "routes_file", mode="before")
     @classmethod
@@ -403,3 +429,86 @@ def _mask_url(url: str) -> str:
         return url
     user, colon, _pw = creds.partition(":")
     return f"{scheme}://{user}{':****' if colon else ''}@{host}"
+
+
+def _is_secret(annotation: object) -> bool:
+    return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
+
+
+def secret_file_variables(settings_cls: type[BaseModel]) -> dict[str, tuple[str, ...]]:
+    """``HERALD_..._FILE`` variable → where its secret goes (field, or section and field).
+
+    Every secret setting has one, except those whose section already has a ``<name>_file`` setting
+    (``HERALD_KAFKA__SASL_PASSWORD_FILE``, ``HERALD_APNS__KEY_FILE``).
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    for name, info in settings_cls.model_fields.items():
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            for inner, inner_info in sub.model_fields.items():
+                if _is_secret(inner_info.annotation) and f"{inner}_file" not in sub.model_fields:
+                    out[f"HERALD_{name.upper()}__{inner.upper()}_FILE"] = (name, inner)
+        elif _is_secret(sub) and f"{name}_file" not in settings_cls.model_fields:
+            out[f"HERALD_{name.upper()}_FILE"] = (name,)
+    return out
+
+
+def secrets_from_files(settings_cls: type[BaseModel], data: dict[str, Any], environ: Any) -> dict[str, Any]:
+    """``data`` with each secret whose ``_FILE`` variable is set read from that file (surrounding whitespace dropped)."""
+    data = dict(data)
+    for variable, where in secret_file_variables(settings_cls).items():
+        path = environ.get(variable)
+        if not path:
+            continue
+        plain = "HERALD_" + "__".join(w.upper() for w in where)
+        target = data
+        if len(where) == 2:
+            section = data.get(where[0])
+            if section is not None and not isinstance(section, dict):
+                continue  # a section given whole as an object: its secrets are already in it
+            target = data[where[0]] = dict(section or {})
+        try:
+            secret = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"{variable}: cannot read {path}: {exc.strerror or exc}") from exc
+        given = target.get(where[-1])
+        if isinstance(given, SecretStr):
+            given = given.get_secret_value()
+        if given is not None and given != secret:  # equal: a child process that got the value read from the file
+            raise ValueError(f"set {plain} or {variable}, not both")
+        target[where[-1]] = secret
+    return data
+
+
+def _local(url: str, sandbox_host: str) -> bool:
+    """Whether a URL (or a bare host) points at loopback or at the sandbox's host."""
+    host = urlsplit(url if "://" in url else f"//{url}").hostname or ""
+    if host in ("localhost", sandbox_host):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def sandbox_credentials_problems(s: Settings) -> list[str]:
+    """Providers beyond loopback that would be called with the sandbox's credentials (empty: none)."""
+    problems: list[str] = []
+    local = s.sandbox_host
+    if s.email_provider == "sendgrid" and not _local(s.sendgrid_host, local) \
+            and s.sendgrid_api_key.get_secret_value() == SANDBOX_SENDGRID_API_KEY:
+        problems.append(f"HERALD_SENDGRID_HOST is {s.sendgrid_host}: set HERALD_SENDGRID_API_KEY (or _FILE)")
+    if not _local(s.twilio_base_url, local):
+        if s.twilio_auth_token.get_secret_value() == SANDBOX_TWILIO_AUTH_TOKEN:
+            problems.append(f"HERALD_TWILIO_BASE_URL is {s.twilio_base_url}: set HERALD_TWILIO_AUTH_TOKEN (or _FILE)")
+        if s.twilio_account_sid == SANDBOX_TWILIO_ACCOUNT_SID:
+            problems.append(f"HERALD_TWILIO_BASE_URL is {s.twilio_base_url}: set HERALD_TWILIO_ACCOUNT_SID")
+    if s.api.public_url and not _local(s.api.public_url, local) and s.twilio_auth_token.get_secret_value() == SANDBOX_TWILIO_AUTH_TOKEN:
+        problems.append(f"HERALD_API__PUBLIC_URL is {s.api.public_url}: Twilio webhooks would be checked with the sandbox's "
+                        "token, so anyone could forge them; set HERALD_TWILIO_AUTH_TOKEN (or _FILE)")
+    if not _local(s.fcm_url, local) and s.fcm_credentials_file is None:
+        problems.append(f"HERALD_FCM_URL is {s.fcm_url}: set HERALD_FCM_CREDENTIALS_FILE (the sandbox's generated one is used otherwise)")
+    if s.apns.enabled and not _local(s.apns.url, local) and s.apns.key_file is None and s.apns.key is None:
+        problems.append(f"HERALD_APNS__URL is {s.apns.url}: set HERALD_APNS__KEY_FILE or HERALD_APNS__KEY (the sandbox's key is "
+                        "used otherwise)")
+    return problems

@@ -11,6 +11,7 @@ import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from infra.settings import Settings
@@ -41,6 +42,11 @@ UNAVAILABLE = (
 )
 
 
+def operation_id(route: APIRoute) -> str:
+    """Generated clients name their methods after the operation id: the route function's name (``put_user``)."""
+    return route.name
+
+
 def create_api(settings: Settings | None = None, config: ApiConfig | None = None) -> FastAPI:
     settings = settings or Settings()
     config = config or settings.api
@@ -62,8 +68,10 @@ def create_api(settings: Settings | None = None, config: ApiConfig | None = None
         title="Herald",
         version="1.0",
         description="Notifications over HTTP: accept requests, track their status, manage users and preferences, "
-        "take provider receipts. Authenticate with `Authorization: Bearer <API key>`.",
+        "take provider receipts. Authenticate with `Authorization: Bearer <API key>` (or `X-API-Key`); a key holds "
+        "scopes (send, read, admin, critical) and may be bound to one tenant's users. Every error is an `ErrorBody`.",
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
     )
     app.state.sendgrid_key = sendgrid_key
     for module in (notifications, users, preferences, webhooks, health):

@@ -138,12 +138,18 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body.model_dump(), exc.status_code, headers=getattr(exc, "headers", None))
 
 
+ERROR_STATUSES = {"500": "internal error; the body carries the request id to quote",
+                  "503": "a dependency (Kafka, PostgreSQL, Redis) is unavailable; retry after Retry-After"}
+
+
 def with_herald_errors(app: Any) -> None:
-    """The OpenAPI spec documents Herald's 422 body (FastAPI's generated one describes its own, replaced, model)."""
+    """The OpenAPI spec documents Herald's one error body for every 4xx and 5xx answer (FastAPI's generated 422
+    describes its own, replaced, model), and every operation may answer 500 and 503 with it."""
     from fastapi import FastAPI
 
     assert isinstance(app, FastAPI)
     generate = app.openapi
+    error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -157,8 +163,16 @@ def with_herald_errors(app: Any) -> None:
             schemas.pop(name, None)
         for operations in spec.get("paths", {}).values():
             for op in operations.values():
-                if "422" in op.get("responses", {}):
-                    op["responses"]["422"]["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+                responses = op.setdefault("responses", {})
+                for status, description in ERROR_STATUSES.items():
+                    responses.setdefault(status, {"description": description})
+                if "requestBody" in op:
+                    responses.setdefault("413", {"description": "request body too large"})
+                for status, response in responses.items():
+                    content = response.get("content", {})
+                    generated = "HTTPValidationError" in str(content)
+                    if status[:1] in ("4", "5") and (not content or generated):
+                        response["content"] = error_ref
         app.openapi_schema = spec
         return spec
 

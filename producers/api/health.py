@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict
 
 from producers.api.auth import Resources
 from producers.api.hostile import CheckedRoute
@@ -15,6 +16,13 @@ from producers.api.kafka import group_offsets, herald_groups, kafka_answers
 from producers.api.resources import ApiResources
 
 router = APIRouter(tags=["operations"], route_class=CheckedRoute)
+
+
+class HealthReport(BaseModel):
+    """A probe's verdict (200 and 503 alike): ``ok`` and what was checked."""
+
+    model_config = ConfigDict(extra="allow")
+    ok: bool
 
 
 async def _sample(res: ApiResources) -> dict[str, Any]:
@@ -48,7 +56,8 @@ async def _sample(res: ApiResources) -> dict[str, Any]:
     return verdict
 
 
-@router.get("/healthz", responses={503: {"description": "a consumer stopped committing"}})
+@router.get("/healthz", response_model=HealthReport,
+            responses={503: {"model": HealthReport, "description": "a consumer stopped committing"}})
 async def healthz(res: Resources) -> JSONResponse:
     """Live when no partition with waiting records has gone ``HERALD_API__COMMIT_STALL_SECONDS`` without a commit
     by the workers' consumer groups (``app_id`` and ``app_id-*``)."""
@@ -63,7 +72,8 @@ async def _check(name: str, probe) -> tuple[str, str]:
         return name, f"error: {exc!r}"
 
 
-@router.get("/readyz", responses={503: {"description": "a dependency does not answer"}})
+@router.get("/readyz", response_model=HealthReport,
+            responses={503: {"model": HealthReport, "description": "a dependency does not answer"}})
 async def readyz(res: Resources) -> JSONResponse:
     """Ready when Kafka, PostgreSQL and Redis all answer."""
     async def pg() -> str:

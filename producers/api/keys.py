@@ -8,8 +8,36 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from enum import StrEnum
 
 KEY_PREFIX = "hk_"
+
+
+class Scope(StrEnum):
+    """What an API key may do (``api_keys.scopes``)."""
+
+    SEND = "send"          # POST /v1/notifications
+    READ = "read"          # GET notifications, users, devices, preferences
+    ADMIN = "admin"        # create, change and erase users, their devices and preferences
+    CRITICAL = "critical"  # pick a critical category (routes file ``critical_categories``, e.g. security)
+
+
+DEFAULT_SCOPES = (Scope.SEND, Scope.READ, Scope.ADMIN)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated API key: its id, scopes, tenant (None: every tenant) and own rate (None: the setting)."""
+
+    key_id: int
+    scopes: frozenset[Scope]
+    tenant: str | None = None
+    rate_limit: int | None = None
+
+    @classmethod
+    def from_row(cls, key_id: int, scopes: list[str], tenant: str | None, rate_limit: int | None) -> Caller:
+        known = {s.value for s in Scope}
+        return cls(key_id, frozenset(Scope(s) for s in scopes if s in known), tenant, rate_limit)
 
 
 @dataclass(frozen=True, slots=True)

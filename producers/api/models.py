@@ -162,6 +162,18 @@ class UserView(BaseModel):
     email_undeliverable: bool
     phone_undeliverable: bool
     updated_at: datetime
+    tenant: str | None = Field(None, description="the tenant of the API key that created the user (null: none)")
+
+
+class ErasureView(BaseModel):
+    """What ``DELETE /v1/users/{id}`` erased; the notifications stay as anonymous counts."""
+
+    user_id: str
+    profile_deleted: bool = Field(description="a stored profile (with its devices and preferences) was deleted")
+    notifications_anonymised: int = Field(description="notifications kept for counts, no longer linked to the user")
+    deliveries_anonymised: int = Field(description="delivery ledger rows whose address was erased")
+    devices_deleted: int
+    scheduled_deleted: int = Field(description="notifications due later that will not be sent")
 
 
 class Preferences(Strict):

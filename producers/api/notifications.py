@@ -9,18 +9,22 @@ from fastapi.responses import JSONResponse
 
 from infra.kafka.producer import ProduceError
 from infra.kafka.records import TRACE, OutRecord, now_ms
-from producers.api.auth import ApiKey, Resources
+from producers.api.auth import ReadKey, Resources, SendKey
 from producers.api.cursor import CursorError, decode_cursor, encode_cursor
 from producers.api.errors import ApiError
 from producers.api.hostile import CheckedRoute
+from producers.api.keys import Caller, Scope
 from producers.api.models import ID, HistoryEntry, NotificationAccepted, NotificationPage, NotificationRequest, NotificationView
 from producers.api.notification_record import body_hash, to_record
 from producers.api.resources import ApiResources
+from producers.api.tenancy import reaches, require_user
 
 router = APIRouter(tags=["notifications"], route_class=CheckedRoute)
 
 NOTIFICATION_COLUMNS = "id, event_id, event_type, user_id, template, category, campaign_id, status, reason, created_at, updated_at"
-ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "no valid API key"}, 429: {"description": "rate limit exceeded (see Retry-After)"}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no valid API key"}, 403: {"description": "the API key lacks the scope"},
+    429: {"description": "rate limit exceeded (see Retry-After)"}}
 
 
 async def template_channels(res: ApiResources, code: str) -> frozenset[str]:
@@ -35,14 +39,29 @@ async def template_channels(res: ApiResources, code: str) -> frozenset[str]:
     return channels
 
 
-async def user_known(res: ApiResources, user_id: str) -> bool:
-    if res.users.get(user_id):
-        return True
+async def stored_user(res: ApiResources, user_id: str) -> tuple[str | None] | None:
+    """``(tenant,)`` of a stored user, None for an unknown one (only users that exist are cached)."""
+    if cached := res.users.get(user_id):
+        return cached
     async with res.db.connection() as conn:
-        row = await (await conn.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))).fetchone()
-    if row:
-        res.users.put(user_id, True)
-    return row is not None
+        row = await (await conn.execute("SELECT tenant FROM users WHERE id = %s", (user_id,))).fetchone()
+    if row is None:
+        return None
+    res.users.put(user_id, (row[0],))
+    return (row[0],)
+
+
+async def check_recipient(res: ApiResources, caller: Caller, body: NotificationRequest) -> None:
+    """The user must be stored and in the key's tenant, unless the request brings its addresses inline."""
+    found = await stored_user(res, body.user_id)
+    if found is not None and not reaches(caller, found[0]):
+        if body.recipient is not None:  # a stored user's own profile would win over the inline addresses
+            raise HTTPException(404, f"no user '{body.user_id}' (the id is taken outside this key's tenant; pick another)")
+        found = None
+    if found is None and body.recipient is None:
+        # accepted, it would only end as `skipped no_recipient`, out of the caller's sight
+        raise ApiError(422, "unknown_user", f"no user '{body.user_id}': create it first with PUT /v1/users/{body.user_id}, "
+                                            "or give its addresses inline as `recipient`")
 
 
 async def claim_idempotency(res: ApiResources, key_id: int, key: str, digest: str, fresh_id: str) -> str:
@@ -74,18 +93,19 @@ async def claim_idempotency(res: ApiResources, key_id: int, key: str, digest: st
     status_code=202,
     response_model=NotificationAccepted,
     responses={**ERRORS, 409: {"description": "Idempotency-Key reused with another body"},
+               403: {"description": "the key lacks the 'send' scope, or picks a critical category without the 'critical' scope"},
                422: {"description": "invalid request, unknown template or channel, unknown user (code unknown_user)"},
                503: {"description": "Kafka did not take the request; retry"}},
 )
 async def create_notification(
     body: NotificationRequest,
-    key_id: ApiKey,
+    caller: SendKey,
     res: Resources,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
                                                   description="same key and body → same notification id")] = None,
     x_trace_id: Annotated[str | None, Header(max_length=64, pattern=r"^[A-Za-z0-9\-_.]+$")] = None,
 ) -> JSONResponse:
-    """Accept a notification: validated, produced to the events topic (acks=all, delivery report awaited), 202 with its id.
+    """Accept a notification (scope ``send``): validated, produced to the events topic (acks=all, delivery report awaited), 202 with its id.
 
     The id is also the event id. Re-sending with the same ``Idempotency-Key`` and body answers the same id
     (and produces the same event again, which the pipeline de-duplicates, so a request that failed half-way is safe to retry).
@@ -95,13 +115,15 @@ async def create_notification(
         raise HTTPException(422, f"unknown template '{body.template}'")
     if missing := [c for c in body.channels if c not in have]:
         raise HTTPException(422, f"template '{body.template}' has no active {', '.join(missing)} version (it has: {', '.join(sorted(have))})")
-    if body.recipient is None and not await user_known(res, body.user_id):
-        # accepted, it would only end as `skipped no_recipient`, out of the caller's sight
-        raise ApiError(422, "unknown_user", f"no user '{body.user_id}': create it first with PUT /v1/users/{body.user_id}, "
-                                            "or give its addresses inline as `recipient`")
+    if body.category in res.critical_categories and Scope.CRITICAL not in caller.scopes:
+        res.metrics.rejected.labels("forbidden").inc()
+        raise ApiError(403, "forbidden", f"category '{body.category}' is critical (it bypasses preferences, quiet hours and "
+                                         "caps): this API key may not pick it; it needs the 'critical' scope "
+                                         "(`herald apikeys create NAME --scope send,critical`)")
+    await check_recipient(res, caller, body)
     notification_id = uuid.uuid4().hex
     if idempotency_key is not None:
-        notification_id = await claim_idempotency(res, key_id, idempotency_key, body_hash(body), notification_id)
+        notification_id = await claim_idempotency(res, caller.key_id, idempotency_key, body_hash(body), notification_id)
     try:
         value = res.codec.encode("NotificationRequested", to_record(body, notification_id, now_ms()))
     except ValueError as exc:
@@ -127,10 +149,16 @@ def _view(row: tuple, history: list[HistoryEntry] | None = None) -> Notification
 
 @router.get("/v1/notifications/{notification_id}", response_model=NotificationView,
             responses={**ERRORS, 404: {"description": "unknown notification"}})
-async def get_notification(notification_id: Annotated[str, Path(pattern=ID)], _key: ApiKey, res: Resources) -> NotificationView:
-    """A notification's current status and its whole history (every change, in order)."""
+async def get_notification(notification_id: Annotated[str, Path(pattern=ID)], caller: ReadKey, res: Resources) -> NotificationView:
+    """A notification's current status and its whole history (every change, in order; scope ``read``).
+
+    A key with a tenant sees the notifications of its tenant's users only.
+    """
     async with res.db.connection() as conn:
-        row = await (await conn.execute(f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = %s", (notification_id,))).fetchone()
+        row = await (await conn.execute(
+            f"SELECT {NOTIFICATION_COLUMNS} FROM notifications n WHERE id = %s AND "
+            "(%s::text IS NULL OR EXISTS (SELECT 1 FROM users u WHERE u.id = n.user_id AND u.tenant = %s::text))",
+            (notification_id, caller.tenant, caller.tenant))).fetchone()
         if row is None:
             raise HTTPException(404, f"no notification '{notification_id}' (a just-accepted one appears once the pipeline has queued it)")
         hist = await (await conn.execute(
@@ -142,15 +170,18 @@ async def get_notification(notification_id: Annotated[str, Path(pattern=ID)], _k
     return _view(row, [HistoryEntry(**dict(zip(keys, h, strict=True))) for h in hist])
 
 
-@router.get("/v1/users/{user_id}/notifications", response_model=NotificationPage, responses={**ERRORS})
+@router.get("/v1/users/{user_id}/notifications", response_model=NotificationPage,
+            responses={**ERRORS, 404: {"description": "a user of another tenant"}})
 async def list_user_notifications(
     user_id: Annotated[str, Path(pattern=ID)],
-    _key: ApiKey,
+    caller: ReadKey,
     res: Resources,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> NotificationPage:
-    """A user's notifications, newest first, ``limit`` per page; follow ``next_cursor`` for older ones."""
+    """A user's notifications, newest first, ``limit`` per page; follow ``next_cursor`` for older ones (scope ``read``)."""
+    if caller.tenant is not None:
+        await require_user(res, caller, user_id)
     args: list[object] = [user_id]
     where = "user_id = %s"
     if cursor:

@@ -7,26 +7,28 @@ import psycopg.errors
 from fastapi import APIRouter, HTTPException, Path
 from psycopg.types.json import Jsonb
 
-from producers.api.auth import ApiKey, Resources
+from producers.api.auth import AdminKey, ReadKey, Resources
 from producers.api.hostile import CheckedRoute
 from producers.api.models import ID, Preferences
+from producers.api.tenancy import reaches, require_user
 from streams.stores.recipients import invalidate_recipient
 
 router = APIRouter(tags=["preferences"], route_class=CheckedRoute)
 ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "no valid API key"}, 404: {"description": "unknown user"}, 429: {"description": "rate limit exceeded"}}
+    401: {"description": "no valid API key"}, 403: {"description": "the API key lacks the scope"},
+    404: {"description": "unknown user"}, 429: {"description": "rate limit exceeded"}}
 
 
 @router.get("/v1/users/{user_id}/preferences", response_model=Preferences, responses=ERRORS)
-async def get_preferences(user_id: Annotated[str, Path(pattern=ID)], _key: ApiKey, res: Resources) -> Preferences:
-    """The user's preferences (the defaults, everything allowed, when none were set)."""
+async def get_preferences(user_id: Annotated[str, Path(pattern=ID)], caller: ReadKey, res: Resources) -> Preferences:
+    """The user's preferences (the defaults, everything allowed, when none were set; scope ``read``)."""
     async with res.db.connection() as conn:
         row = await (await conn.execute(
-            "SELECT p.user_id IS NOT NULL, p.muted, p.channels, p.categories, p.quiet_start, p.quiet_end"
+            "SELECT p.user_id IS NOT NULL, p.muted, p.channels, p.categories, p.quiet_start, p.quiet_end, u.tenant"
             " FROM users u LEFT JOIN preferences p ON p.user_id = u.id WHERE u.id = %s",
             (user_id,),
         )).fetchone()
-    if row is None:
+    if row is None or not reaches(caller, row[6]):
         raise HTTPException(404, f"no user '{user_id}'")
     if not row[0]:
         return Preferences()
@@ -35,8 +37,11 @@ async def get_preferences(user_id: Annotated[str, Path(pattern=ID)], _key: ApiKe
 
 @router.put("/v1/users/{user_id}/preferences", response_model=Preferences,
             responses={**ERRORS, 422: {"description": "unknown channel or bad quiet hours"}})
-async def put_preferences(user_id: Annotated[str, Path(pattern=ID)], body: Preferences, _key: ApiKey, res: Resources) -> Preferences:
-    """Replace the user's preferences; the next event for this user already sees them."""
+async def put_preferences(user_id: Annotated[str, Path(pattern=ID)], body: Preferences, caller: AdminKey,
+                          res: Resources) -> Preferences:
+    """Replace the user's preferences (scope ``admin``); the next event for this user already sees them."""
+    if caller.tenant is not None:
+        await require_user(res, caller, user_id)
     try:
         async with res.db.connection() as conn:
             await conn.execute(

@@ -19,10 +19,19 @@ from infra.settings import Settings
 from producers.api.commit_watch import CommitWatch
 from producers.api.config import ApiConfig
 from producers.api.kafka import AsyncProducer
+from producers.api.keys import Caller
 from schemas.codec import Codec
+from streams.routes import load_routes
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+
+class _MissingKey:
+    """The cached answer "no such active key" (a cache miss is None)."""
+
+
+MISSING_KEY = _MissingKey()
 
 
 class TtlCache(Generic[K, V]):
@@ -45,6 +54,9 @@ class TtlCache(Generic[K, V]):
         if len(self._items) >= self.max_items:
             self._items.clear()
         self._items[key] = (time.monotonic() + self.ttl, value)
+
+    def forget(self, key: K) -> None:
+        self._items.pop(key, None)
 
 
 class ApiMetrics:
@@ -71,9 +83,10 @@ class ApiResources:
     producer: AsyncProducer
     admin: AdminClient
     metrics: ApiMetrics
-    keys: TtlCache[str, int | None] = field(init=False)
+    critical_categories: frozenset[str] = frozenset({"security"})  # from the routes file: only keys with 'critical' pick them
+    keys: TtlCache[str, Caller | _MissingKey] = field(init=False)
     templates: TtlCache[str, frozenset[str]] = field(init=False)
-    users: TtlCache[str, bool] = field(init=False)
+    users: TtlCache[str, tuple[str | None]] = field(init=False)  # user id → (tenant,)
     commit_watch: CommitWatch = field(init=False)
     health_sample: tuple[float, dict] | None = None
 
@@ -96,6 +109,7 @@ class ApiResources:
             producer=AsyncProducer(settings),
             admin=AdminClient(admin_config(settings)),
             metrics=metrics,
+            critical_categories=load_routes(settings.routes_file).critical_categories,
         )
 
     async def close(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -49,7 +50,7 @@ TWILIO_BODY = {
     }}}},
 }
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "missing or wrong signature"},
+    401: {"description": "missing or wrong signature, or (SendGrid) a timestamp outside HERALD_API__SENDGRID_WEBHOOK_MAX_AGE"},
     400: {"description": "signed but not a provider payload"},
     413: {"description": "body too large"},
     503: {"description": "webhook not configured, or Kafka did not take the receipts (the provider retries)"},
@@ -62,6 +63,21 @@ def load_sendgrid_key(text: str) -> ec.EllipticCurvePublicKey:
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise ValueError("the SendGrid webhook key is not an elliptic-curve public key")
     return key
+
+
+def sendgrid_timestamp_problem(timestamp: str, now: float, max_age: float) -> str | None:
+    """Why a signed timestamp (Unix seconds) is refused: too old (a replayed capture) or too far ahead; None when fresh."""
+    try:
+        at = int(timestamp.strip())
+    except ValueError:
+        return "X-Twilio-Email-Event-Webhook-Timestamp is not a Unix time in seconds"
+    age = now - at
+    if age > max_age:
+        return (f"the signed timestamp is {age:.0f}s old, older than HERALD_API__SENDGRID_WEBHOOK_MAX_AGE ({max_age:g}s): "
+                "refused as a replay")
+    if -age > max_age:
+        return f"the signed timestamp is {-age:.0f}s in the future (more than {max_age:g}s): check the clocks"
+    return None
 
 
 def sendgrid_signature_ok(key: ec.EllipticCurvePublicKey, payload: bytes, signature: str, timestamp: str) -> bool:
@@ -104,6 +120,10 @@ async def sendgrid_events(
     if not sig or not ts or not sendgrid_signature_ok(key, payload, sig, ts):
         res.metrics.rejected.labels("bad_signature").inc()
         raise HTTPException(401, "bad or missing X-Twilio-Email-Event-Webhook-Signature / -Timestamp")
+    # the signature covers the timestamp: a captured request replayed later carries its old one
+    if problem := sendgrid_timestamp_problem(ts, time.time(), res.config.sendgrid_webhook_max_age):
+        res.metrics.rejected.labels("stale_webhook").inc()
+        raise HTTPException(401, problem)
     try:
         events = json.loads(payload)
         _refuse_unstorable(events)

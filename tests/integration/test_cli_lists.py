@@ -31,6 +31,18 @@ def test_apikeys_list_json(settings: Settings):
     keys = [k for k in rows(herald(settings, "apikeys", "list", "--json")) if k["name"] == "json-check-service"]
     assert len(keys) == 1
     assert keys[0]["prefix"].startswith("hk_") and keys[0]["revoked"] is None and keys[0]["created"]
+    assert keys[0]["scopes"] == ["send", "read", "admin"] and keys[0]["tenant"] is None and keys[0]["rate_limit"] is None
+
+
+def test_apikeys_create_with_scopes_tenant_and_rate(settings: Settings):
+    herald(settings, "apikeys", "create", "scoped-service", "--scope", "read", "--scope", "critical,send",
+           "--tenant", "acme", "--rate-limit", "7")
+    [key] = [k for k in rows(herald(settings, "apikeys", "list", "--json")) if k["name"] == "scoped-service"]
+    assert key["scopes"] == ["send", "read", "critical"] and key["tenant"] == "acme" and key["rate_limit"] == 7
+
+    herald(settings, "apikeys", "update", str(key["id"]), "--scope", "send,critical", "--default-rate")
+    [key] = [k for k in rows(herald(settings, "apikeys", "list", "--json")) if k["name"] == "scoped-service"]
+    assert key["scopes"] == ["send", "critical"] and key["tenant"] == "acme" and key["rate_limit"] is None
 
 
 def test_templates_list_json(settings: Settings):

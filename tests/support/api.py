@@ -14,10 +14,15 @@ from infra.settings import Settings
 from producers.api.keys import new_key
 
 
-def make_api_key(settings: Settings, name: str = "test") -> str:
+def make_api_key(settings: Settings, name: str = "test", scopes: list[str] | None = None, tenant: str | None = None,
+                 rate_limit: int | None = None) -> str:
+    """A new key; without ``scopes`` it gets the column's default (send, read, admin), as keys made before scopes have."""
     k = new_key()
     with psycopg.connect(settings.dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO api_keys (name, prefix, key_hash) VALUES (%s, %s, %s)", (name, k.prefix, k.key_hash))
+        conn.execute("INSERT INTO api_keys (name, prefix, key_hash, tenant, rate_limit) VALUES (%s, %s, %s, %s, %s)",
+                     (name, k.prefix, k.key_hash, tenant, rate_limit))
+        if scopes is not None:
+            conn.execute("UPDATE api_keys SET scopes = %s WHERE key_hash = %s", (scopes, k.key_hash))
     return k.key
 
 

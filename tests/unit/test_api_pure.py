@@ -1,6 +1,7 @@
 """Pure parts of the API: keys, validation, rate-limit verdicts, cursors, idempotency hashes, the commit watch."""
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -127,3 +128,32 @@ def test_the_spec_documents_heralds_422_body_not_fastapis():
     r422 = spec["paths"]["/v1/users/{user_id}"]["put"]["responses"]["422"]
     assert r422["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
     assert "input" not in spec["components"]["schemas"]["FieldError"]["properties"]
+
+
+def test_openapi_json_has_security_schemes_named_operations_and_one_error_body():
+    from fastapi.testclient import TestClient
+
+    from producers.api import create_api
+
+    spec = TestClient(create_api()).get("/openapi.json").json()  # no lifespan: nothing is connected
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearer"] == {"type": "http", "scheme": "bearer", "description": schemes["bearer"]["description"]}
+    assert schemes["apiKey"]["type"] == "apiKey" and schemes["apiKey"]["in"] == "header" and schemes["apiKey"]["name"] == "X-API-Key"
+    ops = [(path, method, op) for path, operations in spec["paths"].items() for method, op in operations.items()]
+    assert len(ops) >= 15
+    ids = [op["operationId"] for _, _, op in ops]
+    assert len(set(ids)) == len(ids), ids
+    # named after what they do, not FastAPI's path-and-method default (put_user_v1_users__user_id__put)
+    assert all(re.fullmatch(r"[a-z]+(_[a-z]+)*", i) and "_v1_" not in i for i in ids), ids
+    assert {"create_notification", "get_notification", "put_user", "delete_user", "sendgrid_events"} <= set(ids)
+    for path, method, op in ops:
+        keyed = path.startswith("/v1/") and not path.startswith("/v1/webhooks/")
+        assert (op.get("security") == [{"bearer": []}, {"apiKey": []}]) == keyed, (method, path)
+        assert "authorization" not in {p["name"].lower() for p in op.get("parameters", [])}, (method, path)
+        for status, response in op["responses"].items():
+            if status[0] not in "45" or (path in ("/healthz", "/readyz") and status == "503"):  # a probe's 503 is its report
+                continue
+            schema = response.get("content", {}).get("application/json", {}).get("schema")
+            assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path, status, response)
+        assert "500" in op["responses"], (method, path)
+    assert set(spec["components"]["schemas"]["ErrorBody"]["required"]) == {"detail", "code"}

@@ -142,3 +142,10 @@ def test_schemas_commands_include_herald_schemas_dir(tmp_path: Path):
     assert done.returncode == 1 and "InvoicePaid: v2 cannot read v1: type_mismatch" in " ".join(done.stdout.split())
     line = one_line_error(herald("schemas", "check", HERALD_SCHEMAS_DIR=str(tmp_path / "nowhere")))
     assert "no such folder" in line and "HERALD_SCHEMAS_DIR" in line
+
+
+def test_apikeys_create_refuses_an_unknown_scope_in_one_line():
+    # refused before PostgreSQL is asked (nothing listens there)
+    line = one_line_error(herald("apikeys", "create", "svc", "--scope", "send,write",
+                                 HERALD_DATABASE_URL=f"postgresql://herald@{NOTHING_LISTENS}/herald"))
+    assert "unknown scope write" in line and "send, read, admin, critical" in line

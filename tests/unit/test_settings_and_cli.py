@@ -98,3 +98,71 @@ def test_nested_secrets_reach_a_child_process_in_clear_and_empty_file_settings_a
     child = Settings()
     assert child.kafka.password() == "s3cret" and child.kafka.sasl_password_file is None
     assert "s3cret" not in str(child.masked())
+
+
+def test_secrets_are_read_from_files(monkeypatch, tmp_path: Path):
+    (tmp_path / "sg").write_text("SG.from-a-file\n")
+    (tmp_path / "db").write_text("postgresql://app:pw@db:5432/herald")
+    (tmp_path / "registry").write_text("registry-secret")
+    monkeypatch.setenv("HERALD_SENDGRID_API_KEY_FILE", str(tmp_path / "sg"))
+    monkeypatch.setenv("HERALD_DATABASE_URL_FILE", str(tmp_path / "db"))
+    monkeypatch.setenv("HERALD_SCHEMA_REGISTRY__PASSWORD_FILE", str(tmp_path / "registry"))
+    monkeypatch.setenv("HERALD_SCHEMA_REGISTRY__USERNAME", "reg-user")
+    s = Settings()
+    assert s.sendgrid_api_key.get_secret_value() == "SG.from-a-file"
+    assert s.dsn == "postgresql://app:pw@db:5432/herald"
+    assert s.schema_registry.password is not None and s.schema_registry.password.get_secret_value() == "registry-secret"
+    assert s.schema_registry.username == "reg-user"
+    # a child process gets the values in clear and the same _FILE variables: no conflict
+    monkeypatch.setenv("HERALD_SENDGRID_API_KEY", s.to_env()["HERALD_SENDGRID_API_KEY"])
+    assert Settings().sendgrid_api_key.get_secret_value() == "SG.from-a-file"
+    # two different values, or a file that is not there, are refused naming the variables
+    monkeypatch.setenv("HERALD_SENDGRID_API_KEY", "SG.other")
+    with pytest.raises(ValidationError, match="set HERALD_SENDGRID_API_KEY or HERALD_SENDGRID_API_KEY_FILE, not both"):
+        Settings()
+    monkeypatch.delenv("HERALD_SENDGRID_API_KEY")
+    monkeypatch.setenv("HERALD_TWILIO_AUTH_TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValidationError, match="HERALD_TWILIO_AUTH_TOKEN_FILE: cannot read"):
+        Settings()
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"HERALD_EMAIL_PROVIDER": "sendgrid", "HERALD_SENDGRID_HOST": "https://api.sendgrid.com"}, "set HERALD_SENDGRID_API_KEY"),
+    ({"HERALD_TWILIO_BASE_URL": "https://api.twilio.com", "HERALD_TWILIO_ACCOUNT_SID": "AC123"}, "set HERALD_TWILIO_AUTH_TOKEN"),
+    ({"HERALD_TWILIO_BASE_URL": "https://api.twilio.com", "HERALD_TWILIO_AUTH_TOKEN": "real"}, "set HERALD_TWILIO_ACCOUNT_SID"),
+    ({"HERALD_API__PUBLIC_URL": "https://herald.example.com"}, "anyone could forge them"),
+    ({"HERALD_FCM_URL": "https://fcm.googleapis.com"}, "set HERALD_FCM_CREDENTIALS_FILE"),
+    ({"HERALD_APNS__URL": "https://api.push.apple.com"}, "set HERALD_APNS__KEY_FILE"),
+])
+def test_the_sandbox_credentials_are_refused_for_a_provider_beyond_loopback(monkeypatch, env, needle):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ValidationError, match="refusing to start with the sandbox's credentials") as exc:
+        Settings()
+    assert needle in str(exc.value)
+
+
+def test_real_credentials_or_a_local_provider_start(monkeypatch, tmp_path: Path):
+    for url in ("http://127.0.0.1:8026", "http://localhost:8026", "http://[::1]:8026"):
+        monkeypatch.setenv("HERALD_TWILIO_BASE_URL", url)
+        Settings()  # the sandbox, with its own credentials
+    monkeypatch.setenv("HERALD_SANDBOX_HOST", "sandbox")
+    monkeypatch.setenv("HERALD_TWILIO_BASE_URL", "http://sandbox:8026")  # the sandbox in a container network
+    Settings()
+    (tmp_path / "token").write_text("real-token")
+    monkeypatch.setenv("HERALD_TWILIO_BASE_URL", "https://api.twilio.com")
+    monkeypatch.setenv("HERALD_TWILIO_ACCOUNT_SID", "AC123")
+    monkeypatch.setenv("HERALD_TWILIO_AUTH_TOKEN_FILE", str(tmp_path / "token"))
+    assert Settings().twilio_auth_token.get_secret_value() == "real-token"
+    monkeypatch.setenv("HERALD_EMAIL_PROVIDER", "smtp")
+    monkeypatch.setenv("HERALD_SENDGRID_HOST", "https://api.sendgrid.com")  # not the email provider: its key is never used
+    Settings()
+
+
+def test_the_cli_refuses_sandbox_credentials_in_one_line():
+    import os
+
+    done = _herald("config", env={**os.environ, "HERALD_FCM_URL": "https://fcm.googleapis.com"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "refusing to start with the sandbox's credentials" in done.stderr and "HERALD_FCM_CREDENTIALS_FILE" in done.stderr

@@ -118,6 +118,9 @@ def setting_error(exc: ValidationError | SettingsError) -> str:
         return f"invalid {_variable((field,)) if field else 'HERALD_* setting'}: expected {_expected(field)}"
     problems = []
     for e in exc.errors():
+        if not e["loc"]:  # a check across settings names its variables itself
+            problems.append(str(e["msg"]).removeprefix("Value error, "))
+            continue
         got = f" (got {e['input']!r})" if isinstance(e.get("input"), (str, int, float)) else ""
         problems.append(f"{_variable(e['loc'])}: {e['msg']}{got}")
     return "invalid HERALD_* setting: " + "; ".join(problems)
