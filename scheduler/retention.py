@@ -32,7 +32,7 @@ class Kept(StrEnum):
 class Table:
     name: str
     key: str        # the primary key column(s)
-    age: str        # the timestamp a row's age is measured from (indexed: migration 009)
+    age: str        # the timestamp a row's age is measured from (indexed: migration 010)
     where: str = "TRUE"
 
 
