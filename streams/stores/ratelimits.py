@@ -16,22 +16,25 @@ from infra.settings import Settings
 from streams.stages.route.limits import Counter, denied_by, script_args
 from streams.stores.batch import RedisBatch, Reply, memory_of, pipeline_of
 
-# ARGV: n_checks, then per check: n_counters, then per counter: key index (into KEYS), limit, ttl;
+# ARGV[1]: comma-separated numbers (one argument, not thousands: redis-py packs each argument in Python):
+# n_checks, then per check: n_counters, then per counter: key index (into KEYS), limit, ttl;
 # optionally followed, per check, by a decision key index (0: none) and its ttl.
 # Returns per check 0 (allowed and counted) or the 1-based position of the first full counter.
 # A check whose decision key exists returns the stored decision without counting again: a batch that is
 # retried (an outage, a record split out) never counts one (event, channel) twice.
 LUA = """
-local n = tonumber(ARGV[1])
+local A = {}
+for v in string.gmatch(ARGV[1], '[^,]+') do A[#A + 1] = v end
+local n = tonumber(A[1])
 local starts = {}
 local i = 2
-for c = 1, n do starts[c] = i; i = i + 1 + 3 * tonumber(ARGV[i]) end
-local marked = #ARGV >= i + 2 * n - 1
+for c = 1, n do starts[c] = i; i = i + 1 + 3 * tonumber(A[i]) end
+local marked = #A >= i + 2 * n - 1
 local out = {}
 for c = 1, n do
   local mkey = nil
   if marked then
-    local mi = tonumber(ARGV[i + 2 * (c - 1)])
+    local mi = tonumber(A[i + 2 * (c - 1)])
     if mi > 0 then mkey = KEYS[mi] end
   end
   local seen = false
@@ -40,22 +43,22 @@ for c = 1, n do
     out[c] = tonumber(seen)
   else
     local p0 = starts[c]
-    local cnt = tonumber(ARGV[p0])
+    local cnt = tonumber(A[p0])
     local denied = 0
     for j = 0, cnt - 1 do
       local p = p0 + 1 + 3 * j
-      local cur = tonumber(redis.call('GET', KEYS[tonumber(ARGV[p])]) or '0')
-      if denied == 0 and cur >= tonumber(ARGV[p + 1]) then denied = j + 1 end
+      local cur = tonumber(redis.call('GET', KEYS[tonumber(A[p])]) or '0')
+      if denied == 0 and cur >= tonumber(A[p + 1]) then denied = j + 1 end
     end
     if denied == 0 then
       for j = 0, cnt - 1 do
         local p = p0 + 1 + 3 * j
-        local key = KEYS[tonumber(ARGV[p])]
-        if redis.call('INCR', key) == 1 then redis.call('EXPIRE', key, tonumber(ARGV[p + 2])) end
+        local key = KEYS[tonumber(A[p])]
+        if redis.call('INCR', key) == 1 then redis.call('EXPIRE', key, tonumber(A[p + 2])) end
       end
     end
     out[c] = denied
-    if mkey then redis.call('SET', mkey, denied, 'EX', tonumber(ARGV[i + 2 * (c - 1) + 1])) end
+    if mkey then redis.call('SET', mkey, denied, 'EX', tonumber(A[i + 2 * (c - 1) + 1])) end
   end
 end
 return out
@@ -70,7 +73,7 @@ def queue_checks(pipe: Pipeline, checks: list[list[Counter]], decisions: list[st
     if not checks:
         return False
     keys, argv = script_args(checks, decisions)
-    pipe.eval(LUA, len(keys), *keys, *argv)
+    pipe.eval(LUA, len(keys), *keys, ",".join(map(str, argv)))
     return True
 
 

@@ -104,16 +104,17 @@ async def sendgrid_send(request: web.Request) -> web.Response:
     content = {c["type"]: c["value"] for c in body.get("content", [])}
     message_id = new_id()[:22]
     for p in pers:
-        subs = p.get("substitutions") or {}
+        # the substitutions are made when the message is first read: a campaign's thousand recipients per request
+        # cost the sandbox little more than the JSON it parsed (it stands in for SendGrid's servers in the benches)
+        def made(p: dict[str, Any] = p) -> dict[str, Any]:
+            subs = p.get("substitutions") or {}
+            return {"subject": _subst(p.get("subject") or body.get("subject") or "", subs),
+                    "text": _subst(content.get("text/plain", ""), subs),
+                    "html": _subst(content.get("text/html", ""), subs) or None,
+                    "custom_args": {k: _subst(str(v), subs) for k, v in (p.get("custom_args") or {}).items()}}
+
         for t in p.get("to", []):
-            state.record("sendgrid", {
-                "to": t["email"], "from": sender,
-                "subject": _subst(p.get("subject") or body.get("subject") or "", subs),
-                "text": _subst(content.get("text/plain", ""), subs),
-                "html": _subst(content.get("text/html", ""), subs) or None,
-                "custom_args": {k: _subst(str(v), subs) for k, v in (p.get("custom_args") or {}).items()},
-                "message_id": message_id,
-            })
+            state.record("sendgrid", {"to": t["email"], "from": sender, "message_id": message_id}, later=made)
     return web.Response(status=202, headers={"X-Message-Id": message_id})
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from streams.routes import RateRule
 
@@ -18,16 +19,24 @@ def counters(rules: tuple[RateRule, ...], key_prefix: str, *, user: str, channel
              event_type: str, now_ms: int, critical: bool = False) -> list[Counter]:
     """The counters one (event, channel) notification counts against; the window is part of the key.
     A critical category is exempt from every rule that does not name it."""
-    values = {"user": user, "channel": channel, "category": category, "event_type": event_type}
     out = []
-    for rule in rules:
-        if not rule.applies(channel, category, critical):
-            continue
+    who = _part(user)
+    for rule, head, parts in _shapes(rules, key_prefix, channel, category, event_type, critical):
         bucket = now_ms // (rule.window_seconds * 1000)
-        parts = ":".join(_part(values[k]) for k in rule.key)
+        key = head + ":".join(who if p is None else p for p in parts)
         # the key lives one window past its bucket's end, no longer
-        out.append(Counter(f"{key_prefix}:{rule.name}:{parts}:{bucket}", rule.limit, rule.window_seconds + 60, rule.name))
+        out.append(Counter(f"{key}:{bucket}", rule.limit, rule.window_seconds + 60, rule.name))
     return out
+
+
+@lru_cache(maxsize=4096)
+def _shapes(rules: tuple[RateRule, ...], key_prefix: str, channel: str, category: str, event_type: str,
+            critical: bool) -> tuple[tuple[RateRule, str, tuple[str | None, ...]], ...]:
+    """Per rule that applies: (rule, key head, key parts with None where the user goes). A campaign's recipients
+    share everything but the user, so this is worked out once, not per recipient."""
+    values = {"channel": channel, "category": category, "event_type": event_type}
+    return tuple((rule, f"{key_prefix}:{rule.name}:", tuple(None if k == "user" else _part(values[k]) for k in rule.key))
+                 for rule in rules if rule.applies(channel, category, critical))
 
 
 def _part(value: str) -> str:
