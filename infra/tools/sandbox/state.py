@@ -82,6 +82,11 @@ class SandboxState:
                 m.update(m.pop(LATER)())
         return found
 
+    def count(self, channel: str | None = None, to: str | None = None) -> int:
+        if channel is None and to is None:
+            return len(self.messages)
+        return sum(1 for m in self.messages if (channel is None or m["channel"] == channel) and (to is None or m.get("to") == to))
+
     def clear(self) -> None:
         self.messages.clear()
         for p in PROVIDERS:
