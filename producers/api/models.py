@@ -103,6 +103,7 @@ class NotificationRequest(Strict):
 class NotificationAccepted(BaseModel):
     id: str = Field(description="the notification id (the event id of the NotificationRequested record)")
     status: str = "accepted"
+    trace_id: str = Field(description="the trace id the notification carries (also the X-Trace-Id header)")
 
 
 class HistoryEntry(BaseModel):
