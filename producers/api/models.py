@@ -127,6 +127,8 @@ class NotificationView(BaseModel):
     reason: str | None
     created_at: datetime
     updated_at: datetime
+    trace_id: str | None = Field(None, description="the trace id the notification was accepted with (its log lines carry "
+                                                   "it); null for notifications stored before trace ids were")
     history: list[HistoryEntry] = []
 
 

@@ -23,7 +23,8 @@ from producers.api.tenancy import reaches, require_user
 
 router = APIRouter(tags=["notifications"], route_class=CheckedRoute)
 
-NOTIFICATION_COLUMNS = "id, event_id, event_type, user_id, template, category, campaign_id, status, reason, created_at, updated_at"
+NOTIFICATION_COLUMNS = ("id, event_id, event_type, user_id, template, category, campaign_id, status, reason, created_at, "
+                        "updated_at, trace_id")
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no valid API key"}, 403: {"description": "the API key lacks the scope"},
     429: {"description": "rate limit exceeded (see Retry-After)"}}
