@@ -1,5 +1,10 @@
 """JSON logs with the trace id; addresses, phone numbers, device tokens and secrets masked in every line.
 
+The trace id of a line is its record's ``extra={"trace_id": ...}`` if given, else ``trace_id_var``: the batch runner
+sets it to the record in hand (``streams.runtime.runner``), the API to the request's (``producers.api.middleware``).
+A line about a batch of several records carries none: each per-record event (a dead letter, a record's failure)
+is logged on its own line with its own trace id.
+
 Masking replaces the whole value (no prefix survives): an address keeps only its
 domain, a token only its length and a short hash (so lines about the same token
 can still be matched), a secret nothing. ``logging_config`` installs the
@@ -14,10 +19,21 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 trace_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("herald_trace_id", default=None)
+
+
+@contextmanager
+def traced(trace_id: str | None) -> Iterator[None]:
+    """Every line logged inside (in this task and the tasks it starts) carries ``trace_id``; None: no trace id."""
+    token = trace_id_var.set(trace_id)
+    try:
+        yield
+    finally:
+        trace_id_var.reset(token)
 
 # order matters: secrets with a recognisable shape first, then addresses, then anything token-like
 _AUTH_HEADER = re.compile(r"\b(Bearer|Basic|bearer|basic)(\s+)[A-Za-z0-9._~+/=:-]{4,}")

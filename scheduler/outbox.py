@@ -7,8 +7,8 @@ flushed, and only the rows whose delivery report came back clean get
 rows meanwhile; a crash before the commit releases them and they are published
 again (at least once; downstream de-duplicates by event id and the delivery
 ledger). A row Kafka refuses for a reason of its own (too large, bad topic)
-backs off with ``attempts``/``last_error``; a broker outage leaves rows as
-they were.
+backs off with ``attempts``/``last_error`` and is logged on a line of its own,
+with its record's trace id; a broker outage leaves rows as they were.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from confluent_kafka import KafkaError, KafkaException
 from infra.kafka.producer import Producer
 from infra.settings import Settings
 from scheduler.metrics import SchedulerMetrics
-from scheduler.rows import BadRow, DueRow, retry_delay, to_record
+from scheduler.rows import BadRow, DueRow, retry_delay, row_trace, to_record
 
 log = logging.getLogger("herald.scheduler")
 
@@ -64,6 +64,12 @@ class ClaimResult:
 
 def is_transient(err: KafkaError) -> bool:
     return err.code() in _TRANSIENT or err.retriable()
+
+
+def _log_refused(row_id: int, refusal: tuple[int, str, float], headers: object) -> None:
+    """A refused row's own line, with its record's trace id (a batch's summary line carries none)."""
+    log.warning("scheduled row %d refused (%s); tried again in %.0fs", row_id, refusal[1], refusal[2],
+                extra={"trace_id": row_trace(headers)})
 
 
 class Outbox:
@@ -133,10 +139,12 @@ class Outbox:
                 except (BadRow, KafkaException, ValueError, TypeError) as exc:
                     refused.append((row_id, f"{type(exc).__name__}: {exc}", retry_delay(attempts + 1)))
                     self.metrics.refused.labels(type(exc).__name__).inc()
+                    _log_refused(row_id, refused[-1], headers)
             left = self._producer.flush(self.delivery_timeout + 5)
         if left:
             log.warning("%d scheduled records not acknowledged within %.0fs; they stay due", left, self.delivery_timeout)
         attempts_of = {r[0]: r[6] for r in rows}
+        headers_of = {r[0]: r[4] for r in rows}
         published = []
         for row_id, err in reports.items():
             if err is None:
@@ -147,6 +155,7 @@ class Outbox:
             else:
                 refused.append((row_id, err.str(), retry_delay(attempts_of[row_id] + 1)))
                 self.metrics.refused.labels(err.name()).inc()
+                _log_refused(row_id, refused[-1], headers_of[row_id])
         result.published = len(published)
         result.refused = len(refused)
         result.transient = len(rows) - len(published) - len(refused)  # timed out or broker down: stay due

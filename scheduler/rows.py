@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from infra.kafka.records import Headers, OutRecord
+from infra.kafka.records import TRACE, Headers, OutRecord
 
 
 class BadRow(ValueError):
@@ -64,3 +64,11 @@ def retry_delay(attempts: int, base: float = 1.0, cap: float = 300.0) -> float:
     if attempts < 1:
         return base
     return min(cap, base * 2 ** (attempts - 1))
+
+
+def row_trace(stored: Any) -> str | None:
+    """The trace id in a row's stored headers (for its log lines); None when it has none or they do not parse."""
+    try:
+        return next((v.decode("utf-8", "replace") for k, v in headers_from_json(stored) if k == TRACE and v), None)
+    except BadRow:
+        return None

@@ -105,6 +105,7 @@ class StatusChange:
     template: str | None = None
     category: str | None = None
     campaign_id: str | None = None
+    trace_id: str | None = None   # the trace id of the record the change was made for (v3; None from older writers)
 
     def to_avro(self) -> dict[str, Any]:
         return dict(zip(_STATUS_FIELDS, _STATUS_VALUES(self), strict=True))

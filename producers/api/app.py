@@ -27,7 +27,7 @@ from producers.api.errors import (
     validation_failed,
     with_herald_errors,
 )
-from producers.api.middleware import BodyLimit, RequestMetrics
+from producers.api.middleware import BodyLimit, RequestMetrics, TraceIds
 from producers.api.resources import ApiMetrics, ApiResources
 
 log = logging.getLogger("herald.api")
@@ -92,5 +92,6 @@ def create_api(settings: Settings | None = None, config: ApiConfig | None = None
     with_herald_errors(app)
     app.add_middleware(BodyLimit, default=config.max_body_bytes, webhooks=config.max_webhook_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
-    app.add_middleware(RequestIds)  # outermost: the 413s and the 500s carry the request id too
+    app.add_middleware(RequestIds)  # the 413s and the 500s carry the request id too
+    app.add_middleware(TraceIds)    # outermost: every line of a request, the 500's included, carries its trace id
     return app

@@ -21,8 +21,6 @@ from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from infra.logs import trace_id_var
-
 log = logging.getLogger("herald.api")
 
 REQUEST_ID = "X-Request-Id"
@@ -105,7 +103,6 @@ class RequestIds:
                 msg = {**msg, "headers": [*msg.get("headers", []), (b"x-request-id", rid.encode())]}
             await send(msg)
 
-        token = trace_id_var.set(rid)
         try:
             await self.app(scope, receive, send_with_id)
         except ClientDisconnect:
@@ -120,8 +117,6 @@ class RequestIds:
                         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
                                     (b"x-request-id", rid.encode())]})
             await send({"type": "http.response.body", "body": data})
-        finally:
-            trace_id_var.reset(token)
 
 
 _CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",

@@ -1,4 +1,4 @@
-"""ASGI middleware: the request-body size limit (413) and request metrics."""
+"""ASGI middleware: the request's trace id, the request-body size limit (413) and request metrics."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,11 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from infra.logs import traced
+from infra.traces import request_trace
 from producers.api.resources import ApiMetrics
+
+TRACE_HEADER = "X-Trace-Id"
 
 
 async def _send_json(send: Send, status: int, body: dict) -> None:
@@ -90,3 +94,38 @@ class RequestMetrics:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    value = next((v for k, v in scope.get("headers", []) if k == name), None)
+    return value.decode("latin-1") if value is not None else None
+
+
+def trace_of(scope: Scope) -> str | None:
+    """The trace id ``TraceIds`` gave this request."""
+    return scope.get("state", {}).get("trace_id")
+
+
+class TraceIds:
+    """Outermost: each request gets a trace id (``infra.traces.request_trace``: its ``X-Trace-Id``, else its W3C
+    ``traceparent``'s trace-id, else a new one), every line logged while it is handled carries it, and every
+    response says it in ``X-Trace-Id``. A notification accepted by the request carries it down the pipeline."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        trace = request_trace(_header(scope, b"x-trace-id"), _header(scope, b"traceparent"))
+        scope.setdefault("state", {})["trace_id"] = trace
+
+        async def send_with_trace(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                headers = [(k, v) for k, v in msg.get("headers", []) if k.lower() != b"x-trace-id"]
+                msg = {**msg, "headers": [*headers, (b"x-trace-id", trace.encode())]}
+            await send(msg)
+
+        with traced(trace):
+            await self.app(scope, receive, send_with_trace)

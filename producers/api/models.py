@@ -103,6 +103,7 @@ class NotificationRequest(Strict):
 class NotificationAccepted(BaseModel):
     id: str = Field(description="the notification id (the event id of the NotificationRequested record)")
     status: str = "accepted"
+    trace_id: str = Field(description="the trace id the notification carries (also the X-Trace-Id header)")
 
 
 class HistoryEntry(BaseModel):
@@ -126,6 +127,8 @@ class NotificationView(BaseModel):
     reason: str | None
     created_at: datetime
     updated_at: datetime
+    trace_id: str | None = Field(None, description="the trace id the notification was accepted with (its log lines carry "
+                                                   "it); null for notifications stored before trace ids were")
     history: list[HistoryEntry] = []
 
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from infra.kafka.producer import ProduceError
 from infra.kafka.records import TRACE, OutRecord, now_ms
+from infra.traces import TRACE_ID_PATTERN, request_trace
 from producers.api.auth import ReadKey, Resources, SendKey
 from producers.api.cursor import CursorError, decode_cursor, encode_cursor
 from producers.api.errors import ApiError
 from producers.api.hostile import CheckedRoute
 from producers.api.keys import Caller, Scope
+from producers.api.middleware import trace_of
 from producers.api.models import ID, HistoryEntry, NotificationAccepted, NotificationPage, NotificationRequest, NotificationView
 from producers.api.notification_record import body_hash, to_record
 from producers.api.resources import ApiResources
@@ -21,7 +23,8 @@ from producers.api.tenancy import reaches, require_user
 
 router = APIRouter(tags=["notifications"], route_class=CheckedRoute)
 
-NOTIFICATION_COLUMNS = "id, event_id, event_type, user_id, template, category, campaign_id, status, reason, created_at, updated_at"
+NOTIFICATION_COLUMNS = ("id, event_id, event_type, user_id, template, category, campaign_id, status, reason, created_at, "
+                        "updated_at, trace_id")
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no valid API key"}, 403: {"description": "the API key lacks the scope"},
     429: {"description": "rate limit exceeded (see Retry-After)"}}
@@ -98,17 +101,23 @@ async def claim_idempotency(res: ApiResources, key_id: int, key: str, digest: st
                503: {"description": "Kafka did not take the request; retry"}},
 )
 async def create_notification(
+    request: Request,
     body: NotificationRequest,
     caller: SendKey,
     res: Resources,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
                                                   description="same key and body → same notification id")] = None,
-    x_trace_id: Annotated[str | None, Header(max_length=64, pattern=r"^[A-Za-z0-9\-_.]+$")] = None,
+    x_trace_id: Annotated[str | None, Header(max_length=64, pattern=TRACE_ID_PATTERN,
+                                             description="the trace id to carry (wins over traceparent)")] = None,
+    traceparent: Annotated[str | None, Header(description="W3C Trace Context: its trace-id becomes the trace id "
+                                                          "when no X-Trace-Id is given (an invalid one is ignored)")] = None,
 ) -> JSONResponse:
     """Accept a notification (scope ``send``): validated, produced to the events topic (acks=all, delivery report awaited), 202 with its id.
 
     The id is also the event id. Re-sending with the same ``Idempotency-Key`` and body answers the same id
     (and produces the same event again, which the pipeline de-duplicates, so a request that failed half-way is safe to retry).
+    The trace id (``X-Trace-Id``, else a W3C ``traceparent``'s trace-id, else a new one) is in the answer's body and
+    ``X-Trace-Id`` header, on every log line about the notification and in ``GET /v1/notifications/{id}``.
     """
     have = await template_channels(res, body.template)
     if not have:
@@ -128,7 +137,7 @@ async def create_notification(
         value = res.codec.encode("NotificationRequested", to_record(body, notification_id, now_ms()))
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
-    trace = x_trace_id or uuid.uuid4().hex
+    trace = trace_of(request.scope) or request_trace(x_trace_id, traceparent)
     topic = res.settings.topic("events")
     try:
         await res.producer.send([OutRecord(topic, body.user_id.encode(), value, [(TRACE, trace.encode())])])
@@ -137,7 +146,7 @@ async def create_notification(
                             headers={"Retry-After": "1"}) from exc
     res.metrics.accepted.inc()
     return JSONResponse(
-        {"id": notification_id, "status": "accepted"}, status_code=202,
+        {"id": notification_id, "status": "accepted", "trace_id": trace}, status_code=202,
         headers={"Location": f"/v1/notifications/{notification_id}", "X-Trace-Id": trace},
     )
 

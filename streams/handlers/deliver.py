@@ -404,7 +404,7 @@ class DeliverHandler:
         change = StatusChange(
             notification_id=d.notification_id, event_id=d.event_id, user_id=d.user_id, status=status, at=now_ms(),
             event_type=d.event_type, channel=self.channel, delivery_id=d.delivery_id, template=d.template,
-            category=d.category, campaign_id=d.campaign_id, **kw,
+            category=d.category, campaign_id=d.campaign_id, trace_id=rec.trace_id, **kw,
         )
         if self.stores.statuses is not None and self.lane == Lane.BULK:
             self._changes.append(change)

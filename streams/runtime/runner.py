@@ -17,6 +17,12 @@ runner never lets an exception escape:
   record at a time, and the record that still fails goes to the DLQ with its
   reason while the rest of the partition keeps flowing. An output over the
   record size limit is such an error (``too_large``): bad input, not an outage.
+
+Log lines carry the trace id of the record in hand (``infra.logs.trace_id_var``): while a batch of one record
+is handled (an interactive agent's usual batch, and every record the runner isolates), every line, the
+handler's included, carries that record's trace id. A batch of several records has no one trace id: its
+batch-level lines carry none, and each per-record event (a dead letter, a record's failure) is logged with
+its own.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ import redis.exceptions
 from infra.kafka.dead_letters import DeadLetter, dead_letter
 from infra.kafka.producer import RecordTooLarge, is_kafka_error
 from infra.kafka.records import InRecord, OutRecord
+from infra.logs import traced
 from streams.runtime.context import Context
 
 log = logging.getLogger("herald.runner")
@@ -58,6 +65,11 @@ class Handler(Protocol):
     async def handle(self, batch: list[InRecord]) -> list[OutRecord]:
         """Process a batch; return the records to produce before the batch is acked."""
         ...
+
+
+def batch_trace(batch: list[InRecord]) -> str | None:
+    """The trace id the lines about ``batch`` carry: its record's when it holds one, else none."""
+    return batch[0].trace_id if len(batch) == 1 else None
 
 
 def is_infra_error(exc: BaseException) -> bool:
@@ -95,8 +107,9 @@ class BatchRunner:
         for topic, n in Counter(rec.topic for rec in batch).items():
             m.events_in.labels(topic).inc(n)
         t0 = time.perf_counter()
-        if not await self._whole_with_retries(batch):
-            await self._record_by_record(batch)
+        with traced(batch_trace(batch)):
+            if not await self._whole_with_retries(batch):
+                await self._record_by_record(batch)
         m.batch_seconds.labels(name).observe(time.perf_counter() - t0)
         m.last_commit.labels(name).set(time.time())
 
@@ -129,46 +142,53 @@ class BatchRunner:
         while pending:
             left: list[InRecord] = []
             for rec in pending:
-                try:
-                    await self._whole([rec])
-                    got_through = True
-                    continue
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001
-                    n = failures[id(rec)] = failures.get(id(rec), 0) + 1
-                    self._note_retry(exc, backoff, f"record {rec.topic}/{rec.partition}/{rec.offset}")
-                    # the services are probed only once the cheap conditions hold: never per record during an outage
-                    if (got_through or len(batch) == 1) and n > self.infra_retries and await self._services_answer():
-                        k = strikes[id(rec)] = strikes.get(id(rec), 0) + 1
-                        if k > self.infra_retries:
-                            why = DeadLetter(self.handler.stage, "persistent_error",
-                                             f"failed {k} times while every service answered: {type(exc).__name__}: {exc}")
-                            if await self._try_send([self._dead(rec, why)]):
-                                continue
-                    left.append(rec)
+                with traced(rec.trace_id):
+                    try:
+                        await self._whole([rec])
+                        got_through = True
+                        continue
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001
+                        n = failures[id(rec)] = failures.get(id(rec), 0) + 1
+                        self._note_retry(exc, backoff, f"record {rec.topic}/{rec.partition}/{rec.offset}")
+                        # the services are probed only once the cheap conditions hold: never per record in an outage
+                        if (got_through or len(batch) == 1) and n > self.infra_retries and await self._services_answer():
+                            k = strikes[id(rec)] = strikes.get(id(rec), 0) + 1
+                            if k > self.infra_retries:
+                                why = DeadLetter(self.handler.stage, "persistent_error",
+                                                 f"failed {k} times while every service answered: {type(exc).__name__}: {exc}")
+                                if await self._try_send([self._dead(rec, why)]):
+                                    log.error("%s: record %s/%d/%d dead-lettered: persistent_error", self.handler.name,
+                                              rec.topic, rec.partition, rec.offset)
+                                    continue
+                        left.append(rec)
             pending = left
             if pending:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
 
     async def _whole(self, batch: list[InRecord]) -> None:
-        try:
-            out = await self.handler.handle(batch)
-            self.ctx.output.check_sizes(out)
-            await self.ctx.output.send_all(out)
-        except Exception as exc:
-            if is_infra_error(exc) or len(batch) == 1:
-                if not is_infra_error(exc):
-                    await self._send_dead(batch[0], exc)
-                    return
-                raise
-            log.warning("%s: batch of %d failed (%r); isolating records", self.handler.name, len(batch), exc)
-            for rec in batch:
-                await self._whole([rec])
+        with traced(batch_trace(batch)):
+            try:
+                out = await self.handler.handle(batch)
+                self.ctx.output.check_sizes(out)
+                await self.ctx.output.send_all(out)
+                return
+            except Exception as exc:
+                if is_infra_error(exc) or len(batch) == 1:
+                    if not is_infra_error(exc):
+                        await self._send_dead(batch[0], exc)
+                        return
+                    raise
+                log.warning("%s: batch of %d failed (%r); isolating records", self.handler.name, len(batch), exc)
+        for rec in batch:   # each in its own trace
+            await self._whole([rec])
 
     async def _send_dead(self, rec: InRecord, exc: Exception) -> None:
         if isinstance(exc, RecordTooLarge):
+            log.error("%s: record %s/%d/%d dead-lettered: too_large (%s)", self.handler.name, rec.topic, rec.partition,
+                      rec.offset, exc, extra={"trace_id": rec.trace_id})
             why = DeadLetter(self.handler.stage, "too_large", str(exc))
         else:
             log.error("%s: record %s/%d/%d dead-lettered: %r", self.handler.name, rec.topic, rec.partition, rec.offset,

@@ -1,6 +1,8 @@
 """Building StatusChange records: every stage reports what happened to a notification."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from infra.kafka.records import TRACE, OutRecord, now_ms
 from schemas.codec import Codec
 from schemas.records import StatusChange
@@ -10,8 +12,13 @@ __all__ = ["RANK", "encode_status", "status_record"]  # RANK re-exported for cal
 
 
 def encode_status(codec: Codec, topic: str, change: StatusChange, trace_id: str | None = None) -> OutRecord:
-    """The status topic's record of ``change``, keyed by its notification (one partition keeps its order)."""
+    """The status topic's record of ``change``, keyed by its notification (one partition keeps its order).
+
+    ``trace_id`` travels in the header, and in the record (where the notification row keeps it) unless the
+    change already names one."""
     headers = [(TRACE, trace_id.encode())] if trace_id else []
+    if trace_id and change.trace_id is None:
+        change = replace(change, trace_id=trace_id)
     return OutRecord(topic, change.notification_id.encode(), codec.encode("StatusChange", change.to_avro()), headers)
 
 
@@ -49,5 +56,6 @@ def status_record(
         template=template,
         category=category,
         campaign_id=campaign_id,
+        trace_id=trace_id,
     )
     return encode_status(codec, topic, change, trace_id)

@@ -1,7 +1,7 @@
 """Pure status folding: a batch of status changes → the history to append and one winning update per notification."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from schemas.records import StatusChange, Time
@@ -21,6 +21,7 @@ class NotificationUpdate:
     rank: int
     reason: str | None
     at: datetime
+    trace_id: str | None = None   # the first one the notification's changes name
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,8 @@ def as_datetime(at: Time) -> datetime:
 
 
 def fold(changes: list[StatusChange]) -> Fold:
-    """History for every change; per notification the highest-ranked change (the first one on ties).
+    """History for every change; per notification the highest-ranked change (the first one on ties), with the
+    first trace id its changes name (in batch order).
 
     Updates are sorted by notification id so that concurrent writers lock rows in one order.
     The batch's winner still has to beat the stored rank: the store's guard, not this fold, keeps a
@@ -45,8 +47,11 @@ def fold(changes: list[StatusChange]) -> Fold:
         rank = RANK[change.status]
         current = best.get(change.notification_id)
         if current is None or rank > current.rank:
+            trace = change.trace_id if current is None or current.trace_id is None else current.trace_id
             best[change.notification_id] = NotificationUpdate(
                 change.notification_id, change.event_id, change.event_type, change.user_id, change.template,
-                change.category, change.campaign_id, change.status, rank, change.reason, as_datetime(change.at),
+                change.category, change.campaign_id, change.status, rank, change.reason, as_datetime(change.at), trace,
             )
+        elif current.trace_id is None and change.trace_id is not None:
+            best[change.notification_id] = replace(current, trace_id=change.trace_id)
     return Fold(list(changes), sorted(best.values(), key=lambda update: update.id))

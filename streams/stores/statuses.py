@@ -16,29 +16,32 @@ from streams.stages.status_fold import Fold, NotificationUpdate, as_datetime
 
 # One statement for the whole batch (fold gave one update per notification, sorted by id, so concurrent writers lock
 # rows in one order). The WHERE is the "never backwards" guard across batches: a stored higher rank wins.
+# The trace id is the first non-null one (migration 011): the notification keeps the trace it was accepted with.
 UPSERT = """
 INSERT INTO notifications AS n (id, event_id, event_type, user_id, template, category, campaign_id,
-                                status, status_rank, reason, created_at, updated_at)
+                                status, status_rank, reason, trace_id, created_at, updated_at)
 SELECT u.*, u.at FROM unnest(%(ids)b::text[], %(eids)b::text[], %(types)b::text[], %(users)b::text[],
                            %(templates)b::text[], %(categories)b::text[], %(campaigns)b::text[], %(statuses)b::text[],
-                           %(ranks)b::int[], %(reasons)b::text[], %(ats)b::timestamptz[])
-    AS u(id, event_id, event_type, user_id, template, category, campaign_id, status, status_rank, reason, at)
+                           %(ranks)b::int[], %(reasons)b::text[], %(traces)b::text[], %(ats)b::timestamptz[])
+    AS u(id, event_id, event_type, user_id, template, category, campaign_id, status, status_rank, reason, trace_id, at)
 ON CONFLICT (id) DO UPDATE SET
     status = EXCLUDED.status, status_rank = EXCLUDED.status_rank, reason = EXCLUDED.reason,
     updated_at = EXCLUDED.updated_at,
     template = COALESCE(n.template, EXCLUDED.template),
     category = COALESCE(n.category, EXCLUDED.category),
-    campaign_id = COALESCE(n.campaign_id, EXCLUDED.campaign_id)
+    campaign_id = COALESCE(n.campaign_id, EXCLUDED.campaign_id),
+    trace_id = COALESCE(n.trace_id, EXCLUDED.trace_id)
 WHERE EXCLUDED.status_rank > n.status_rank
 """
 UPSERT_COLUMNS = ("ids", "eids", "types", "users", "templates", "categories", "campaigns", "statuses", "ranks",
-                  "reasons", "ats")
+                  "reasons", "traces", "ats")
 
 COPY_HISTORY = (
     "COPY status_history (notification_id, channel, status, reason, delivery_id, provider_message_id, at) FROM STDIN"
 )
 
 STATUS_OF = "SELECT status FROM notifications WHERE id = %s"
+TRACE_OF = "SELECT trace_id FROM notifications WHERE id = %s"
 HISTORY_OF = "SELECT status FROM status_history WHERE notification_id = %s ORDER BY id"
 # a delivery's 'sent' is written once (the partial unique index of migration 008): a replay or a re-read batch says
 # 'sent' again so that no status is lost, and the history does not grow a second row for it
@@ -63,7 +66,7 @@ def history_row(change: StatusChange) -> tuple:
 def upsert_params(updates: list[NotificationUpdate]) -> dict[str, list]:
     """The UPSERT's arrays, one per column."""
     columns = zip(*((u.id, u.event_id, u.event_type, u.user_id, u.template, u.category, u.campaign_id, str(u.status),
-                     u.rank, u.reason, u.at) for u in updates), strict=True)
+                     u.rank, u.reason, u.trace_id, u.at) for u in updates), strict=True)
     return dict(zip(UPSERT_COLUMNS, map(list, columns), strict=True))
 
 
@@ -75,6 +78,8 @@ class StatusStore(Protocol):
     async def status_of(self, notification_id: str) -> Status | None: ...
 
     async def history_of(self, notification_id: str) -> list[Status]: ...
+
+    async def trace_of(self, notification_id: str) -> str | None: ...
 
 
 class PostgresStatusStore:
@@ -108,6 +113,11 @@ class PostgresStatusStore:
             rows = await (await conn.execute(HISTORY_OF, (notification_id,))).fetchall()
         return [Status(row[0]) for row in rows]
 
+    async def trace_of(self, notification_id: str) -> str | None:
+        async with self.db.connection() as conn:
+            row = await (await conn.execute(TRACE_OF, (notification_id,))).fetchone()
+        return row[0] if row else None
+
 
 class MemoryStatusStore:
     """The in-memory twin: ``notifications`` by id and ``history`` in write order."""
@@ -134,6 +144,7 @@ class MemoryStatusStore:
                     template=_coalesce(stored.template, update.template),
                     category=_coalesce(stored.category, update.category),
                     campaign_id=_coalesce(stored.campaign_id, update.campaign_id),
+                    trace_id=_coalesce(stored.trace_id, update.trace_id),
                 )
 
     async def status_of(self, notification_id: str) -> Status | None:
@@ -142,6 +153,10 @@ class MemoryStatusStore:
 
     async def history_of(self, notification_id: str) -> list[Status]:
         return [change.status for change in self.history if change.notification_id == notification_id]
+
+    async def trace_of(self, notification_id: str) -> str | None:
+        stored = self.notifications.get(notification_id)
+        return stored.trace_id if stored else None
 
 
 def _coalesce(first: str | None, second: str | None) -> str | None:

@@ -67,6 +67,27 @@ def test_post_notification_is_produced_to_events_keyed_by_user(api: Api):
     assert dict(msg.headers())["herald-trace-id"] == r.headers["X-Trace-Id"].encode()
 
 
+W3C_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.mark.parametrize(("headers", "trace"), [
+    ({"traceparent": f"00-{W3C_TRACE}-00f067aa0ba902b7-01"}, W3C_TRACE),
+    ({"traceparent": f"00-{W3C_TRACE}-00f067aa0ba902b7-01", "X-Trace-Id": "order-42"}, "order-42"),
+    ({"traceparent": f"00-{'0' * 32}-00f067aa0ba902b7-01"}, None),   # invalid: ignored, Herald makes its own
+])
+def test_an_upstream_traceparent_becomes_the_trace_id_unless_x_trace_id_is_given(api: Api, headers, trace):
+    r = notify(api, headers=headers)
+    assert r.status_code == 202, r.text
+    said = r.json()["trace_id"]
+    assert r.headers["X-Trace-Id"] == said
+    if trace is None:
+        assert len(said) == 32 and said != "0" * 32
+    else:
+        assert said == trace
+    [msg] = read_topic(api.settings, api.settings.topic("events"), 1)
+    assert dict(msg.headers())["herald-trace-id"] == said.encode()
+
+
 def test_idempotency_key_same_body_same_id_other_body_409(api: Api):
     h = {"Idempotency-Key": f"k-{uuid.uuid4().hex}"}
     first = notify(api, headers=h)

@@ -113,11 +113,11 @@ def test_two_schedulers_publish_10k_due_rows_once_each_and_none_early(topics, db
     assert left == 50
 
 
-def test_a_row_kafka_refuses_backs_off_and_the_rest_of_the_batch_is_published(topics, db, clean_outbox):
+def test_a_row_kafka_refuses_backs_off_and_the_rest_of_the_batch_is_published(topics, db, clean_outbox, caplog):
     settings = topics
     topic = settings.topic("events")
-    db.execute("INSERT INTO scheduled (due_at, topic, key, value, headers) VALUES (now(), %s, 'k', %s, '{}')",
-               (topic, b"x" * 2_000_000))  # over the producer's message.max.bytes
+    db.execute("INSERT INTO scheduled (due_at, topic, key, value, headers) VALUES (now(), %s, 'k', %s, %s)",
+               (topic, b"x" * 2_000_000, '{"herald-trace-id": "trace-big"}'))  # over the producer's message.max.bytes
     db.execute("INSERT INTO scheduled (due_at, topic, key, value, headers) VALUES (now(), %s, 'k', 'fine', '{\"h\": \"1\"}')", (topic,))
     db.execute("INSERT INTO scheduled (due_at, topic, key, value, headers) VALUES (now(), %s, 'k', 'bad-headers', '\"oops\"')", (topic,))
     outbox = Outbox(settings.dsn, settings)
@@ -135,6 +135,9 @@ def test_a_row_kafka_refuses_backs_off_and_the_rest_of_the_batch_is_published(to
     assert rows[b"fine"][0] is not None
     msgs = _consume_all(settings, topic, 1, timeout=30)
     assert [(m.value(), dict(m.headers())) for m in msgs] == [(b"fine", {"h": b"1"})]
+    # each refused row has a line of its own, with its record's trace id (none for headers that do not parse)
+    refused = {getattr(r, "trace_id", None) for r in caplog.records if "refused" in r.getMessage()}
+    assert refused == {"trace-big", None}
 
 
 def test_an_unreachable_broker_leaves_rows_due_until_it_answers(topics, db, clean_outbox):

@@ -70,6 +70,9 @@ STATUS_SCENARIOS = [
     status_scenarios.a_lower_status_in_a_later_batch_does_not_move_it_backwards,
     # fails against PostgreSQL without migration 008's index and the sent-once insert
     status_scenarios.a_delivery_said_sent_again_adds_no_second_history_row,
+    # fail against PostgreSQL without migration 011 and the UPSERT's trace_id (first non-null wins)
+    status_scenarios.a_notification_keeps_the_first_trace_id_its_changes_name,
+    status_scenarios.a_status_record_without_a_trace_id_takes_its_headers,
 ]
 
 

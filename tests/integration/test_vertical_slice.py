@@ -175,3 +175,29 @@ def test_an_api_request_with_inline_addresses_reaches_a_user_herald_does_not_sto
     assert "Inline works" in mail["text"] and "Hi Gus" in mail["text"]
     wait_for(lambda: sandbox.control.inbox("email", to=known_email), 90, message="the stored user's own address")
     assert not sandbox.control.inbox("email", to="not-this-one@inline.example")
+
+
+def test_an_upstream_traceparent_is_stored_with_the_notification_and_answered_by_the_status_api(
+        slice_settings, sandbox, db, worker_factory):
+    """POST with a W3C traceparent → its trace-id travels route → deliver → status, is stored in the notification's
+    row and answered by GET /v1/notifications/{id}."""
+    from fastapi.testclient import TestClient
+
+    from producers.api.app import create_api
+    from tests.support.api import make_api_key
+
+    settings = slice_settings
+    uid, _email = _user(db)
+    trace = uuid.uuid4().hex
+    worker_factory(settings, agents=AGENTS)
+    auth = {"Authorization": f"Bearer {make_api_key(settings)}"}
+    body = {"user_id": uid, "template": "weekly_digest", "channels": ["email"], "variables": {"headline": "Traced"}}
+    with TestClient(create_api(settings)) as client:
+        r = client.post("/v1/notifications", json=body, headers={**auth, "traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
+        assert r.status_code == 202, r.text
+        assert r.json()["trace_id"] == r.headers["X-Trace-Id"] == trace
+        nid = r.json()["id"]
+        wait_for(lambda: _status(db, nid) == "sent", 90, message="sent")
+        view = client.get(f"/v1/notifications/{nid}", headers=auth).json()
+    assert view["trace_id"] == trace
+    assert db.execute("SELECT trace_id FROM notifications WHERE id = %s", (nid,)).fetchone() == (trace,)

@@ -12,6 +12,7 @@ from infra.kafka.records import ATTEMPT
 from schemas.records import StatusChange
 from schemas.vocabulary import Channel, ReceiptStatus, Status
 from streams.stages.retry import DUE_HEADER, ORIGIN_HEADER
+from streams.stages.status_change import encode_status
 from tests.support.status_world import (
     Sent,
     World,
@@ -80,6 +81,36 @@ async def a_delivery_said_sent_again_adds_no_second_history_row(world: World) ->
     await handler.handle(status_input(world, [replace(sent, delivery_id=unique("d"))]))
     assert await world.statuses.history_of(nid) == [Status.QUEUED, Status.SENT, Status.SENT]
     assert await world.statuses.status_of(nid) == Status.SENT
+
+
+async def a_notification_keeps_the_first_trace_id_its_changes_name(world: World) -> None:
+    """The trace id is stored with the notification: the first non-null one, in the batch and across batches
+    (a receipt's later change, made under the webhook request's trace, does not replace it)."""
+    handler = status_handler(world)
+    nid, late = unique("n"), unique("n")
+    await handler.handle(status_input(world, [
+        change(nid, Status.QUEUED),                                    # an older writer: no trace id
+        replace(change(nid, Status.SENT, 2_000), trace_id="trace-first"),
+        replace(change(nid, Status.SENT, 2_001), trace_id="trace-second"),
+        change(late, Status.QUEUED),
+    ]))
+    assert await world.statuses.trace_of(nid) == "trace-first"
+    assert await world.statuses.trace_of(late) is None
+    # later batches: a higher status moves the notification on and keeps its trace id, or brings the first one
+    await handler.handle(status_input(world, [replace(change(nid, Status.DELIVERED, 3_000), trace_id="trace-webhook"),
+                                              replace(change(late, Status.SENT, 3_000), trace_id="trace-late")]))
+    assert await world.statuses.status_of(nid) == Status.DELIVERED
+    assert await world.statuses.trace_of(nid) == "trace-first"
+    assert await world.statuses.trace_of(late) == "trace-late"
+
+
+async def a_status_record_without_a_trace_id_takes_its_headers(world: World) -> None:
+    """``encode_status`` puts the record's trace id (the Kafka header) in the StatusChange, where it is stored."""
+    nid = unique("n")
+    record = encode_status(world.codec, world.settings.topic("status"), change(nid, Status.QUEUED), "trace-header")
+    assert StatusChange.from_avro(world.codec.decode(record.value).record).trace_id == "trace-header"
+    await status_handler(world).handle(as_input([record]))
+    assert await world.statuses.trace_of(nid) == "trace-header"
 
 
 def _decoded_status_changes(world: World, records: list) -> list[StatusChange]:

@@ -313,6 +313,7 @@ async def test_a_bulk_chunk_goes_in_one_call_and_the_handler_writes_its_statuses
     for d, status in zip(ds, (Status.SENT, Status.FAILED, Status.SENT), strict=True):
         assert await handler.stores.statuses.history_of(d.notification_id) == [status]
         assert await handler.stores.statuses.status_of(d.notification_id) == status
+        assert await handler.stores.statuses.trace_of(d.notification_id) == "trace-chunk"  # stored with the status
     # the failed one is dead-lettered on its own, as the Delivery it was, never as the whole chunk
     [letter] = dead(env, out)
     alone = Delivery.from_avro(env.codec.decode(letter.value).record)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from contextlib import asynccontextmanager
 
 import psycopg
@@ -9,7 +11,8 @@ import pytest
 
 from infra.kafka.dead_letters import ERROR_CLASS, STAGE
 from infra.kafka.producer import RecordTooLarge
-from infra.kafka.records import InRecord, OutRecord
+from infra.kafka.records import TRACE, InRecord, OutRecord
+from infra.logs import JsonFormatter
 from infra.settings import Settings
 from streams.metrics import Metrics
 from streams.runtime.context import Context
@@ -181,3 +184,72 @@ def test_a_lone_record_is_not_blamed_for_an_outage_that_just_ended():
 ])
 def test_which_errors_count_as_an_outage(exc, infra):
     assert is_infra_error(exc) is infra
+
+
+# --- trace ids on log lines ------------------------------------------------------------------------------------
+
+class TraceCapture(logging.Handler):
+    """Each line as the JSON formatter writes it: (message, trace_id or None)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[tuple[str, str | None]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = json.loads(JsonFormatter().format(record))
+        self.lines.append((line["msg"], line.get("trace_id")))
+
+
+@pytest.fixture
+def trace_lines():
+    capture = TraceCapture()
+    root = logging.getLogger()
+    root.addHandler(capture)
+    try:
+        yield capture.lines
+    finally:
+        root.removeHandler(capture)
+
+
+class ChattyHandler(ScriptedHandler):
+    """Logs one line per record it handles, as a handler does (a provider call, a skipped recipient)."""
+
+    async def handle(self, batch: list[InRecord]) -> list[OutRecord]:
+        for rec in batch:
+            logging.getLogger("herald.test").warning("handling %s", (rec.value or b"").decode())
+        return await super().handle(batch)
+
+
+def traced_batch(*values: bytes) -> list[InRecord]:
+    return [InRecord("t.events", 0, i, b"k", v, [(TRACE, f"trace-{v.decode()}".encode())]) for i, v in enumerate(values)]
+
+
+def test_a_lone_records_lines_carry_its_trace_id_the_handlers_included(trace_lines):
+    runner, out, _ = runner_for(ChattyHandler())
+    asyncio.run(runner.run(traced_batch(b"a")))
+    assert produced(out) == [b"a"]
+    assert ("handling a", "trace-a") in trace_lines
+
+
+def test_isolated_records_log_with_their_own_trace_id_and_batch_lines_with_none(trace_lines):
+    runner, out, _ = runner_for(ChattyHandler(huge={b"big"}))
+    asyncio.run(runner.run(traced_batch(b"a", b"big", b"c")))
+    assert dead(out) == {b"big": (b"route", b"too_large")}
+    # the batch of three: its lines carry no trace id (none of the three is "the" record in hand)
+    assert next(t for m, t in trace_lines if m == "handling a") is None
+    assert all(t is None for m, t in trace_lines if "isolating records" in m)
+    # then each record alone, in its own trace; the dead letter's line says the dead record's
+    for v in ("a", "big", "c"):
+        assert (f"handling {v}", f"trace-{v}") in trace_lines
+    dead_lines = [(m, t) for m, t in trace_lines if "dead-lettered" in m]
+    assert dead_lines and all(t == "trace-big" for _, t in dead_lines), dead_lines
+
+
+def test_a_persistently_failing_record_is_dead_lettered_on_a_line_with_its_trace_id(trace_lines):
+    runner, out, _ = runner_for(ChattyHandler(poison={b"bad"}))
+    asyncio.run(runner.run(traced_batch(b"a", b"bad")))
+    assert dead(out) == {b"bad": (b"route", b"persistent_error")}
+    dead_lines = [(m, t) for m, t in trace_lines if "dead-lettered" in m]
+    assert dead_lines == [("test: record t.events/0/1 dead-lettered: persistent_error", "trace-bad")]
+    retries = [t for m, t in trace_lines if "on record t.events/0/1" in m]
+    assert retries and set(retries) == {"trace-bad"}

@@ -48,7 +48,7 @@ SAMPLES: dict[str, dict] = {
     },
     "StatusChange": {"notification_id": "e1", "event_id": "e1", "event_type": "OrderPlaced", "user_id": "u1", "status": "sent",
                      "channel": "email", "reason": None, "delivery_id": "d", "provider_message_id": "m", "template": "t",
-                     "category": "transactional", "campaign_id": None, "at": NOW},
+                     "category": "transactional", "campaign_id": None, "at": NOW, "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"},
     "Receipt": {"provider": "sendgrid", "provider_message_id": "m", "status": "bounced", "hard_bounce": True, "reason": "550", "at": NOW,
                 "address": "a@example.com", "delivery_id": "d"},
 }
@@ -78,6 +78,13 @@ def test_old_writer_version_is_read_with_the_new_reader_schema(codec: Codec):
     decoded = codec.decode(codec.encode("UserFollowed", v1, version=1))
     assert decoded.version == 1
     assert decoded.record == {**v1, "follower_avatar_url": None}
+
+
+def test_a_status_change_of_v2_reads_with_no_trace_id(codec: Codec):
+    v2 = {k: v for k, v in SAMPLES["StatusChange"].items() if k != "trace_id"}
+    decoded = codec.decode(codec.encode("StatusChange", v2, version=2))
+    assert decoded.version == 2 and codec.catalog.latest("StatusChange").version == 3
+    assert decoded.record == {**v2, "trace_id": None}
 
 
 def test_unknown_fingerprint_is_a_decode_error_that_names_it(codec: Codec):

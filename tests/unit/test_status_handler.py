@@ -46,6 +46,14 @@ def test_a_delivery_said_sent_again_adds_no_second_history_row(codec):
     run(scenarios.a_delivery_said_sent_again_adds_no_second_history_row, codec)
 
 
+def test_a_notification_keeps_the_first_trace_id_its_changes_name(codec):
+    run(scenarios.a_notification_keeps_the_first_trace_id_its_changes_name, codec)
+
+
+def test_a_status_record_without_a_trace_id_takes_its_headers(codec):
+    run(scenarios.a_status_record_without_a_trace_id_takes_its_headers, codec)
+
+
 def test_undecodable_records_and_unknown_channels_are_dead_lettered_and_the_rest_written(codec):
     async def scenario(world: World) -> None:
         good = status_input(world, [change("n-good", Status.SENT)])
