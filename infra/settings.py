@@ -34,7 +34,10 @@ class ApiConfig(BaseModel):
     rate_limit: int = Field(100, ge=1, description="requests per API key per rate window")
     rate_window: int = Field(1, ge=1, description="rate-limit window, seconds")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body (413 beyond)")
-    max_webhook_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest webhook body (provider batches)")
+    max_webhook_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024,
+        description="largest webhook body (provider batches) and POST /v1/campaigns body (a list of user ids)",
+    )
     sendgrid_webhook_max_age: float = Field(
         600.0, gt=0, description="seconds a signed SendGrid webhook stays acceptable after its timestamp (older: refused as a replay)"
     )

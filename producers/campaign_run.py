@@ -7,8 +7,10 @@ the foreground with a progress bar, the API in a background thread.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -38,31 +40,114 @@ def prepare(settings: Settings, conn: psycopg.Connection, spec: cp.CampaignSpec)
                  settings.campaign.preflight_sample)
 
 
+log = logging.getLogger("herald.campaign")
+
+
+def canceled(conn: psycopg.Connection, campaign_id: str) -> bool:
+    row = conn.execute("SELECT canceled_at IS NOT NULL FROM campaigns WHERE id = %s", (campaign_id,)).fetchone()
+    return bool(row and row[0])
+
+
+def cancel(conn: psycopg.Connection, campaign_id: str) -> datetime | None:
+    """Mark the campaign canceled (once: the first time stays); None when there is no such campaign."""
+    row = conn.execute(
+        "UPDATE campaigns SET canceled_at = COALESCE(canceled_at, now()), updated_at = now(), "
+        "status = CASE WHEN status IN ('producing', 'scheduled') THEN 'canceled' ELSE status END "
+        "WHERE id = %s RETURNING canceled_at", (campaign_id,)).fetchone()
+    return row[0] if row else None
+
+
+ACK_MARGIN_SECONDS = 0.5
+
+
+def wait_for_workers(settings: Settings, canceled_at: datetime) -> None:
+    """Return once every worker's cached view of the campaigns predates ``canceled_at`` no more: their cache lives
+    ``cancel_cache_seconds``, and each provider chunk looks again before its call (plus a margin for clock skew)."""
+    import time
+
+    due = canceled_at.timestamp() + settings.campaign.cancel_cache_seconds + ACK_MARGIN_SECONDS
+    time.sleep(max(0.0, min(due - time.time(), settings.campaign.cancel_cache_seconds + ACK_MARGIN_SECONDS)))
+
+
 def run(settings: Settings, conn: psycopg.Connection, spec: cp.CampaignSpec, total: int, *, skip: int = 0,
         procs: int = 1, chunk_size: int = 20_000, on_progress: Callable[[int], None] | None = None,
         stop: threading.Event | None = None) -> cp.ProduceReport:
     """Produce the campaign (already recorded) after its first ``skip`` recipients and record how far it got.
 
-    ``stop`` (the API's cancel) ends production after the chunk in hand; the
-    row is then left ``canceled``.
+    A cancel (``campaigns.canceled_at``, looked at after every chunk) or
+    ``stop`` ends production after the chunk in hand: the row is then left
+    ``canceled``, or ``interrupted`` (resumable) when nobody canceled it.
     """
+    halt = stop if stop is not None else threading.Event()
+
     def progress(produced: int) -> None:
-        cp.set_progress(conn, spec.id, produced)
+        is_canceled = canceled(conn, spec.id)
+        if is_canceled:
+            halt.set()
+        cp.set_progress(conn, spec.id, produced, "canceled" if is_canceled else "producing")
         if on_progress:
             on_progress(produced)
 
     try:
         report = cp.produce(settings, settings.topic("bulk"), spec, recipients(settings, spec), skip=skip, procs=procs,
-                            chunk_size=chunk_size, on_progress=progress, stop=stop)
+                            chunk_size=chunk_size, on_progress=progress, stop=halt)
     except SourceError as exc:
         cp.set_progress(conn, spec.id, skip, "interrupted", str(exc))
         raise
-    if report.errors:
-        cp.set_progress(conn, spec.id, report.produced, "interrupted", "; ".join(report.errors))
-    elif stop is not None and stop.is_set():
+    if canceled(conn, spec.id):
         cp.set_progress(conn, spec.id, report.produced, "canceled", "canceled")
+    elif report.errors:
+        cp.set_progress(conn, spec.id, report.produced, "interrupted", "; ".join(report.errors))
     elif report.interrupted:
         cp.set_progress(conn, spec.id, report.produced, "interrupted", "stopped by the user")
     else:
         cp.set_progress(conn, spec.id, report.produced, "produced", None, total=max(total, report.produced))
     return report
+
+
+class Background:
+    """Campaigns the API produces in threads of its process, one each (``stop_all`` at shutdown: resumable)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._running: dict[str, tuple[threading.Thread, threading.Event]] = {}
+        self._lock = threading.Lock()
+
+    def start(self, spec: cp.CampaignSpec, total: int, send_at: datetime | None = None) -> None:
+        stop = threading.Event()
+        thread = threading.Thread(target=self._run, args=(spec, total, send_at, stop), name=f"campaign-{spec.id}",
+                                  daemon=True)
+        with self._lock:
+            self._running[spec.id] = (thread, stop)
+        thread.start()
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return list(self._running)
+
+    def _run(self, spec: cp.CampaignSpec, total: int, send_at: datetime | None, stop: threading.Event) -> None:
+        try:
+            with connect(self.settings) as conn:
+                if send_at is not None:
+                    # bounded: wakes every few seconds to see a cancel; the row says 'scheduled' meanwhile
+                    for _ in range(10_000_000):
+                        left = (send_at - datetime.now(UTC)).total_seconds()
+                        if left <= 0 or stop.wait(min(left, 5.0)) or canceled(conn, spec.id):
+                            break
+                    if stop.is_set() or canceled(conn, spec.id):
+                        return
+                    cp.set_progress(conn, spec.id, 0)
+                run(self.settings, conn, spec, total, stop=stop)
+        except Exception:
+            log.exception("campaign %s stopped; continue it with `herald campaign send --resume %s`", spec.id, spec.id)
+        finally:
+            with self._lock:
+                self._running.pop(spec.id, None)
+
+    def stop_all(self, timeout: float = 30.0) -> None:
+        with self._lock:
+            running = list(self._running.values())
+        for _, stop in running:
+            stop.set()
+        for thread, _ in running:
+            thread.join(timeout)

@@ -182,7 +182,8 @@ def status(
     numbers = {
         "total": s.total, "produced": s.produced, "in_flight": s.in_flight, "sent": s.sent, "delivered": s.delivered,
         "opened": s.opened, "bounced": s.bounced, "suppressed": dict(s.suppressed), "rate_limited": s.rate_limited,
-        "failed": s.failed, "dead_lettered": s.dead_lettered, "pending": dict(s.pending),
+        "failed": s.failed, "dead_lettered": s.dead_lettered, "canceled": s.canceled, "pending": dict(s.pending),
+        "progress": round(s.progress, 4),
     }
     if as_json:
         typer.echo(json.dumps({"id": campaign_id, "status": row.status, "template": row.spec.template, **numbers}))
@@ -204,11 +205,39 @@ def status(
     table.add_row("rate-limited", f"{s.rate_limited:,}")
     table.add_row("failed", f"{s.failed:,}")
     table.add_row("dead-lettered", f"{s.dead_lettered:,}")
+    table.add_row("canceled", f"{s.canceled:,}")
     for st, n in sorted(s.pending.items()):
         table.add_row(f"{st}", f"{n:,}")
     if row.error:
         table.caption = f"last stop: {row.error}"
     Console().print(table)
+
+
+@app.command()
+def cancel(
+    campaign_id: str = typer.Argument(..., help="campaign id"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Cancel a campaign: production stops, and whatever is not sent yet ends `canceled` and is never delivered.
+
+    That includes deliveries waiting in the retry tiers or in the scheduler.
+    The command returns once every worker has seen the cancel
+    (HERALD_CAMPAIGN__CANCEL_CACHE_SECONDS); nothing is sent after that.
+    Canceling twice is harmless.
+    """
+    from producers import campaign_run as run
+
+    settings = Settings()
+    with _connect(settings) as conn:
+        at = run.cancel(conn, campaign_id)
+    if at is None:
+        raise CliError(f"no campaign {campaign_id}; `herald campaign list` shows the campaigns")
+    run.wait_for_workers(settings, at)
+    if as_json:
+        typer.echo(json.dumps({"id": campaign_id, "canceled_at": at.isoformat()}))
+    else:
+        Console(stderr=True).print(f"campaign {campaign_id} canceled at {at:%Y-%m-%d %H:%M:%S}; "
+                                   f"`herald campaign status {campaign_id}` shows what was sent before")
 
 
 @app.command("list")
