@@ -271,13 +271,6 @@ class DeliverHandler:
             chunk, queue = queue[: self.chunk], queue[self.chunk:]
             if self.lane == Lane.BULK:
                 await self.gate.wait_idle(self.channel)
-            chunk, stopped = await self._not_canceled(chunk, out)   # a cancel during a long batch stops its next call
-            if stopped:
-                await self.stores.ledger.mark([Mark(d.delivery_id, LedgerStatus.FAILED, None, "campaign canceled")
-                                               for _, d in stopped])
-                self._release(stopped)
-                if not chunk:
-                    continue
             breaker = self._export(await self.stores.circuit.load())
             now = now_ms()
             if breaker.paused_until_ms > now:
@@ -289,6 +282,13 @@ class DeliverHandler:
                 else:
                     await self._hand_back(chunk + queue, out, breaker.paused_until_ms, "rate limited")
                     return
+            chunk, stopped = await self._not_canceled(chunk, out)   # after any wait: a cancel during a long batch stops its next call
+            if stopped:
+                await self.stores.ledger.mark([Mark(d.delivery_id, LedgerStatus.FAILED, None, "campaign canceled")
+                                               for _, d in stopped])
+                self._release(stopped)
+                if not chunk:
+                    continue
             admitted, allowance = admit(breaker, now, self.cfg)
             if admitted != breaker:
                 breaker = self._export(await self.stores.circuit.update(lambda cur: admit(cur, now, self.cfg)[0]))  # noqa: B023 - awaited in this iteration
