@@ -34,7 +34,10 @@ class ApiConfig(BaseModel):
     rate_limit: int = Field(100, ge=1, description="requests per API key per rate window")
     rate_window: int = Field(1, ge=1, description="rate-limit window, seconds")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body (413 beyond)")
-    max_webhook_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest webhook body (provider batches)")
+    max_webhook_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024,
+        description="largest webhook body (provider batches) and POST /v1/campaigns body (a list of user ids)",
+    )
     sendgrid_webhook_max_age: float = Field(
         600.0, gt=0, description="seconds a signed SendGrid webhook stays acceptable after its timestamp (older: refused as a replay)"
     )
@@ -174,6 +177,23 @@ class RetentionConfig(BaseModel):
     max_batches: int = Field(100, ge=1, description="DELETEs per table per housekeeping run; the rest waits for the next run")
 
 
+class CampaignConfig(BaseModel):
+    """Campaigns: pre-flight, cancel, uploads (``settings.campaign``; variables ``HERALD_CAMPAIGN__*``)."""
+
+    delivery_rate: float = Field(
+        3500.0, gt=0, description="notifications per second the pipeline delivers, for pre-flight's duration estimate"
+    )
+    preflight_sample: int = Field(
+        20, ge=1, description="recipients pre-flight renders (the first ones), plus the first of each further locale"
+    )
+    cancel_cache_seconds: float = Field(
+        1.0, ge=0, description="how long workers trust a campaign's canceled flag; a cancel is acknowledged after this"
+    )
+    max_upload_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024, description="largest recipient file POST /v1/campaigns/upload takes (streamed to disk)"
+    )
+
+
 class ClusterConfig(BaseModel):
     """The local multi-broker cluster of ``herald stack up --brokers N`` (``settings.cluster``; ``HERALD_CLUSTER__*``)."""
 
@@ -292,6 +312,9 @@ class Settings(BaseSettings):
         "127.0.0.1", description="address the worker's and the scheduler's /metrics and /healthz listen on (0.0.0.0 in a container)"
     )
     worker: WorkerConfig = Field(default_factory=WorkerConfig, description="herald worker: liveness, stop bound, static membership, engines")
+    campaign: CampaignConfig = Field(
+        default_factory=CampaignConfig, description="campaigns: pre-flight estimate and sample, cancel, uploads"
+    )
     retention: RetentionConfig = Field(
         default_factory=RetentionConfig, description="days each PostgreSQL table keeps its rows; the scheduler purges older ones"
     )

@@ -274,11 +274,12 @@ def produce(
     chunk_size: int = 20_000,
     on_progress: Callable[[int], None] | None = None,
     producer_extra: dict[str, Any] | None = None,
+    stop: threading.Event | None = None,
 ) -> ProduceReport:
     """Produce every recipient after the first ``skip``; ``on_progress(produced)`` after each acknowledged chunk.
 
     Stops at the first chunk the broker did not fully acknowledge (``errors``)
-    or at Ctrl-C (``interrupted``); ``produced`` is then what a resume skips.
+    or at Ctrl-C or ``stop`` (``interrupted``); ``produced`` is then what a resume skips.
     """
     rejected: list[Rejected] = []
     rejected_count = [0]
@@ -288,15 +289,15 @@ def produce(
     errors: list[str] = []
     interrupted = False
     t0 = time.perf_counter()
-    stop = threading.Event()
+    halt = stop if stop is not None else threading.Event()
     previous_handler = None
     if procs <= 1:
         results: Iterator[ChunkResult]
         if threading.current_thread() is threading.main_thread():
             # a KeyboardInterrupt raised inside librdkafka's produce() surfaces as a TypeError about header
             # keys; a flag checked between records stops the chunk cleanly instead
-            previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.set())
-        local = ChunkProducer(kafka, topic, spec, stop=stop, **extra)
+            previous_handler = signal.signal(signal.SIGINT, lambda *_: halt.set())
+        local = ChunkProducer(kafka, topic, spec, stop=halt, **extra)
         results = (local.send(i, c, first) for i, c, first in jobs)
         pool = None
     else:
@@ -324,7 +325,7 @@ def produce(
             sent += r.sent
             if on_progress:
                 on_progress(produced)
-            if stop.is_set():
+            if halt.is_set():
                 interrupted = True
                 break
     except KeyboardInterrupt:

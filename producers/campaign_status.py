@@ -35,6 +35,7 @@ class CampaignSummary:
     rate_limited: int = 0
     failed: int = 0
     dead_lettered: int = 0
+    canceled: int = 0
     pending: Counter = field(default_factory=Counter)      # queued, scheduled, deferred
 
     @property
@@ -45,6 +46,16 @@ class CampaignSummary:
     @property
     def suppressed_total(self) -> int:
         return sum(self.suppressed.values())
+
+    @property
+    def finished(self) -> int:
+        """Notifications at an end: sent (or further), suppressed, rate-limited, failed, dead-lettered, canceled."""
+        return self.sent + self.suppressed_total + self.rate_limited + self.failed + self.dead_lettered + self.canceled
+
+    @property
+    def progress(self) -> float:
+        """The share of the recipients whose notification is at an end (0 to 1)."""
+        return min(1.0, self.finished / self.total) if self.total else 0.0
 
 
 def summarize(rows: list[tuple[str, str, int]], total: int, produced: int) -> CampaignSummary:
@@ -67,6 +78,8 @@ def summarize(rows: list[tuple[str, str, int]], total: int, produced: int) -> Ca
             s.failed += n
         elif status == "dead_lettered":
             s.dead_lettered += n
+        elif status == "canceled":
+            s.canceled += n
         elif status in PENDING:
             s.pending[status] += n
         else:  # a status added later: still accounted, shown as pending rather than lost

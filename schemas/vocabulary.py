@@ -34,6 +34,7 @@ class Status(StrEnum):
     RETRYING = "retrying"   # an attempt failed; the delivery waits in a retry tier (the reason says which, and why)
     FAILED = "failed"
     DEAD_LETTERED = "dead_lettered"
+    CANCELED = "canceled"   # its campaign was canceled before it was sent (never delivered afterwards)
     SENT = "sent"
     DELIVERED = "delivered"
     BOUNCED = "bounced"
@@ -55,6 +56,7 @@ RANK: dict[Status, int] = {
     Status.RETRYING: 35,
     Status.FAILED: 40,
     Status.DEAD_LETTERED: 40,
+    Status.CANCELED: 45,   # over every waiting status (a retry, a schedule), under "sent": a sent one stays sent
     Status.SENT: 50,
     Status.DELIVERED: 60,
     Status.BOUNCED: 65,

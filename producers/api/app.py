@@ -1,6 +1,7 @@
 """``create_api(settings)``: the FastAPI app (nothing is opened at import; connections open in the lifespan)."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +16,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from infra.settings import Settings
-from producers.api import health, notifications, preferences, users, webhooks
+from producers.api import campaigns, health, notifications, preferences, users, webhooks
 from producers.api.config import ApiConfig
 from producers.api.errors import (
     ApiError,
@@ -29,6 +30,7 @@ from producers.api.errors import (
 )
 from producers.api.middleware import BodyLimit, RequestMetrics, TraceIds
 from producers.api.resources import ApiMetrics, ApiResources
+from producers.campaign_run import Background
 
 log = logging.getLogger("herald.api")
 
@@ -59,9 +61,11 @@ def create_api(settings: Settings | None = None, config: ApiConfig | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.resources = await ApiResources.open(settings, config, metrics)
+        app.state.campaigns = Background(settings)
         try:
             yield
         finally:
+            await asyncio.to_thread(app.state.campaigns.stop_all)   # left interrupted: `--resume` finishes them
             await app.state.resources.close()
 
     app = FastAPI(
@@ -74,8 +78,9 @@ def create_api(settings: Settings | None = None, config: ApiConfig | None = None
         generate_unique_id_function=operation_id,
     )
     app.state.sendgrid_key = sendgrid_key
-    for module in (notifications, users, preferences, webhooks, health):
+    for module in (notifications, users, preferences, webhooks, health, campaigns):
         app.include_router(module.router)
+    app.include_router(campaigns.uploads)
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
         log.warning("%s %s: dependency unavailable: %r", request.method, request.url.path, exc)
@@ -90,7 +95,8 @@ def create_api(settings: Settings | None = None, config: ApiConfig | None = None
     app.add_exception_handler(ApiError, api_error)
 
     with_herald_errors(app)
-    app.add_middleware(BodyLimit, default=config.max_body_bytes, webhooks=config.max_webhook_body_bytes)
+    app.add_middleware(BodyLimit, default=config.max_body_bytes, webhooks=config.max_webhook_body_bytes,
+                       uploads=settings.campaign.max_upload_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(RequestIds)  # the 413s and the 500s carry the request id too
     app.add_middleware(TraceIds)    # outermost: every line of a request, the 500's included, carries its trace id

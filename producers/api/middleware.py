@@ -23,14 +23,25 @@ async def _send_json(send: Send, status: int, body: dict) -> None:
 class BodyLimit:
     """Refuse bodies larger than the limit with 413: from Content-Length at once, or while a chunked body streams in."""
 
-    def __init__(self, app: ASGIApp, default: int, webhooks: int) -> None:
+    def __init__(self, app: ASGIApp, default: int, webhooks: int, campaigns: int | None = None,
+                 uploads: int | None = None) -> None:
         self.app, self.default, self.webhooks = app, default, webhooks
+        # POST /v1/campaigns takes a list of user ids (as large as a webhook batch); the upload streams a file to disk
+        self.campaigns, self.uploads = campaigns or webhooks, uploads or webhooks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.webhooks if scope["path"].startswith("/v1/webhooks/") else self.default
+        path = scope["path"]
+        if path.startswith("/v1/webhooks/"):
+            limit = self.webhooks
+        elif path == "/v1/campaigns/upload":
+            limit = self.uploads
+        elif path == "/v1/campaigns":
+            limit = self.campaigns
+        else:
+            limit = self.default
         message = {"detail": f"request body larger than {limit} bytes", "code": "too_large"}
         for name, value in scope.get("headers", []):
             if name == b"content-length":

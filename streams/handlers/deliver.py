@@ -71,6 +71,7 @@ from streams.stages.deliver import (
 from streams.stages.retry import Ladder, held_headers
 from streams.stages.status_change import encode_status
 from streams.stages.status_fold import fold
+from streams.stores.campaigns import CancelStore, MemoryCampaignRows, PostgresCampaignRows
 from streams.stores.circuit import Change, Circuit, MemoryCircuit, RedisCircuit
 from streams.stores.devices import Devices, MemoryDevices, PostgresDevices
 from streams.stores.ledger import Ledger, Mark, MemoryLedger, PostgresLedger
@@ -120,6 +121,7 @@ class DeliverStores:
     circuit: Circuit
     devices: Devices
     statuses: StatusStore | None = None   # the bulk lane writes its statuses itself (None: through the status topic)
+    cancels: CancelStore | None = None    # canceled campaigns (None: not looked at)
 
     @classmethod
     def of(cls, ctx: Context, provider: str, tuning: DeliverTuning) -> DeliverStores:
@@ -135,12 +137,13 @@ class DeliverStores:
         return cls(PostgresLedger(db, tuning.claim_lease),
                    RedisCircuit.for_provider(redis, settings, provider),
                    PostgresDevices(db, tuning.device_failure_limit, on_deactivated=drop_cached),
-                   PostgresStatusStore(db) if tuning.bulk_statuses_direct else None)
+                   PostgresStatusStore(db) if tuning.bulk_statuses_direct else None,
+                   CancelStore(PostgresCampaignRows(db), settings.campaign.cancel_cache_seconds))
 
     @classmethod
     def memory(cls, tuning: DeliverTuning) -> DeliverStores:
         return cls(MemoryLedger(tuning.claim_lease), MemoryCircuit(), MemoryDevices(tuning.device_failure_limit),
-                   MemoryStatusStore() if tuning.bulk_statuses_direct else None)
+                   MemoryStatusStore() if tuning.bulk_statuses_direct else None, CancelStore(MemoryCampaignRows(), 0.0))
 
 
 Item = tuple[InRecord, Delivery]
@@ -183,6 +186,7 @@ class DeliverHandler:
         out: list[OutRecord] = []
         self._changes = []
         live = self._live(self._decode(batch, out), out)
+        live, _ = await self._not_canceled(live, out)
         if self.lane == Lane.INTERACTIVE:
             live.sort(key=lambda item: item[1].category not in self.critical)   # stable: critical first, else in order
         to_send = await self._claim(live, out)
@@ -278,6 +282,13 @@ class DeliverHandler:
                 else:
                     await self._hand_back(chunk + queue, out, breaker.paused_until_ms, "rate limited")
                     return
+            chunk, stopped = await self._not_canceled(chunk, out)   # after any wait: a cancel during a long batch stops its next call
+            if stopped:
+                await self.stores.ledger.mark([Mark(d.delivery_id, LedgerStatus.FAILED, None, "campaign canceled")
+                                               for _, d in stopped])
+                self._release(stopped)
+                if not chunk:
+                    continue
             admitted, allowance = admit(breaker, now, self.cfg)
             if admitted != breaker:
                 breaker = self._export(await self.stores.circuit.update(lambda cur: admit(cur, now, self.cfg)[0]))  # noqa: B023 - awaited in this iteration
@@ -314,6 +325,22 @@ class DeliverHandler:
                 await asyncio.sleep(wait)
                 waited += wait
                 queue = resend + queue
+
+    async def _not_canceled(self, items: list[Item], out: list[OutRecord]) -> tuple[list[Item], list[Item]]:
+        """(the items to go on with, those of canceled campaigns: said 'canceled', never sent); one look per call."""
+        cancels = self.stores.cancels
+        if cancels is None or not (stopped := await cancels.canceled({d.campaign_id for _, d in items})):
+            return items, []
+        keep: list[Item] = []
+        dropped: list[Item] = []
+        for rec, d in items:
+            if d.campaign_id in stopped:
+                self._say(out, rec, d, Status.CANCELED, reason="campaign canceled")
+                self._count("canceled")
+                dropped.append((rec, d))
+            else:
+                keep.append((rec, d))
+        return keep, dropped
 
     def _apply(self, rec: InRecord, d: Delivery, action: Action, out: list[OutRecord], now: int) -> Mark:
         if isinstance(action, MarkSent):

@@ -53,6 +53,7 @@ from streams.stages.route.split import Plans, PreparedParts, plan_template, prep
 from streams.stages.route.timing import is_expired, is_for_later, quiet_until
 from streams.stages.status_change import status_record
 from streams.stores.batch import MemoryBatch, PipelineBatch, RedisBatch, RoundTrips
+from streams.stores.campaigns import CancelStore, MemoryCampaignRows, PostgresCampaignRows
 from streams.stores.dedup import Claim, DedupStore, MemoryDedupStore, RedisDedupStore
 from streams.stores.ratelimits import (
     MemoryRateLimitStore,
@@ -93,18 +94,21 @@ class RouteStores:
     scheduled: ScheduledRows
     batch: Callable[[], RedisBatch]
     trips: RoundTrips | None = None  # the twins' count of round trips (None for the real stores)
+    cancels: CancelStore | None = None  # canceled campaigns (None: not looked at)
 
     @classmethod
     def real(cls, ctx: Context) -> RouteStores:
         s, redis, db = ctx.settings, ctx.redis, ctx.db
         return cls(RedisDedupStore(redis, db, s), RedisRecipientStore(redis, db, s), RedisRateLimitStore(s),
-                   PostgresTemplateRows(db), PostgresScheduledRows(db), lambda: PipelineBatch(redis))
+                   PostgresTemplateRows(db), PostgresScheduledRows(db), lambda: PipelineBatch(redis),
+                   cancels=CancelStore(PostgresCampaignRows(db), s.campaign.cancel_cache_seconds))
 
     @classmethod
     def memory(cls, users: Iterable[Recipient] = (), templates: Iterable[TemplateSource] = ()) -> RouteStores:
         trips = RoundTrips()
         return cls(MemoryDedupStore(trips), MemoryRecipientStore(users, trips), MemoryRateLimitStore(),
-                   MemoryTemplateRows(templates, trips), MemoryScheduledRows(trips), lambda: MemoryBatch(trips), trips)
+                   MemoryTemplateRows(templates, trips), MemoryScheduledRows(trips), lambda: MemoryBatch(trips), trips,
+                   CancelStore(MemoryCampaignRows(trips), 0.0))
 
 
 @dataclass(slots=True)
@@ -168,6 +172,7 @@ class RouteHandler:
         now = now_ms()
         res = BatchResult()
         live = [found for rec in batch for found in self._admit(rec, now, res)]
+        live = await self._not_canceled(live, res)
         live.sort(key=lambda found: not found[1].critical)   # stable: a password reset's delivery is produced first
         cands = [Candidate(rec, intent, Claim(intent.event_id, channel, claim_origin(rec.topic, rec.partition, rec.offset)))
                  for rec, intent in live for channel in intent.channels]
@@ -229,6 +234,17 @@ class RouteHandler:
             self._status(res, rec, intent, Status.SCHEDULED, None, "send_at")
             return False
         return True
+
+    async def _not_canceled(self, live: list[tuple[InRecord, Intent]], res: BatchResult) -> list[tuple[InRecord, Intent]]:
+        """A canceled campaign's recipients end 'canceled' here, before any claim or render (one look per batch)."""
+        cancels = self.stores.cancels
+        if cancels is None or not (stopped := await cancels.canceled({i.campaign_id for _, i in live})):
+            return live
+        for rec, intent in live:
+            if intent.campaign_id in stopped:
+                for channel in intent.channels:
+                    self._status(res, rec, intent, Status.CANCELED, channel, "campaign canceled")
+        return [(rec, intent) for rec, intent in live if intent.campaign_id not in stopped]
 
     async def _claim_and_load(self, cands: list[Candidate]) -> tuple[dict[str, Recipient], dict[str, Recipient]]:
         """Claims and recipients: (every known recipient, the ones just read from PostgreSQL)."""

@@ -63,7 +63,19 @@ def read_recipients(settings, topic: str, n: int, timeout: float = 90) -> list[d
     return got
 
 
-def test_send_from_a_file_puts_every_recipient_on_the_bulk_topic_in_chunks(topics, db, tmp_path):
+def template(db, code: str, body: str = "Hi {{ user.first_name }}", locale: str = "default", channel: str = "email") -> None:
+    """An active version of ``code`` (pre-flight refuses a campaign whose template is not there)."""
+    db.execute("INSERT INTO templates (code, channel, locale, version, subject, body_text, active) "
+               "VALUES (%s, %s, %s, 1, 'Offer', %s, true) ON CONFLICT DO NOTHING", (code, channel, locale, body))
+
+
+@pytest.fixture
+def campaign_templates(db):
+    for code in ("spring_sale", "promo"):
+        template(db, code)
+
+
+def test_send_from_a_file_puts_every_recipient_on_the_bulk_topic_in_chunks(topics, db, tmp_path, campaign_templates):
     settings = topics
     users = tmp_path / "vip.jsonl"
     lines = [json.dumps({"user_id": f"u{i}", "variables": {"n": str(i)}}) for i in range(5000)]
@@ -90,7 +102,7 @@ def test_send_from_a_file_puts_every_recipient_on_the_bulk_topic_in_chunks(topic
         assert m.key() == name.encode() and dict(m.headers())[TRACE] == name.encode()
 
 
-def test_ctrl_c_then_resume_sends_every_recipient_without_repeating_the_produced_part(topics, db, tmp_path):
+def test_ctrl_c_then_resume_sends_every_recipient_without_repeating_the_produced_part(topics, db, tmp_path, campaign_templates):
     settings = topics
     n = 300_000
     users = tmp_path / "all.txt"
@@ -126,7 +138,7 @@ def test_ctrl_c_then_resume_sends_every_recipient_without_repeating_the_produced
     assert len(ids) - n <= 5000
 
 
-def test_send_from_a_query(topics, db):
+def test_send_from_a_query(topics, db, campaign_templates):
     settings = topics
     tag = settings.app_id
     db.execute("INSERT INTO users (id, email, locale) SELECT %s || '-' || i, 'x' || i || '@example.com', "
@@ -151,7 +163,7 @@ def test_send_from_a_query(topics, db):
         (["campaign", "status", "no-such-campaign"], "no campaign no-such-campaign"),
     ],
 )
-def test_bad_requests_get_one_clear_line(topics, args, message):
+def test_bad_requests_get_one_clear_line(topics, args, message, campaign_templates):
     out = herald(topics, *args)
     assert out.returncode == 1
     assert message in " ".join(out.stderr.split()) and "Traceback" not in out.stderr

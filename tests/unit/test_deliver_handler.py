@@ -328,6 +328,36 @@ async def test_a_bulk_chunk_goes_in_one_call_and_the_handler_writes_its_statuses
 
 
 @scenario
+async def test_a_canceled_campaign_is_never_sent_even_when_the_cancel_comes_between_two_calls(env: DeliverEnv) -> None:
+    campaign = f"c-{uuid.uuid4().hex[:8]}"
+    ds = [typed(lane="bulk", category="marketing", campaign_id=campaign, event_type="CampaignMessage") for _ in range(4)]
+    other = typed(lane="bulk", category="marketing", campaign_id="c-other", event_type="CampaignMessage")
+    topic = deliver_topic(env.settings, Channel.EMAIL, "bulk")
+    handler = env.handler(MemorySink(max_batch=2), Lane.BULK)
+    cancels = handler.stores.cancels
+    assert cancels is not None and handler.stores.statuses is not None
+
+    class CancelAfterFirstCall(MemorySink):
+        async def send_batch(self, deliveries: list[Delivery]) -> list[Any]:
+            cancels.rows.cancel(campaign)   # type: ignore[attr-defined] - the twin
+            return await super().send_batch(deliveries)
+
+    sink = CancelAfterFirstCall(max_batch=2)
+    handler.sink = sink
+    chunk = InRecord(topic, 0, next(_offsets), b"chunk", env.codec.encode("DeliveryChunk", chunk_record("c/0", ds)))
+    await handler.handle([chunk])
+    assert [[d.delivery_id for d in call] for call in sink.calls] == [[ds[0].delivery_id, ds[1].delivery_id]]
+    for d, status in zip(ds, (Status.SENT, Status.SENT, Status.CANCELED, Status.CANCELED), strict=True):
+        assert await handler.stores.statuses.status_of(d.notification_id) == status
+    assert await env.ledger(ds[2].delivery_id) == (LedgerStatus.FAILED, 1)
+    # the same deliveries back from a retry tier or the scheduler: canceled before any claim; another campaign goes on
+    again_ = [InRecord(topic, 0, next(_offsets), b"k", env.codec.encode("Delivery", d.to_avro())) for d in (ds[3], other)]
+    await handler.handle(again_)
+    assert [d.delivery_id for d in sink.calls[-1]] == [other.delivery_id] and len(sink.calls) == 2
+    assert await handler.stores.statuses.history_of(ds[3].notification_id) == [Status.CANCELED, Status.CANCELED]
+
+
+@scenario
 async def test_an_invalid_token_deactivates_the_device(env: DeliverEnv) -> None:
     sink = MemorySink(Channel.PUSH)
     gone, fine = f"tok-gone-{uuid.uuid4().hex}", f"tok-fine-{uuid.uuid4().hex}"

@@ -459,6 +459,22 @@ async def test_a_campaign_chunk_routes_each_recipient_and_packs_their_deliveries
     assert decoded(env, await env.handler().handle([resent]), "Delivery") == []
 
 
+@scenario
+async def test_a_canceled_campaign_ends_canceled_at_route_without_a_claim_or_a_render(env: RouteEnv) -> None:
+    ada = env.uid()
+    await env.add_user(Recipient(ada, email="ada@example.test", first_name="Ada"))
+    cid = f"c-{uuid.uuid4().hex[:6]}"
+    chunk = {"chunk_id": f"{cid}:0", "occurred_at": now_ms(), "campaign_id": cid, "template": "weekly_digest",
+             "channels": ["email"], "category": "marketing", "variables_json": json.dumps({"headline": "Spring"}),
+             "user_ids": [ada], "user_variables_json": []}
+    rec = InRecord(env.settings.topic("bulk"), 0, next(_offsets), b"chunk", env.codec.encode("CampaignChunk", chunk))
+    assert isinstance(env, MemoryRouteEnv) and env.stores.cancels is not None
+    env.stores.cancels.rows.cancel(cid)   # type: ignore[attr-defined] - the twin
+    out = await env.handler().handle([rec])
+    assert decoded(env, out, "Delivery") == [] and dead(env, out) == []
+    assert statuses(env, out, f"{cid}:{ada}") == [("email", "canceled", "campaign canceled")]
+
+
 # --- over the twins only: the round-trip budget as the twins count it -------------------------
 
 def test_the_twins_hold_the_handler_to_two_redis_round_trips_and_four_statements() -> None:

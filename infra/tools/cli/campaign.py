@@ -47,26 +47,38 @@ def send(
     var: list[str] = typer.Option([], "--var", help="campaign-wide template variable name=value (repeatable)"),
     campaign_id: str = typer.Option(None, "--id", help="campaign id (default: generated)"),
     resume: str = typer.Option(None, "--resume", help="continue an interrupted campaign by id; sends only what is left"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="pre-flight only: check the template for every locale, render a "
+                                 "sample, count the recipients, estimate the duration; record and produce nothing"),
+    as_json: bool = typer.Option(False, "--json", help="print the pre-flight (and the campaign id) as one JSON object"),
     procs: int = typer.Option(1, min=1, max=32, help="producer processes (one reaches ~240k events/s on 2 cores; more help only with spare cores)"),
     chunk_size: int = typer.Option(20_000, min=1, help="recipients per acknowledged chunk"),
 ) -> None:
-    """Send a campaign: one CampaignMessage per recipient to the bulk topic, as fast as the producer goes.
+    """Send a campaign: its recipients in CampaignChunk records to the bulk topic, as fast as the producer goes.
+
+    Pre-flight runs first and stops a campaign that would fail: the template
+    must have an active version for every channel and every locale the
+    recipients use (with the locale fallback chain), and a sample of
+    recipients must render (a missing variable is named). It prints the
+    recipient count and an estimate of the delivery time; `--dry-run` stops
+    there.
 
     The campaign is recorded (total, produced) as it goes. Ctrl-C stops it
     after the acknowledged part; `--resume ID` continues where it stopped.
     Re-sent messages carry the same event id (campaign_id:user_id), so
-    nobody gets the campaign twice.
+    nobody gets the campaign twice. `herald campaign cancel ID` stops it.
     """
     from infra.topics import ensure_topics
-    from producers import campaign as cp
-    from producers.campaign_source import SourceError, count_query, read_file, read_query
+    from producers import campaign as cp, campaign_run as run
+    from producers.campaign_preflight import PreflightError
+    from producers.campaign_source import SourceError, count_query, read_file
 
     settings = Settings()
     err = Console(stderr=True)
-    require_broker(settings)   # before a campaign is recorded: without a broker nothing could be produced
+    if not dry_run:
+        require_broker(settings)   # before a campaign is recorded: without a broker nothing could be produced
     conn = _connect(settings)
     if resume:
-        if template or users or query or campaign_id:
+        if template or users or query or campaign_id or dry_run:
             raise CliError("--resume takes the template and recipients recorded with the campaign; drop the other options")
         row = cp.load(conn, resume)
         if row is None:
@@ -74,7 +86,16 @@ def send(
         if row.status == "produced":
             err.print(f"campaign {resume} was produced completely ({row.produced:,} messages); nothing to resume")
             return
+        if row.status == "canceled":
+            raise CliError(f"campaign {resume} was canceled; start a new one")
         spec, skip = row.spec, row.produced
+        try:
+            if "file" in spec.source:
+                total = sum(1 for r in read_file(Path(spec.source["file"])) if isinstance(r, cp.Recipient))
+            else:
+                total = count_query(conn, spec.source["query"])
+        except SourceError as exc:
+            raise CliError(str(exc)) from exc
     else:
         if not template:
             raise CliError("--template is needed for a new campaign (or --resume ID to continue one)")
@@ -86,19 +107,22 @@ def send(
         except ValueError as exc:
             raise CliError(str(exc)) from exc
         skip = 0
-
-    def recipients():
-        if "file" in spec.source:
-            return read_file(Path(spec.source["file"]))
-        return read_query(_connect(settings), spec.source["query"])
-
-    try:
-        if "file" in spec.source:
-            total = sum(1 for r in read_file(Path(spec.source["file"])) if isinstance(r, cp.Recipient))
-        else:
-            total = count_query(conn, spec.source["query"])
-    except SourceError as exc:
-        raise CliError(str(exc)) from exc
+        try:
+            pf = run.prepare(settings, conn, spec)
+        except (PreflightError, SourceError) as exc:
+            raise CliError(f"pre-flight: {exc}") from exc
+        total = pf.total
+        for rej in pf.rejected[:20]:
+            err.print(f"[yellow]line {rej.line}:[/] {rej.reason}")
+        if pf.rejected_count > 20:
+            err.print(f"[yellow]… {pf.rejected_count - 20} more rejected lines[/]")
+        err.print(f"pre-flight ok: {pf.summary()}")
+        if dry_run:
+            if as_json:
+                typer.echo(json.dumps({"id": spec.id, "dry_run": True, **pf.as_dict()}))
+            else:
+                err.print("dry run: nothing recorded, nothing produced")
+            return
     if not resume:
         try:
             cp.create(conn, spec, total)
@@ -116,26 +140,17 @@ def send(
         def progress(produced: int) -> None:
             elapsed = time.perf_counter() - started[1]
             bar.update(task, completed=produced, rate=f"{(produced - started[0]) / elapsed:,.0f}/s" if elapsed else "")
-            cp.set_progress(conn, spec.id, produced)
 
         try:
-            report = cp.produce(settings, settings.topic("bulk"), spec, recipients(), skip=skip,
-                                procs=procs, chunk_size=chunk_size, on_progress=progress)
+            report = run.run(settings, conn, spec, total, skip=skip, procs=procs, chunk_size=chunk_size,
+                             on_progress=progress)
         except SourceError as exc:
-            cp.set_progress(conn, spec.id, skip, "interrupted", str(exc))
             raise CliError(f"{exc}; fix the source, then `herald campaign send --resume {spec.id}`") from exc
 
-    total = report.produced if report.produced > total else total
-    if report.errors:
-        cp.set_progress(conn, spec.id, report.produced, "interrupted", "; ".join(report.errors))
-    elif report.interrupted:
-        cp.set_progress(conn, spec.id, report.produced, "interrupted", "stopped by the user")
-    else:
-        cp.set_progress(conn, spec.id, report.produced, "produced", None, total=total)
-    for rej in report.rejected[:20]:
-        err.print(f"[yellow]line {rej.line}:[/] {rej.reason}")
-    if report.rejected_count > 20:
-        err.print(f"[yellow]… {report.rejected_count - 20} more rejected lines[/]")
+    total = max(total, report.produced)
+    if resume:
+        for rej in report.rejected[:20]:
+            err.print(f"[yellow]line {rej.line}:[/] {rej.reason}")
     err.print(f"produced {report.produced:,} of {total:,} ({report.sent_now:,} now, {report.rate:,.0f} events/s)"
               + (f"; {report.rejected_count:,} lines rejected" if report.rejected_count else ""))
     if report.errors:
@@ -143,7 +158,10 @@ def send(
     if report.interrupted:
         err.print(f"interrupted; continue with `herald campaign send --resume {spec.id}`")
         raise typer.Exit(130)
-    typer.echo(spec.id)
+    if as_json:
+        typer.echo(json.dumps({"id": spec.id, "produced": report.produced, "total": total}))
+    else:
+        typer.echo(spec.id)
 
 
 @app.command()
@@ -164,7 +182,8 @@ def status(
     numbers = {
         "total": s.total, "produced": s.produced, "in_flight": s.in_flight, "sent": s.sent, "delivered": s.delivered,
         "opened": s.opened, "bounced": s.bounced, "suppressed": dict(s.suppressed), "rate_limited": s.rate_limited,
-        "failed": s.failed, "dead_lettered": s.dead_lettered, "pending": dict(s.pending),
+        "failed": s.failed, "dead_lettered": s.dead_lettered, "canceled": s.canceled, "pending": dict(s.pending),
+        "progress": round(s.progress, 4),
     }
     if as_json:
         typer.echo(json.dumps({"id": campaign_id, "status": row.status, "template": row.spec.template, **numbers}))
@@ -186,11 +205,39 @@ def status(
     table.add_row("rate-limited", f"{s.rate_limited:,}")
     table.add_row("failed", f"{s.failed:,}")
     table.add_row("dead-lettered", f"{s.dead_lettered:,}")
+    table.add_row("canceled", f"{s.canceled:,}")
     for st, n in sorted(s.pending.items()):
         table.add_row(f"{st}", f"{n:,}")
     if row.error:
         table.caption = f"last stop: {row.error}"
     Console().print(table)
+
+
+@app.command()
+def cancel(
+    campaign_id: str = typer.Argument(..., help="campaign id"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Cancel a campaign: production stops, and whatever is not sent yet ends `canceled` and is never delivered.
+
+    That includes deliveries waiting in the retry tiers or in the scheduler.
+    The command returns once every worker has seen the cancel
+    (HERALD_CAMPAIGN__CANCEL_CACHE_SECONDS); nothing is sent after that.
+    Canceling twice is harmless.
+    """
+    from producers import campaign_run as run
+
+    settings = Settings()
+    with _connect(settings) as conn:
+        at = run.cancel(conn, campaign_id)
+    if at is None:
+        raise CliError(f"no campaign {campaign_id}; `herald campaign list` shows the campaigns")
+    run.wait_for_workers(settings, at)
+    if as_json:
+        typer.echo(json.dumps({"id": campaign_id, "canceled_at": at.isoformat()}))
+    else:
+        Console(stderr=True).print(f"campaign {campaign_id} canceled at {at:%Y-%m-%d %H:%M:%S}; "
+                                   f"`herald campaign status {campaign_id}` shows what was sent before")
 
 
 @app.command("list")
