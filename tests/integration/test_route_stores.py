@@ -50,6 +50,10 @@ class RealRouteEnv(RouteEnv):
                 await self.ctx.close()
         asyncio.run(session())
 
+    async def cancel_campaign(self, campaign_id: str) -> None:
+        self.db.execute("INSERT INTO campaigns (id, template, source, canceled_at) VALUES (%s, 'weekly_digest', '{}', now())",
+                        (campaign_id,))
+
     async def add_user(self, recipient: Recipient) -> None:
         r = recipient
         self.db.execute("INSERT INTO users (id, email, phone, locale, time_zone, first_name) VALUES (%s,%s,%s,%s,%s,%s)",

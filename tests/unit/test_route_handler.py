@@ -52,6 +52,10 @@ class RouteEnv:
         """What the preferences API does: write the change, then invalidate the cached recipient."""
         raise NotImplementedError
 
+    async def cancel_campaign(self, campaign_id: str) -> None:
+        """What ``herald campaign cancel`` writes."""
+        raise NotImplementedError
+
     async def add_template(self, src: TemplateSource) -> None:
         """A new active version of (code, channel, locale)."""
         raise NotImplementedError
@@ -83,6 +87,10 @@ class MemoryRouteEnv(RouteEnv):
 
     async def add_user(self, recipient: Recipient) -> None:
         self.stores.recipients.add(recipient)  # type: ignore[attr-defined]
+
+    async def cancel_campaign(self, campaign_id: str) -> None:
+        assert self.stores.cancels is not None
+        self.stores.cancels.rows.cancel(campaign_id)  # type: ignore[attr-defined]
 
     async def change_user(self, recipient: Recipient) -> None:
         self.stores.recipients.add(recipient)  # type: ignore[attr-defined]
@@ -468,8 +476,7 @@ async def test_a_canceled_campaign_ends_canceled_at_route_without_a_claim_or_a_r
              "channels": ["email"], "category": "marketing", "variables_json": json.dumps({"headline": "Spring"}),
              "user_ids": [ada], "user_variables_json": []}
     rec = InRecord(env.settings.topic("bulk"), 0, next(_offsets), b"chunk", env.codec.encode("CampaignChunk", chunk))
-    assert isinstance(env, MemoryRouteEnv) and env.stores.cancels is not None
-    env.stores.cancels.rows.cancel(cid)   # type: ignore[attr-defined] - the twin
+    await env.cancel_campaign(cid)
     out = await env.handler().handle([rec])
     assert decoded(env, out, "Delivery") == [] and dead(env, out) == []
     assert statuses(env, out, f"{cid}:{ada}") == [("email", "canceled", "campaign canceled")]
