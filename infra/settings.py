@@ -194,6 +194,15 @@ class CampaignConfig(BaseModel):
     )
 
 
+class OtelConfig(BaseModel):
+    """OpenTelemetry spans (``settings.otel``; variables ``HERALD_OTEL__*``); off unless an endpoint is set."""
+
+    endpoint: str | None = Field(
+        None, description="OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); unset: no spans are made"
+    )
+    service_name: str = Field("herald", description="the service.name of Herald's spans")
+
+
 class ClusterConfig(BaseModel):
     """The local multi-broker cluster of ``herald stack up --brokers N`` (``settings.cluster``; ``HERALD_CLUSTER__*``)."""
 
@@ -315,6 +324,7 @@ class Settings(BaseSettings):
     campaign: CampaignConfig = Field(
         default_factory=CampaignConfig, description="campaigns: pre-flight estimate and sample, cancel, uploads"
     )
+    otel: OtelConfig = Field(default_factory=OtelConfig, description="OpenTelemetry spans: the OTLP endpoint, the service name")
     retention: RetentionConfig = Field(
         default_factory=RetentionConfig, description="days each PostgreSQL table keeps its rows; the scheduler purges older ones"
     )

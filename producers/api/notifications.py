@@ -1,6 +1,7 @@
 """POST /v1/notifications (accept and produce), GET a notification with its history, GET a user's history."""
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ from fastapi.responses import JSONResponse
 from infra.kafka.producer import ProduceError
 from infra.kafka.records import TRACE, OutRecord, now_ms
 from infra.traces import TRACE_ID_PATTERN, request_trace
+from infra.tracing import record_span
 from producers.api.auth import ReadKey, Resources, SendKey
 from producers.api.cursor import CursorError, decode_cursor, encode_cursor
 from producers.api.errors import ApiError
@@ -139,12 +141,15 @@ async def create_notification(
         raise HTTPException(422, str(exc)) from exc
     trace = trace_of(request.scope) or request_trace(x_trace_id, traceparent)
     topic = res.settings.topic("events")
+    started = time.time_ns()
     try:
         await res.producer.send([OutRecord(topic, body.user_id.encode(), value, [(TRACE, trace.encode())])])
     except ProduceError as exc:
         raise HTTPException(503, f"the notification was not stored in Kafka ({exc}); retry with the same Idempotency-Key",
                             headers={"Retry-After": "1"}) from exc
     res.metrics.accepted.inc()
+    record_span(res.tracer, "api: notification accepted", trace, started, notification_id=notification_id,
+                template=body.template, topic=topic)
     return JSONResponse(
         {"id": notification_id, "status": "accepted", "trace_id": trace}, status_code=202,
         headers={"Location": f"/v1/notifications/{notification_id}", "X-Trace-Id": trace},

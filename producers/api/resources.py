@@ -11,11 +11,13 @@ from typing import Generic, TypeVar
 import redis.asyncio as aioredis
 from confluent_kafka.admin import AdminClient
 from fastapi import Request
+from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 
 from infra.kafka.config import admin_config
 from infra.settings import Settings
+from infra.tracing import tracer_for
 from producers.api.commit_watch import CommitWatch
 from producers.api.config import ApiConfig
 from producers.api.kafka import AsyncProducer
@@ -89,6 +91,7 @@ class ApiResources:
     users: TtlCache[str, tuple[str | None]] = field(init=False)  # user id → (tenant,)
     commit_watch: CommitWatch = field(init=False)
     health_sample: tuple[float, dict] | None = None
+    tracer: Tracer | None = None   # spans when HERALD_OTEL__ENDPOINT is set
 
     def __post_init__(self) -> None:
         self.keys = TtlCache(self.config.key_cache_seconds)
@@ -110,6 +113,7 @@ class ApiResources:
             admin=AdminClient(admin_config(settings)),
             metrics=metrics,
             critical_categories=load_routes(settings.routes_file).critical_categories,
+            tracer=tracer_for(settings),
         )
 
     async def close(self) -> None:

@@ -39,10 +39,11 @@ from infra.kafka.dead_letters import DeadLetter, dead_letter
 from infra.kafka.records import InRecord, OutRecord, now_ms
 from infra.settings import DeliverTuning, Settings
 from infra.topics import deliver_topic
+from infra.tracing import record_span
 from schemas.codec import DecodeError
 from schemas.records import Delivery, StatusChange, chunk_deliveries, epoch_ms
 from schemas.vocabulary import CHANNELS, Channel, Lane, LedgerStatus, Status
-from sinks.base import Result, Sink
+from sinks.base import Result, Sent, Sink
 from sinks.errors import DeliveryError, RateLimited, Retryable
 from sinks.factory import build_sink
 from streams.routes import load_routes
@@ -177,10 +178,18 @@ class DeliverHandler:
         self._changes: list[StatusChange] = []   # the batch's status changes, when this handler writes them
 
     async def handle(self, batch: list[InRecord]) -> list[OutRecord]:
+        started = time.time_ns()
         if self.lane == Lane.INTERACTIVE:
             async with self.gate.interactive(self.channel):
-                return await self._handle(batch)
-        return await self._handle(batch)
+                out = await self._handle(batch)
+        else:
+            out = await self._handle(batch)
+        if self.ctx.tracer is not None:
+            ended = time.time_ns()
+            for rec in batch:
+                record_span(self.ctx.tracer, self.name, rec.trace_id, started, ended, topic=rec.topic,
+                            partition=rec.partition, offset=rec.offset, batch_records=len(batch))
+        return out
 
     async def _handle(self, batch: list[InRecord]) -> list[OutRecord]:
         out: list[OutRecord] = []
@@ -372,7 +381,7 @@ class DeliverHandler:
         return Mark(d.delivery_id, LedgerStatus.FAILED, None, action.reason)
 
     async def _call(self, chunk: list[Item]) -> list[Result]:
-        started = time.perf_counter()
+        started, started_ns = time.perf_counter(), time.time_ns()
         try:
             results = await self.sink.send_batch([d for _, d in chunk])
             if len(results) != len(chunk):
@@ -381,6 +390,12 @@ class DeliverHandler:
             log.exception("%s: sink %s failed", self.name, self.sink.provider)
             results = [Retryable(f"sink error: {exc!r}") for _ in chunk]
         self.ctx.metrics.provider_latency.labels(self.sink.provider).observe(time.perf_counter() - started)
+        if self.ctx.tracer is not None:
+            ended = time.time_ns()
+            for (rec, d), result in zip(chunk, results, strict=True):
+                record_span(self.ctx.tracer, f"provider call: {self.sink.provider}", rec.trace_id, started_ns, ended,
+                            delivery_id=d.delivery_id, notification_id=d.notification_id, chunk=len(chunk),
+                            outcome="sent" if isinstance(result, Sent) else type(result).__name__)
         return results
 
     def _release(self, items: list[Item]) -> None:

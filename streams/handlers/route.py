@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ from infra.kafka.records import (
 )
 from infra.settings import Settings
 from infra.topics import deliver_topic
+from infra.tracing import record_span
 from schemas.codec import DecodeError
 from schemas.records import Delivery, chunk_key, chunk_record
 from schemas.vocabulary import Channel, Lane, Status
@@ -170,6 +172,7 @@ class RouteHandler:
             # unreachable registry raises RegistryUnavailable (a ConnectionError), so the runner retries the batch
             await asyncio.to_thread(codec.resolve_ids, missing)
         now = now_ms()
+        started = time.time_ns()
         res = BatchResult()
         live = [found for rec in batch for found in self._admit(rec, now, res)]
         live = await self._not_canceled(live, res)
@@ -192,6 +195,11 @@ class RouteHandler:
         outcomes = self.ctx.metrics.stage_outcomes
         for (outcome, reason), n in res.outcomes.items():
             outcomes.labels(self.name, outcome, reason).inc(n)
+        if self.ctx.tracer is not None:
+            ended = time.time_ns()
+            for rec in batch:
+                record_span(self.ctx.tracer, self.name, rec.trace_id, started, ended, topic=rec.topic,
+                            partition=rec.partition, offset=rec.offset, batch_records=len(batch))
         return res.out
 
     def _admit(self, rec: InRecord, now: int, res: BatchResult) -> list[tuple[InRecord, Intent]]:

@@ -8,11 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from opentelemetry.trace import Tracer
 from psycopg_pool import AsyncConnectionPool
 
 from infra.kafka.producer import Producer
 from infra.schema_registry import codec_for
 from infra.settings import Settings
+from infra.tracing import tracer_for
 from schemas.codec import Codec
 from streams.metrics import Metrics
 from streams.runtime.liveness import Liveness
@@ -27,6 +29,7 @@ class Context:
     db: AsyncConnectionPool
     metrics: Metrics = field(default_factory=Metrics)
     liveness: Liveness = field(default_factory=Liveness)   # the agents' progress, for /healthz
+    tracer: Tracer | None = None   # OpenTelemetry spans when HERALD_OTEL__ENDPOINT is set (infra.tracing)
 
     @classmethod
     async def open(cls, settings: Settings, *, codec: Codec | None = None, metrics: Metrics | None = None) -> Context:
@@ -39,6 +42,7 @@ class Context:
             redis=aioredis.from_url(settings.redis_dsn, socket_timeout=5, socket_connect_timeout=5),
             db=db,
             metrics=metrics or Metrics(),
+            tracer=tracer_for(settings),
         )
 
     async def close(self) -> None:

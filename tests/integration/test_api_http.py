@@ -280,3 +280,18 @@ def test_readyz_fails_when_redis_does_not_answer(topics: Settings):
         key = make_api_key(topics)
         r = client.get("/v1/users/x", headers={"X-API-Key": key})
         assert r.status_code == 503 and "unavailable" in r.json()["detail"]
+
+
+def test_with_spans_configured_the_accepted_notification_is_a_span_of_its_trace(api: Api):
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from infra.tracing import tracer_for
+
+    exporter = InMemorySpanExporter()
+    api.client.app.state.resources.tracer = tracer_for(api.settings, exporter)  # type: ignore[attr-defined]
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    r = notify(api, headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
+    assert r.status_code == 202, r.text
+    [span] = exporter.get_finished_spans()
+    assert span.name == "api: notification accepted" and span.context.trace_id == int(trace, 16)
+    assert span.attributes["notification_id"] == r.json()["id"]
