@@ -136,7 +136,8 @@ class BatchResult:
     out: list[OutRecord] = field(default_factory=list)
     scheduled: list[ScheduledRow] = field(default_factory=list)
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
-    bulk: dict[str, list[tuple[Delivery, InRecord]]] = field(default_factory=dict)  # deliver topic → its deliveries
+    # deliver topic → its deliveries, each with the record it came from and its size estimate
+    bulk: dict[str, list[tuple[Delivery, InRecord, int]]] = field(default_factory=dict)
     # campaign templates pre-split for the variables a chunk's recipients share (keyed by the variables' identity:
     # the intents hold them through the batch)
     prepared: dict[tuple[TemplateSource, int], PreparedParts | None] = field(default_factory=dict)
@@ -347,10 +348,11 @@ class RouteHandler:
         limit = settings.max_record_bytes
         if intent.lane == Lane.BULK and defer_until is None:
             # packed into DeliveryChunk records at the end of the batch, encoded there in one pass
-            if (largest := max(map(approx_size, made))) > limit - CHUNK_FRAME_BYTES:
+            sizes = [approx_size(d) for d in made]
+            if (largest := max(sizes)) > limit - CHUNK_FRAME_BYTES:
                 return RenderFailure("too_large", f"the rendered {c.channel} is about {largest:,} bytes, over the "
                                                   f"{limit:,}-byte record limit (HERALD_MAX_RECORD_BYTES)")
-            res.bulk.setdefault(topic, []).extend((d, c.rec) for d in made)
+            res.bulk.setdefault(topic, []).extend((d, c.rec, size) for d, size in zip(made, sizes, strict=True))
             for d in made:
                 if settings.queued_status_bulk:
                     self._status(res, c.rec, intent, Status.QUEUED, c.channel, None, d.delivery_id)
@@ -406,21 +408,21 @@ class RouteHandler:
 
     # --- outputs ---------------------------------------------------------------------
 
-    def _pack(self, bulk: dict[str, list[tuple[Delivery, InRecord]]]) -> list[OutRecord]:
+    def _pack(self, bulk: dict[str, list[tuple[Delivery, InRecord, int]]]) -> list[OutRecord]:
         """The bulk lane's deliveries as DeliveryChunk records: those that share their campaign fields, up to a
         provider request each and within the record limit; keyed and traced by the first input record of each."""
         out: list[OutRecord] = []
         limit = self.ctx.settings.max_record_bytes - CHUNK_FRAME_BYTES
         encode = self.ctx.codec.encode
         for topic, items in bulk.items():
-            by_key: dict[tuple, list[tuple[Delivery, InRecord]]] = {}
+            by_key: dict[tuple, list[tuple[Delivery, InRecord, int]]] = {}
             for item in items:
                 by_key.setdefault(chunk_key(item[0]), []).append(item)
             for same in by_key.values():
-                for group in pack_groups([approx_size(d) for d, _ in same], self.chunk_size, limit):
-                    d0, first = same[group.start]
+                for group in pack_groups([size for _, _, size in same], self.chunk_size, limit):
+                    d0, first, _ = same[group.start]
                     name = f"{first.topic}/{first.partition}/{first.offset}/{d0.delivery_id}"
-                    value = encode("DeliveryChunk", chunk_record(name, [d for d, _ in same[group.start:group.end]]))
+                    value = encode("DeliveryChunk", chunk_record(name, [d for d, _, _ in same[group.start:group.end]]))
                     out.append(OutRecord(topic, first.key or name.encode(), value, set_header([], TRACE, first.trace_id)))
         return out
 

@@ -54,6 +54,7 @@ def parts(batch: list[InRecord], offsets: list[TopicPartition], max_bytes: int |
 
 
 def _commits(records: list[InRecord]) -> list[TopicPartition]:
+    """Per partition, the offset after its last record (records of a partition come in order)."""
     high: dict[tuple[str, int], int] = {}
     for rec in records:
         high[(rec.topic, rec.partition)] = rec.offset + 1
@@ -63,15 +64,12 @@ def _commits(records: list[InRecord]) -> list[TopicPartition]:
 def _accept(name: str, msgs: list[Message]) -> tuple[list[InRecord], list[TopicPartition]]:
     """The batch, and the offsets that commit it."""
     batch: list[InRecord] = []
-    high: dict[tuple[str, int], int] = {}
     for m in msgs:
         if m.error():
             log.warning("%s: consume error %s", name, m.error())
             continue
-        rec = to_in_record(m)
-        batch.append(rec)
-        high[(rec.topic, rec.partition)] = rec.offset + 1
-    return batch, [TopicPartition(t, p, o) for (t, p), o in high.items()]
+        batch.append(to_in_record(m))
+    return batch, _commits(batch)
 
 
 async def run_batch_agent(name: str, topics: list[str], runner_factory: Callable[[], Awaitable[BatchRunner]],

@@ -158,10 +158,10 @@ def plan_template(tmpl: CompiledTemplate, user_attrs: frozenset[str]) -> Plans |
     if tmpl.error:
         return None
     plans: Plans = {}
+    src = tmpl.source
+    sources = {"text": src.body_text, "subject": src.subject, "html": src.body_html, "push_title": src.push_title}
     for part in PARTS:
-        compiled = getattr(tmpl, part)
-        source = tmpl.source.body_text if part == "text" else (
-            tmpl.source.body_html if part == "html" else getattr(tmpl.source, part))
+        compiled, source = getattr(tmpl, part), sources[part]
         if compiled is None or source is None:
             continue
         found = plan(compiled.environment, source, user_attrs)
