@@ -61,7 +61,8 @@ def render(*, sender: str, to: str, subject: str, message_id: str, delivery_id: 
     head = [
         f"From: {sender}",
         f"To: {to}",
-        f"Subject: {header_value(subject)}",
+        # surrounding whitespace (a tab, a newline) is no part of a subject: readers drop it, as the email package did
+        f"Subject: {header_value(subject.strip())}",
         f"Date: {formatdate(usegmt=True)}",
         f"Message-ID: {message_id}",
         f"X-Herald-Delivery-Id: {delivery_id}",
