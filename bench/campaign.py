@@ -155,6 +155,7 @@ def main() -> None:
                         partitions=a.partitions, metrics_port=0, email_provider="sendgrid",
                         sendgrid_host=f"http://{h}:{free_port()}", twilio_base_url=f"http://{h}:{free_port()}",
                         fcm_url=f"http://{h}:{free_port()}", smtp_port=free_port())
+    settings = settings.model_copy(update={"apns": settings.apns.model_copy(update={"url": f"https://{h}:{free_port()}"})})
     work = Path(tempfile.mkdtemp(prefix=f"{tag}-"))
     procs: list[subprocess.Popen] = []
     print(f"bench {tag}: {n:,} users, {a.workers} worker(s), {a.procs} producer process(es), {a.partitions} partitions; logs in {work}")
@@ -170,7 +171,7 @@ def main() -> None:
             print(f"users import        : {report.inserted:,} users in {time.perf_counter() - t:.1f}s")
 
         env = env_for(settings)
-        sandbox = start(["sandbox", "run"], env, work / "sandbox.log")
+        sandbox = start(["sandbox", "run", "--registry-port", "0"], env, work / "sandbox.log")
         procs.append(sandbox)
         http = httpx.Client(base_url=settings.sendgrid_host, trust_env=False, timeout=60)
         for _ in range(300):

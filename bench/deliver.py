@@ -38,7 +38,8 @@ CASES = {"sendgrid": "email", "smtp": "email", "twilio": "sms", "fcm": "push", "
 
 def start_sandbox(settings: Settings) -> subprocess.Popen:
     env = {**os.environ, **settings_env(settings), "NO_PROXY": "127.0.0.1,localhost"}
-    proc = subprocess.Popen([sys.executable, "-m", "infra.tools.cli.main", "sandbox", "run"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "infra.tools.cli.main", "sandbox", "run", "--registry-port", "0"],
+                            env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(200):
         try:

@@ -375,6 +375,7 @@ def main() -> None:
         "database_url": SecretStr(on_cluster.dsn.rsplit("/", 1)[0] + f"/{db_name}"), "partitions": a.partitions, "metrics_port": 0,
         "email_provider": "sendgrid", "sendgrid_host": f"http://{h}:{free_port()}", "twilio_base_url": f"http://{h}:{free_port()}",
         "fcm_url": f"http://{h}:{free_port()}", "smtp_port": free_port(), "redis_prefix": tag,
+        "apns": on_cluster.apns.model_copy(update={"url": f"https://{h}:{free_port()}"}),
         "home": work / "home"})   # the workers' Faust data folders: private, nobody else's clean-up removes them
     per_n = {k: base.model_copy(update={"topic_prefix": f"{tag}n{k}", "app_id": f"{tag}n{k}"}) for k in counts}
     procs: list[subprocess.Popen] = []
@@ -405,7 +406,7 @@ def main() -> None:
                 users.unlink()
             log(f"users: {n * len(per_n):,} imported in {time.perf_counter() - t:.1f}s")
 
-        sandbox = spawn(["sandbox", "run"], env_for(base), work / "sandbox.log")
+        sandbox = spawn(["sandbox", "run", "--registry-port", "0"], env_for(base), work / "sandbox.log")
         procs.append(sandbox)
         http = httpx.Client(base_url=base.sendgrid_host, trust_env=False, timeout=10)
         for _ in range(300):
