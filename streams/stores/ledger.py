@@ -38,6 +38,15 @@ SELECT i.delivery_id, c.delivery_id IS NOT NULL, p.status, p.provider_message_id
 FROM input i LEFT JOIN claimed c USING (delivery_id) LEFT JOIN prev p USING (delivery_id)
 """
 
+# the common case, cheaper: deliveries never claimed before. The ids it did not insert go through CLAIM.
+CLAIM_NEW = """
+INSERT INTO deliveries (delivery_id, notification_id, channel, address, status, attempts, claimed_at, updated_at)
+SELECT delivery_id, notification_id, channel, address, 'claimed', 1, now(), now()
+FROM unnest(%(ids)b::text[], %(nids)b::text[], %(chs)b::text[], %(addrs)b::text[])
+    AS t(delivery_id, notification_id, channel, address)
+ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id
+"""
+
 MARK = """
 UPDATE deliveries d SET status = u.status, provider_message_id = COALESCE(u.pmid, d.provider_message_id),
     error = u.error, sent_at = CASE WHEN u.status = 'sent' THEN now() ELSE d.sent_at END, updated_at = now()
@@ -76,12 +85,14 @@ class PostgresLedger:
     async def claim(self, deliveries: Sequence[Delivery]) -> list[Claim]:
         if not deliveries:
             return []
-        params = {"ids": [d.delivery_id for d in deliveries], "nids": [d.notification_id for d in deliveries],
-                  "chs": [str(d.channel) for d in deliveries], "addrs": [d.address for d in deliveries],
-                  "lease": self.lease}
         async with self.db.connection() as conn:
-            rows = await (await conn.execute(CLAIM, params)).fetchall()
-        by_id = {row[0]: Claim(ledger_decision(row[1], row[2]), row[3]) for row in rows}
+            rows = await (await conn.execute(CLAIM_NEW, _claim_params(deliveries))).fetchall()
+            new = Claim(ledger_decision(True, None), None)
+            by_id = {row[0]: new for row in rows}
+            seen = [d for d in deliveries if d.delivery_id not in by_id]
+            if seen:
+                rows = await (await conn.execute(CLAIM, {**_claim_params(seen), "lease": self.lease})).fetchall()
+                by_id.update((row[0], Claim(ledger_decision(row[1], row[2]), row[3])) for row in rows)
         return [by_id[d.delivery_id] for d in deliveries]
 
     async def mark(self, marks: Sequence[Mark]) -> None:
@@ -91,6 +102,11 @@ class PostgresLedger:
         async with self.db.connection() as conn:
             await conn.execute(MARK, {"ids": ids, "statuses": [str(s) for s in statuses], "pmids": pmids,
                                       "errors": errors})
+
+
+def _claim_params(deliveries: Sequence[Delivery]) -> dict[str, list[str]]:
+    return {"ids": [d.delivery_id for d in deliveries], "nids": [d.notification_id for d in deliveries],
+            "chs": [str(d.channel) for d in deliveries], "addrs": [d.address for d in deliveries]}
 
 
 @dataclass
