@@ -130,3 +130,95 @@ def cookie_key_id(db, key: str) -> int:
 
 def active_version(db, code: str) -> int:
     return db.execute("SELECT version FROM templates WHERE code = %s AND active", (code,)).fetchone()[0]
+
+
+def reset_requested(settings: Settings, db, address: str, trace: str) -> str:
+    uid, eid = f"u-{uuid.uuid4().hex[:8]}", f"e-{uuid.uuid4().hex[:12]}"
+    db.execute("INSERT INTO users (id, email, locale, time_zone, first_name) VALUES (%s,%s,'en','UTC','Ada')", (uid, address))
+    ev = {"event_id": eid, "occurred_at": int(time.time() * 1000), "user_id": uid,
+          "reset_url": "https://example.test/r/1", "expires_in_minutes": 30}
+    Producer(settings).send_all_blocking(
+        [OutRecord(settings.topic("events"), uid.encode(), Codec().encode("PasswordResetRequested", ev), [(TRACE, trace.encode())])])
+    return eid
+
+
+def status_of(db, eid: str) -> str | None:
+    row = db.execute("SELECT status FROM notifications WHERE event_id = %s", (eid,)).fetchone()
+    return row[0] if row else None
+
+
+def replay_in_console(page, url: str) -> str:
+    """Dry run of the deliver stage's dead letters, then the replay; returns the finished job's status line."""
+    page.goto(f"{url}/console/dlq?stage=deliver")
+    page.click("#dry-run")
+    page.wait_for_selector("#plan")
+    return page.inner_text("#plan")
+
+
+def test_find_a_notification_by_trace_id_see_its_timeline_and_replay_its_dead_letter_delivered_once(
+        sandbox, db, worker_factory, browser):
+    seed_templates(db)
+    settings = with_console(sandbox.settings, email_provider="sendgrid")
+    ctl = sandbox.control
+    worker_factory(settings, extra_env={"HERALD_DELIVER__BREAKER_FAILURES": "1000"}).wait_ready()
+    ctl.faults("sendgrid", storm=-1)        # every attempt fails: the retry ladder ends in the DLQ
+    address, trace = f"{uuid.uuid4().hex[:8]}@example.org", uuid.uuid4().hex
+    eid = reset_requested(settings, db, address, trace)
+    wait_for(lambda: status_of(db, eid) == "failed", 180, interval=0.5, message="status failed after the ladder")
+    admin = make_api_key(settings, "console-admin", scopes=["read", "admin"])
+    with ConsoleServer(settings) as srv:
+        page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+        sign_in(page, srv.url, admin)
+        page.wait_for_selector("#lag")
+        shot(page, "02-overview")
+
+        # the message log: the trace id finds the notification; its timeline shows each attempt and retry tier
+        page.click("text=Messages")
+        page.fill("#q", trace)
+        page.click("form.search button")
+        rows = page.locator("#results tr")
+        assert rows.count() == 2, page.inner_text("#results")   # the header and the one notification
+        shot(page, "03-messages")
+        rows.nth(1).locator("a").first.click()
+        assert page.inner_text("#trace") == trace
+        timeline = page.inner_text("#timeline")
+        assert "queued" in timeline and "failed" in timeline and "ledger: claimed" in timeline
+        assert timeline.count("retrying") == 3 and "retry tier 1" in timeline and "retry tier 3" in timeline
+
+        # the dead letter: counted by stage and reason, shown decoded with its headers
+        page.click("text=Dead letters")
+        assert "deliver" in page.inner_text("#dlq-counts")
+        shot(page, "04-dead-letters")
+        page.locator("#dlq-records a").first.click()
+        assert page.inner_text("#stage") == "deliver"
+        assert "herald-dlq-error-class" in page.inner_text("#headers")
+        value = page.inner_text("#value")
+        assert '"schema": "Delivery' in value and address in value
+        shot(page, "05-dead-letter")
+
+        # replay after the provider recovered: a dry run first (nothing sent), then the replay with live progress
+        ctl.clear_faults()
+        plan = replay_in_console(page, srv.url)
+        assert "deliver" in plan and page.locator("#replay-now").is_visible()
+        shot(page, "06-replay-dry-run")
+        time.sleep(2)
+        assert status_of(db, eid) == "failed" and ctl.requests("sendgrid") == 4   # the dry run sent nothing
+        page.click("#replay-now")
+        page.wait_for_selector("#job[data-finished]", timeout=60_000)
+        assert "replayed 1, failed 0" in page.inner_text("#job-status")
+        shot(page, "07-replay-done")
+        wait_for(lambda: status_of(db, eid) == "sent", 120, interval=0.5, message="status sent after the replay")
+        assert len(ctl.inbox("email", to=address)) == 1
+
+        # the same replay again passes the ledger: the provider is not called twice for it
+        replay_in_console(page, srv.url)
+        page.click("#replay-now")
+        page.wait_for_selector("#job[data-finished]", timeout=60_000)
+        time.sleep(5)
+        assert len(ctl.inbox("email", to=address)) == 1 and ctl.requests("sendgrid") == 5
+
+        page.goto(f"{srv.url}/console/messages?q={trace}")
+        page.locator("#results a").first.click()
+        timeline = page.inner_text("#timeline")
+        assert "ledger: sent" in timeline and re.search(r"\bsent\b", timeline)
+        shot(page, "03b-timeline")
