@@ -222,3 +222,65 @@ def test_find_a_notification_by_trace_id_see_its_timeline_and_replay_its_dead_le
         timeline = page.inner_text("#timeline")
         assert "ledger: sent" in timeline and re.search(r"\bsent\b", timeline)
         shot(page, "03b-timeline")
+
+
+def progress_of(page) -> float:
+    return float(page.inner_text("#progress-text").split()[0])
+
+
+def test_a_campaigns_progress_moves_on_its_own_and_cancel_from_the_console_stops_it(sandbox, db, worker_factory, browser,
+                                                                                     tmp_path):
+    n = 6000
+    settings = with_console(sandbox.settings, email_provider="sendgrid", home=tmp_path)
+    ctl = sandbox.control
+    tag = settings.app_id
+    db.execute("INSERT INTO users (id, email, first_name) SELECT %s || '-' || i, %s || '-' || i || '@example.org', 'N' || i "
+               "FROM generate_series(1, %s) AS i", (tag, tag, n))
+    template(db, f"{tag}_sale", "Hi {{ user.first_name }}, {{ discount }} off")
+    ctl.faults("sendgrid", latency_ms=150)   # 100 emails a request, ~600 a second: a run of several seconds
+    worker_factory(settings, agents=["route-bulk", "deliver-email-bulk", "status"],
+                   extra_env={"HERALD_DELIVER__MAX_CHUNK": "100"}).wait_ready()
+    key = make_api_key(settings, "console-admin")   # send, read, admin
+    with ConsoleServer(settings) as srv:
+        started = httpx.post(f"{srv.url}/v1/campaigns", headers={"Authorization": f"Bearer {key}"}, timeout=60, json={
+            "template": f"{tag}_sale", "variables": {"discount": "20%"}, "recipients": [f"{tag}-{i}" for i in range(1, n + 1)]})
+        assert started.status_code == 202, started.text
+        cid = started.json()["id"]
+        page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+        page.on("dialog", lambda d: d.accept())
+        sign_in(page, srv.url, key)
+        page.click("text=Campaigns")
+        row = page.locator(f"tr[data-campaign='{cid}']")
+        assert row.count() == 1
+        page.click(f"text={cid}")
+        # the page refreshes itself: the progress moves without a reload
+        first = wait_for(lambda: progress_of(page) > 0 and progress_of(page), 120, interval=0.2, message="progress above 0")
+        wait_for(lambda: progress_of(page) > first, 60, interval=0.2, message="the progress to move on its own")
+        assert page.locator("#curve").count() == 1
+        page.wait_for_selector("#curve polyline")
+        shot(page, "11-campaign")
+        # cancel from the console midway: acknowledged once the workers have seen it, nothing sent after that
+        assert progress_of(page) < 100, "the campaign finished before the cancel: the test proved nothing"
+        page.click("#cancel")
+        assert "nothing is sent after this" in page.inner_text(".flash")
+        acked = time.time()
+
+        def settled() -> bool:
+            sent, canceled = db.execute(
+                "SELECT count(*) FILTER (WHERE status IN ('sent', 'delivered')), count(*) FILTER (WHERE status = 'canceled') "
+                "FROM notifications WHERE campaign_id = %s", (cid,)).fetchone()
+            return sent + canceled == n
+
+        wait_for(settled, 120, interval=0.5, message="every recipient sent or canceled")
+        assert not [m for m in ctl.inbox("email", envelope=True) if m["received_at"] > acked]
+        page.reload()
+        assert int(page.inner_text("#canceled")) > 0
+        assert page.locator("#cancel").count() == 0
+        shot(page, "12-campaign-canceled")
+        page.goto(f"{srv.url}/console/campaigns")
+        shot(page, "10-campaigns")
+        page.goto(f"{srv.url}/console/")
+        page.wait_for_selector("#deliveries-chart polyline")
+        assert "email · bulk" in page.inner_html("#deliveries-chart")
+        shot(page, "02-overview")
+

@@ -35,9 +35,9 @@ function drawChart(svg) {
     svg.appendChild(el("line", {x1: L, x2: W - R, y1: y, y2: y, class: "grid"}));
     svg.appendChild(el("text", {x: L - 6, y: y + 4, "text-anchor": "end", class: "axis"}, String(Math.round(max * frac))));
   }
-  for (const i of [0, Math.floor((xs.length - 1) / 2), xs.length - 1]) {
-    svg.appendChild(el("text", {x: px(xs[i]), y: H - 8, "text-anchor": "middle", class: "axis"}, hhmm(xs[i])));
-  }
+  [[0, "start"], [Math.floor((xs.length - 1) / 2), "middle"], [xs.length - 1, "end"]].forEach(([i, anchor]) => {
+    svg.appendChild(el("text", {x: px(xs[i]), y: H - 8, "text-anchor": anchor, class: "axis"}, hhmm(xs[i])));
+  });
   svg.appendChild(el("text", {x: L, y: 14, class: "axis"}, data.unit || ""));
   series.forEach((s, n) => {
     const colour = COLOURS[n % COLOURS.length];
