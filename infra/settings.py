@@ -197,11 +197,11 @@ class CampaignConfig(BaseModel):
 class ConsoleConfig(BaseModel):
     """The operations console at /console of ``herald api`` (``settings.console``; variables ``HERALD_CONSOLE__*``)."""
 
-    session_minutes: float = Field(480, gt=0, description="a sign-in lasts this long; then the console asks for the key again")
+    session_minutes: float = Field(480.0, gt=0, description="a sign-in lasts this long; then the console asks for the key again")
     secret: SecretStr | None = Field(
         None, description="signs session cookies (a secret); unset: a random one per process, so sessions end when "
         "the API restarts (set it when `herald api --workers` is above 1)")
-    refresh_seconds: float = Field(5, gt=0, description="how often the console's pages refresh their numbers")
+    refresh_seconds: float = Field(5.0, gt=0, description="how often the console's pages refresh their numbers")
 
 
 class OtelConfig(BaseModel):

@@ -69,3 +69,18 @@ def shot(page: object, name: str) -> None:
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def sign_in_over_http(url: str, key: str) -> object:
+    """Sign in as the browser does (the sign-in form's CSRF token and cookie), then open the overview."""
+    import re
+
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=30) as client:
+        form = client.get("/console/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf, form.text[:500]
+        signed = client.post("/console/login", data={"csrf": csrf[1], "key": key, "next": ""})
+        assert signed.status_code == 303, signed.text[:500]
+        return client.get("/console/")
