@@ -62,7 +62,10 @@ def test_sign_in_refuses_a_bad_key_an_expired_session_and_a_forged_form_and_temp
         page.fill("#key", sender)
         page.click("button[type=submit]")
         assert "neither the read nor the admin scope" in page.inner_text("[role=alert]")
-        assert not ctx.cookies() or all(c["name"] != COOKIE for c in ctx.cookies())
+        page.fill("#key", make_api_key(s, "console-tenant", scopes=["read"], tenant="acme"))
+        page.click("button[type=submit]")
+        assert "bound to a tenant" in page.inner_text("[role=alert]")
+        assert all(c["name"] != COOKIE for c in ctx.cookies())
 
         # a read key signs in; the cookie is HttpOnly, SameSite=Strict and expires
         sign_in(page, srv.url, reader)
@@ -92,6 +95,12 @@ def test_sign_in_refuses_a_bad_key_an_expired_session_and_a_forged_form_and_temp
         ctx.add_cookies([{**cookie, "value": sign(b"another", Session(1, int(time.time()) + 600, "x"))}])
         page.goto(f"{srv.url}/console/")
         assert "not one this console made" in page.inner_text("[role=alert]")
+
+        # revoking the key ends its sessions
+        sign_in(page, srv.url, reader)
+        db.execute("UPDATE api_keys SET revoked_at = now() WHERE id = %s", (cookie_key_id(db, reader),))
+        page.goto(f"{srv.url}/console/messages")
+        assert "revoked" in page.inner_text("[role=alert]")
 
         # admin: previews a version with sample data and activates it
         sign_in(page, srv.url, admin)
