@@ -6,7 +6,7 @@ HERALD := $(VENV)/bin/herald
 export NO_PROXY := 127.0.0.1,localhost$(if $(NO_PROXY),$(comma)$(NO_PROXY),)
 comma := ,
 
-.PHONY: install stack cluster promtool lint test unit demo bench down clean
+.PHONY: install stack cluster promtool chromium lint test unit demo bench down clean
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is needed"; exit 1; }
@@ -33,6 +33,15 @@ promtool:
 	  { ! command -v systemctl >/dev/null || $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; }; }
 	@promtool --version | head -1
 
+# chromium runs the console's browser tests (tests/e2e/test_console.py, Playwright pointed at it): Debian's package,
+# since Playwright's own browser download cannot reach its host
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium (Debian package)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	@chromium --version | head -1
+
 # the 3-broker SASL_SSL cluster beside the single node (tests/integration/test_cluster.py, tests/e2e/test_cluster_faults.py);
 # idempotent: a second run finds it answering
 cluster: install
@@ -43,7 +52,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: lint stack cluster promtool
+test: lint stack cluster promtool chromium
 	$(PY) -m pytest tests -q
 
 unit: install promtool

@@ -194,6 +194,16 @@ class CampaignConfig(BaseModel):
     )
 
 
+class ConsoleConfig(BaseModel):
+    """The operations console at /console of ``herald api`` (``settings.console``; variables ``HERALD_CONSOLE__*``)."""
+
+    session_minutes: float = Field(480.0, gt=0, description="a sign-in lasts this long; then the console asks for the key again")
+    secret: SecretStr | None = Field(
+        None, description="signs session cookies (a secret); unset: a random one per process, so sessions end when "
+        "the API restarts (set it when `herald api --workers` is above 1)")
+    refresh_seconds: float = Field(5.0, gt=0, description="how often the console's pages refresh their numbers")
+
+
 class OtelConfig(BaseModel):
     """OpenTelemetry spans (``settings.otel``; variables ``HERALD_OTEL__*``); off unless an endpoint is set."""
 
@@ -359,6 +369,7 @@ class Settings(BaseSettings):
     api_port: int = 8080
     sendgrid_webhook_public_key: str | None = None
     api: ApiConfig = Field(default_factory=ApiConfig, description="HTTP API: rate limit, body limits, health thresholds, caches")
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig, description="the console at /console: session length, cookie secret")
 
     @model_validator(mode="before")
     @classmethod

@@ -299,6 +299,20 @@ def fetch(settings: Settings, partition: int, offset: int, timeout: float = 30.0
         c.close()
 
 
+def prepare_replay(settings: Settings, selection: Selection, max_replays: int, limit: int | None = None) -> ReplayPlan:
+    """What a replay of ``selection`` would send (``herald dlq replay`` and the console both plan with this).
+
+    Two scans: the first finds the dead letters a later one names in ``herald-replay-of`` (superseded), the second
+    plans the selection; ``limit`` applies to what would really be sent, the rest is counted as skipped.
+    """
+    superseded = {e.replay_of for e in scan(settings) if e.replay_of}
+    plan = plan_replay(selection.apply(scan(settings)), superseded, max_replays)
+    if limit is not None:
+        plan.skipped["over --limit"] += max(0, len(plan.records) - limit)
+        plan.records = plan.records[:limit]
+    return plan
+
+
 @dataclass
 class ReplayResult:
     sent: int = 0

@@ -36,3 +36,12 @@ def test_demo_prints_delivered_notifications(topics):
     assert scan_logs(logs, credentials(topics), shortest=8) == {}
     # the scheduler's lines come through Herald's masking JSON formatter (they were plain basicConfig lines)
     assert [json.loads(line)["msg"] for line in logs[1].read_text().splitlines() if line.strip()]
+    # it ends with the console's address and a key that signs in to it
+    last = out.strip().splitlines()[-2:]
+    assert last[0].startswith(f"Console: http://{topics.api_host}:{topics.api_port}/console"), last
+    key = re.search(r"Sign in with this key .*: (hk_\S+)$", last[1])
+    assert key, last
+    from tests.support.console import ConsoleServer, sign_in_over_http
+
+    with ConsoleServer(topics) as srv:
+        assert sign_in_over_http(srv.url, key[1]).status_code == 200

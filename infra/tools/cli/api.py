@@ -12,7 +12,8 @@ def api(
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes"),
     loglevel: str = typer.Option("warning", help="log level"),
 ) -> None:
-    """Serve the HTTP API (FastAPI under uvicorn): POST /v1/notifications, status, users, preferences, webhooks.
+    """Serve the HTTP API (FastAPI under uvicorn): POST /v1/notifications, status, users, preferences, webhooks,
+    and the operations console at /console (sign in with an API key that has the read or admin scope).
 
     The OpenAPI spec is at /openapi.json, the interactive docs at /docs. Callers need an API key
     (`herald apikeys create`); per-key rate limits and body limits come from HERALD_API_* variables.
@@ -25,7 +26,7 @@ def api(
     env_no_proxy()
     settings = Settings()
     uvicorn.run(
-        "producers.api.app:create_api",
+        "infra.tools.console.app:create_app",   # the API (producers.api.app.create_api) with the console mounted
         factory=True,
         host=host or settings.api_host,
         port=port or settings.api_port,

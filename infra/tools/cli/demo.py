@@ -189,3 +189,24 @@ def demo(
             stop(worker)
             stop(scheduler)
     console.print("[green]✓[/] demo done, worker and scheduler stopped")
+    _console_key(base)
+
+
+def _console_key(settings: Settings) -> None:
+    """The last lines: where the console is and a key (read, admin) that signs in to it."""
+    import httpx
+
+    from producers.api.keys import new_key
+
+    k = new_key()
+    with psycopg.connect(settings.dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO api_keys (name, prefix, key_hash, scopes) VALUES (%s, %s, %s, %s)",
+                     ("demo-console", k.prefix, k.key_hash, ["read", "admin"]))
+    url = f"http://{settings.api_host}:{settings.api_port}/console"
+    try:
+        up = httpx.get(f"{url}/login", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        up = False
+    console.print(f"Console: [bold]{url}[/] ({'answering now' if up else 'served by `herald api`: start it to open it'})",
+                  highlight=False, soft_wrap=True)
+    console.print(f"Sign in with this key (scopes read, admin; shown once): {k.key}", highlight=False, soft_wrap=True)

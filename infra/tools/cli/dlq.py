@@ -114,10 +114,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="JSON instead of text"),
 ) -> None:
     """Show one dead letter: the why, every header readable, the key and the value decoded (Avro)."""
-    from infra.schema_registry import codec_for
     from producers.dlq import fetch, format_ms
-    from schemas.codec import DecodeError
-    from schemas.registry import RegistryUnavailable
 
     try:
         partition, offset = (int(x) for x in at.split(":"))
@@ -129,15 +126,7 @@ def show(
         e = fetch(settings, partition, offset)
     except _dlq_errors() as exc:
         raise CliError(str(exc)) from exc
-    headers = [(k, v.decode("utf-8") if _printable(v) else "0x" + v.hex()) for k, v in e.headers if v is not None]
-    try:
-        d = codec_for(settings).decode(e.value)  # Confluent-framed letters too, when a registry is configured
-        value: object = {"schema": f"{d.name} v{d.version}", "record": d.record}
-    except RegistryUnavailable as exc:
-        value = {"undecodable": "registry_unavailable", "error": str(exc), "bytes": len(e.value or b"")}
-    except DecodeError as exc:
-        value = {"undecodable": exc.reason, "error": str(exc), "bytes": len(e.value or b""),
-                 "preview": (e.value or b"")[:256].decode("utf-8", "replace")}
+    headers, value = decoded(settings, e)
     out = {**e.summary(), "headers": headers, "value": value}
     if as_json:
         print(json.dumps(out, default=str))
@@ -157,6 +146,27 @@ def show(
     con.print(table)
     con.print("value:")
     con.print_json(json.dumps(value, default=str))
+
+
+def decoded(settings: Settings, e) -> tuple[list[tuple[str, str]], dict]:
+    """A dead letter's headers as text (hex when not printable) and its value decoded (Avro), or why it is not.
+
+    `herald dlq show` and the console's dead-letter page both show a record with this.
+    """
+    from infra.schema_registry import codec_for
+    from schemas.codec import DecodeError
+    from schemas.registry import RegistryUnavailable
+
+    headers = [(k, v.decode("utf-8") if _printable(v) else "0x" + v.hex()) for k, v in e.headers if v is not None]
+    try:
+        d = codec_for(settings).decode(e.value)  # Confluent-framed letters too, when a registry is configured
+        value: dict = {"schema": f"{d.name} v{d.version}", "record": d.record}
+    except RegistryUnavailable as exc:
+        value = {"undecodable": "registry_unavailable", "error": str(exc), "bytes": len(e.value or b"")}
+    except DecodeError as exc:
+        value = {"undecodable": exc.reason, "error": str(exc), "bytes": len(e.value or b""),
+                 "preview": (e.value or b"")[:256].decode("utf-8", "replace")}
+    return headers, value
 
 
 def _printable(v: bytes) -> bool:
@@ -184,28 +194,22 @@ def replay(
     (superseded) or reached --max-replays are skipped. Deliveries pass the ledger,
     so a replay never sends twice what was sent.
     """
-    from producers.dlq import plan_replay, scan, send
+    from producers.dlq import prepare_replay, send
 
     if rate <= 0:
         raise CliError("--rate must be positive")
     if max_replays < 1:
         raise CliError("--max-replays must be at least 1")
+    if limit is not None and limit < 1:
+        raise CliError("--limit must be at least 1")
     settings = Settings()
     require_broker(settings)
     sel = _selection(since, until, stage, error_class, origin_topic, None)
     con = Console()
     try:
-        # pass 1: which dead letters were replayed and failed again
-        superseded = {e.replay_of for e in scan(settings) if e.replay_of}
-        # pass 2: the selection (limit applies to what would really be sent)
-        plan = plan_replay(sel.apply(scan(settings)), superseded, max_replays)
+        plan = prepare_replay(settings, sel, max_replays, limit)
     except _dlq_errors() as exc:
         raise CliError(str(exc)) from exc
-    if limit is not None:
-        if limit < 1:
-            raise CliError("--limit must be at least 1")
-        plan.skipped["over --limit"] += max(0, len(plan.records) - limit)
-        plan.records = plan.records[:limit]
 
     by_target: dict[tuple[str, str, str], int] = {}
     for e, r in plan.records:

@@ -144,20 +144,40 @@ def add(
                   f"; activate it with `herald templates activate {code} -c {channel} -l {locale} -v {version}`"))
 
 
+def activate_version(conn: psycopg.Connection, code: str, channel: str, locale: str, version: int) -> bool:
+    """Make ``version`` the active one of its code, channel and locale (one transaction); False when it does not exist.
+
+    `herald templates activate` and the console's Activate button both call this.
+    """
+    with conn.transaction():
+        exists = conn.execute("SELECT 1 FROM templates WHERE code = %s AND channel = %s AND locale = %s AND version = %s",
+                              (code, channel, locale, version)).fetchone()
+        if not exists:
+            return False
+        conn.execute("UPDATE templates SET active = false WHERE code = %s AND channel = %s AND locale = %s AND active",
+                     (code, channel, locale))
+        conn.execute("UPDATE templates SET active = true WHERE code = %s AND channel = %s AND locale = %s AND version = %s",
+                     (code, channel, locale, version))
+    return True
+
+
+def sample_context(code: str, locale: str, variables: dict | None = None) -> dict:
+    """What a preview renders with: ``variables``, else the code's sample data, plus a sample user and ids."""
+    context = dict(variables if variables is not None else SAMPLE_VARIABLES.get(code, {}))
+    context.setdefault("user", {**SAMPLE_USER, "locale": locale})
+    context.setdefault("event_id", "e-sample")
+    context.setdefault("notification_id", context["event_id"])
+    return context
+
+
 @app.command()
 def activate(code: str, channel: str = CHANNEL, locale: str = LOCALE,
              version: int = typer.Option(..., "--version", "-v", help="the version to make active")) -> None:
     """Make one version the active one (the others of that code, channel and locale become inactive)."""
     _check_channel(channel)
-    with _connect() as conn, conn.transaction():
-        exists = conn.execute("SELECT 1 FROM templates WHERE code = %s AND channel = %s AND locale = %s AND version = %s",
-                              (code, channel, locale, version)).fetchone()
-        if not exists:
+    with _connect() as conn:
+        if not activate_version(conn, code, channel, locale, version):
             raise CliError(f"{code}/{channel}/{locale} has no version {version}; see `herald templates list --code {code}`")
-        conn.execute("UPDATE templates SET active = false WHERE code = %s AND channel = %s AND locale = %s AND active",
-                     (code, channel, locale))
-        conn.execute("UPDATE templates SET active = true WHERE code = %s AND channel = %s AND locale = %s AND version = %s",
-                     (code, channel, locale, version))
     console.print(f"[green]✓[/] {code}/{channel}/{locale} v{version} is active (workers pick it up within seconds)")
 
 
@@ -179,10 +199,8 @@ def preview(
         if not isinstance(context, dict):
             raise CliError("--vars must be a JSON object")
     else:
-        context = dict(SAMPLE_VARIABLES.get(code, {}))
-    context.setdefault("user", {**SAMPLE_USER, "locale": locale})
-    context.setdefault("event_id", "e-sample")
-    context.setdefault("notification_id", context["event_id"])
+        context = None
+    context = sample_context(code, locale, context)
     with _connect() as conn:
         src = _load(conn, code, channel, locale, version)
     out = render(compile_template(Environments(), src), channel, context, {"notification_id": context["event_id"]})

@@ -1,0 +1,1 @@
+"""The operations console: server-rendered pages at /console of ``herald api`` (see ``app.create_app``)."""
