@@ -13,15 +13,35 @@ from typing import Any
 import yaml
 
 from infra.settings import CHANNELS
+from schemas.vocabulary import Status
 
 # request records carry template, channels, category and variables themselves
 REQUEST_RECORDS = ("NotificationRequested", "CampaignMessage")
 LANES = ("interactive", "bulk")
 LIMIT_KEY_PARTS = ("user", "channel", "category", "event_type")
+# a fallback's condition → the statuses (of any of the notification's channels) that meet it
+FALLBACK_MET_BY: dict[str, frozenset[Status]] = {
+    "delivered": frozenset({Status.DELIVERED, Status.OPENED, Status.CLICKED}),
+    "opened": frozenset({Status.OPENED, Status.CLICKED}),
+}
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class RouteConfigError(ValueError):
     """The routes file is invalid; the message names the route (or section) and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """Send on ``to`` when, ``after_seconds`` after routing, no channel of the notification has reached ``unless``."""
+
+    after_seconds: int
+    unless: str      # a key of FALLBACK_MET_BY
+    to: str          # a channel
+
+    @property
+    def met_by(self) -> frozenset[Status]:
+        return FALLBACK_MET_BY[self.unless]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +53,7 @@ class Route:
     category: str | None
     lane: str
     ttl_seconds: int
+    fallback: Fallback | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +137,7 @@ def _route(source: str, name: str, spec: Any, known: dict[str, set[str]] | None)
     where = f"{source}: route {name!r}"
     if not isinstance(spec, dict):
         raise RouteConfigError(f"{where}: expected a mapping of fields")
-    allowed = {"recipient", "template", "channels", "category", "lane", "ttl_seconds"}
+    allowed = {"recipient", "template", "channels", "category", "lane", "ttl_seconds", "fallback"}
     if extra := set(spec) - allowed:
         raise RouteConfigError(f"{where}: unknown field(s) {', '.join(sorted(extra))} (allowed: {', '.join(sorted(allowed))})")
     if known is not None and name not in known:
@@ -148,7 +169,41 @@ def _route(source: str, name: str, spec: Any, known: dict[str, set[str]] | None)
     ttl = spec.get("ttl_seconds")
     if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0:
         raise RouteConfigError(f"{where}: field 'ttl_seconds': required, a positive number of seconds, got {ttl!r}")
-    return Route(name, recipient, template, tuple(channels or ()), category, lane, ttl)
+    fallback = _fallback(where, spec["fallback"], channels or [], lane, ttl) if "fallback" in spec else None
+    return Route(name, recipient, template, tuple(channels or ()), category, lane, ttl, fallback)
+
+
+def _fallback(where: str, raw: Any, channels: list[str], lane: str, ttl: int) -> Fallback:
+    where = f"{where}: field 'fallback'"
+    if not isinstance(raw, dict):
+        raise RouteConfigError(f"{where}: expected a mapping like {{after: 10m, unless: delivered, to: sms}}")
+    if extra := set(raw) - {"after", "unless", "to"}:
+        raise RouteConfigError(f"{where}: unknown field(s) {', '.join(sorted(extra))} (allowed: after, unless, to)")
+    if lane != "interactive":
+        raise RouteConfigError(f"{where}: only an interactive route falls back (a campaign has no per-message fallback)")
+    after = _duration(f"{where}: 'after'", raw.get("after"))
+    if after >= ttl:
+        raise RouteConfigError(f"{where}: 'after' ({after} s) must be shorter than the route's ttl_seconds ({ttl})")
+    unless = raw.get("unless")
+    if unless not in FALLBACK_MET_BY:
+        raise RouteConfigError(f"{where}: 'unless': one of {', '.join(FALLBACK_MET_BY)}, got {unless!r}")
+    to = raw.get("to")
+    if to not in CHANNELS:
+        raise RouteConfigError(f"{where}: 'to': unknown channel {to!r} (expected one of {', '.join(CHANNELS)})")
+    if to in channels:
+        raise RouteConfigError(f"{where}: 'to': {to} is already one of the route's channels")
+    return Fallback(after, unless, to)
+
+
+def _duration(where: str, value: Any) -> int:
+    """Seconds from 90, "90s", "10m", "2h" or "1d"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str) and len(value) > 1 and value[:-1].isdigit() and value[-1] in _DURATION_UNITS:
+        seconds = int(value[:-1]) * _DURATION_UNITS[value[-1]]
+        if seconds > 0:
+            return seconds
+    raise RouteConfigError(f"{where}: a positive duration such as 90, 90s, 10m, 2h or 1d, got {value!r}")
 
 
 def _rule(source: str, i: int, r: Any) -> RateRule:

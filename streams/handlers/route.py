@@ -46,6 +46,7 @@ from streams.stages.route.decide import (
     push_data,
     template_context,
 )
+from streams.stages.route.fallback import FallbackPass, fallback_headers, fallback_intent, fallback_pass, wanted
 from streams.stages.route.identity import ClaimState, claim_origin
 from streams.stages.route.intent import Intent, RouteError, chunk_intents, intent_for
 from streams.stages.route.limits import Counter, counters
@@ -74,6 +75,7 @@ from streams.stores.scheduled_rows import (
     ScheduledRows,
     row_headers,
 )
+from streams.stores.statuses import MemoryStatusStore, PostgresStatusStore, StatusStore
 from streams.stores.templates import (
     MemoryTemplateRows,
     PostgresTemplateRows,
@@ -97,20 +99,22 @@ class RouteStores:
     batch: Callable[[], RedisBatch]
     trips: RoundTrips | None = None  # the twins' count of round trips (None for the real stores)
     cancels: CancelStore | None = None  # canceled campaigns (None: not looked at)
+    statuses: StatusStore | None = None  # what a fallback's check reads (None: every fallback goes)
 
     @classmethod
     def real(cls, ctx: Context) -> RouteStores:
         s, redis, db = ctx.settings, ctx.redis, ctx.db
         return cls(RedisDedupStore(redis, db, s), RedisRecipientStore(redis, db, s), RedisRateLimitStore(s),
                    PostgresTemplateRows(db), PostgresScheduledRows(db), lambda: PipelineBatch(redis),
-                   cancels=CancelStore(PostgresCampaignRows(db), s.campaign.cancel_cache_seconds))
+                   cancels=CancelStore(PostgresCampaignRows(db), s.campaign.cancel_cache_seconds),
+                   statuses=PostgresStatusStore(db))
 
     @classmethod
     def memory(cls, users: Iterable[Recipient] = (), templates: Iterable[TemplateSource] = ()) -> RouteStores:
         trips = RoundTrips()
         return cls(MemoryDedupStore(trips), MemoryRecipientStore(users, trips), MemoryRateLimitStore(),
                    MemoryTemplateRows(templates, trips), MemoryScheduledRows(trips), lambda: MemoryBatch(trips), trips,
-                   CancelStore(MemoryCampaignRows(trips), 0.0))
+                   CancelStore(MemoryCampaignRows(trips), 0.0), MemoryStatusStore())
 
 
 @dataclass(slots=True)
@@ -177,6 +181,7 @@ class RouteHandler:
         res = BatchResult()
         live = [found for rec in batch for found in self._admit(rec, now, res)]
         live = await self._not_canceled(live, res)
+        live = await self._fall_back(live, now, res)
         live.sort(key=lambda found: not found[1].critical)   # stable: a password reset's delivery is produced first
         cands = [Candidate(rec, intent, Claim(intent.event_id, channel, claim_origin(rec.topic, rec.partition, rec.offset)))
                  for rec, intent in live for channel in intent.channels]
@@ -254,6 +259,43 @@ class RouteHandler:
                 for channel in intent.channels:
                     self._status(res, rec, intent, Status.CANCELED, channel, "campaign canceled")
         return [(rec, intent) for rec, intent in live if intent.campaign_id not in stopped]
+
+    async def _fall_back(self, live: list[tuple[InRecord, Intent]], now: int,
+                         res: BatchResult) -> list[tuple[InRecord, Intent]]:
+        """Schedule the fallback check of each event whose route has one; a check that came due goes on to its
+        fallback channel alone unless a channel of the notification reached the condition (one read per batch)."""
+        going: list[tuple[InRecord, Intent]] = []
+        checks: list[tuple[InRecord, Intent, FallbackPass]] = []
+        for rec, intent in live:
+            try:
+                check = fallback_pass(rec)
+            except RouteError as exc:
+                self._dead(rec, res, DeadLetter("route", exc.reason, str(exc)))
+                continue
+            if check is not None:
+                checks.append((rec, intent, check))
+                continue
+            going.append((rec, intent))
+            route = self.cfg.routes.get(intent.event_type)
+            fallback = route.fallback if route is not None else None
+            if fallback is not None and intent.lane == Lane.INTERACTIVE and wanted(fallback, intent):
+                res.scheduled.append(ScheduledRow(
+                    now + fallback.after_seconds * 1000, rec.topic, rec.key, rec.value or b"",
+                    {**row_headers(rec), **fallback_headers(fallback)}, "fallback", intent.event_id,
+                    f"fallback:{intent.event_id}"))
+        if not checks:
+            return going
+        reached: dict[str, set[Status]] = {}
+        if self.stores.statuses is not None:
+            reached = await self.stores.statuses.reached({i.event_id for _, i, _ in checks},
+                                                         set().union(*(c.met_by for _, _, c in checks)))
+        for rec, intent, check in checks:
+            if reached.get(intent.event_id, set()) & check.met_by:
+                self._status(res, rec, intent, Status.SKIPPED, check.channel, f"fallback_not_needed: {check.unless}")
+            else:
+                going.append((rec, fallback_intent(intent, check)))
+                res.count("fallback", check.channel)
+        return going
 
     async def _claim_and_load(self, cands: list[Candidate]) -> tuple[dict[str, Recipient], dict[str, Recipient]]:
         """Claims and recipients: (every known recipient, the ones just read from PostgreSQL)."""

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 from typing import Protocol
 
@@ -43,6 +44,7 @@ COPY_HISTORY = (
 STATUS_OF = "SELECT status FROM notifications WHERE id = %s"
 TRACE_OF = "SELECT trace_id FROM notifications WHERE id = %s"
 HISTORY_OF = "SELECT status FROM status_history WHERE notification_id = %s ORDER BY id"
+REACHED = "SELECT DISTINCT notification_id, status FROM status_history WHERE notification_id = ANY(%s) AND status = ANY(%s)"
 # a delivery's 'sent' is written once (the partial unique index of migration 008): a replay or a re-read batch says
 # 'sent' again so that no status is lost, and the history does not grow a second row for it
 INSERT_SENT_ONCE = """
@@ -81,6 +83,10 @@ class StatusStore(Protocol):
 
     async def trace_of(self, notification_id: str) -> str | None: ...
 
+    async def reached(self, notification_ids: Collection[str], statuses: Collection[Status]) -> dict[str, set[Status]]:
+        """Which of ``statuses`` each notification's history holds (on any channel); absent: none of them."""
+        ...
+
 
 class PostgresStatusStore:
     def __init__(self, db: AsyncConnectionPool) -> None:
@@ -117,6 +123,16 @@ class PostgresStatusStore:
         async with self.db.connection() as conn:
             row = await (await conn.execute(TRACE_OF, (notification_id,))).fetchone()
         return row[0] if row else None
+
+    async def reached(self, notification_ids: Collection[str], statuses: Collection[Status]) -> dict[str, set[Status]]:
+        if not notification_ids or not statuses:
+            return {}
+        async with self.db.connection() as conn:
+            rows = await (await conn.execute(REACHED, (list(notification_ids), [str(s) for s in statuses]))).fetchall()
+        out: dict[str, set[Status]] = {}
+        for notification_id, status in rows:
+            out.setdefault(notification_id, set()).add(Status(status))
+        return out
 
 
 class MemoryStatusStore:
@@ -157,6 +173,14 @@ class MemoryStatusStore:
     async def trace_of(self, notification_id: str) -> str | None:
         stored = self.notifications.get(notification_id)
         return stored.trace_id if stored else None
+
+    async def reached(self, notification_ids: Collection[str], statuses: Collection[Status]) -> dict[str, set[Status]]:
+        wanted = set(notification_ids)
+        out: dict[str, set[Status]] = {}
+        for change in self.history:
+            if change.notification_id in wanted and change.status in statuses:
+                out.setdefault(change.notification_id, set()).add(Status(change.status))
+        return out
 
 
 def _coalesce(first: str | None, second: str | None) -> str | None:

@@ -15,9 +15,11 @@ import psycopg
 import pytest
 import redis
 
+from infra.kafka.records import InRecord
 from infra.settings import Settings
 from infra.tools.seed import seed_templates
 from schemas.codec import Codec
+from schemas.vocabulary import Channel, Status
 from streams.handlers.route import RouteHandler, RouteStores
 from streams.routes import RouteConfig
 from streams.runtime.context import Context
@@ -25,7 +27,7 @@ from streams.stages.route.recipient import Recipient
 from streams.stores.templates import TemplateStore
 from streams.templates import TemplateSource
 from tests.unit.test_route_handler import *  # noqa: F403 - the scenarios, imported unchanged to run here
-from tests.unit.test_route_handler import CFG, RouteEnv
+from tests.unit.test_route_handler import CFG, RouteEnv, _offsets
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +96,16 @@ class RealRouteEnv(RouteEnv):
         assert keys, "the fast path held no claim to lose"
         r.delete(*keys)
         r.close()
+
+    async def published(self, notification_id: str, kind: str) -> InRecord:
+        [(topic, key, value, headers)] = self.db.execute(
+            "SELECT topic, key, value, headers FROM scheduled WHERE notification_id = %s AND kind = %s",
+            (notification_id, kind)).fetchall()
+        return InRecord(topic, 0, next(_offsets), key, value, [(k, v.encode()) for k, v in headers.items()])
+
+    async def receipt(self, notification_id: str, channel: Channel, status: Status) -> None:
+        self.db.execute("INSERT INTO status_history (notification_id, channel, status, at) VALUES (%s, %s, %s, now())",
+                        (notification_id, channel, status))
 
     def handler(self, cfg: RouteConfig = CFG, settings: Settings | None = None, refresh_seconds: float = 0) -> RouteHandler:
         assert self.ctx is not None, "inside run() only"

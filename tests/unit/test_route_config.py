@@ -29,6 +29,19 @@ def test_shipped_routes_are_valid():
     ({"OrderPlaced": GOOD}, [{"name": "r", "key": ["planet"], "limit": 1, "window_seconds": 1}], "rate limit 'r': field 'key'"),
     ({"OrderPlaced": GOOD}, [{"name": "r", "key": ["user"], "limit": -1, "window_seconds": 1}], "rate limit 'r': field 'limit'"),
     ({"OrderPlaced": GOOD}, [{"name": "r", "key": ["user"], "limit": 1, "window_seconds": 1}] * 2, "unique"),
+    ({"OrderPlaced": {**GOOD, "fallback": {"after": "10x", "unless": "delivered", "to": "sms"}}}, [],
+     "route 'OrderPlaced': field 'fallback': 'after': a positive duration"),
+    ({"OrderPlaced": {**GOOD, "fallback": {"after": "2m", "unless": "delivered", "to": "sms"}}}, [],
+     "'after' (120 s) must be shorter than the route's ttl_seconds (60)"),
+    ({"OrderPlaced": {**GOOD, "fallback": {"after": 10, "unless": "read", "to": "sms"}}}, [],
+     "field 'fallback': 'unless': one of delivered, opened, got 'read'"),
+    ({"OrderPlaced": {**GOOD, "fallback": {"after": 10, "unless": "opened", "to": "email"}}}, [],
+     "'to': email is already one of the route's channels"),
+    ({"OrderPlaced": {**GOOD, "fallback": {"after": 10, "unless": "opened", "to": "fax"}}}, [],
+     "'to': unknown channel 'fax'"),
+    ({"OrderPlaced": {**GOOD, "lane": "bulk", "fallback": {"after": 10, "unless": "opened", "to": "sms"}}}, [],
+     "only an interactive route falls back"),
+    ({"OrderPlaced": {**GOOD, "fallback": {"after": 10, "to": "sms", "when": "x"}}}, [], "unknown field(s) when"),
 ])
 def test_invalid_routes_name_the_route_and_field(routes, rules, message):
     with pytest.raises(RouteConfigError) as err:
@@ -43,3 +56,10 @@ def test_request_records_need_no_template_and_files_load(tmp_path):
     p.write_text("routes: [unclosed")
     with pytest.raises(RouteConfigError, match="not valid YAML"):
         load_routes(p)
+
+
+@pytest.mark.parametrize("after, seconds", [(90, 90), ("90s", 90), ("10m", 600), ("2h", 7200), ("1d", 86400)])
+def test_a_fallback_reads_its_delay_in_seconds_minutes_hours_or_days(after, seconds):
+    spec = {**GOOD, "ttl_seconds": 172800, "fallback": {"after": after, "unless": "opened", "to": "push"}}
+    fallback = parse_routes({"routes": {"OrderPlaced": spec}}, "r.yaml", KNOWN).routes["OrderPlaced"].fallback
+    assert fallback is not None and (fallback.after_seconds, fallback.unless, fallback.to) == (seconds, "opened", "push")

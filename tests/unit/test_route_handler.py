@@ -22,11 +22,11 @@ from infra.kafka.records import InRecord, OutRecord
 from infra.settings import Settings
 from infra.tools.seed import SEED_TEMPLATES
 from schemas.codec import Codec
-from schemas.records import chunk_deliveries
+from schemas.records import StatusChange, chunk_deliveries
 from schemas.vocabulary import Channel, Status
 from streams.handlers.route import RouteHandler, RouteStores
 from streams.metrics import Metrics
-from streams.routes import RateRule, RouteConfig, load_routes
+from streams.routes import Fallback, RateRule, RouteConfig, load_routes
 from streams.runtime.context import Context
 from streams.stages.route.recipient import Recipient
 from streams.stores.templates import TemplateStore
@@ -68,6 +68,14 @@ class RouteEnv:
         """Redis loses the de-duplication keys (a flush, a failover)."""
         raise NotImplementedError
 
+    async def published(self, notification_id: str, kind: str) -> InRecord:
+        """The scheduled row of that kind as the scheduler publishes it when due (a new Kafka position)."""
+        raise NotImplementedError
+
+    async def receipt(self, notification_id: str, channel: Channel, status: Status) -> None:
+        """What the status agent writes for a provider's receipt: a history row of the notification."""
+        raise NotImplementedError
+
     def handler(self, cfg: RouteConfig = CFG, settings: Settings | None = None, refresh_seconds: float = 0) -> RouteHandler:
         """A handler over ``stores``; templates are re-read every batch unless ``refresh_seconds`` says otherwise."""
         raise NotImplementedError
@@ -105,6 +113,17 @@ class MemoryRouteEnv(RouteEnv):
 
     async def empty_fast_claims(self) -> None:
         self.stores.dedup.fast.clear()  # type: ignore[attr-defined]
+
+    async def published(self, notification_id: str, kind: str) -> InRecord:
+        rows = self.stores.scheduled.rows.values()  # type: ignore[attr-defined]
+        [row] = [r for r in rows if r.notification_id == notification_id and r.kind == kind]
+        return InRecord(row.topic, 0, next(_offsets), row.key, row.value,
+                        [(k, v.encode()) for k, v in row.headers.items()])
+
+    async def receipt(self, notification_id: str, channel: Channel, status: Status) -> None:
+        assert self.stores.statuses is not None
+        self.stores.statuses.history.append(StatusChange(  # type: ignore[attr-defined]
+            notification_id, notification_id, "u", status, now_ms(), channel=channel))
 
     def handler(self, cfg: RouteConfig = CFG, settings: Settings | None = None, refresh_seconds: float = 0) -> RouteHandler:
         # the handler reaches Redis and PostgreSQL through its stores only: the context needs neither
@@ -483,6 +502,52 @@ async def test_a_canceled_campaign_ends_canceled_at_route_without_a_claim_or_a_r
 
 
 # --- over the twins only: the round-trip budget as the twins count it -------------------------
+
+def push_then_sms(cfg: RouteConfig, unless: str = "delivered") -> RouteConfig:
+    """OrderPlaced on push alone, falling back to SMS ten minutes later unless ``unless``."""
+    order = replace(cfg.routes["OrderPlaced"], channels=("push",), fallback=Fallback(600, unless, "sms"))
+    return replace(cfg, routes={**cfg.routes, "OrderPlaced": order})
+
+
+@scenario
+async def test_a_fallback_goes_on_its_channel_only_while_no_receipt_met_its_condition(env: RouteEnv) -> None:
+    cfg = push_then_sms(CFG)
+    handler = env.handler(cfg)
+    delivered, silent = env.uid(), env.uid()
+    for uid in (delivered, silent):
+        await env.add_user(Recipient(uid, phone=f"+43{uid[-6:].encode().hex()[:9]}", devices=[f"{uid}-tok"]))
+    a, b = order_placed(delivered), order_placed(silent)
+    first = [record(env, "OrderPlaced", ev) for ev in (a, b)]
+    out = await handler.handle(first)
+    assert sorted(d["channel"] for d in decoded(env, out, "Delivery")) == ["push", "push"]
+    await handler.handle(first)   # handled again (a crash before the commit): still one check each
+    for ev in (a, b):
+        assert await env.scheduled(ev["event_id"]) == [("fallback", env.settings.topic("events"), f"fallback:{ev['event_id']}")]
+
+    await env.receipt(a["event_id"], Channel.PUSH, Status.DELIVERED)
+    due = [await env.published(ev["event_id"], "fallback") for ev in (a, b)]
+    out = await handler.handle(due)
+    assert deliveries(env, out, a["event_id"]) == []
+    assert statuses(env, out, a["event_id"]) == [("sms", "skipped", "fallback_not_needed: delivered")]
+    [sms] = deliveries(env, out, b["event_id"])
+    assert (sms["channel"], sms["notification_id"]) == ("sms", b["event_id"])
+    assert statuses(env, out, b["event_id"]) == [("sms", "queued", None)]
+
+    again = await env.published(b["event_id"], "fallback")   # published twice (the scheduler died before its delete)
+    assert deliveries(env, await handler.handle([again]), b["event_id"]) == []
+
+
+@scenario
+async def test_a_fallback_unless_opened_still_goes_after_a_delivered_receipt(env: RouteEnv) -> None:
+    handler = env.handler(push_then_sms(CFG, unless="opened"))
+    uid = env.uid()
+    await env.add_user(Recipient(uid, phone="+4366400001", devices=[f"{uid}-tok"]))
+    ev = order_placed(uid)
+    await handler.handle([record(env, "OrderPlaced", ev)])
+    await env.receipt(ev["event_id"], Channel.PUSH, Status.DELIVERED)
+    out = await handler.handle([await env.published(ev["event_id"], "fallback")])
+    assert [d["channel"] for d in deliveries(env, out, ev["event_id"])] == ["sms"]
+
 
 def test_the_twins_hold_the_handler_to_two_redis_round_trips_and_four_statements() -> None:
     env = MemoryRouteEnv()

@@ -120,7 +120,8 @@ def fault(provider: str = typer.Argument(..., help="sendgrid, twilio, fcm, apns 
             name, eq, value = item.partition("=")
             if not eq:
                 raise CliError(f"fault {item!r} is not name=value; e.g. storm=-1")
-            if name in ("unregistered_tokens", "bad_tokens", "invalid_numbers", "invalid_addresses", "hold"):
+            if name in ("unregistered_tokens", "bad_tokens", "invalid_numbers", "undelivered_numbers", "invalid_addresses",
+                        "hold"):
                 changes[name] = [v for v in value.split(",") if v]
             else:
                 try:

@@ -160,7 +160,8 @@ async def twilio_send(request: web.Request) -> web.Response:
     if callback:
         task = asyncio.get_running_loop().create_task(
             twilio_status_callbacks(state, str(callback), {"MessageSid": msid, "SmsSid": msid, "AccountSid": sid,
-                                                           "To": str(to), "From": str(from_), "ApiVersion": "2010-04-01"}))
+                                                           "To": str(to), "From": str(from_), "ApiVersion": "2010-04-01"},
+                                    "undelivered" if to in state.faults["twilio"].undelivered_numbers else "delivered"))
         state.background.add(task)
         task.add_done_callback(state.background.discard)
     return web.json_response({
@@ -171,14 +172,17 @@ async def twilio_send(request: web.Request) -> web.Response:
     }, status=201)
 
 
-async def twilio_status_callbacks(state: SandboxState, url: str, fields: dict[str, str]) -> None:
-    """What Twilio does with a message's StatusCallback: POST 'sent', then 'delivered', each form signed with the
-    account's auth token (X-Twilio-Signature, HMAC-SHA1 over the URL and the sorted fields)."""
+async def twilio_status_callbacks(state: SandboxState, url: str, fields: dict[str, str], final: str = "delivered") -> None:
+    """What Twilio does with a message's StatusCallback: POST 'sent', then ``final`` ('delivered', or 'undelivered'
+    with the carrier's error 30003), each form signed with the account's auth token (X-Twilio-Signature, HMAC-SHA1
+    over the URL and the sorted fields)."""
     validator = RequestValidator(state.twilio_auth_token)
     async with ClientSession(timeout=ClientTimeout(total=10)) as http:
-        for status in ("sent", "delivered"):
+        for status in ("sent", final):
             await asyncio.sleep(0.05)
             form = {**fields, "MessageStatus": status, "SmsStatus": status}
+            if status == "undelivered":
+                form["ErrorCode"] = "30003"
             try:
                 async with http.post(url, data=form, headers={"X-Twilio-Signature": validator.compute_signature(url, form)}):
                     pass

@@ -31,6 +31,7 @@ class Faults:
     bad_tokens: list[str] = field(default_factory=list)            # APNs: 400 BadDeviceToken
     expired_provider_token: int = 0  # APNs: next N requests → 403 ExpiredProviderToken (-1: until cleared)
     invalid_numbers: list[str] = field(default_factory=list)       # Twilio: 21211
+    undelivered_numbers: list[str] = field(default_factory=list)   # Twilio: accepted, then the callbacks end 'undelivered'
     invalid_addresses: list[str] = field(default_factory=list)     # SendGrid 400 / SMTP 550
     hold: list[str] = field(default_factory=list)   # a request naming one of these waits until released
 
