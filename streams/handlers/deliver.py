@@ -73,6 +73,7 @@ from streams.stages.retry import Ladder, held_headers
 from streams.stages.status_change import encode_status
 from streams.stages.status_fold import fold
 from streams.stores.campaigns import CancelStore, MemoryCampaignRows, PostgresCampaignRows
+from streams.stores.cancellations import CancellationView, MemoryCancellationRows, PostgresCancellationRows
 from streams.stores.circuit import Change, Circuit, MemoryCircuit, RedisCircuit
 from streams.stores.devices import Devices, MemoryDevices, PostgresDevices
 from streams.stores.ledger import Ledger, Mark, MemoryLedger, PostgresLedger
@@ -123,6 +124,7 @@ class DeliverStores:
     devices: Devices
     statuses: StatusStore | None = None   # the bulk lane writes its statuses itself (None: through the status topic)
     cancels: CancelStore | None = None    # canceled campaigns (None: not looked at)
+    cancellations: CancellationView | None = None   # canceled keys and notifications (None: not looked at)
 
     @classmethod
     def of(cls, ctx: Context, provider: str, tuning: DeliverTuning) -> DeliverStores:
@@ -139,12 +141,14 @@ class DeliverStores:
                    RedisCircuit.for_provider(redis, settings, provider),
                    PostgresDevices(db, tuning.device_failure_limit, on_deactivated=drop_cached),
                    PostgresStatusStore(db) if tuning.bulk_statuses_direct else None,
-                   CancelStore(PostgresCampaignRows(db), settings.campaign.cancel_cache_seconds))
+                   CancelStore(PostgresCampaignRows(db), settings.campaign.cancel_cache_seconds),
+                   CancellationView(PostgresCancellationRows(db), settings.campaign.cancel_cache_seconds))
 
     @classmethod
     def memory(cls, tuning: DeliverTuning) -> DeliverStores:
         return cls(MemoryLedger(tuning.claim_lease), MemoryCircuit(), MemoryDevices(tuning.device_failure_limit),
-                   MemoryStatusStore() if tuning.bulk_statuses_direct else None, CancelStore(MemoryCampaignRows(), 0.0))
+                   MemoryStatusStore() if tuning.bulk_statuses_direct else None, CancelStore(MemoryCampaignRows(), 0.0),
+                   CancellationView(MemoryCancellationRows(), 0.0))
 
 
 Item = tuple[InRecord, Delivery]
@@ -293,7 +297,7 @@ class DeliverHandler:
                     return
             chunk, stopped = await self._not_canceled(chunk, out)   # after any wait: a cancel during a long batch stops its next call
             if stopped:
-                await self.stores.ledger.mark([Mark(d.delivery_id, LedgerStatus.FAILED, None, "campaign canceled")
+                await self.stores.ledger.mark([Mark(d.delivery_id, LedgerStatus.FAILED, None, "canceled")
                                                for _, d in stopped])
                 self._release(stopped)
                 if not chunk:
@@ -336,15 +340,25 @@ class DeliverHandler:
                 queue = resend + queue
 
     async def _not_canceled(self, items: list[Item], out: list[OutRecord]) -> tuple[list[Item], list[Item]]:
-        """(the items to go on with, those of canceled campaigns: said 'canceled', never sent); one look per call."""
-        cancels = self.stores.cancels
-        if cancels is None or not (stopped := await cancels.canceled({d.campaign_id for _, d in items})):
+        """(the items to go on with, those of canceled campaigns, keys or notifications: said 'canceled', never sent);
+        one look per call."""
+        cancels, view = self.stores.cancels, self.stores.cancellations
+        stopped = await cancels.canceled({d.campaign_id for _, d in items}) if cancels is not None else set()
+        if view is not None:
+            await view.refresh()
+        why: dict[str, str] = {}
+        for _, d in items:
+            if d.campaign_id in stopped:
+                why[d.delivery_id] = "campaign canceled"
+            elif view is not None and (reason := view.reason(d.notification_id, d.cancellation_key, epoch_ms(d.occurred_at))):
+                why[d.delivery_id] = reason
+        if not why:
             return items, []
         keep: list[Item] = []
         dropped: list[Item] = []
         for rec, d in items:
-            if d.campaign_id in stopped:
-                self._say(out, rec, d, Status.CANCELED, reason="campaign canceled")
+            if d.delivery_id in why:
+                self._say(out, rec, d, Status.CANCELED, reason=why[d.delivery_id])
                 self._count("canceled")
                 dropped.append((rec, d))
             else:

@@ -20,6 +20,7 @@ from infra.tools.cli import (
     db,
     devices as devices_cli,
     dlq as dlq_cli,
+    notifications as notifications_cli,
     sandbox as sandbox_cli,
     schemas,
     stack,
@@ -54,6 +55,7 @@ app.add_typer(templates_cli.app, name="templates")
 app.add_typer(topics_cli.app, name="topics")
 app.add_typer(sandbox_cli.app, name="sandbox")
 app.add_typer(devices_cli.app, name="devices")
+app.add_typer(notifications_cli.app, name="notifications")
 app.command("tail")(tail_cli.tail)
 
 
