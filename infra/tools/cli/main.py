@@ -22,6 +22,7 @@ from infra.tools.cli import (
     dlq as dlq_cli,
     notifications as notifications_cli,
     sandbox as sandbox_cli,
+    schedules as schedules_cli,
     schemas,
     stack,
     tail as tail_cli,
@@ -56,6 +57,7 @@ app.add_typer(topics_cli.app, name="topics")
 app.add_typer(sandbox_cli.app, name="sandbox")
 app.add_typer(devices_cli.app, name="devices")
 app.add_typer(notifications_cli.app, name="notifications")
+app.add_typer(schedules_cli.app, name="schedules")
 app.command("tail")(tail_cli.tail)
 
 
