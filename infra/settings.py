@@ -187,7 +187,8 @@ class CampaignConfig(BaseModel):
         20, ge=1, description="recipients pre-flight renders (the first ones), plus the first of each further locale"
     )
     cancel_cache_seconds: float = Field(
-        1.0, ge=0, description="how long workers trust a campaign's canceled flag; a cancel is acknowledged after this"
+        1.0, ge=0, description="how long workers trust their view of canceled campaigns, keys and notifications; a "
+        "cancel is acknowledged after this"
     )
     max_upload_bytes: int = Field(
         512 * 1024 * 1024, ge=1024, description="largest recipient file POST /v1/campaigns/upload takes (streamed to disk)"
