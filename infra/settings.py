@@ -187,7 +187,8 @@ class CampaignConfig(BaseModel):
         20, ge=1, description="recipients pre-flight renders (the first ones), plus the first of each further locale"
     )
     cancel_cache_seconds: float = Field(
-        1.0, ge=0, description="how long workers trust a campaign's canceled flag; a cancel is acknowledged after this"
+        1.0, ge=0, description="how long workers trust their view of canceled campaigns, keys and notifications; a "
+        "cancel is acknowledged after this"
     )
     max_upload_bytes: int = Field(
         512 * 1024 * 1024, ge=1024, description="largest recipient file POST /v1/campaigns/upload takes (streamed to disk)"
@@ -341,6 +342,9 @@ class Settings(BaseSettings):
 
     # --- providers (the sandbox by default) ------------------------------
     email_provider: Literal["smtp", "sendgrid"] = "smtp"
+    email_failover_provider: Literal["smtp", "sendgrid"] | None = Field(
+        None, description="a second email provider, sent to while the first one's circuit is open (unset: none)"
+    )
     sms_provider: Literal["twilio"] = "twilio"
     push_provider: Literal["fcm"] = "fcm"
     email_from: str = "Herald <no-reply@herald.local>"
@@ -384,6 +388,18 @@ class Settings(BaseSettings):
         if problems := sandbox_credentials_problems(self):
             raise ValueError("refusing to start with the sandbox's credentials for a real provider: " + "; ".join(problems))
         return self
+
+    @model_validator(mode="after")
+    def _failover_is_another_provider(self) -> Settings:
+        if self.email_failover_provider is not None and self.email_failover_provider == self.email_provider:
+            raise ValueError(f"HERALD_EMAIL_FAILOVER_PROVIDER is {self.email_failover_provider}, the same as "
+                             "HERALD_EMAIL_PROVIDER: name the other one (smtp or sendgrid), or unset it")
+        return self
+
+    @field_validator("email_failover_provider", mode="before")
+    @classmethod
+    def _empty_failover_is_unset(cls, v: object) -> object:
+        return None if v == "" else v
 
     @field_validator("schemas_dir", "routes_file", mode="before")
     @classmethod
@@ -539,7 +555,7 @@ def sandbox_credentials_problems(s: Settings) -> list[str]:
     """Providers beyond loopback that would be called with the sandbox's credentials (empty: none)."""
     problems: list[str] = []
     local = s.sandbox_host
-    if s.email_provider == "sendgrid" and not _local(s.sendgrid_host, local) \
+    if "sendgrid" in (s.email_provider, s.email_failover_provider) and not _local(s.sendgrid_host, local) \
             and s.sendgrid_api_key.get_secret_value() == SANDBOX_SENDGRID_API_KEY:
         problems.append(f"HERALD_SENDGRID_HOST is {s.sendgrid_host}: set HERALD_SENDGRID_API_KEY (or _FILE)")
     if not _local(s.twilio_base_url, local):

@@ -70,22 +70,29 @@ class Emitter:
         trace_id: str | None = None,
         key: str | None = None,
         send_at: datetime | int | None = None,
+        cancellation_key: str | None = None,
         wait: bool = False,
     ) -> str:
         """Encode and send ``record`` as the latest version of schema ``name``; returns its event id.
 
         ``event_id`` and ``occurred_at`` are filled in when absent. ``send_at`` (an
         aware datetime, e.g. from ``next_local``, or epoch ms) schedules the
-        notification, for schemas with a ``send_at`` field. ``wait=True`` blocks
+        notification, for schemas with a ``send_at`` field. ``cancellation_key`` (for schemas
+        with that field) lets ``POST /v1/cancellations`` or ``herald notifications cancel --key``
+        cancel the notification while it waits. ``wait=True`` blocks
         until the broker acknowledged (``EmitError`` otherwise). Raises ``ValueError``
         at once when the record does not match the schema.
         """
         rec = dict(record)
         if send_at is not None:
-            fields = {f["name"] for f in self.codec.catalog.latest(name).parsed["fields"]}
-            if "send_at" not in fields:
+            if "send_at" not in self._fields(name):
                 raise ValueError(f"{name} has no send_at field; schedulable records: NotificationRequested, BirthdayReached, …")
             rec["send_at"] = to_ms(send_at)
+        if cancellation_key is not None:
+            if "cancellation_key" not in self._fields(name):
+                raise ValueError(f"{name} has no cancellation_key field; cancelable records: NotificationRequested, "
+                                 "BirthdayReached, …")
+            rec["cancellation_key"] = cancellation_key
         rec.setdefault("event_id", uuid.uuid4().hex)
         rec.setdefault("occurred_at", datetime.now(UTC))
         value = self.codec.encode(name, rec)
@@ -109,6 +116,9 @@ class Emitter:
         if wait:
             self.flush()
         return event_id
+
+    def _fields(self, name: str) -> set[str]:
+        return {f["name"] for f in self.codec.catalog.latest(name).parsed["fields"]}
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait for every record; raise ``EmitError`` for those the broker refused or that timed out."""

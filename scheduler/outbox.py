@@ -1,7 +1,7 @@
 """The outbox publisher: claim due ``scheduled`` rows, publish them, mark them published after Kafka's delivery report.
 
 One claim is one transaction: ``SELECT … FOR UPDATE SKIP LOCKED`` takes up to
-``batch_size`` rows due by the database clock, the records are produced and
+``batch_size`` rows due by the database clock (a canceled row never), the records are produced and
 flushed, and only the rows whose delivery report came back clean get
 ``published_at`` before the commit. Row locks keep other replicas off these
 rows meanwhile; a crash before the commit releases them and they are published
@@ -30,7 +30,7 @@ log = logging.getLogger("herald.scheduler")
 CLAIM = """
 SELECT id, topic, key, value, headers, kind, attempts, EXTRACT(EPOCH FROM now() - due_at)::float8 AS lag
 FROM scheduled
-WHERE published_at IS NULL AND due_at <= now()
+WHERE published_at IS NULL AND canceled_at IS NULL AND due_at <= now()
 ORDER BY due_at, id
 LIMIT %s
 FOR UPDATE SKIP LOCKED

@@ -1,4 +1,5 @@
-"""The scheduler process: every ``interval`` seconds drain the due outbox rows; now and then run housekeeping.
+"""The scheduler process: every ``interval`` seconds drain the due outbox rows and publish the due occurrences of
+recurring schedules (scheduler/recurring.py); now and then run housekeeping.
 
 Several replicas may run: claims use ``FOR UPDATE SKIP LOCKED`` and
 housekeeping an advisory lock. PostgreSQL or Kafka being down is logged and
@@ -17,6 +18,7 @@ from infra.settings import Settings
 from scheduler.housekeeping import Job, retention_jobs, run_jobs, stale_devices
 from scheduler.metrics import SchedulerMetrics
 from scheduler.outbox import Outbox
+from scheduler.recurring import Recurring
 
 log = logging.getLogger("herald.scheduler")
 
@@ -46,6 +48,8 @@ class Scheduler:
         self.jobs = default_jobs(self.config, settings) if jobs is None else jobs
         self.outbox = Outbox(settings.dsn, settings, batch_size=self.config.batch_size,
                              delivery_timeout=self.config.delivery_timeout, metrics=self.metrics)
+        self.recurring = Recurring(settings, self.metrics, batch_size=self.config.batch_size,
+                                   delivery_timeout=self.config.delivery_timeout)
         self.published = 0
         # the loop's last turn (a tick or a backed-off failure): a hung claim or publish stops it
         self.last_turn = time.monotonic()
@@ -60,13 +64,17 @@ class Scheduler:
     def tick(self) -> int:
         r = self.outbox.drain()
         self.published += r.published
+        occurrences = self.recurring.tick()
+        self.published += occurrences
+        if occurrences:
+            log.info("published %d recurring occurrences", occurrences)
         if r.refused or r.transient:
             log.warning("published %d, refused %d (backed off), left due %d: %s", r.published, r.refused, r.transient,
                         "; ".join(r.errors[:3]))
         elif r.published:
             log.info("published %d scheduled records", r.published)
         self.metrics.last_tick.set(time.time())
-        return r.published
+        return r.published + occurrences
 
     def housekeeping(self) -> dict[str, int] | None:
         with psycopg.connect(self.settings.dsn, autocommit=True, connect_timeout=10) as conn:
@@ -98,3 +106,4 @@ class Scheduler:
 
     def close(self) -> None:
         self.outbox.close()
+        self.recurring.close()

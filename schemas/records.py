@@ -48,6 +48,7 @@ class Delivery:
     attempt: int = 0
     first_failure_at: Time | None = None
     last_error: str | None = None
+    cancellation_key: str | None = None   # v2: a cancel of this key ends it 'canceled' while it waits
 
     def to_avro(self) -> dict[str, Any]:
         return dict(zip(_DELIVERY_FIELDS, _DELIVERY_VALUES(self), strict=True))

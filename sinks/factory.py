@@ -19,8 +19,19 @@ def provider_of(settings: Settings, channel: str) -> str:
             Channel.PUSH: settings.push_provider}[Channel(channel)]
 
 
-def build_sink(settings: Settings, channel: str) -> Sink:
-    provider = provider_of(settings, channel)
+def failover_of(settings: Settings, channel: str) -> str | None:
+    """The channel's second provider, used while the first one's circuit is open (None: none)."""
+    return settings.email_failover_provider if Channel(channel) == Channel.EMAIL else None
+
+
+def build_failover_sink(settings: Settings, channel: str) -> Sink | None:
+    provider = failover_of(settings, channel)
+    return build_sink(settings, channel, provider) if provider is not None else None
+
+
+def build_sink(settings: Settings, channel: str, provider: str | None = None) -> Sink:
+    """The sink of ``provider`` (default: the channel's provider)."""
+    provider = provider or provider_of(settings, channel)
     if provider == "smtp":
         from sinks.smtp import SmtpSink
 

@@ -79,6 +79,10 @@ class NotificationRequest(Strict):
     recipient: InlineRecipient | None = Field(
         None, description="addresses for a user Herald does not store; without it an unknown user_id is a 422 unknown_user"
     )
+    cancellation_key: str | None = Field(
+        None, min_length=1, max_length=512, pattern=r"^[^\x00]+$",
+        description="POST /v1/cancellations with this key cancels the notification while it waits (send_at, quiet "
+                    "hours, a retry)")
 
     @field_validator("channels")
     @classmethod

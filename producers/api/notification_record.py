@@ -28,4 +28,5 @@ def to_record(body: NotificationRequest, notification_id: str, now_ms: int) -> d
         "send_at": int(body.send_at.timestamp() * 1000) if body.send_at is not None else None,
         "ttl_seconds": body.ttl_seconds,
         "recipient": body.recipient.model_dump() if body.recipient is not None else None,
+        "cancellation_key": body.cancellation_key,
     }

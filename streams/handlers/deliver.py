@@ -45,7 +45,7 @@ from schemas.records import Delivery, StatusChange, chunk_deliveries, epoch_ms
 from schemas.vocabulary import CHANNELS, Channel, Lane, LedgerStatus, Status
 from sinks.base import Result, Sent, Sink
 from sinks.errors import DeliveryError, RateLimited, Retryable
-from sinks.factory import build_sink
+from sinks.factory import build_failover_sink, build_sink
 from streams.routes import load_routes
 from streams.runtime.context import Context
 from streams.runtime.registry import AgentSpec
@@ -73,6 +73,7 @@ from streams.stages.retry import Ladder, held_headers
 from streams.stages.status_change import encode_status
 from streams.stages.status_fold import fold
 from streams.stores.campaigns import CancelStore, MemoryCampaignRows, PostgresCampaignRows
+from streams.stores.cancellations import CancellationView, MemoryCancellationRows, PostgresCancellationRows
 from streams.stores.circuit import Change, Circuit, MemoryCircuit, RedisCircuit
 from streams.stores.devices import Devices, MemoryDevices, PostgresDevices
 from streams.stores.ledger import Ledger, Mark, MemoryLedger, PostgresLedger
@@ -123,14 +124,16 @@ class DeliverStores:
     devices: Devices
     statuses: StatusStore | None = None   # the bulk lane writes its statuses itself (None: through the status topic)
     cancels: CancelStore | None = None    # canceled campaigns (None: not looked at)
+    cancellations: CancellationView | None = None   # canceled keys and notifications (None: not looked at)
+    failover_circuit: Circuit | None = None   # the second provider's circuit (None: no second provider)
 
     @classmethod
-    def of(cls, ctx: Context, provider: str, tuning: DeliverTuning) -> DeliverStores:
-        return cls.real(ctx.db, ctx.redis, ctx.settings, provider, tuning)
+    def of(cls, ctx: Context, provider: str, tuning: DeliverTuning, failover: str | None = None) -> DeliverStores:
+        return cls.real(ctx.db, ctx.redis, ctx.settings, provider, tuning, failover)
 
     @classmethod
     def real(cls, db: AsyncConnectionPool, redis: aioredis.Redis, settings: Settings, provider: str,
-             tuning: DeliverTuning) -> DeliverStores:
+             tuning: DeliverTuning, failover: str | None = None) -> DeliverStores:
         async def drop_cached(user_ids: list[str]) -> None:
             # a deactivated token must not be served from the recipient cache for its TTL (5 minutes)
             await invalidate_recipients(redis, settings, user_ids)
@@ -139,12 +142,15 @@ class DeliverStores:
                    RedisCircuit.for_provider(redis, settings, provider),
                    PostgresDevices(db, tuning.device_failure_limit, on_deactivated=drop_cached),
                    PostgresStatusStore(db) if tuning.bulk_statuses_direct else None,
-                   CancelStore(PostgresCampaignRows(db), settings.campaign.cancel_cache_seconds))
+                   CancelStore(PostgresCampaignRows(db), settings.campaign.cancel_cache_seconds),
+                   CancellationView(PostgresCancellationRows(db), settings.campaign.cancel_cache_seconds),
+                   RedisCircuit.for_provider(redis, settings, failover) if failover else None)
 
     @classmethod
     def memory(cls, tuning: DeliverTuning) -> DeliverStores:
         return cls(MemoryLedger(tuning.claim_lease), MemoryCircuit(), MemoryDevices(tuning.device_failure_limit),
-                   MemoryStatusStore() if tuning.bulk_statuses_direct else None, CancelStore(MemoryCampaignRows(), 0.0))
+                   MemoryStatusStore() if tuning.bulk_statuses_direct else None, CancelStore(MemoryCampaignRows(), 0.0),
+                   CancellationView(MemoryCancellationRows(), 0.0), MemoryCircuit())
 
 
 Item = tuple[InRecord, Delivery]
@@ -158,18 +164,21 @@ class DeliverHandler:
     stage = "deliver"
 
     def __init__(self, ctx: Context, channel: Channel, lane: Lane, sink: Sink, gate: LaneGate, tuning: DeliverTuning,
-                 stores: DeliverStores | None = None, critical: frozenset[str] = frozenset({"security"})) -> None:
+                 stores: DeliverStores | None = None, critical: frozenset[str] = frozenset({"security"}),
+                 failover: Sink | None = None) -> None:
         self.ctx, self.channel, self.lane, self.sink, self.gate = ctx, Channel(channel), Lane(lane), sink, gate
+        self.failover = failover   # the second provider, called while the first one's circuit is open
+        self._in_call: Sink | None = None   # the sink whose answers are being applied (metrics per provider)
         self.critical = critical   # categories sent first in every batch and chunk (a password reset before an order)
         self.name = agent_name(self.channel, self.lane)
         self.cfg = DeliverConfig(tuning.breaker_failures, tuning.breaker_open_seconds, tuning.breaker_close_after,
                                  tuning.max_rate_wait, tuning.rate_wait_budget, tuning.claim_lease, tuning.device_failure_limit)
         self.chunk = max(1, min(sink.max_batch, tuning.max_chunk))
         self.ladder = Ladder.from_settings(ctx.settings)
-        self.stores = stores or DeliverStores.of(ctx, sink.provider, tuning)
+        self.stores = stores or DeliverStores.of(ctx, sink.provider, tuning, failover.provider if failover else None)
         self.status_topic = ctx.settings.topic("status")
         self.dlq_topic = ctx.settings.topic("dlq")
-        self._counters: dict[str, Any] = {}
+        self._counters: dict[tuple[str, str], Any] = {}
         # deliveries this handler claimed and has not handed to its sink yet, with the claim's monotonic time: a batch
         # retried after an outage between claim and call (Redis gone at the circuit check, say) finds these claims
         # young, and they are its own, with no call behind them; taking them for a live call elsewhere would hold
@@ -280,7 +289,9 @@ class DeliverHandler:
             chunk, queue = queue[: self.chunk], queue[self.chunk:]
             if self.lane == Lane.BULK:
                 await self.gate.wait_idle(self.channel)
-            breaker = self._export(await self.stores.circuit.load())
+            sink, circuit, breaker = await self._provider()   # the primary, or the failover while its circuit is open
+            if len(chunk) > sink.max_batch:
+                chunk, queue = chunk[:sink.max_batch], chunk[sink.max_batch:] + queue
             now = now_ms()
             if breaker.paused_until_ms > now:
                 wait = (breaker.paused_until_ms - now) / 1000
@@ -293,14 +304,14 @@ class DeliverHandler:
                     return
             chunk, stopped = await self._not_canceled(chunk, out)   # after any wait: a cancel during a long batch stops its next call
             if stopped:
-                await self.stores.ledger.mark([Mark(d.delivery_id, LedgerStatus.FAILED, None, "campaign canceled")
+                await self.stores.ledger.mark([Mark(d.delivery_id, LedgerStatus.FAILED, None, "canceled")
                                                for _, d in stopped])
                 self._release(stopped)
                 if not chunk:
                     continue
             admitted, allowance = admit(breaker, now, self.cfg)
             if admitted != breaker:
-                breaker = self._export(await self.stores.circuit.update(lambda cur: admit(cur, now, self.cfg)[0]))  # noqa: B023 - awaited in this iteration
+                breaker = self._export(await circuit.update(lambda cur: admit(cur, now, self.cfg)[0]), sink)  # noqa: B023 - awaited in this iteration
             if allowance == 0:
                 await self._fail_all(chunk + queue, Retryable("circuit open: provider not called"), out)
                 return
@@ -308,7 +319,7 @@ class DeliverHandler:
                 chunk, queue = chunk[:allowance], chunk[allowance:] + queue
             for _, d in chunk:   # from here on a retry of the batch must take the claim for a call that may have happened
                 self._unsent.pop(d.delivery_id, None)
-            results = await self._call(chunk)
+            results = await self._call(chunk, sink)
             now = now_ms()
             seen = [observation(r) for r in results]
             limits = [r.retry_after for r in results if isinstance(r, RateLimited)]
@@ -317,9 +328,10 @@ class DeliverHandler:
                 cur = observe(cur, seen, now, self.cfg)
                 return pause(cur, max(limits), now) if limits else cur
 
-            await self._observe(change)
+            await self._observe(change, circuit, sink)
             resend: list[Item] = []
             marks: list[Mark] = []
+            self._in_call = sink
             for (rec, d), result in zip(chunk, results, strict=True):
                 action = outcome(d, result, self.ladder, now, self.cfg, waited)
                 if isinstance(action, WaitAndResend):
@@ -328,6 +340,7 @@ class DeliverHandler:
                 marks.append(self._apply(rec, d, action, out, now))
                 if self.channel == Channel.PUSH:
                     effects.append((d.address, result))
+            self._in_call = None
             await self._mark_after_call(marks)
             if resend:
                 wait = max(limits)
@@ -336,15 +349,25 @@ class DeliverHandler:
                 queue = resend + queue
 
     async def _not_canceled(self, items: list[Item], out: list[OutRecord]) -> tuple[list[Item], list[Item]]:
-        """(the items to go on with, those of canceled campaigns: said 'canceled', never sent); one look per call."""
-        cancels = self.stores.cancels
-        if cancels is None or not (stopped := await cancels.canceled({d.campaign_id for _, d in items})):
+        """(the items to go on with, those of canceled campaigns, keys or notifications: said 'canceled', never sent);
+        one look per call."""
+        cancels, view = self.stores.cancels, self.stores.cancellations
+        stopped = await cancels.canceled({d.campaign_id for _, d in items}) if cancels is not None else set()
+        if view is not None:
+            await view.refresh()
+        why: dict[str, str] = {}
+        for _, d in items:
+            if d.campaign_id in stopped:
+                why[d.delivery_id] = "campaign canceled"
+            elif view is not None and (reason := view.reason(d.notification_id, d.cancellation_key, epoch_ms(d.occurred_at))):
+                why[d.delivery_id] = reason
+        if not why:
             return items, []
         keep: list[Item] = []
         dropped: list[Item] = []
         for rec, d in items:
-            if d.campaign_id in stopped:
-                self._say(out, rec, d, Status.CANCELED, reason="campaign canceled")
+            if d.delivery_id in why:
+                self._say(out, rec, d, Status.CANCELED, reason=why[d.delivery_id])
                 self._count("canceled")
                 dropped.append((rec, d))
             else:
@@ -380,20 +403,33 @@ class DeliverHandler:
         out.append(self._retry_record(rec, d, action.topic, action.due_ms, spent=False))
         return Mark(d.delivery_id, LedgerStatus.FAILED, None, action.reason)
 
-    async def _call(self, chunk: list[Item]) -> list[Result]:
+    async def _provider(self) -> tuple[Sink, Circuit, Breaker]:
+        """The primary sink with its circuit and state; the failover's while the primary's circuit is open (not
+        merely paused by a 429) and the failover's admits a call. Both open: the primary's, which sends the work to
+        the retry ladder. The ledger claimed each delivery before either call: one send across providers."""
+        breaker = self._export(await self.stores.circuit.load(), self.sink)
+        other = self.stores.failover_circuit
+        if self.failover is None or other is None or admit(breaker, now_ms(), self.cfg)[1] != 0:
+            return self.sink, self.stores.circuit, breaker
+        second = self._export(await other.load(), self.failover)
+        if admit(second, now_ms(), self.cfg)[1] == 0:
+            return self.sink, self.stores.circuit, breaker
+        return self.failover, other, second
+
+    async def _call(self, chunk: list[Item], sink: Sink) -> list[Result]:
         started, started_ns = time.perf_counter(), time.time_ns()
         try:
-            results = await self.sink.send_batch([d for _, d in chunk])
+            results = await sink.send_batch([d for _, d in chunk])
             if len(results) != len(chunk):
                 raise RuntimeError(f"sink returned {len(results)} results for {len(chunk)} deliveries")
         except Exception as exc:
-            log.exception("%s: sink %s failed", self.name, self.sink.provider)
+            log.exception("%s: sink %s failed", self.name, sink.provider)
             results = [Retryable(f"sink error: {exc!r}") for _ in chunk]
-        self.ctx.metrics.provider_latency.labels(self.sink.provider).observe(time.perf_counter() - started)
+        self.ctx.metrics.provider_latency.labels(sink.provider).observe(time.perf_counter() - started)
         if self.ctx.tracer is not None:
             ended = time.time_ns()
             for (rec, d), result in zip(chunk, results, strict=True):
-                record_span(self.ctx.tracer, f"provider call: {self.sink.provider}", rec.trace_id, started_ns, ended,
+                record_span(self.ctx.tracer, f"provider call: {sink.provider}", rec.trace_id, started_ns, ended,
                             delivery_id=d.delivery_id, notification_id=d.notification_id, chunk=len(chunk),
                             outcome="sent" if isinstance(result, Sent) else type(result).__name__)
         return results
@@ -422,10 +458,10 @@ class DeliverHandler:
         self._release(items)
 
     # --- stores -----------------------------------------------------------------
-    async def _observe(self, change: Change) -> None:
+    async def _observe(self, change: Change, circuit: Circuit, sink: Sink) -> None:
         """Feed the call's outcome to the shared circuit; without Redis the breaker misses one observation."""
         try:
-            self._export(await self.stores.circuit.update(change))
+            self._export(await circuit.update(change), sink)
         except Exception as exc:
             if not is_infra_error(exc):
                 raise
@@ -436,8 +472,8 @@ class DeliverHandler:
         these rows for calls still in flight and send them again after the lease. Waits out a PostgreSQL outage."""
         await until_reachable(lambda: self.stores.ledger.mark(marks), f"{self.name}: ledger after a provider call")
 
-    def _export(self, breaker: Breaker) -> Breaker:
-        self.ctx.metrics.circuit_state.labels(self.sink.provider).set(STATE_GAUGE[breaker.state])
+    def _export(self, breaker: Breaker, sink: Sink) -> Breaker:
+        self.ctx.metrics.circuit_state.labels(sink.provider).set(STATE_GAUGE[breaker.state])
         return breaker
 
     # --- records ----------------------------------------------------------------
@@ -464,9 +500,10 @@ class DeliverHandler:
         return dead_letter(rec, why, self.dlq_topic, self.ctx.settings.max_record_bytes)
 
     def _count(self, what: str) -> None:
-        counter = self._counters.get(what)
+        provider = (self._in_call or self.sink).provider
+        counter = self._counters.get((provider, what))
         if counter is None:  # labels() takes a lock and builds a key: once per outcome, not per delivery
-            counter = self._counters[what] = self.ctx.metrics.deliveries.labels(self.channel, self.sink.provider, what)
+            counter = self._counters[(provider, what)] = self.ctx.metrics.deliveries.labels(self.channel, provider, what)
         counter.inc()
 
 
@@ -480,7 +517,7 @@ def specs(settings: Settings) -> list[AgentSpec]:
             def build(ctx: Context, channel: Channel = channel, lane: Lane = lane) -> Any:
                 async def make() -> DeliverHandler:
                     return DeliverHandler(ctx, channel, lane, build_sink(ctx.settings, channel), gate, tuning,
-                                          critical=critical)
+                                          critical=critical, failover=build_failover_sink(ctx.settings, channel))
                 return make()
             out.append(AgentSpec(agent_name(channel, lane), [deliver_topic(settings, channel, lane)], build,
                                  batch_bytes=settings.bulk_batch_bytes if lane == Lane.BULK else None))

@@ -57,6 +57,7 @@ from streams.stages.route.timing import is_expired, is_for_later, quiet_until
 from streams.stages.status_change import status_record
 from streams.stores.batch import MemoryBatch, PipelineBatch, RedisBatch, RoundTrips
 from streams.stores.campaigns import CancelStore, MemoryCampaignRows, PostgresCampaignRows
+from streams.stores.cancellations import CancellationView, MemoryCancellationRows, PostgresCancellationRows
 from streams.stores.dedup import Claim, DedupStore, MemoryDedupStore, RedisDedupStore
 from streams.stores.ratelimits import (
     MemoryRateLimitStore,
@@ -99,6 +100,7 @@ class RouteStores:
     batch: Callable[[], RedisBatch]
     trips: RoundTrips | None = None  # the twins' count of round trips (None for the real stores)
     cancels: CancelStore | None = None  # canceled campaigns (None: not looked at)
+    cancellations: CancellationView | None = None  # canceled keys and notifications (None: not looked at)
     statuses: StatusStore | None = None  # what a fallback's check reads (None: every fallback goes)
 
     @classmethod
@@ -107,6 +109,7 @@ class RouteStores:
         return cls(RedisDedupStore(redis, db, s), RedisRecipientStore(redis, db, s), RedisRateLimitStore(s),
                    PostgresTemplateRows(db), PostgresScheduledRows(db), lambda: PipelineBatch(redis),
                    cancels=CancelStore(PostgresCampaignRows(db), s.campaign.cancel_cache_seconds),
+                   cancellations=CancellationView(PostgresCancellationRows(db), s.campaign.cancel_cache_seconds),
                    statuses=PostgresStatusStore(db))
 
     @classmethod
@@ -114,7 +117,8 @@ class RouteStores:
         trips = RoundTrips()
         return cls(MemoryDedupStore(trips), MemoryRecipientStore(users, trips), MemoryRateLimitStore(),
                    MemoryTemplateRows(templates, trips), MemoryScheduledRows(trips), lambda: MemoryBatch(trips), trips,
-                   CancelStore(MemoryCampaignRows(trips), 0.0), MemoryStatusStore())
+                   CancelStore(MemoryCampaignRows(trips), 0.0), CancellationView(MemoryCancellationRows(), 0.0),
+                   MemoryStatusStore())
 
 
 @dataclass(slots=True)
@@ -179,6 +183,8 @@ class RouteHandler:
         now = now_ms()
         started = time.time_ns()
         res = BatchResult()
+        if self.stores.cancellations is not None:
+            await self.stores.cancellations.refresh()
         live = [found for rec in batch for found in self._admit(rec, now, res)]
         live = await self._not_canceled(live, res)
         live = await self._fall_back(live, now, res)
@@ -235,6 +241,11 @@ class RouteHandler:
         return [(rec, intent) for intent in intents if self._due(rec, intent, now, res)]
 
     def _due(self, rec: InRecord, intent: Intent, now: int, res: BatchResult) -> bool:
+        view = self.stores.cancellations
+        if view is not None and (why := view.reason(intent.event_id, intent.cancellation_key, intent.occurred_ms)):
+            for channel in intent.channels:
+                self._status(res, rec, intent, Status.CANCELED, channel, why)
+            return False
         if is_expired(intent, now):
             for channel in intent.channels:
                 self._status(res, rec, intent, Status.EXPIRED, channel, "ttl")
@@ -243,7 +254,7 @@ class RouteHandler:
             assert intent.send_at_ms is not None
             res.scheduled.append(ScheduledRow(
                 intent.send_at_ms, rec.topic, rec.key, rec.value or b"", row_headers(rec), "send_at",
-                intent.event_id, f"send_at:{intent.event_id}",
+                intent.event_id, f"send_at:{intent.event_id}", intent.cancellation_key,
             ))
             self._status(res, rec, intent, Status.SCHEDULED, None, "send_at")
             return False
@@ -282,7 +293,7 @@ class RouteHandler:
                 res.scheduled.append(ScheduledRow(
                     now + fallback.after_seconds * 1000, rec.topic, rec.key, rec.value or b"",
                     {**row_headers(rec), **fallback_headers(fallback)}, "fallback", intent.event_id,
-                    f"fallback:{intent.event_id}"))
+                    f"fallback:{intent.event_id}", intent.cancellation_key))
         if not checks:
             return going
         reached: dict[str, set[Status]] = {}
@@ -388,7 +399,8 @@ class RouteHandler:
         if c.channel in self.cfg.quiet_hours_channels and not intent.critical:
             defer_until = quiet_until(now, recipient.time_zone, recipient.quiet_start, recipient.quiet_end)
         limit = settings.max_record_bytes
-        if intent.lane == Lane.BULK and defer_until is None:
+        # a DeliveryChunk carries no cancellation_key: a keyed delivery travels as a Delivery of its own
+        if intent.lane == Lane.BULK and defer_until is None and intent.cancellation_key is None:
             # packed into DeliveryChunk records at the end of the batch, encoded there in one pass
             sizes = [approx_size(d) for d in made]
             if (largest := max(sizes)) > limit - CHUNK_FRAME_BYTES:
@@ -410,7 +422,7 @@ class RouteHandler:
         for d, value in encoded:
             if defer_until is not None:
                 res.scheduled.append(ScheduledRow(defer_until, topic, key, value, {TRACE: trace}, "quiet_hours",
-                                                  intent.event_id, f"quiet_hours:{d.delivery_id}"))
+                                                  intent.event_id, f"quiet_hours:{d.delivery_id}", intent.cancellation_key))
                 self._status(res, c.rec, intent, Status.DEFERRED, c.channel, "quiet_hours", d.delivery_id)
             else:
                 res.out.append(OutRecord(topic, key, value, headers))

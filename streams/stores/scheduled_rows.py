@@ -1,7 +1,8 @@
 """Rows of the ``scheduled`` table: records to publish later (send_at, quiet hours), one statement per batch.
 
 The scheduler (scheduler/) publishes each row when it is due, its bytes and
-headers unchanged. ``dedup_key`` makes a retried batch insert nothing twice.
+headers unchanged, unless a cancel marked it (``canceled_at``, by its
+notification id or ``cancellation_key``: producers/cancellations.py). ``dedup_key`` makes a retried batch insert nothing twice.
 """
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from infra.kafka.records import InRecord
 from streams.stores.batch import RoundTrips
 
 SCHEDULE_SQL = """
-INSERT INTO scheduled (due_at, topic, key, value, headers, kind, notification_id, dedup_key)
-SELECT due_at, topic, key, value, headers::jsonb, kind, notification_id, dedup_key
-FROM unnest(%s::timestamptz[], %s::text[], %s::bytea[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::text[])
-     AS t(due_at, topic, key, value, headers, kind, notification_id, dedup_key)
+INSERT INTO scheduled (due_at, topic, key, value, headers, kind, notification_id, dedup_key, cancellation_key)
+SELECT due_at, topic, key, value, headers::jsonb, kind, notification_id, dedup_key, cancellation_key
+FROM unnest(%s::timestamptz[], %s::text[], %s::bytea[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::text[],
+            %s::text[])
+     AS t(due_at, topic, key, value, headers, kind, notification_id, dedup_key, cancellation_key)
 ON CONFLICT (dedup_key) DO NOTHING
 """
 
@@ -36,6 +38,7 @@ class ScheduledRow:
     kind: Kind
     notification_id: str
     dedup_key: str
+    cancellation_key: str | None = None   # a cancel of this key marks the row canceled (never published)
 
 
 def row_headers(rec: InRecord) -> dict[str, str]:
@@ -60,7 +63,7 @@ class PostgresScheduledRows:
                 [datetime.fromtimestamp(r.due_ms / 1000, UTC) for r in rows],
                 [r.topic for r in rows], [r.key for r in rows], [r.value for r in rows],
                 [json.dumps(r.headers) for r in rows], [r.kind for r in rows],
-                [r.notification_id for r in rows], [r.dedup_key for r in rows],
+                [r.notification_id for r in rows], [r.dedup_key for r in rows], [r.cancellation_key for r in rows],
             ))
 
 

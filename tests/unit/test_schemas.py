@@ -24,11 +24,13 @@ SAMPLES: dict[str, dict] = {
     "UserFollowed": {"event_id": "e2", "occurred_at": NOW, "user_id": "u1", "follower_id": "u2", "follower_name": "Ada",
                      "follower_avatar_url": "https://x/a.png"},
     "PasswordResetRequested": {"event_id": "e3", "occurred_at": NOW, "user_id": "u1", "reset_url": "https://r", "expires_in_minutes": 15},
-    "BirthdayReached": {"event_id": "e4", "occurred_at": NOW, "user_id": "u1", "age": 40, "send_at": NOW},
+    "BirthdayReached": {"event_id": "e4", "occurred_at": NOW, "user_id": "u1", "age": 40, "send_at": NOW,
+                        "cancellation_key": "birthday:u1"},
     "NotificationRequested": {"event_id": "e5", "occurred_at": NOW, "user_id": "u1", "template": "t", "channels": ["email", "push"],
                               "category": "transactional", "variables_json": '{"a": [1, 2]}', "send_at": None, "ttl_seconds": 60,
                               "recipient": {"email": "guest@example.com", "phone": None, "push_tokens": ["tok"], "locale": "de",
-                                            "time_zone": None, "first_name": None}},
+                                            "time_zone": None, "first_name": None},
+                              "cancellation_key": "cart:42"},
     "CampaignMessage": {"event_id": "c:u1", "occurred_at": NOW, "campaign_id": "c", "user_id": "u1", "template": "weekly_digest",
                         "channels": ["email"], "category": "marketing", "variables_json": "{}"},
     "CampaignChunk": {"chunk_id": "c:0", "occurred_at": NOW, "campaign_id": "c", "template": "weekly_digest",
@@ -45,6 +47,7 @@ SAMPLES: dict[str, dict] = {
         "template": "order_confirmation", "template_version": 1, "locale": "de", "subject": "Danke", "text": "t",
         "html": "<p>t</p>", "push_title": None, "push_data": {"k": "v"}, "sms_segments": 0, "campaign_id": None,
         "occurred_at": NOW, "expires_at": None, "attempt": 2, "first_failure_at": NOW, "last_error": "503",
+        "cancellation_key": "cart:42",
     },
     "StatusChange": {"notification_id": "e1", "event_id": "e1", "event_type": "OrderPlaced", "user_id": "u1", "status": "sent",
                      "channel": "email", "reason": None, "delivery_id": "d", "provider_message_id": "m", "template": "t",
@@ -78,6 +81,14 @@ def test_old_writer_version_is_read_with_the_new_reader_schema(codec: Codec):
     decoded = codec.decode(codec.encode("UserFollowed", v1, version=1))
     assert decoded.version == 1
     assert decoded.record == {**v1, "follower_avatar_url": None}
+
+
+@pytest.mark.parametrize(("name", "version"), [("Delivery", 1), ("NotificationRequested", 2), ("BirthdayReached", 1)])
+def test_a_record_written_before_cancellation_keys_reads_with_none(codec: Codec, name: str, version: int):
+    old = {k: v for k, v in SAMPLES[name].items() if k != "cancellation_key"}
+    decoded = codec.decode(codec.encode(name, old, version=version))
+    assert decoded.version == version and codec.catalog.latest(name).version == version + 1
+    assert decoded.record == {**old, "cancellation_key": None}
 
 
 def test_a_status_change_of_v2_reads_with_no_trace_id(codec: Codec):

@@ -20,7 +20,9 @@ from infra.tools.cli import (
     db,
     devices as devices_cli,
     dlq as dlq_cli,
+    notifications as notifications_cli,
     sandbox as sandbox_cli,
+    schedules as schedules_cli,
     schemas,
     stack,
     tail as tail_cli,
@@ -54,6 +56,8 @@ app.add_typer(templates_cli.app, name="templates")
 app.add_typer(topics_cli.app, name="topics")
 app.add_typer(sandbox_cli.app, name="sandbox")
 app.add_typer(devices_cli.app, name="devices")
+app.add_typer(notifications_cli.app, name="notifications")
+app.add_typer(schedules_cli.app, name="schedules")
 app.command("tail")(tail_cli.tail)
 
 

@@ -54,7 +54,7 @@ def expires_at(intent: Intent) -> int:
 
 
 def delivery_record(intent: Intent, channel: Channel, address: str, tmpl: CompiledTemplate, r: Rendered) -> Delivery:
-    """The Delivery (schemas/avro/herald/Delivery.v1.avsc) of one channel and address, on its first attempt."""
+    """The Delivery (schemas/avro/herald/Delivery.v2.avsc) of one channel and address, on its first attempt."""
     return Delivery(
         delivery_id=delivery_id(intent.event_id, channel, address),
         notification_id=intent.event_id,
@@ -77,4 +77,5 @@ def delivery_record(intent: Intent, channel: Channel, address: str, tmpl: Compil
         campaign_id=intent.campaign_id,
         occurred_at=intent.occurred_ms,
         expires_at=expires_at(intent),
+        cancellation_key=intent.cancellation_key,
     )

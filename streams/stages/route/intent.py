@@ -39,6 +39,7 @@ class Intent:
     variables: dict[str, Any] = field(default_factory=dict)
     campaign_id: str | None = None
     inline: Recipient | None = None  # addresses a request brought, for a user Herald does not store
+    cancellation_key: str | None = None  # a cancel of this key ends the notification 'canceled' while it waits
 
 
 def inline_recipient(user_id: str, given: dict[str, Any] | None) -> Recipient | None:
@@ -96,6 +97,11 @@ def intent_for(decoded: Decoded, cfg: RouteConfig, bulk: bool = False) -> Intent
             raise RouteError("bad_event", f"{decoded.name} {event_id}: unknown channel {ch!r}")
     channels = tuple(_CHANNEL_OF[ch] for ch in channels)
     ttl = rec.get("ttl_seconds") or route.ttl_seconds
+    cancellation_key = rec.get("cancellation_key") or None
+    if cancellation_key is not None and (not isinstance(cancellation_key, str) or "\x00" in cancellation_key
+                                         or len(cancellation_key) > MAX_ID_CHARS):
+        raise RouteError("bad_event", f"{decoded.name} {event_id}: cancellation_key holds a NUL byte or is over "
+                                      f"{MAX_ID_CHARS} characters")
     return Intent(
         event_id=event_id,
         event_type=decoded.name,
@@ -111,6 +117,7 @@ def intent_for(decoded: Decoded, cfg: RouteConfig, bulk: bool = False) -> Intent
         variables=variables,
         campaign_id=rec.get("campaign_id"),
         inline=inline_recipient(user_id, rec.get("recipient")),
+        cancellation_key=cancellation_key,
     )
 
 
