@@ -235,6 +235,8 @@ class RouteHandler:
                                                     + "; ".join(problems[:5])))
             else:
                 intents = [intent_for(decoded, self.cfg, bulk=rec.topic == self.bulk_topic)]
+                if (check := fallback_pass(rec)) is not None:   # a fallback's check: its channel alone from here on
+                    intents = [fallback_intent(intent, check) for intent in intents]
         except RouteError as exc:
             self._dead(rec, res, DeadLetter("route", exc.reason, str(exc)))
             return []
@@ -278,12 +280,7 @@ class RouteHandler:
         going: list[tuple[InRecord, Intent]] = []
         checks: list[tuple[InRecord, Intent, FallbackPass]] = []
         for rec, intent in live:
-            try:
-                check = fallback_pass(rec)
-            except RouteError as exc:
-                self._dead(rec, res, DeadLetter("route", exc.reason, str(exc)))
-                continue
-            if check is not None:
+            if (check := fallback_pass(rec)) is not None:   # its headers were read once already in _admit
                 checks.append((rec, intent, check))
                 continue
             going.append((rec, intent))
@@ -304,7 +301,7 @@ class RouteHandler:
             if reached.get(intent.event_id, set()) & check.met_by:
                 self._status(res, rec, intent, Status.SKIPPED, check.channel, f"fallback_not_needed: {check.unless}")
             else:
-                going.append((rec, fallback_intent(intent, check)))
+                going.append((rec, intent))
                 res.count("fallback", check.channel)
         return going
 

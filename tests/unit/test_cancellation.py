@@ -141,3 +141,28 @@ def test_a_cancel_between_two_provider_calls_stops_the_second():
         assert await env.ledger(ds[2].delivery_id) == (LedgerStatus.FAILED, 1)
 
     asyncio.run(scenario())
+
+
+def test_a_canceled_notification_ends_its_waiting_fallback_canceled_and_sends_nothing():
+    env = MemoryRouteEnv()
+
+    async def scenario() -> None:
+        from dataclasses import replace
+
+        from streams.routes import Fallback
+        from tests.unit.test_route_handler import CFG
+
+        request_route = replace(CFG.routes["NotificationRequested"], fallback=Fallback(600, "delivered", "sms"))
+        handler = env.handler(replace(CFG, routes={**CFG.routes, "NotificationRequested": request_route}))
+        uid = env.uid()
+        await env.add_user(Recipient(id=uid, email=f"{uid}@example.test", phone="+4366400002"))
+        event = request(uid, "weekly_digest", ["email"], {"headline": "News"}, cancellation_key="cart:8")
+        await handler.handle([record(env, "NotificationRequested", event)])
+        rows = list(env.stores.scheduled.rows.values())  # type: ignore[attr-defined]
+        assert [(r.kind, r.cancellation_key) for r in rows] == [("fallback", "cart:8")]   # a key cancel marks it too
+        _route_rows(env).cancel(CancelKind.NOTIFICATION, event["event_id"])
+        out = await handler.handle([await env.published(event["event_id"], "fallback")])
+        assert statuses(env, out, event["event_id"]) == [("sms", "canceled", REASON_BY_ID)]
+        assert deliveries(env, out, event["event_id"]) == []
+
+    asyncio.run(scenario())
