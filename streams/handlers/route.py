@@ -52,7 +52,7 @@ from streams.stages.route.limits import Counter, counters
 from streams.stages.route.recipient import TEMPLATE_VIEW_KEYS, Recipient
 from streams.stages.route.render import RenderFailure, render, render_prepared
 from streams.stages.route.split import Plans, PreparedParts, plan_template, prepare_template
-from streams.stages.route.timing import is_expired, is_for_later, quiet_until
+from streams.stages.route.timing import is_expired, is_for_later, quiet_until, window_opens
 from streams.stages.status_change import status_record
 from streams.stores.batch import MemoryBatch, PipelineBatch, RedisBatch, RoundTrips
 from streams.stores.campaigns import CancelStore, MemoryCampaignRows, PostgresCampaignRows
@@ -68,6 +68,7 @@ from streams.stores.recipients import (
     RedisRecipientStore,
 )
 from streams.stores.scheduled_rows import (
+    Kind,
     MemoryScheduledRows,
     PostgresScheduledRows,
     ScheduledRow,
@@ -345,6 +346,10 @@ class RouteHandler:
         defer_until = None
         if c.channel in self.cfg.quiet_hours_channels and not intent.critical:
             defer_until = quiet_until(now, recipient.time_zone, recipient.quiet_start, recipient.quiet_end)
+        why: Kind = "quiet_hours"
+        if intent.window is not None and (opens := window_opens(now, recipient.time_zone, intent.window)) is not None \
+                and (defer_until is None or opens > defer_until):
+            defer_until, why = opens, "send_window"   # outside the campaign's window: waits for it in the scheduler
         limit = settings.max_record_bytes
         if intent.lane == Lane.BULK and defer_until is None:
             # packed into DeliveryChunk records at the end of the batch, encoded there in one pass
@@ -367,9 +372,9 @@ class RouteHandler:
                                               f"{limit:,}-byte record limit (HERALD_MAX_RECORD_BYTES)")
         for d, value in encoded:
             if defer_until is not None:
-                res.scheduled.append(ScheduledRow(defer_until, topic, key, value, {TRACE: trace}, "quiet_hours",
-                                                  intent.event_id, f"quiet_hours:{d.delivery_id}"))
-                self._status(res, c.rec, intent, Status.DEFERRED, c.channel, "quiet_hours", d.delivery_id)
+                res.scheduled.append(ScheduledRow(defer_until, topic, key, value, {TRACE: trace}, why,
+                                                  intent.event_id, f"{why}:{d.delivery_id}"))
+                self._status(res, c.rec, intent, Status.DEFERRED, c.channel, why, d.delivery_id)
             else:
                 res.out.append(OutRecord(topic, key, value, headers))
                 if intent.lane != Lane.BULK or settings.queued_status_bulk:

@@ -23,7 +23,7 @@ FROM unnest(%s::timestamptz[], %s::text[], %s::bytea[], %s::bytea[], %s::text[],
 ON CONFLICT (dedup_key) DO NOTHING
 """
 
-Kind = Literal["send_at", "quiet_hours"]
+Kind = Literal["send_at", "quiet_hours", "send_window"]
 
 
 @dataclass(slots=True)

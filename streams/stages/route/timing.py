@@ -48,3 +48,11 @@ def quiet_until(now_ms: int, tz_name: str | None, start: time | None, end: time 
     end_local = naive_end.replace(tzinfo=tz)
     # a wall-clock end inside a DST gap or fold still maps to one instant; never earlier than now
     return max(int(end_local.timestamp() * 1000), now_ms + 1)
+
+
+def window_opens(now_ms: int, tz_name: str | None, window: tuple[time, time]) -> int | None:
+    """When the send window next opens (ms since epoch) if ``now`` is outside it in the user's zone, else None.
+
+    Outside the window [start, end) is the quiet window [end, start): it ends where the send window opens.
+    """
+    return quiet_until(now_ms, tz_name, window[1], window[0])
