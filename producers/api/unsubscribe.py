@@ -4,7 +4,8 @@ The link comes from the ``List-Unsubscribe`` header of a marketing email
 (``infra.unsubscribe``); the signed token is its only credential, so the
 endpoint takes no API key. The mail provider (Gmail, Yahoo) POSTs
 ``List-Unsubscribe=One-Click``; a ``GET`` (a person who opened the link, or a
-link scanner) changes nothing and shows a page with one button that POSTs it.
+link scanner) changes nothing and shows a page with one button that POSTs it
+(a bad link: the same JSON error as the POST).
 The change is the one ``PUT /v1/users/{id}/preferences`` makes (the category
 set to false in ``preferences.categories``, every other preference kept) and
 the cached recipient is dropped in the same step, so the next campaign skips
@@ -88,7 +89,12 @@ def _one_click(body: bytes, content_type: str) -> bool:
         return False
 
 
-@router.post("/v1/unsubscribe/{token}", response_model=Unsubscribed, responses=RESPONSES)
+ONE_CLICK_BODY = {"requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+    "type": "object", "required": ["List-Unsubscribe"],
+    "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}}}}}
+
+
+@router.post("/v1/unsubscribe/{token}", response_model=Unsubscribed, responses=RESPONSES, openapi_extra=ONE_CLICK_BODY)
 async def unsubscribe(token: Token, request: Request, res: Resources) -> Unsubscribed:
     """One-click unsubscribe (RFC 8058), no API key: the signed token names the user and the category it turns off."""
     check_request_parts(request)
@@ -103,17 +109,14 @@ async def unsubscribe(token: Token, request: Request, res: Resources) -> Unsubsc
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Unsubscribe</title></head>
 <body><p>{message}</p>{form}</body></html>
-"""
+"""   # a bad link answers the JSON error body, as every other route
 
 
 @router.get("/v1/unsubscribe/{token}", response_class=HTMLResponse, responses=RESPONSES)
 async def unsubscribe_page(token: Token, request: Request, res: Resources) -> HTMLResponse:
     """The link opened in a browser: changes nothing (link scanners open links too), offers one button that POSTs."""
     check_request_parts(request)
-    try:
-        _, category = read_token(res.settings.unsubscribe.secret.get_secret_value().encode(), token)
-    except TokenError as exc:
-        return HTMLResponse(PAGE.format(message=html.escape(str(exc)), form=""), TOKEN_STATUS[exc.reason])
+    _, category = _read(res, token)
     form = (f'<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
             f'<button type="submit">Unsubscribe from {html.escape(category)} email</button></form>')
     return HTMLResponse(PAGE.format(message=f"Stop receiving {html.escape(category)} email?", form=form))
