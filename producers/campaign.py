@@ -184,8 +184,8 @@ class Pacer:
 
 
 def paced_sizes(rate_per_minute: int | None, per_record: int, chunk_size: int) -> tuple[int, int]:
-    """(recipients per record, per acknowledged chunk) at a rate: a record holds about two seconds' worth and a chunk
-    ten (production looks for a cancel after each chunk); unpaced, the sizes as given."""
+    """(recipients per record, per acknowledged chunk) at a rate of recipients a minute: a record holds about two
+    seconds' worth and a chunk ten (production looks for a cancel after each chunk); unpaced, the sizes as given."""
     if rate_per_minute is None:
         return per_record, chunk_size
     record = max(1, min(per_record, rate_per_minute // 30))
@@ -329,7 +329,8 @@ def produce(
     extra = dict(producer_extra or {})
     if spec.rate_per_minute is not None:   # one paced producer; its records and chunks sized to the rate
         procs = 1
-        extra["per_record"], chunk_size = paced_sizes(spec.rate_per_minute, extra.get("per_record", RECIPIENTS_PER_RECORD),
+        recipients_per_minute = max(1, spec.rate_per_minute // len(spec.channels))
+        extra["per_record"], chunk_size = paced_sizes(recipients_per_minute, extra.get("per_record", RECIPIENTS_PER_RECORD),
                                                       chunk_size)
     jobs = _chunks(recipients, skip, chunk_size, rejected, rejected_count)
     produced, sent = skip, 0

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path as PathParam, Query, Request
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from infra.settings import Settings
 from producers import campaign as cp, campaign_run as run
@@ -234,8 +234,10 @@ async def upload_campaign(
         params = CampaignParams(template=template, variables=shared, category=category,
                                 channels=channel or [Channel.EMAIL], send_at=send_at, id=id,
                                 rate_per_minute=rate_per_minute, send_window=send_window)
-    except ValueError as exc:
-        raise ApiError(422, "validation_failed", str(exc).splitlines()[-1] if str(exc) else "invalid") from exc
+    except ValidationError as exc:   # name the parameter and the problem (str(exc) ends with a pydantic URL)
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "query"
+        raise ApiError(422, "validation_failed", f"{where}: {first['msg']}") from exc
     cid = params.id or cp.new_campaign_id()
     path = _new_path(res.settings, cid, ext)
     limit = res.settings.campaign.max_upload_bytes

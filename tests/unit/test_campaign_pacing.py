@@ -80,7 +80,7 @@ def test_a_chunk_with_an_unreadable_window_is_a_dead_letter_naming_it():
              "user_variables_json": [], "send_window": "soon"}
     rec = InRecord(env.settings.topic("bulk"), 0, 2, b"chunk", env.codec.encode("CampaignChunk", chunk))
     [letter] = asyncio.run(env.handler().handle([rec]))
-    assert letter.topic == env.settings.topic("dlq") and b"send window 'soon'" in dict(letter.headers)[ERROR_TEXT]
+    assert letter.topic == env.settings.topic("dlq") and b"send window: expected HH:MM-HH:MM" in dict(letter.headers)[ERROR_TEXT]
 
 
 class FakeClock:

@@ -13,10 +13,10 @@ def parse_window(text: str) -> tuple[time, time]:
             raise ValueError
         start, end = time.fromisoformat(start_text.strip()), time.fromisoformat(end_text.strip())
     except ValueError:
-        raise ValueError(f"send window {text!r}: expected HH:MM-HH:MM, like 09:00-18:00") from None
+        raise ValueError("send window: expected HH:MM-HH:MM, like 09:00-18:00") from None
     if start.tzinfo is not None or end.tzinfo is not None:
-        raise ValueError(f"send window {text!r}: no UTC offset; the window is in each recipient's own time zone")
+        raise ValueError("send window: no UTC offset; the window is in each recipient's own time zone")
     if start == end:
-        raise ValueError(f"send window {text!r}: starts where it ends")
+        raise ValueError("send window: starts where it ends")
     return start, end
 
