@@ -52,7 +52,7 @@ from streams.stages.route.limits import Counter, counters
 from streams.stages.route.recipient import TEMPLATE_VIEW_KEYS, Recipient
 from streams.stages.route.render import RenderFailure, render, render_prepared
 from streams.stages.route.split import Plans, PreparedParts, plan_template, prepare_template
-from streams.stages.route.timing import is_expired, is_for_later, quiet_until, window_opens
+from streams.stages.route.timing import is_expired, is_for_later, next_allowed, quiet_until
 from streams.stages.status_change import status_record
 from streams.stores.batch import MemoryBatch, PipelineBatch, RedisBatch, RoundTrips
 from streams.stores.campaigns import CancelStore, MemoryCampaignRows, PostgresCampaignRows
@@ -347,9 +347,11 @@ class RouteHandler:
         if c.channel in self.cfg.quiet_hours_channels and not intent.critical:
             defer_until = quiet_until(now, recipient.time_zone, recipient.quiet_start, recipient.quiet_end)
         why: Kind = "quiet_hours"
-        if intent.window is not None and (opens := window_opens(now, recipient.time_zone, intent.window)) is not None \
-                and (defer_until is None or opens > defer_until):
-            defer_until, why = opens, "send_window"   # outside the campaign's window: waits for it in the scheduler
+        if intent.window is not None:   # a campaign's send window: waits for a time it and the quiet hours allow
+            quiet = c.channel in self.cfg.quiet_hours_channels and not intent.critical
+            allowed = next_allowed(now, recipient.time_zone, intent.window, recipient.quiet_start if quiet else None,
+                                   recipient.quiet_end if quiet else None)
+            defer_until, why = allowed if allowed is not None else (None, why)
         limit = settings.max_record_bytes
         if intent.lane == Lane.BULK and defer_until is None:
             # packed into DeliveryChunk records at the end of the batch, encoded there in one pass

@@ -15,7 +15,7 @@ from infra.kafka.records import InRecord
 from producers import campaign as cp
 from producers.campaign_source import Recipient as Row
 from streams.stages.route.recipient import Recipient
-from streams.stages.route.timing import window_opens
+from streams.stages.route.timing import next_allowed, window_opens
 from streams.stages.route.window import parse_window
 from tests.unit.test_route_handler import MemoryRouteEnv, decoded, statuses
 
@@ -145,3 +145,34 @@ def test_a_v1_chunk_without_a_window_is_still_read():
           "category": "marketing", "variables_json": "{}", "user_ids": ["u"], "user_variables_json": []}
     decoded_v1 = env.codec.decode(env.codec.encode("CampaignChunk", v1, version=1))
     assert decoded_v1.version == 1 and decoded_v1.record["send_window"] is None
+
+
+@pytest.mark.parametrize("now,quiet,window,expect", [
+    ("05:30", (22, 7), "06:00-06:45", ("02T07:00", "quiet_hours")),   # the window lies inside the quiet hours:
+    ("12:00", (22, 7), "06:00-06:45", None),                          # quiet hours win (when they end, or now)
+    ("05:30", (22, 7), "06:00-08:00", ("02T07:00", "quiet_hours")),   # quiet until 07:00, the window open by then
+    ("05:30", (22, 6), "06:30-08:00", ("02T06:30", "send_window")),   # quiet until 06:00, the window opens 06:30
+    ("08:15", (8, 9), "07:00-08:30", ("03T07:00", "send_window")),    # quiet past the window's end: tomorrow's
+    ("07:50", (8, 9), "07:00-08:30", None),                           # in the window, not quiet: now
+    ("12:00", None, "09:00-18:00", None),
+])
+def test_the_window_and_the_quiet_hours_together_wait_for_a_time_both_allow(now, quiet, window, expect):
+    qs, qe = (time(quiet[0]), time(quiet[1])) if quiet else (None, None)
+    got = next_allowed(ms(f"2026-03-02T{now}"), "UTC", parse_window(window), qs, qe)
+    assert got == ((ms(f"2026-03-{expect[0]}"), expect[1]) if expect else None)
+
+
+def test_route_defers_a_push_to_a_time_the_window_and_the_quiet_hours_both_allow(monkeypatch):
+    now = ms("2026-03-02T05:30")
+    monkeypatch.setattr("streams.handlers.route.now_ms", lambda: now)
+    env = MemoryRouteEnv()
+    env.stores.recipients.add(Recipient("q", devices=["tok-q"], time_zone="UTC",  # type: ignore[attr-defined]
+                                        quiet_start=time(22), quiet_end=time(6)))
+    chunk = {"chunk_id": "cq:0", "occurred_at": now, "campaign_id": "cq", "template": "weekly_digest",
+             "channels": ["push"], "category": "marketing", "variables_json": "{}", "user_ids": ["q"],
+             "user_variables_json": [], "send_window": "06:30-08:00"}
+    rec = InRecord(env.settings.topic("bulk"), 0, 3, b"chunk", env.codec.encode("CampaignChunk", chunk))
+    out = asyncio.run(env.handler().handle([rec]))
+    assert statuses(env, out, "cq:q") == [("push", "deferred", "send_window")]
+    [row] = env.stores.scheduled.rows.values()  # type: ignore[attr-defined]
+    assert row.due_ms == ms("2026-03-02T06:30")
