@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import time
 from email.utils import parseaddr
-from urllib.parse import quote
 
 from infra.settings import Settings
 
@@ -43,7 +41,7 @@ def _unb64(text: str) -> bytes:
 
 def make_token(secret: bytes, user_id: str, category: str, expires_at: int) -> str:
     payload = f"{VERSION}|{int(expires_at)}|{category}|{user_id}".encode()
-    mac = hmac.new(secret, payload, hashlib.sha256).digest()
+    mac = hmac.digest(secret, payload, "sha256")   # the one-shot C path: a few microseconds a message
     return f"{_b64(payload)}.{_b64(mac)}"
 
 
@@ -56,7 +54,7 @@ def read_token(secret: bytes, token: str, now: float | None = None) -> tuple[str
         payload, mac = _unb64(head), _unb64(tail)
     except (ValueError, binascii.Error) as exc:
         raise TokenError("malformed", "this unsubscribe link is malformed (was it cut short?)") from exc
-    if not hmac.compare_digest(mac, hmac.new(secret, payload, hashlib.sha256).digest()):
+    if not hmac.compare_digest(mac, hmac.digest(secret, payload, "sha256")):
         raise TokenError("forged", "this unsubscribe link is not one Herald signed (forged, altered, or signed with "
                                    "another HERALD_UNSUBSCRIBE__SECRET)")
     try:
@@ -103,6 +101,7 @@ class Unsubscribe:
         expires = int(time.time() if now is None else now) + self.valid_seconds
         token = make_token(self.secret, user_id, category, expires)
         return {
-            "List-Unsubscribe": f"<{self.url(token)}>, <mailto:{self.mailto}?subject={quote('unsubscribe ' + token)}>",
+            # a token is base64url and '.': nothing in it needs percent-encoding
+            "List-Unsubscribe": f"<{self.url(token)}>, <mailto:{self.mailto}?subject=unsubscribe%20{token}>",
             "List-Unsubscribe-Post": ONE_CLICK,
         }
