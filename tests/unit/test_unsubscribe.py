@@ -94,3 +94,18 @@ def test_sendgrid_carries_the_headers_per_personalization_for_marketing_only():
     first, second = body["personalizations"]
     assert first["headers"]["List-Unsubscribe-Post"] == ONE_CLICK and "/v1/unsubscribe/" in first["headers"]["List-Unsubscribe"]
     assert "headers" not in second and "headers" not in body
+
+
+def test_sendgrid_opt_out_events_are_translated_not_skipped():
+    from producers.api.provider_events import OptOut, from_sendgrid
+
+    t = from_sendgrid([
+        {"event": "unsubscribe", "sg_message_id": "M.f", "herald_notification_id": "c1:u1", "herald_delivery_id": "d1"},
+        {"event": "group_unsubscribe", "sg_message_id": "M.f", "herald_delivery_id": "d2", "asm_group_id": 3},
+        {"event": "spamreport", "sg_message_id": "M.f", "herald_notification_id": "n3"},
+        {"event": "spamreport", "sg_message_id": "M.f"},   # no Herald id: not Herald's message
+        {"event": "delivered", "sg_message_id": "M.f"},
+    ], 0)
+    assert t.opt_outs == [OptOut("unsubscribe", "c1:u1", "d1"), OptOut("group_unsubscribe", None, "d2"),
+                          OptOut("spamreport", "n3", None)]
+    assert t.skipped == {"sendgrid:spamreport:no_herald_id": 1} and len(t.receipts) == 1
