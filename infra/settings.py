@@ -205,6 +205,27 @@ class ConsoleConfig(BaseModel):
     refresh_seconds: float = Field(5.0, gt=0, description="how often the console's pages refresh their numbers")
 
 
+SANDBOX_UNSUBSCRIBE_SECRET = "herald-sandbox-unsubscribe-secret"
+
+
+class UnsubscribeConfig(BaseModel):
+    """One-click unsubscribe of marketing email (``settings.unsubscribe``; variables ``HERALD_UNSUBSCRIBE__*``)."""
+
+    secret: SecretStr = Field(
+        SecretStr(SANDBOX_UNSUBSCRIBE_SECRET),
+        description="HMAC key of the unsubscribe links (a secret; HERALD_UNSUBSCRIBE__SECRET_FILE reads it from a file)",
+    )
+    base_url: str | None = Field(
+        None, description="where the links point (unset: HERALD_API__PUBLIC_URL, else the local API address)"
+    )
+    mailto: str | None = Field(None, description="the List-Unsubscribe mailto address (unset: unsubscribe@ the sender's domain)")
+    categories: list[str] = Field(
+        ["marketing"], description="categories whose email carries List-Unsubscribe and that a link or a SendGrid "
+                                   "unsubscribe/spamreport event turns off"
+    )
+    valid_days: int = Field(60, ge=1, description="days an unsubscribe link works after the email was sent")
+
+
 class OtelConfig(BaseModel):
     """OpenTelemetry spans (``settings.otel``; variables ``HERALD_OTEL__*``); off unless an endpoint is set."""
 
@@ -334,6 +355,9 @@ class Settings(BaseSettings):
     worker: WorkerConfig = Field(default_factory=WorkerConfig, description="herald worker: liveness, stop bound, static membership, engines")
     campaign: CampaignConfig = Field(
         default_factory=CampaignConfig, description="campaigns: pre-flight estimate and sample, cancel, uploads"
+    )
+    unsubscribe: UnsubscribeConfig = Field(
+        default_factory=UnsubscribeConfig, description="one-click unsubscribe: link secret, base URL, mailto, categories"
     )
     otel: OtelConfig = Field(default_factory=OtelConfig, description="OpenTelemetry spans: the OTLP endpoint, the service name")
     retention: RetentionConfig = Field(
@@ -566,6 +590,10 @@ def sandbox_credentials_problems(s: Settings) -> list[str]:
     if s.api.public_url and not _local(s.api.public_url, local) and s.twilio_auth_token.get_secret_value() == SANDBOX_TWILIO_AUTH_TOKEN:
         problems.append(f"HERALD_API__PUBLIC_URL is {s.api.public_url}: Twilio webhooks would be checked with the sandbox's "
                         "token, so anyone could forge them; set HERALD_TWILIO_AUTH_TOKEN (or _FILE)")
+    unsub = s.unsubscribe.base_url or s.api.public_url
+    if unsub and not _local(unsub, local) and s.unsubscribe.secret.get_secret_value() == SANDBOX_UNSUBSCRIBE_SECRET:
+        problems.append(f"unsubscribe links point at {unsub}: anyone could sign them with the sandbox's secret; set "
+                        "HERALD_UNSUBSCRIBE__SECRET (or _FILE)")
     if not _local(s.fcm_url, local) and s.fcm_credentials_file is None:
         problems.append(f"HERALD_FCM_URL is {s.fcm_url}: set HERALD_FCM_CREDENTIALS_FILE (the sandbox's generated one is used otherwise)")
     if s.apns.enabled and not _local(s.apns.url, local) and s.apns.key_file is None and s.apns.key is None:

@@ -31,6 +31,7 @@ from infra.settings import Settings
 from producers.campaign_source import Recipient, Rejected
 from schemas.codec import Codec
 from schemas.vocabulary import CHANNELS
+from streams.stages.route.window import parse_window
 
 
 class CampaignError(RuntimeError):
@@ -45,10 +46,16 @@ class CampaignSpec:
     channels: tuple[str, ...] = ("email",)
     category: str = "marketing"
     variables: dict[str, Any] = field(default_factory=dict)
+    rate_per_minute: int | None = None   # recipients produced per minute at most (None: as fast as the producer goes)
+    send_window: str | None = None       # "09:00-18:00" in each recipient's time zone (None: any time)
 
     def __post_init__(self) -> None:
         if not self.template:
             raise ValueError("a campaign needs a template code")
+        if self.rate_per_minute is not None and self.rate_per_minute < 1:
+            raise ValueError(f"the rate must be at least 1 message per minute, got {self.rate_per_minute}")
+        if self.send_window is not None:
+            parse_window(self.send_window)   # raises ValueError naming the problem
         if not self.channels or any(c not in CHANNELS for c in self.channels):
             raise ValueError(f"channels must be some of {', '.join(CHANNELS)}; got {', '.join(self.channels) or 'none'}")
 
@@ -102,6 +109,7 @@ def chunk_record(spec: CampaignSpec, first: int, recipients: list[Recipient], oc
         "variables_json": base_variables_json,
         "user_ids": [r.user_id for r in recipients],
         "user_variables_json": own if any(v is not None for v in own) else [],
+        "send_window": spec.send_window,
     }
 
 
@@ -121,10 +129,10 @@ class CampaignRow:
 def create(conn: psycopg.Connection, spec: CampaignSpec, total: int) -> None:
     try:
         conn.execute(
-            "INSERT INTO campaigns (id, template, source, total, produced, status, channels, category, variables) "
-            "VALUES (%s, %s, %s, %s, 0, 'producing', %s, %s, %s)",
+            "INSERT INTO campaigns (id, template, source, total, produced, status, channels, category, variables, "
+            "rate_per_minute, send_window) VALUES (%s, %s, %s, %s, 0, 'producing', %s, %s, %s, %s, %s)",
             (spec.id, spec.template, json.dumps(spec.source), total, list(spec.channels), spec.category,
-             json.dumps(spec.variables)),
+             json.dumps(spec.variables), spec.rate_per_minute, spec.send_window),
         )
     except psycopg.errors.UniqueViolation as exc:
         raise CampaignError(f"campaign {spec.id} already exists; continue it with --resume {spec.id}") from exc
@@ -132,14 +140,14 @@ def create(conn: psycopg.Connection, spec: CampaignSpec, total: int) -> None:
 
 def load(conn: psycopg.Connection, campaign_id: str) -> CampaignRow | None:
     row = conn.execute(
-        "SELECT id, template, source, channels, category, variables, total, produced, status, error, created_at, finished_at "
-        "FROM campaigns WHERE id = %s",
+        "SELECT id, template, source, channels, category, variables, total, produced, status, error, created_at, finished_at, "
+        "rate_per_minute, send_window FROM campaigns WHERE id = %s",
         (campaign_id,),
     ).fetchone()
     if row is None:
         return None
-    cid, template, source, channels, category, variables, total, produced, status, error, created, finished = row
-    spec = CampaignSpec(cid, template, json.loads(source), tuple(channels), category, variables or {})
+    cid, template, source, channels, category, variables, total, produced, status, error, created, finished, rate, window = row
+    spec = CampaignSpec(cid, template, json.loads(source), tuple(channels), category, variables or {}, rate, window)
     return CampaignRow(spec, total, produced, status, error, created, finished)
 
 
@@ -153,6 +161,36 @@ def set_progress(conn: psycopg.Connection, campaign_id: str, produced: int, stat
 
 
 # --- producing ------------------------------------------------------------------
+
+class Pacer:
+    """A campaign's rate: the n-th message may leave no earlier than n / rate after the first (a steady average, in
+    bursts of one record). ``wait`` returns False when ``stop`` was set while it waited."""
+
+    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_second = per_minute / 60.0
+        self.clock = clock
+        self.started: float | None = None
+        self.sent = 0
+
+    def wait(self, n: int, stop: threading.Event) -> bool:
+        now = self.clock()
+        if self.started is None:
+            self.started = now
+        due = self.started + self.sent / self.per_second
+        if due > now and stop.wait(due - now):
+            return False
+        self.sent += n
+        return True
+
+
+def paced_sizes(rate_per_minute: int | None, per_record: int, chunk_size: int) -> tuple[int, int]:
+    """(recipients per record, per acknowledged chunk) at a rate of recipients a minute: a record holds about two
+    seconds' worth and a chunk ten (production looks for a cancel after each chunk); unpaced, the sizes as given."""
+    if rate_per_minute is None:
+        return per_record, chunk_size
+    record = max(1, min(per_record, rate_per_minute // 30))
+    return record, max(record, min(chunk_size, rate_per_minute // 6))
+
 
 @dataclass
 class ChunkResult:
@@ -171,6 +209,7 @@ class ChunkProducer:
         self.per_record = max(1, per_record)
         self.stop = stop or threading.Event()
         self.spec = spec
+        self.pacer = Pacer(spec.rate_per_minute) if spec.rate_per_minute else None
         self.codec = codec or Codec()
         self.timeout = timeout
         self._errors: list[str] = []
@@ -193,11 +232,15 @@ class ChunkProducer:
         occurred = int(time.time() * 1000)
         step = self.per_record
         for at in range(0, len(chunk), step):
-            if self.stop.is_set():   # Ctrl-C: this chunk counts as not produced; a resume sends it again
+            part = chunk[at:at + step]
+            # Ctrl-C or a stop (also while a paced record waits its turn): this chunk counts as not produced; a resume
+            # sends it again
+            if self.stop.is_set() or (self.pacer is not None and not self.pacer.wait(len(part) * len(spec.channels),
+                                                                                     self.stop)):
                 self._producer.flush(5)
                 self._errors = []
                 return ChunkResult(index, 0, [])
-            rec = chunk_record(spec, first + at, chunk[at:at + step], occurred, self._base_vars)
+            rec = chunk_record(spec, first + at, part, occurred, self._base_vars)
             name = rec["chunk_id"].encode()
             produce(self.topic, encode("CampaignChunk", rec), name, [(TRACE, name)])
         left = self._producer.flush(self.timeout)
@@ -283,8 +326,13 @@ def produce(
     """
     rejected: list[Rejected] = []
     rejected_count = [0]
+    extra = dict(producer_extra or {})
+    if spec.rate_per_minute is not None:   # one paced producer; its records and chunks sized to the rate
+        procs = 1
+        recipients_per_minute = max(1, spec.rate_per_minute // len(spec.channels))
+        extra["per_record"], chunk_size = paced_sizes(recipients_per_minute, extra.get("per_record", RECIPIENTS_PER_RECORD),
+                                                      chunk_size)
     jobs = _chunks(recipients, skip, chunk_size, rejected, rejected_count)
-    extra = producer_extra or {}
     produced, sent = skip, 0
     errors: list[str] = []
     interrupted = False

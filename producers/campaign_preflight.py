@@ -188,4 +188,6 @@ def check(conn: psycopg.Connection, spec: CampaignSpec, recipients: Iterable[Rec
                 raise PreflightError("render_error", f"recipient {r.user_id} does not render: {got.message}")
         pf.sampled += 1
     pf.estimate_seconds = pf.total * len(spec.channels) / delivery_rate if delivery_rate > 0 else 0.0
+    if spec.rate_per_minute:   # paced: no faster than its rate (a send window may stretch it further)
+        pf.estimate_seconds = max(pf.estimate_seconds, pf.total * len(spec.channels) * 60 / spec.rate_per_minute)
     return pf

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from infra.settings import Settings
+from infra.unsubscribe import Unsubscribe
 from schemas.vocabulary import Channel
 from sinks.base import Sink
 
@@ -37,11 +38,12 @@ def build_sink(settings: Settings, channel: str, provider: str | None = None) ->
 
         pw = settings.smtp_password.get_secret_value() if settings.smtp_password else None
         return SmtpSink(settings.smtp_host, settings.smtp_port, settings.email_from, settings.smtp_username, pw,
-                        connections=settings.smtp_connections)
+                        connections=settings.smtp_connections, unsubscribe=Unsubscribe.from_settings(settings))
     if provider == "sendgrid":
         from sinks.sendgrid import SendGridSink
 
-        return SendGridSink(settings.sendgrid_api_key.get_secret_value(), settings.sendgrid_host, settings.email_from)
+        return SendGridSink(settings.sendgrid_api_key.get_secret_value(), settings.sendgrid_host, settings.email_from,
+                            unsubscribe=Unsubscribe.from_settings(settings))
     if provider == "twilio":
         from sinks.twilio import TwilioSink
 

@@ -16,6 +16,7 @@ from email.utils import formataddr, formatdate, parseaddr
 ENCODED_WORD_BYTES = 45     # 60 base64 characters: '=?utf-8?b?' + 60 + '?=' stays under RFC 2047's 75
 PLAIN_HEADER_MAX = 900      # a plain header line stays far below SMTP's 998
 BODY_LINE_MAX = 998
+_FOLD = ",\r\n "           # a list header folded after each comma
 
 
 def header_value(value: str) -> str:
@@ -56,8 +57,11 @@ def _part(content_type: str, body: str) -> list[str]:
 
 
 def render(*, sender: str, to: str, subject: str, message_id: str, delivery_id: str, text: str,
-           html: str | None) -> bytes:
-    """The whole message (``sender`` already formatted by ``address_header``); UTF-8 only in a non-ASCII ``to``."""
+           html: str | None, extra: dict[str, str] | None = None) -> bytes:
+    """The whole message (``sender`` already formatted by ``address_header``); UTF-8 only in a non-ASCII ``to``.
+
+    ``extra`` headers (List-Unsubscribe) are Herald's own ASCII values; a comma-separated list is folded after
+    each comma."""
     head = [
         f"From: {sender}",
         f"To: {to}",
@@ -68,6 +72,8 @@ def render(*, sender: str, to: str, subject: str, message_id: str, delivery_id: 
         f"X-Herald-Delivery-Id: {delivery_id}",
         "MIME-Version: 1.0",
     ]
+    if extra:
+        head += [f"{name}: {value.replace(', ', _FOLD)}" for name, value in extra.items()]
     if not html:
         lines = head + _part("text/plain", text)
     else:

@@ -29,6 +29,7 @@ from typing import Any
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
+from infra.unsubscribe import Unsubscribe
 from schemas.records import Delivery
 from schemas.vocabulary import SENDGRID_DELIVERY_ARG, SENDGRID_NOTIFICATION_ARG, Channel
 from sinks.base import Result, Sent, parse_retry_after
@@ -45,7 +46,9 @@ class SendGridSink:
     channel = Channel.EMAIL
     max_batch = 1000
 
-    def __init__(self, api_key: str, host: str, sender: str, timeout: float = 30.0) -> None:
+    def __init__(self, api_key: str, host: str, sender: str, timeout: float = 30.0,
+                 unsubscribe: Unsubscribe | None = None) -> None:
+        self._unsubscribe = unsubscribe
         self._sg = SendGridAPIClient(api_key, host=host)
         self._sg.client.timeout = timeout
         self._sender = sender
@@ -132,6 +135,8 @@ class SendGridSink:
                 "subject": d.subject or "",
                 "custom_args": {SENDGRID_DELIVERY_ARG: d.delivery_id, SENDGRID_NOTIFICATION_ARG: d.notification_id},
             }
+            if self._unsubscribe is not None and (headers := self._unsubscribe.headers(d.user_id, d.category)):
+                p["headers"] = headers   # RFC 8058 one-click unsubscribe, per recipient
             if not inline:
                 subs = {text_tag: d.text}
                 if d.html:

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from email.utils import make_msgid
 from typing import NamedTuple
 
+from infra.unsubscribe import Unsubscribe
 from schemas.records import Delivery
 from schemas.vocabulary import Channel
 from sinks import mime
@@ -35,10 +36,12 @@ class SmtpSink:
     channel = Channel.EMAIL
 
     def __init__(self, host: str, port: int, sender: str, username: str | None = None,
-                 password: str | None = None, timeout: float = 10.0, max_batch: int = 200, connections: int = 4) -> None:
+                 password: str | None = None, timeout: float = 10.0, max_batch: int = 200, connections: int = 4,
+                 unsubscribe: Unsubscribe | None = None) -> None:
         self.host, self.port, self.sender = host, port, sender
         self.max_batch = max_batch
-        self._pool = [_Connection(host, port, sender, username, password, timeout) for _ in range(max(1, connections))]
+        self._pool = [_Connection(host, port, sender, username, password, timeout, unsubscribe)
+                      for _ in range(max(1, connections))]
         # threads of its own: the loop's default executor is shared with every other blocking call of the worker
         self._threads = ThreadPoolExecutor(len(self._pool), thread_name_prefix="smtp")
 
@@ -64,8 +67,9 @@ class _Connection:
     """One kept-alive SMTP connection, used by one thread at a time; re-opened once when the server dropped it."""
 
     def __init__(self, host: str, port: int, sender: str, username: str | None, password: str | None,
-                 timeout: float) -> None:
+                 timeout: float, unsubscribe: Unsubscribe | None = None) -> None:
         self.host, self.port, self.sender = host, port, sender
+        self.unsubscribe = unsubscribe
         self.username, self.password = username, password
         self.timeout = timeout
         self._conn: smtplib.SMTP | None = None
@@ -103,7 +107,7 @@ class _Connection:
 
     def _send_one(self, d: Delivery) -> Result:
         try:
-            msg = build_message(d, self.sender)
+            msg = build_message(d, self.sender, self.unsubscribe)
         except DeliveryError as err:
             return err
         except (ValueError, TypeError, LookupError) as exc:  # the email package refused a value
@@ -167,8 +171,11 @@ class Mail(NamedTuple):
     raw: bytes
 
 
-def build_message(d: Delivery, sender: str) -> Mail:
-    """The MIME bytes of one delivery; raises ``Permanent``/``InvalidAddress`` for a value it cannot carry."""
+def build_message(d: Delivery, sender: str, unsubscribe: Unsubscribe | None = None) -> Mail:
+    """The MIME bytes of one delivery; raises ``Permanent``/``InvalidAddress`` for a value it cannot carry.
+
+    A delivery of an unsubscribable category (``unsubscribe.categories``: marketing) carries RFC 8058's
+    ``List-Unsubscribe`` and ``List-Unsubscribe-Post`` headers."""
     check_header("from", sender)
     check_email_address(d.address)
     check_header("subject", d.subject)
@@ -177,7 +184,8 @@ def build_message(d: Delivery, sender: str) -> Mail:
     check_body("html", d.html)
     message_id = make_msgid(idstring=d.delivery_id[:32], domain="herald.local")
     return Mail(message_id, mime.render(sender=mime.address_header(sender), to=d.address, subject=d.subject or "",
-                                        message_id=message_id, delivery_id=d.delivery_id, text=d.text, html=d.html))
+                                        message_id=message_id, delivery_id=d.delivery_id, text=d.text, html=d.html,
+                                        extra=unsubscribe.headers(d.user_id, d.category) if unsubscribe else None))
 
 
 def _text(raw: bytes | str) -> str:

@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from infra.settings import Settings
-from producers.api import campaigns, cancellations, health, notifications, preferences, users, webhooks
+from producers.api import campaigns, cancellations, health, notifications, preferences, unsubscribe, users, webhooks
 from producers.api.config import ApiConfig
 from producers.api.errors import (
     ApiError,
@@ -78,7 +78,7 @@ def create_api(settings: Settings | None = None, config: ApiConfig | None = None
         generate_unique_id_function=operation_id,
     )
     app.state.sendgrid_key = sendgrid_key
-    for module in (notifications, cancellations, users, preferences, webhooks, health, campaigns):
+    for module in (notifications, cancellations, users, preferences, webhooks, health, campaigns, unsubscribe):
         app.include_router(module.router)
     app.include_router(campaigns.uploads)
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path as PathParam, Query, Request
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from infra.settings import Settings
 from producers import campaign as cp, campaign_run as run
@@ -30,6 +30,7 @@ from producers.campaign_preflight import Preflight, PreflightError
 from producers.campaign_source import SourceError
 from producers.campaign_status import STATUS_COUNTS, summarize
 from schemas.vocabulary import Channel
+from streams.stages.route.window import parse_window
 
 router = APIRouter(tags=["campaigns"], route_class=CheckedRoute)
 uploads = APIRouter(tags=["campaigns"], route_class=APIRoute)   # the body is streamed to disk, not read whole
@@ -53,6 +54,17 @@ class CampaignParams(Strict):
     send_at: datetime | None = Field(None, description="start producing at this time (ISO 8601 with offset, at most 30 "
                                                        "days ahead) instead of now; held by the API process")
     id: str | None = Field(None, pattern=ID, description="campaign id (default: generated)")
+    rate_per_minute: int | None = Field(None, ge=1, le=10_000_000, description="at most this many messages (recipient x "
+                                        "channel) a minute: production is paced (default: as fast as it goes)")
+    send_window: str | None = Field(None, max_length=40, description="HH:MM-HH:MM in each recipient's time zone (e.g. "
+                                    "09:00-18:00, may span midnight): a recipient outside it waits for it (deferred)")
+
+    @field_validator("send_window")
+    @classmethod
+    def _window(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_window(v)   # a ValueError names the problem
+        return v
 
     @field_validator("send_at")
     @classmethod
@@ -102,6 +114,9 @@ class CampaignView(BaseModel):
     progress: float = Field(description="share of the recipients whose notification is at an end, 0 to 1")
     canceled_at: datetime | None
     send_at: datetime | None
+    rate_per_minute: int | None = Field(None, description="the campaign's pace, messages a minute (null: unpaced)")
+    send_window: str | None = Field(None, description="the send window in each recipient's zone; recipients waiting "
+                                                      "for it are counted in pending.deferred")
     created_at: datetime
     finished_at: datetime | None
     error: str | None
@@ -126,7 +141,7 @@ def _no_tenant(caller: Caller) -> None:
 
 def _spec(params: CampaignParams, path: Path, cid: str) -> cp.CampaignSpec:
     return cp.CampaignSpec(cid, params.template, {"file": str(path)}, tuple(params.channels), params.category,
-                           params.variables)
+                           params.variables, params.rate_per_minute, params.send_window)
 
 
 def _prepare_and_create(settings: Settings, spec: cp.CampaignSpec, send_at: datetime | None) -> Preflight:
@@ -197,6 +212,8 @@ async def upload_campaign(
     channel: Annotated[list[Channel] | None, Query()] = None,
     send_at: datetime | None = None,
     id: Annotated[str | None, Query(pattern=ID)] = None,  # noqa: A002 - the public parameter name
+    rate_per_minute: Annotated[int | None, Query(ge=1, le=10_000_000)] = None,
+    send_window: Annotated[str | None, Query(max_length=40)] = None,
 ) -> CampaignAccepted:
     """Start a campaign to the recipients of the request body, streamed to disk (scope ``send``).
 
@@ -215,9 +232,12 @@ async def upload_campaign(
         raise ApiError(422, "validation_failed", f"variables is not JSON: {exc.msg}") from exc
     try:
         params = CampaignParams(template=template, variables=shared, category=category,
-                                channels=channel or [Channel.EMAIL], send_at=send_at, id=id)
-    except ValueError as exc:
-        raise ApiError(422, "validation_failed", str(exc).splitlines()[-1] if str(exc) else "invalid") from exc
+                                channels=channel or [Channel.EMAIL], send_at=send_at, id=id,
+                                rate_per_minute=rate_per_minute, send_window=send_window)
+    except ValidationError as exc:   # name the parameter and the problem (str(exc) ends with a pydantic URL)
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "query"
+        raise ApiError(422, "validation_failed", f"{where}: {first['msg']}") from exc
     cid = params.id or cp.new_campaign_id()
     path = _new_path(res.settings, cid, ext)
     limit = res.settings.campaign.max_upload_bytes
@@ -245,18 +265,18 @@ async def _view(res: Resources, campaign_id: str) -> CampaignView:
     async with res.db.connection() as conn:
         row = await (await conn.execute(
             "SELECT id, status, template, category, channels, total, produced, canceled_at, send_at, created_at, "
-            "finished_at, error FROM campaigns WHERE id = %s", (campaign_id,))).fetchone()
+            "finished_at, error, rate_per_minute, send_window FROM campaigns WHERE id = %s", (campaign_id,))).fetchone()
         if row is None:
             raise HTTPException(404, f"no campaign '{campaign_id}'")
         counts = await (await conn.execute(STATUS_COUNTS, (campaign_id,))).fetchall()
-    cid, status, template, category, channels, total, produced, canceled_at, send_at, created, finished, error = row
+    cid, status, template, category, channels, total, produced, canceled_at, send_at, created, finished, error, rate, window = row
     s = summarize([(st, reason, n) for st, reason, n in counts], total, produced)
     return CampaignView(
         id=cid, status=status, template=template, category=category, channels=list(channels), total=total,
         produced=produced, in_flight=s.in_flight, sent=s.sent, delivered=s.delivered, suppressed=dict(s.suppressed),
         rate_limited=s.rate_limited, failed=s.failed, dead_lettered=s.dead_lettered, canceled=s.canceled,
         pending=dict(s.pending), progress=round(s.progress, 4), canceled_at=canceled_at, send_at=send_at,
-        created_at=created, finished_at=finished, error=error)
+        rate_per_minute=rate, send_window=window, created_at=created, finished_at=finished, error=error)
 
 
 @router.get("/v1/campaigns/{campaign_id}", response_model=CampaignView,

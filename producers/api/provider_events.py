@@ -1,7 +1,9 @@
 """Pure translation of provider webhook payloads into ``Receipt`` records (schema herald.Receipt v2).
 
 Events that say nothing Herald tracks (SendGrid ``processed``, Twilio ``queued``,
-``sent``: the sink already reported ``sent``) are skipped and counted.
+``sent``: the sink already reported ``sent``) are skipped and counted. SendGrid's
+``unsubscribe``, ``group_unsubscribe`` and ``spamreport`` become ``OptOut``s: the
+webhook turns the notification's category off for its user.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.records import Receipt
-from schemas.vocabulary import SENDGRID_DELIVERY_ARG, ReceiptStatus
+from schemas.vocabulary import SENDGRID_DELIVERY_ARG, SENDGRID_NOTIFICATION_ARG, ReceiptStatus
 
 # SendGrid event → receipt status
 SENDGRID_STATUS: dict[str, ReceiptStatus] = {
@@ -26,11 +28,24 @@ TWILIO_STATUS: dict[str, ReceiptStatus] = {
 # Twilio error codes that mean the number itself cannot receive SMS
 TWILIO_HARD_CODES = frozenset({"21211", "21612", "21614", "30005", "30006"})
 DELIVERY_ID_ARG = SENDGRID_DELIVERY_ARG  # the SendGrid custom_args key the email sink sets per personalization
+NOTIFICATION_ID_ARG = SENDGRID_NOTIFICATION_ARG
+# SendGrid events that mean "no more of this": the notification's category is turned off for its user
+SENDGRID_OPT_OUT = frozenset({"unsubscribe", "group_unsubscribe", "spamreport"})
+
+
+@dataclass(frozen=True, slots=True)
+class OptOut:
+    """A recipient asked for no more of this kind of email; which notification (or delivery) it was about."""
+
+    event: str
+    notification_id: str | None
+    delivery_id: str | None
 
 
 @dataclass
 class Translation:
     receipts: list[Receipt] = field(default_factory=list)
+    opt_outs: list[OptOut] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # why → count
 
     def skip(self, why: str) -> None:
@@ -54,6 +69,14 @@ def from_sendgrid(events: Any, now_ms: int) -> Translation:
         if not isinstance(ev, dict):
             raise PayloadError(f"event {i} is not a JSON object")
         kind = ev.get("event")
+        if kind in SENDGRID_OPT_OUT:
+            nid, did = ev.get(NOTIFICATION_ID_ARG), ev.get(DELIVERY_ID_ARG)
+            nid, did = (nid[:400] if isinstance(nid, str) and nid else None), (did[:200] if isinstance(did, str) and did else None)
+            if nid is None and did is None:
+                out.skip(f"sendgrid:{kind}:no_herald_id")   # not an email Herald sent (or custom_args stripped)
+            else:
+                out.opt_outs.append(OptOut(str(kind), nid, did))
+            continue
         status = SENDGRID_STATUS.get(kind) if isinstance(kind, str) else None
         if status is None:
             out.skip(f"sendgrid:{kind}" if isinstance(kind, str) else "sendgrid:no_event")

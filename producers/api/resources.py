@@ -72,6 +72,8 @@ class ApiMetrics:
         self.accepted = Counter("herald_api_notifications_accepted", "Notifications produced to the events topic", registry=r)
         self.receipts = Counter("herald_api_receipts", "Receipts produced from provider webhooks", ["provider", "status"], registry=r)
         self.webhook_skipped = Counter("herald_api_webhook_events_skipped", "Provider events not tracked", ["why"], registry=r)
+        self.unsubscribed = Counter("herald_api_unsubscribed", "Categories turned off for a user: by a one-click link or "
+                                    "a SendGrid unsubscribe/spamreport event", ["source"], registry=r)
         self.rejected = Counter("herald_api_rejected", "Requests refused before their route ran", ["why"], registry=r)
 
 

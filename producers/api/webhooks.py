@@ -28,8 +28,9 @@ from infra.kafka.records import OutRecord, now_ms
 from producers.api.auth import Resources
 from producers.api.errors import field_name
 from producers.api.hostile import find_problem
-from producers.api.provider_events import PayloadError, Translation, from_sendgrid, from_twilio
+from producers.api.provider_events import OptOut, PayloadError, Translation, from_sendgrid, from_twilio
 from producers.api.resources import ApiResources
+from producers.api.unsubscribe import opt_out
 
 router = APIRouter(tags=["webhooks"])
 
@@ -111,7 +112,8 @@ async def sendgrid_events(
     x_twilio_email_event_webhook_signature: Annotated[str | None, Header()] = None,
     x_twilio_email_event_webhook_timestamp: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
-    """SendGrid's signed event webhook: delivered, open, click, bounce and dropped events become receipts."""
+    """SendGrid's signed event webhook: delivered, open, click, bounce and dropped events become receipts;
+    unsubscribe, group_unsubscribe and spamreport turn the notification's category off for its user."""
     key = request.app.state.sendgrid_key
     if key is None:
         raise HTTPException(503, "SendGrid webhook not configured: set HERALD_SENDGRID_WEBHOOK_PUBLIC_KEY")
@@ -130,7 +132,27 @@ async def sendgrid_events(
         translation = from_sendgrid(events, now_ms())
     except (ValueError, PayloadError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise HTTPException(400, f"not a SendGrid event batch: {exc}") from exc
-    return await _produce(res, "sendgrid", translation)
+    unsubscribed = await _opt_out(res, translation.opt_outs)   # before the receipts: SendGrid retries a 503 whole
+    return {**await _produce(res, "sendgrid", translation), "unsubscribed": unsubscribed}
+
+
+OPTED_OUT_SQL = """
+SELECT user_id, category FROM notifications WHERE id = ANY(%s::text[]) AND category IS NOT NULL
+UNION
+SELECT n.user_id, n.category FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+WHERE d.delivery_id = ANY(%s::text[]) AND n.category IS NOT NULL
+"""
+
+
+async def _opt_out(res: ApiResources, opt_outs: list[OptOut]) -> int:
+    """The (user, category) of each event's notification turned off; critical categories (security) are never."""
+    if not opt_outs:
+        return 0
+    async with res.db.connection() as conn:
+        rows = await (await conn.execute(OPTED_OUT_SQL, ([o.notification_id for o in opt_outs if o.notification_id],
+                                                         [o.delivery_id for o in opt_outs if o.delivery_id]))).fetchall()
+    pairs = {(user, category) for user, category in rows if category not in res.critical_categories}
+    return len(await opt_out(res, pairs, "sendgrid"))
 
 
 def _refuse_unstorable(payload: Any) -> None:

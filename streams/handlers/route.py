@@ -53,7 +53,7 @@ from streams.stages.route.limits import Counter, counters
 from streams.stages.route.recipient import TEMPLATE_VIEW_KEYS, Recipient
 from streams.stages.route.render import RenderFailure, render, render_prepared
 from streams.stages.route.split import Plans, PreparedParts, plan_template, prepare_template
-from streams.stages.route.timing import is_expired, is_for_later, quiet_until
+from streams.stages.route.timing import is_expired, is_for_later, next_allowed, quiet_until
 from streams.stages.status_change import status_record
 from streams.stores.batch import MemoryBatch, PipelineBatch, RedisBatch, RoundTrips
 from streams.stores.campaigns import CancelStore, MemoryCampaignRows, PostgresCampaignRows
@@ -70,6 +70,7 @@ from streams.stores.recipients import (
     RedisRecipientStore,
 )
 from streams.stores.scheduled_rows import (
+    Kind,
     MemoryScheduledRows,
     PostgresScheduledRows,
     ScheduledRow,
@@ -395,6 +396,12 @@ class RouteHandler:
         defer_until = None
         if c.channel in self.cfg.quiet_hours_channels and not intent.critical:
             defer_until = quiet_until(now, recipient.time_zone, recipient.quiet_start, recipient.quiet_end)
+        why: Kind = "quiet_hours"
+        if intent.window is not None:   # a campaign's send window: waits for a time it and the quiet hours allow
+            quiet = c.channel in self.cfg.quiet_hours_channels and not intent.critical
+            allowed = next_allowed(now, recipient.time_zone, intent.window, recipient.quiet_start if quiet else None,
+                                   recipient.quiet_end if quiet else None)
+            defer_until, why = allowed if allowed is not None else (None, why)
         limit = settings.max_record_bytes
         # a DeliveryChunk carries no cancellation_key: a keyed delivery travels as a Delivery of its own
         if intent.lane == Lane.BULK and defer_until is None and intent.cancellation_key is None:
@@ -418,9 +425,9 @@ class RouteHandler:
                                               f"{limit:,}-byte record limit (HERALD_MAX_RECORD_BYTES)")
         for d, value in encoded:
             if defer_until is not None:
-                res.scheduled.append(ScheduledRow(defer_until, topic, key, value, {TRACE: trace}, "quiet_hours",
-                                                  intent.event_id, f"quiet_hours:{d.delivery_id}", intent.cancellation_key))
-                self._status(res, c.rec, intent, Status.DEFERRED, c.channel, "quiet_hours", d.delivery_id)
+                res.scheduled.append(ScheduledRow(defer_until, topic, key, value, {TRACE: trace}, why,
+                                                  intent.event_id, f"{why}:{d.delivery_id}", intent.cancellation_key))
+                self._status(res, c.rec, intent, Status.DEFERRED, c.channel, why, d.delivery_id)
             else:
                 res.out.append(OutRecord(topic, key, value, headers))
                 if intent.lane != Lane.BULK or settings.queued_status_bulk:

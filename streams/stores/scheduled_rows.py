@@ -25,7 +25,7 @@ FROM unnest(%s::timestamptz[], %s::text[], %s::bytea[], %s::bytea[], %s::text[],
 ON CONFLICT (dedup_key) DO NOTHING
 """
 
-Kind = Literal["send_at", "quiet_hours", "fallback"]
+Kind = Literal["send_at", "quiet_hours", "send_window", "fallback", "digest"]
 
 
 @dataclass(slots=True)

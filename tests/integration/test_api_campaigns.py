@@ -102,3 +102,24 @@ def test_an_upload_is_streamed_to_disk_with_per_recipient_variables(api, db):
     bad_vars = client.post("/v1/campaigns/upload", params={"template": "x", "variables": "{"}, content=b"u\n",
                            headers={**auth, "Content-Type": "text/plain"})
     assert bad_vars.status_code == 422 and "variables" in json.dumps(bad_vars.json())
+
+
+def test_rate_and_window_are_checked_kept_with_the_campaign_and_shown(api, db):
+    client, auth, settings = api
+    users = [f"{settings.app_id}-{i}" for i in range(1, 4)]
+    body = {"template": f"{settings.app_id}_promo", "recipients": users, "variables": {"discount": "5%"}}
+    bad = client.post("/v1/campaigns", json={**body, "send_window": "9 to 5"}, headers=auth)
+    assert bad.status_code == 422 and "expected HH:MM-HH:MM" in bad.json()["errors"][0]["message"], bad.text
+    assert client.post("/v1/campaigns", json={**body, "rate_per_minute": 0}, headers=auth).status_code == 422
+    bad_upload = client.post(f"/v1/campaigns/upload?template={settings.app_id}_promo&send_window=25:00-26:00",
+                             content="\n".join(users), headers={**auth, "Content-Type": "text/plain"})
+    assert bad_upload.status_code == 422 and "send window" in bad_upload.text
+    r = client.post("/v1/campaigns", json={**body, "rate_per_minute": 600, "send_window": "22:00-06:00"}, headers=auth)
+    assert r.status_code == 202, r.text
+    cid = r.json()["id"]
+    assert r.json()["estimate_seconds"] >= 3 * 60 / 600
+    wait_for(lambda: produced(db, cid) == ("produced", 3), 60, message="produced")
+    v = client.get(f"/v1/campaigns/{cid}", headers=auth).json()
+    assert (v["rate_per_minute"], v["send_window"]) == (600, "22:00-06:00")
+    assert db.execute("SELECT rate_per_minute, send_window FROM campaigns WHERE id = %s", (cid,)).fetchone() == (
+        600, "22:00-06:00")   # what --resume reads back

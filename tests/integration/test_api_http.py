@@ -231,7 +231,7 @@ def test_sendgrid_webhook_verifies_the_signature_and_produces_receipts(api: Api)
               b'{"event":"processed","sg_message_id":"M1.filter1"}]'
     headers = api.signer.headers(payload)
     ok = api.client.post("/v1/webhooks/sendgrid", content=payload, headers=headers)
-    assert ok.status_code == 200 and ok.json() == {"accepted": 1, "skipped": 1}
+    assert ok.status_code == 200 and ok.json() == {"accepted": 1, "skipped": 1, "unsubscribed": 0}
     [msg] = read_topic(api.settings, api.settings.topic("receipts"), 1)
     rec = Codec().decode(msg.value()).record
     assert msg.key() == b"M1" and (rec["status"], rec["hard_bounce"], rec["address"]) == ("bounced", True, "a@example.com")

@@ -273,7 +273,7 @@ def test_a_replayed_sendgrid_webhook_older_than_the_window_is_refused(api: Api):
     ahead = api.signer.headers(SENDGRID_EVENT, timestamp=str(now + 3600))
     assert "in the future" in api.client.post("/v1/webhooks/sendgrid", content=SENDGRID_EVENT, headers=ahead).json()["detail"]
     fresh = api.signer.headers(SENDGRID_EVENT, timestamp=str(now - 30))
-    assert api.client.post("/v1/webhooks/sendgrid", content=SENDGRID_EVENT, headers=fresh).json() == {"accepted": 1, "skipped": 0}
+    assert api.client.post("/v1/webhooks/sendgrid", content=SENDGRID_EVENT, headers=fresh).json() == {"accepted": 1, "skipped": 0, "unsubscribed": 0}
 
 
 def test_the_sendgrid_webhook_window_is_a_setting(api: Api):

@@ -35,7 +35,7 @@ SAMPLES: dict[str, dict] = {
                         "channels": ["email"], "category": "marketing", "variables_json": "{}"},
     "CampaignChunk": {"chunk_id": "c:0", "occurred_at": NOW, "campaign_id": "c", "template": "weekly_digest",
                       "channels": ["email"], "category": "marketing", "variables_json": "{}", "user_ids": ["u1", "u2"],
-                      "user_variables_json": [None, '{"a": 1}']},
+                      "user_variables_json": [None, '{"a": 1}'], "send_window": "09:00-18:00"},
     "DeliveryChunk": {"chunk_id": "c:0", "event_type": "CampaignMessage", "channel": "email", "category": "marketing",
                       "template": "weekly_digest", "campaign_id": "c", "occurred_at": NOW, "expires_at": NOW,
                       "items": [{"delivery_id": "d1", "notification_id": "c:u1", "event_id": "c:u1", "user_id": "u1",

@@ -52,8 +52,13 @@ def send(
     as_json: bool = typer.Option(False, "--json", help="print the pre-flight (and the campaign id) as one JSON object"),
     procs: int = typer.Option(1, min=1, max=32, help="producer processes (one reaches ~240k events/s on 2 cores; more help only with spare cores)"),
     chunk_size: int = typer.Option(20_000, min=1, help="recipients per acknowledged chunk"),
+    rate: int = typer.Option(None, "--rate", min=1, help="at most this many messages (recipient x channel) a minute: "
+                             "production is paced (one producer process)"),
+    window: str = typer.Option(None, "--window", help="send window in each recipient's time zone, HH:MM-HH:MM (e.g. "
+                               "09:00-18:00, may span midnight): a recipient outside it waits for it, never dropped"),
 ) -> None:
-    """Send a campaign: its recipients in CampaignChunk records to the bulk topic, as fast as the producer goes.
+    """Send a campaign: its recipients in CampaignChunk records to the bulk topic, as fast as the producer goes
+    (or at `--rate` messages a minute).
 
     Pre-flight runs first and stops a campaign that would fail: the template
     must have an active version for every channel and every locale the
@@ -66,6 +71,10 @@ def send(
     after the acknowledged part; `--resume ID` continues where it stopped.
     Re-sent messages carry the same event id (campaign_id:user_id), so
     nobody gets the campaign twice. `herald campaign cancel ID` stops it.
+
+    `--window 09:00-18:00`: a recipient whose local time (the user's time
+    zone) is outside the window is rendered and held in the scheduler until
+    the window opens (status deferred, reason send_window).
     """
     from infra.topics import ensure_topics
     from producers import campaign as cp, campaign_run as run
@@ -78,8 +87,8 @@ def send(
         require_broker(settings)   # before a campaign is recorded: without a broker nothing could be produced
     conn = _connect(settings)
     if resume:
-        if template or users or query or campaign_id or dry_run:
-            raise CliError("--resume takes the template and recipients recorded with the campaign; drop the other options")
+        if template or users or query or campaign_id or dry_run or rate or window:
+            raise CliError("--resume takes the template, recipients, rate and window recorded with the campaign; drop the other options")
         row = cp.load(conn, resume)
         if row is None:
             raise CliError(f"no campaign {resume}; `herald campaign list` shows the campaigns")
@@ -103,7 +112,8 @@ def send(
             raise CliError("give exactly one recipient source: --users FILE or --query SQL")
         source = {"file": str(users.resolve())} if users else {"query": query}
         try:
-            spec = cp.CampaignSpec(campaign_id or cp.new_campaign_id(), template, source, tuple(channel), category, _parse_vars(var))
+            spec = cp.CampaignSpec(campaign_id or cp.new_campaign_id(), template, source, tuple(channel), category,
+                                   _parse_vars(var), rate, window)
         except ValueError as exc:
             raise CliError(str(exc)) from exc
         skip = 0

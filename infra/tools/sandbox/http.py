@@ -114,7 +114,8 @@ async def sendgrid_send(request: web.Request) -> web.Response:
             return {"subject": _subst(p.get("subject") or body.get("subject") or "", subs),
                     "text": _subst(content.get("text/plain", ""), subs),
                     "html": _subst(content.get("text/html", ""), subs) or None,
-                    "custom_args": {k: _subst(str(v), subs) for k, v in (p.get("custom_args") or {}).items()}}
+                    "custom_args": {k: _subst(str(v), subs) for k, v in (p.get("custom_args") or {}).items()},
+                    "headers": {**(body.get("headers") or {}), **(p.get("headers") or {})}}
 
         for t in p.get("to", []):
             state.record("sendgrid", {"to": t["email"], "from": sender, "message_id": message_id}, later=made)

@@ -46,6 +46,7 @@ def _fields(raw: bytes) -> dict[str, Any]:
         "html": html.get_content() if html is not None else None,
         "message_id": str(msg.get("Message-ID", "")),
         "delivery_id": str(msg.get("X-Herald-Delivery-Id", "")),
+        "headers": {name: str(value) for name, value in msg.items()},   # unfolded (List-Unsubscribe...)
     }
 
 

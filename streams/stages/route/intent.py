@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
 
 from schemas.codec import Decoded
 from schemas.vocabulary import CHANNELS, Channel, Lane
 from streams.routes import REQUEST_RECORDS, RouteConfig
 from streams.stages.route.recipient import Recipient
+from streams.stages.route.window import parse_window
 
 # an identifier longer than this is not one (PostgreSQL's btree keys stop near 2,700 bytes)
 MAX_ID_CHARS = 512
@@ -40,6 +41,7 @@ class Intent:
     campaign_id: str | None = None
     inline: Recipient | None = None  # addresses a request brought, for a user Herald does not store
     cancellation_key: str | None = None  # a cancel of this key ends the notification 'canceled' while it waits
+    window: tuple[time, time] | None = None  # a campaign's send window in the recipient's zone (CampaignChunk v2)
 
 
 def inline_recipient(user_id: str, given: dict[str, Any] | None) -> Recipient | None:
@@ -142,6 +144,10 @@ def chunk_intents(decoded: Decoded, cfg: RouteConfig) -> tuple[list[Intent], lis
     own: list[str | None] = rec["user_variables_json"] or [None] * len(users)
     if len(own) != len(users):
         raise RouteError("bad_event", f"{where}: {len(own)} user_variables_json for {len(users)} user_ids")
+    try:
+        window = parse_window(rec["send_window"]) if rec.get("send_window") else None
+    except ValueError as exc:
+        raise RouteError("bad_event", f"{where}: {exc}") from exc
     occurred, category = to_ms(rec["occurred_at"]) or 0, rec["category"]
     critical, ttl = cfg.is_critical(category), int(route.ttl_seconds)
     typed = tuple(_CHANNEL_OF[ch] for ch in channels)
@@ -157,7 +163,7 @@ def chunk_intents(decoded: Decoded, cfg: RouteConfig) -> tuple[list[Intent], lis
             problems.append(str(exc))
             continue
         intents.append(Intent(f"{campaign_id}:{user_id}", "CampaignMessage", user_id, template, typed, category, Lane.BULK,
-                              ttl, occurred, None, critical, variables, campaign_id))
+                              ttl, occurred, None, critical, variables, campaign_id, None, window=window))
     return intents, problems
 
 
