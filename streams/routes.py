@@ -25,6 +25,8 @@ FALLBACK_MET_BY: dict[str, frozenset[Status]] = {
     "opened": frozenset({Status.OPENED, Status.CLICKED}),
 }
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DIGEST_KEY_PARTS = ("user_id", "event_type", "category", "template")
+MAX_DIGEST_LISTED = 1000
 
 
 class RouteConfigError(ValueError):
@@ -45,6 +47,15 @@ class Fallback:
 
 
 @dataclass(frozen=True, slots=True)
+class Digest:
+    """Collect a user's events for ``window_seconds`` from the first one, then send one notification listing them."""
+
+    window_seconds: int
+    key: tuple[str, ...]   # of DIGEST_KEY_PARTS; events with equal values share a window
+    max: int               # how many events the digest lists (the first and the last ones); the count has them all
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     event_type: str
     recipient: str
@@ -54,6 +65,7 @@ class Route:
     lane: str
     ttl_seconds: int
     fallback: Fallback | None = None
+    digest: Digest | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +149,7 @@ def _route(source: str, name: str, spec: Any, known: dict[str, set[str]] | None)
     where = f"{source}: route {name!r}"
     if not isinstance(spec, dict):
         raise RouteConfigError(f"{where}: expected a mapping of fields")
-    allowed = {"recipient", "template", "channels", "category", "lane", "ttl_seconds", "fallback"}
+    allowed = {"recipient", "template", "channels", "category", "lane", "ttl_seconds", "fallback", "digest"}
     if extra := set(spec) - allowed:
         raise RouteConfigError(f"{where}: unknown field(s) {', '.join(sorted(extra))} (allowed: {', '.join(sorted(allowed))})")
     if known is not None and name not in known:
@@ -170,7 +182,28 @@ def _route(source: str, name: str, spec: Any, known: dict[str, set[str]] | None)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0:
         raise RouteConfigError(f"{where}: field 'ttl_seconds': required, a positive number of seconds, got {ttl!r}")
     fallback = _fallback(where, spec["fallback"], channels or [], lane, ttl) if "fallback" in spec else None
-    return Route(name, recipient, template, tuple(channels or ()), category, lane, ttl, fallback)
+    digest = _digest(where, spec["digest"], lane) if "digest" in spec else None
+    if fallback is not None and digest is not None:
+        raise RouteConfigError(f"{where}: a route has a fallback or a digest, not both")
+    return Route(name, recipient, template, tuple(channels or ()), category, lane, ttl, fallback, digest)
+
+
+def _digest(where: str, raw: Any, lane: str) -> Digest:
+    where = f"{where}: field 'digest'"
+    if not isinstance(raw, dict):
+        raise RouteConfigError(f"{where}: expected a mapping like {{window: 1h, key: [user_id, event_type], max: 50}}")
+    if extra := set(raw) - {"window", "key", "max"}:
+        raise RouteConfigError(f"{where}: unknown field(s) {', '.join(sorted(extra))} (allowed: key, max, window)")
+    if lane != "interactive":
+        raise RouteConfigError(f"{where}: only an interactive route collects a digest")
+    window = _duration(f"{where}: 'window'", raw.get("window"))
+    key = raw.get("key", ["user_id", "event_type"])
+    if not isinstance(key, list) or any(k not in DIGEST_KEY_PARTS for k in key) or "user_id" not in key:
+        raise RouteConfigError(f"{where}: 'key': a list of {', '.join(DIGEST_KEY_PARTS)} with user_id in it, got {key!r}")
+    most = raw.get("max", 50)
+    if not isinstance(most, int) or isinstance(most, bool) or not 1 <= most <= MAX_DIGEST_LISTED:
+        raise RouteConfigError(f"{where}: 'max': how many events the digest lists, 1 to {MAX_DIGEST_LISTED}, got {most!r}")
+    return Digest(window, tuple(dict.fromkeys(key)), most)
 
 
 def _fallback(where: str, raw: Any, channels: list[str], lane: str, ttl: int) -> Fallback:

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace as replaced
 
 from infra.kafka.dead_letters import DeadLetter, dead_letter
 from infra.kafka.records import (
@@ -46,6 +46,7 @@ from streams.stages.route.decide import (
     push_data,
     template_context,
 )
+from streams.stages.route.digest import DIGEST_WINDOW, Collected, closing_window, digest_event_id, digest_key, digest_variables
 from streams.stages.route.fallback import FallbackPass, fallback_headers, fallback_intent, fallback_pass, wanted
 from streams.stages.route.identity import ClaimState, claim_origin
 from streams.stages.route.intent import Intent, RouteError, chunk_intents, intent_for
@@ -59,6 +60,7 @@ from streams.stores.batch import MemoryBatch, PipelineBatch, RedisBatch, RoundTr
 from streams.stores.campaigns import CancelStore, MemoryCampaignRows, PostgresCampaignRows
 from streams.stores.cancellations import CancellationView, MemoryCancellationRows, PostgresCancellationRows
 from streams.stores.dedup import Claim, DedupStore, MemoryDedupStore, RedisDedupStore
+from streams.stores.digests import DigestItem, DigestStore, MemoryDigestStore, PostgresDigestStore
 from streams.stores.ratelimits import (
     MemoryRateLimitStore,
     RateLimitStore,
@@ -103,6 +105,7 @@ class RouteStores:
     cancels: CancelStore | None = None  # canceled campaigns (None: not looked at)
     cancellations: CancellationView | None = None  # canceled keys and notifications (None: not looked at)
     statuses: StatusStore | None = None  # what a fallback's check reads (None: every fallback goes)
+    digests: DigestStore | None = None  # digest windows (None: a digest route's events go out one by one)
 
     @classmethod
     def real(cls, ctx: Context) -> RouteStores:
@@ -111,7 +114,7 @@ class RouteStores:
                    PostgresTemplateRows(db), PostgresScheduledRows(db), lambda: PipelineBatch(redis),
                    cancels=CancelStore(PostgresCampaignRows(db), s.campaign.cancel_cache_seconds),
                    cancellations=CancellationView(PostgresCancellationRows(db), s.campaign.cancel_cache_seconds),
-                   statuses=PostgresStatusStore(db))
+                   statuses=PostgresStatusStore(db), digests=PostgresDigestStore(db))
 
     @classmethod
     def memory(cls, users: Iterable[Recipient] = (), templates: Iterable[TemplateSource] = ()) -> RouteStores:
@@ -119,7 +122,7 @@ class RouteStores:
         return cls(MemoryDedupStore(trips), MemoryRecipientStore(users, trips), MemoryRateLimitStore(),
                    MemoryTemplateRows(templates, trips), MemoryScheduledRows(trips), lambda: MemoryBatch(trips), trips,
                    CancelStore(MemoryCampaignRows(trips), 0.0), CancellationView(MemoryCancellationRows(), 0.0),
-                   MemoryStatusStore())
+                   MemoryStatusStore(), MemoryDigestStore(trips))
 
 
 @dataclass(slots=True)
@@ -189,6 +192,7 @@ class RouteHandler:
         live = [found for rec in batch for found in self._admit(rec, now, res)]
         live = await self._not_canceled(live, res)
         live = await self._fall_back(live, now, res)
+        live = await self._digest(live, now, res)
         live.sort(key=lambda found: not found[1].critical)   # stable: a password reset's delivery is produced first
         cands = [Candidate(rec, intent, Claim(intent.event_id, channel, claim_origin(rec.topic, rec.partition, rec.offset)))
                  for rec, intent in live for channel in intent.channels]
@@ -238,6 +242,9 @@ class RouteHandler:
                 intents = [intent_for(decoded, self.cfg, bulk=rec.topic == self.bulk_topic)]
                 if (check := fallback_pass(rec)) is not None:   # a fallback's check: its channel alone from here on
                     intents = [fallback_intent(intent, check) for intent in intents]
+                elif (window := closing_window(rec)) is not None:   # a digest's closing: the digest from here on
+                    intents = [replaced(intent, event_id=digest_event_id(window), cancellation_key=None, occurred_ms=now,
+                                        send_at_ms=None) for intent in intents]
         except RouteError as exc:
             self._dead(rec, res, DeadLetter("route", exc.reason, str(exc)))
             return []
@@ -304,6 +311,58 @@ class RouteHandler:
             else:
                 going.append((rec, intent))
                 res.count("fallback", check.channel)
+        return going
+
+    async def _digest(self, live: list[tuple[InRecord, Intent]], now: int,
+                      res: BatchResult) -> list[tuple[InRecord, Intent]]:
+        """A digest route's events join their key's open window (one transaction per batch) instead of going out; a
+        window's closing record, published by the scheduler when it ends, goes on as the digest of what it holds."""
+        store = self.stores.digests
+        if store is None:
+            return live
+        going: list[tuple[InRecord, Intent]] = []
+        collecting: list[tuple[InRecord, Intent, DigestItem]] = []
+        closing: list[tuple[InRecord, Intent, int]] = []
+        for rec, intent in live:
+            route = self.cfg.routes.get(intent.event_type)
+            if (window := closing_window(rec)) is not None:
+                closing.append((rec, intent, window))
+            elif route is not None and route.digest is not None and intent.lane == Lane.INTERACTIVE:
+                collecting.append((rec, intent, DigestItem(
+                    digest_key(route.digest, intent), intent.event_id, intent.user_id, route.digest.window_seconds,
+                    intent.occurred_ms, intent.cancellation_key, intent.variables)))
+            else:
+                going.append((rec, intent))
+        if collecting:
+            windows = await store.collect([item for _, _, item in collecting])
+            closes: dict[int, ScheduledRow] = {}
+            for rec, intent, item in collecting:
+                self._status(res, rec, intent, Status.SCHEDULED, None, "digest")
+                held_by = windows[item.digest_key]
+                closes.setdefault(held_by.window_id, ScheduledRow(
+                    held_by.closes_ms, rec.topic, rec.key, rec.value or b"",
+                    {**row_headers(rec), DIGEST_WINDOW: str(held_by.window_id)}, "digest",
+                    digest_event_id(held_by.window_id), digest_event_id(held_by.window_id)))
+            res.scheduled.extend(closes.values())
+        if closing:
+            held = await store.close([window for _, _, window in closing])
+            view = self.stores.cancellations
+            for rec, intent, window in closing:
+                route = self.cfg.routes.get(intent.event_type)
+                listed = route.digest.max if route is not None and route.digest is not None else 50
+                kept: list[Collected] = []
+                for got in held.get(window, []):
+                    if view is not None and (why := view.reason(got.event_id, got.cancellation_key, got.occurred_ms)):
+                        self._status(res, rec, replaced(intent, event_id=got.event_id), Status.CANCELED, None, why)
+                    else:
+                        kept.append(got)
+                if not kept:
+                    res.count("digest_empty")
+                    continue
+                for got in kept:
+                    self._status(res, rec, replaced(intent, event_id=got.event_id), Status.SKIPPED, None,
+                                 f"digested: {intent.event_id}")
+                going.append((rec, replaced(intent, variables=digest_variables(kept, listed))))
         return going
 
     async def _claim_and_load(self, cands: list[Candidate]) -> tuple[dict[str, Recipient], dict[str, Recipient]]:

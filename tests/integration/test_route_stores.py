@@ -103,6 +103,10 @@ class RealRouteEnv(RouteEnv):
             (notification_id, kind)).fetchall()
         return InRecord(topic, 0, next(_offsets), key, value, [(k, v.encode()) for k, v in headers.items()])
 
+    async def scheduled_kind(self, kind: str) -> list[str]:
+        return sorted(r[0] for r in self.db.execute(
+            "SELECT notification_id FROM scheduled WHERE kind = %s AND topic = %s", (kind, self.settings.topic("events"))))
+
     async def receipt(self, notification_id: str, channel: Channel, status: Status) -> None:
         self.db.execute("INSERT INTO status_history (notification_id, channel, status, at) VALUES (%s, %s, %s, now())",
                         (notification_id, channel, status))

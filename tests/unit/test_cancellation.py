@@ -166,3 +166,25 @@ def test_a_canceled_notification_ends_its_waiting_fallback_canceled_and_sends_no
         assert deliveries(env, out, event["event_id"]) == []
 
     asyncio.run(scenario())
+
+
+def test_a_canceled_event_collecting_in_a_digest_is_left_out_of_it():
+    env = MemoryRouteEnv()
+
+    async def scenario() -> None:
+        from tests.unit.test_route_handler import CFG, DIGEST_TEMPLATE, followed, followers_digest
+
+        await env.add_template(DIGEST_TEMPLATE)
+        handler = env.handler(followers_digest(CFG, listed=10))
+        uid = env.uid()
+        await env.add_user(Recipient(id=uid, email=f"{uid}@example.test"))
+        kept, dropped = followed(uid, "kept", now_ms()), followed(uid, "dropped", now_ms() + 1)
+        await handler.handle([record(env, "UserFollowed", ev) for ev in (kept, dropped)])
+        _route_rows(env).cancel(CancelKind.NOTIFICATION, dropped["event_id"])
+        [digest_id] = await env.scheduled_kind("digest")
+        out = await handler.handle([await env.published(digest_id, "digest")])
+        [sent] = deliveries(env, out, digest_id)
+        assert (sent["subject"], sent["text"]) == ("1 new followers", "kept;+0")
+        assert statuses(env, out, dropped["event_id"]) == [(None, "canceled", REASON_BY_ID)]
+
+    asyncio.run(scenario())

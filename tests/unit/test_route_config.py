@@ -42,6 +42,13 @@ def test_shipped_routes_are_valid():
     ({"OrderPlaced": {**GOOD, "lane": "bulk", "fallback": {"after": 10, "unless": "opened", "to": "sms"}}}, [],
      "only an interactive route falls back"),
     ({"OrderPlaced": {**GOOD, "fallback": {"after": 10, "to": "sms", "when": "x"}}}, [], "unknown field(s) when"),
+    ({"OrderPlaced": {**GOOD, "digest": {"window": "1h", "key": ["event_type"]}}}, [],
+     "field 'digest': 'key': a list of user_id, event_type, category, template with user_id in it"),
+    ({"OrderPlaced": {**GOOD, "digest": {"window": "soon"}}}, [], "field 'digest': 'window': a positive duration"),
+    ({"OrderPlaced": {**GOOD, "digest": {"window": "1h", "max": 0}}}, [], "'max': how many events the digest lists"),
+    ({"OrderPlaced": {**GOOD, "lane": "bulk", "digest": {"window": "1h"}}}, [], "only an interactive route collects"),
+    ({"OrderPlaced": {**GOOD, "digest": {"window": "1h"}, "fallback": {"after": 10, "unless": "opened", "to": "sms"}}},
+     [], "a route has a fallback or a digest, not both"),
 ])
 def test_invalid_routes_name_the_route_and_field(routes, rules, message):
     with pytest.raises(RouteConfigError) as err:
@@ -63,3 +70,9 @@ def test_a_fallback_reads_its_delay_in_seconds_minutes_hours_or_days(after, seco
     spec = {**GOOD, "ttl_seconds": 172800, "fallback": {"after": after, "unless": "opened", "to": "push"}}
     fallback = parse_routes({"routes": {"OrderPlaced": spec}}, "r.yaml", KNOWN).routes["OrderPlaced"].fallback
     assert fallback is not None and (fallback.after_seconds, fallback.unless, fallback.to) == (seconds, "opened", "push")
+
+
+def test_a_digest_defaults_to_one_user_and_event_type_and_fifty_listed():
+    spec = {**GOOD, "digest": {"window": "1h"}}
+    digest = parse_routes({"routes": {"OrderPlaced": spec}}, "r.yaml", KNOWN).routes["OrderPlaced"].digest
+    assert digest is not None and (digest.window_seconds, digest.key, digest.max) == (3600, ("user_id", "event_type"), 50)

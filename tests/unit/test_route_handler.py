@@ -26,7 +26,7 @@ from schemas.records import StatusChange, chunk_deliveries
 from schemas.vocabulary import Channel, Status
 from streams.handlers.route import RouteHandler, RouteStores
 from streams.metrics import Metrics
-from streams.routes import Fallback, RateRule, RouteConfig, load_routes
+from streams.routes import Digest, Fallback, RateRule, RouteConfig, load_routes
 from streams.runtime.context import Context
 from streams.stages.route.recipient import Recipient
 from streams.stores.templates import TemplateStore
@@ -76,6 +76,10 @@ class RouteEnv:
         """What the status agent writes for a provider's receipt: a history row of the notification."""
         raise NotImplementedError
 
+    async def scheduled_kind(self, kind: str) -> list[str]:
+        """The notification ids of this test's scheduled rows of that kind, sorted."""
+        raise NotImplementedError
+
     def handler(self, cfg: RouteConfig = CFG, settings: Settings | None = None, refresh_seconds: float = 0) -> RouteHandler:
         """A handler over ``stores``; templates are re-read every batch unless ``refresh_seconds`` says otherwise."""
         raise NotImplementedError
@@ -119,6 +123,10 @@ class MemoryRouteEnv(RouteEnv):
         [row] = [r for r in rows if r.notification_id == notification_id and r.kind == kind]
         return InRecord(row.topic, 0, next(_offsets), row.key, row.value,
                         [(k, v.encode()) for k, v in row.headers.items()])
+
+    async def scheduled_kind(self, kind: str) -> list[str]:
+        rows = self.stores.scheduled.rows.values()  # type: ignore[attr-defined]
+        return sorted(r.notification_id for r in rows if r.kind == kind)
 
     async def receipt(self, notification_id: str, channel: Channel, status: Status) -> None:
         assert self.stores.statuses is not None
@@ -547,6 +555,51 @@ async def test_a_fallback_unless_opened_still_goes_after_a_delivered_receipt(env
     await env.receipt(ev["event_id"], Channel.PUSH, Status.DELIVERED)
     out = await handler.handle([await env.published(ev["event_id"], "fallback")])
     assert [d["channel"] for d in deliveries(env, out, ev["event_id"])] == ["sms"]
+
+
+DIGEST_TEMPLATE = TemplateSource(
+    "follower_digest", "email", "default", 1,
+    "{% for e in digest.events %}{{ e.follower_name }};{% endfor %}+{{ digest.omitted }}",
+    subject="{{ digest.count }} new followers")
+
+
+def followers_digest(cfg: RouteConfig, listed: int = 2) -> RouteConfig:
+    """UserFollowed collected an hour per user and sent as one email listing ``listed`` followers."""
+    route = replace(cfg.routes["UserFollowed"], channels=("email",), template="follower_digest",
+                    digest=Digest(3600, ("user_id", "event_type"), listed))
+    return replace(cfg, routes={**cfg.routes, "UserFollowed": route})
+
+
+def followed(user_id: str, name: str, at: int) -> dict[str, Any]:
+    return {"event_id": f"f-{uuid.uuid4().hex[:12]}", "occurred_at": at, "user_id": user_id, "follower_id": name,
+            "follower_name": name}
+
+
+@scenario
+async def test_a_digest_collects_a_window_and_sends_it_once_listing_the_first_and_last(env: RouteEnv) -> None:
+    await env.add_template(DIGEST_TEMPLATE)
+    handler = env.handler(followers_digest(CFG))
+    uid = env.uid()
+    await env.add_user(Recipient(uid, email=f"{uid}@example.test"))
+    t = now_ms()
+    events = [followed(uid, f"fan{i}", t + i) for i in range(4)]
+    out = await handler.handle([record(env, "UserFollowed", ev) for ev in events[:2]])
+    out += await handler.handle([record(env, "UserFollowed", ev) for ev in events[2:] + events[:1]])  # and a duplicate
+    assert decoded(env, out, "Delivery") == []
+    assert statuses(env, out, events[0]["event_id"]) == [(None, "scheduled", "digest")] * 2
+    [digest_id] = await env.scheduled_kind("digest")   # one window, one closing row
+
+    closing = await env.published(digest_id, "digest")
+    out = await handler.handle([closing])
+    [sent] = deliveries(env, out, digest_id)
+    assert (sent["channel"], sent["subject"], sent["text"]) == ("email", "4 new followers", "fan0;fan3;+2")
+    assert statuses(env, out, events[1]["event_id"]) == [(None, "skipped", f"digested: {digest_id}")]
+    assert deliveries(env, await handler.handle([await env.published(digest_id, "digest")]), digest_id) == [], \
+        "a closing published twice sends one digest"
+
+    late = followed(uid, "fan9", now_ms())
+    await handler.handle([record(env, "UserFollowed", late)])
+    assert len(await env.scheduled_kind("digest")) == 2, "an event after the close opens the next window"
 
 
 def test_the_twins_hold_the_handler_to_two_redis_round_trips_and_four_statements() -> None:
