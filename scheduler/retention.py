@@ -26,6 +26,7 @@ class Kept(StrEnum):
     IDEMPOTENCY = "idempotency"
     STATUS_HISTORY = "status_history"
     PUBLISHED = "published"
+    DIGESTS = "digests"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,8 @@ TABLES: dict[Kept, Table] = {
     Kept.STATUS_HISTORY: Table("status_history", "id", "at"),
     # rows not yet published are work, never purged
     Kept.PUBLISHED: Table("scheduled", "id", "published_at", "published_at IS NOT NULL"),
+    # a closed window and (ON DELETE CASCADE) its events; an open one is work
+    Kept.DIGESTS: Table("digest_windows", "id", "closed_at", "closed_at IS NOT NULL"),
 }
 
 
