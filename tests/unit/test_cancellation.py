@@ -141,3 +141,18 @@ def test_a_cancel_between_two_provider_calls_stops_the_second():
         assert await env.ledger(ds[2].delivery_id) == (LedgerStatus.FAILED, 1)
 
     asyncio.run(scenario())
+
+
+def test_a_keyed_delivery_on_the_bulk_lane_travels_alone_with_its_key():
+    env = MemoryRouteEnv()
+
+    async def scenario() -> None:
+        uid = env.uid()
+        await env.add_user(Recipient(id=uid, email=f"{uid}@example.test"))
+        keyed = request(uid, "weekly_digest", ["email"], {"headline": "News"}, cancellation_key="promo:1")
+        out = await env.handler().handle([record(env, "NotificationRequested", keyed, topic="bulk")])
+        names = [env.codec.decode(o.value).name for o in out if o.topic == env.settings.topic("deliver.email.bulk")]
+        assert names == ["Delivery"]
+        assert deliveries(env, out, keyed["event_id"])[0]["cancellation_key"] == "promo:1"
+
+    asyncio.run(scenario())
