@@ -17,13 +17,15 @@ def _rows(db, t: str) -> dict[str, list[str]]:
         "idempotency": "SELECT key FROM api_idempotency WHERE key LIKE %s ORDER BY 1",
         "status_history": "SELECT notification_id FROM status_history WHERE notification_id LIKE %s ORDER BY 1",
         "published": "SELECT convert_from(key, 'UTF8') FROM scheduled WHERE topic LIKE %s ORDER BY 1",
+        "cancellations": "SELECT key FROM cancellations WHERE key LIKE %s ORDER BY 1",
     }
     return {k: [r[0].removeprefix(t + "-") for r in db.execute(sql, (t + "%",))] for k, sql in q.items()}
 
 
 def test_housekeeping_purges_each_table_past_its_window_and_keeps_younger_rows(settings, db):
     t, r = settings.app_id, settings.retention
-    assert (r.dedup_days, r.ledger_days, r.idempotency_days, r.status_history_days, r.published_days) == (7, 30, 2, 90, 7)
+    assert (r.dedup_days, r.ledger_days, r.idempotency_days, r.status_history_days, r.published_days, r.canceled_days,
+            r.cancellations_days) == (7, 30, 2, 90, 7, 7, 30)
     # each table: a row an hour past its window, one an hour short of it
     for name, days in (("old", "%s days 1 hour"), ("young", "%s days -1 hour")):
         def ago(d: int, days: str = days) -> str:
@@ -38,6 +40,9 @@ def test_housekeeping_purges_each_table_past_its_window_and_keeps_younger_rows(s
                    (f"{t}-{name}",))
         db.execute(f"""INSERT INTO scheduled (due_at, topic, key, value, published_at)
                        VALUES (now() - interval '100 days', %s, %s, 'v', {ago(7)})""", (f"{t}.events", f"{t}-{name}"))
+        db.execute(f"""INSERT INTO scheduled (due_at, topic, key, value, canceled_at)
+                       VALUES (now() - interval '100 days', %s, %s, 'v', {ago(7)})""", (f"{t}.events", f"{t}-{name}-canceled"))
+        db.execute(f"INSERT INTO cancellations (kind, key, canceled_at) VALUES ('key', %s, {ago(30)})", (f"{t}-{name}",))
     db.execute("""INSERT INTO scheduled (due_at, topic, key, value) VALUES (now() - interval '100 days', %s, %s, 'v')""",
                (f"{t}.events", f"{t}-unpublished"))
     assert _rows(db, t)["dedup"] == ["old", "young"]
@@ -52,7 +57,8 @@ def test_housekeeping_purges_each_table_past_its_window_and_keeps_younger_rows(s
     assert {f"purge_{k}" for k in Kept} <= set(done)
     assert all(done[f"purge_{k}"] >= 1 for k in Kept)
     assert _rows(db, t) == {"dedup": ["young"], "ledger": ["young"], "idempotency": ["young"],
-                            "status_history": ["young"], "published": ["unpublished", "young"]}
+                            "status_history": ["young"], "published": ["unpublished", "young", "young-canceled"],
+                            "cancellations": ["young"]}
 
 
 def test_a_table_with_zero_days_is_kept_forever(settings, db):

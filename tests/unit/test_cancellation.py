@@ -156,3 +156,15 @@ def test_a_keyed_delivery_on_the_bulk_lane_travels_alone_with_its_key():
         assert deliveries(env, out, keyed["event_id"])[0]["cancellation_key"] == "promo:1"
 
     asyncio.run(scenario())
+
+
+def test_the_view_forgets_cancels_older_than_the_retention_window():
+    rows = MemoryCancellationRows()
+    view = CancellationView(rows, ttl=0, keep_days=30)
+    old = datetime.now(UTC) - timedelta(days=31)
+    rows.cancel(CancelKind.KEY, "old", old)
+    rows.cancel(CancelKind.NOTIFICATION, "n-old", old)
+    rows.cancel(CancelKind.KEY, "new")
+    asyncio.run(view.refresh())
+    assert view.reason("x", "old", 0) is None and view.reason("n-old", None, 0) is None
+    assert view.reason("x", "new", 0) == REASON_BY_KEY
