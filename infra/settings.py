@@ -173,6 +173,11 @@ class RetentionConfig(BaseModel):
     )
     status_history_days: int = Field(90, ge=0, description="days a status history row is kept (the notification row stays)")
     published_days: int = Field(7, ge=0, description="days a published scheduled (send_at, quiet-hours) row is kept for inspection")
+    canceled_days: int = Field(7, ge=0, description="days a canceled scheduled row is kept for inspection")
+    cancellations_days: int = Field(
+        30, ge=0, description="days a cancel (by key or notification id) is remembered; an event that occurred before "
+        "it and arrives later than this is sent"
+    )
     digests_days: int = Field(7, ge=0, description="days a closed digest window and its events are kept for inspection")
     batch_rows: int = Field(10_000, ge=1, description="rows one DELETE removes (one short transaction)")
     max_batches: int = Field(100, ge=1, description="DELETEs per table per housekeeping run; the rest waits for the next run")

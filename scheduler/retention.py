@@ -26,6 +26,8 @@ class Kept(StrEnum):
     IDEMPOTENCY = "idempotency"
     STATUS_HISTORY = "status_history"
     PUBLISHED = "published"
+    CANCELED = "canceled"
+    CANCELLATIONS = "cancellations"
     DIGESTS = "digests"
 
 
@@ -45,6 +47,9 @@ TABLES: dict[Kept, Table] = {
     Kept.STATUS_HISTORY: Table("status_history", "id", "at"),
     # rows not yet published are work, never purged
     Kept.PUBLISHED: Table("scheduled", "id", "published_at", "published_at IS NOT NULL"),
+    # canceled before they were published (migration 014): never to be published, kept for inspection
+    Kept.CANCELED: Table("scheduled", "id", "canceled_at", "canceled_at IS NOT NULL AND published_at IS NULL"),
+    Kept.CANCELLATIONS: Table("cancellations", "kind, key", "canceled_at"),
     # a closed window and (ON DELETE CASCADE) its events; an open one is work
     Kept.DIGESTS: Table("digest_windows", "id", "closed_at", "closed_at IS NOT NULL"),
 }

@@ -49,5 +49,6 @@ async def erase_user(conn: AsyncConnection, user_id: str, tenant: str | None) ->
         deliveries = await conn.execute(
             "UPDATE deliveries SET address = %s, error = NULL WHERE notification_id = ANY(%s)", (ERASED_ADDRESS, ids))
         scheduled = await conn.execute("DELETE FROM scheduled WHERE notification_id = ANY(%s)", (ids,))
+        await conn.execute("DELETE FROM recurring_targets WHERE user_id = %s", (user_id,))   # leaves every schedule
     return Erased(user=row is not None, notifications=len(ids), deliveries=deliveries.rowcount,
                   devices=int(devices[0]) if devices else 0, scheduled=scheduled.rowcount)

@@ -143,7 +143,8 @@ class DeliverStores:
                    PostgresDevices(db, tuning.device_failure_limit, on_deactivated=drop_cached),
                    PostgresStatusStore(db) if tuning.bulk_statuses_direct else None,
                    CancelStore(PostgresCampaignRows(db), settings.campaign.cancel_cache_seconds),
-                   CancellationView(PostgresCancellationRows(db), settings.campaign.cancel_cache_seconds),
+                   CancellationView(PostgresCancellationRows(db), settings.campaign.cancel_cache_seconds,
+                                    settings.retention.cancellations_days),
                    RedisCircuit.for_provider(redis, settings, failover) if failover else None)
 
     @classmethod

@@ -113,7 +113,8 @@ class RouteStores:
         return cls(RedisDedupStore(redis, db, s), RedisRecipientStore(redis, db, s), RedisRateLimitStore(s),
                    PostgresTemplateRows(db), PostgresScheduledRows(db), lambda: PipelineBatch(redis),
                    cancels=CancelStore(PostgresCampaignRows(db), s.campaign.cancel_cache_seconds),
-                   cancellations=CancellationView(PostgresCancellationRows(db), s.campaign.cancel_cache_seconds),
+                   cancellations=CancellationView(PostgresCancellationRows(db), s.campaign.cancel_cache_seconds,
+                                                 s.retention.cancellations_days),
                    statuses=PostgresStatusStore(db), digests=PostgresDigestStore(db))
 
     @classmethod

@@ -63,13 +63,15 @@ class MemoryCancellationRows:
 
 
 class CancellationView:
-    """Every cancellation, refreshed at most once per ``ttl`` seconds; ``reason()`` answers from memory."""
+    """Every cancellation younger than ``keep_days`` (HERALD_RETENTION__CANCELLATIONS_DAYS, 0: all), refreshed at most
+    once per ``ttl`` seconds; ``reason()`` answers from memory."""
 
-    def __init__(self, rows: CancellationRows, ttl: float = 1.0) -> None:
+    def __init__(self, rows: CancellationRows, ttl: float = 1.0, keep_days: int = 0) -> None:
         self.rows = rows
         self.ttl = ttl
+        self.keep = timedelta(days=keep_days)
         self._keys: dict[str, int] = {}   # cancellation key → its latest cancel, epoch ms
-        self._ids: set[str] = set()
+        self._ids: dict[str, int] = {}    # notification id → its cancel, epoch ms
         self._newest = EPOCH
         self._read_at = float("-inf")
 
@@ -79,12 +81,14 @@ class CancellationView:
             return
         rows = await self.rows.since(max(EPOCH, self._newest - OVERLAP))
         for kind, key, at in rows:
-            if kind == CancelKind.NOTIFICATION:
-                self._ids.add(key)
-            else:
-                ms = int(at.timestamp() * 1000)
-                self._keys[key] = max(ms, self._keys.get(key, ms))
+            ms = int(at.timestamp() * 1000)
+            seen = self._ids if kind == CancelKind.NOTIFICATION else self._keys
+            seen[key] = max(ms, seen.get(key, ms))
             self._newest = max(self._newest, at)
+        if self.keep and rows:   # what housekeeping purges from the table goes from memory too
+            horizon = int((datetime.now(UTC) - self.keep).timestamp() * 1000)
+            self._ids = {k: ms for k, ms in self._ids.items() if ms >= horizon}
+            self._keys = {k: ms for k, ms in self._keys.items() if ms >= horizon}
         self._read_at = now   # the time before the read: the view is at least this fresh
 
     def reason(self, notification_id: str, key: str | None, occurred_ms: int) -> str | None:

@@ -121,3 +121,16 @@ def test_the_sdk_refuses_a_cancellation_key_on_a_record_without_the_field(topics
         herald.emit("PasswordResetRequested", {"user_id": "u1", "reset_url": "https://r", "expires_in_minutes": 5},
                     cancellation_key="k")
     herald.emit("BirthdayReached", {"user_id": "u1", "age": 3}, cancellation_key="k", wait=True)
+
+
+def test_an_erased_user_leaves_every_recurring_schedule(client, settings, db):
+    from scheduler.recurring import create
+
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    db.execute("INSERT INTO users (id, email, time_zone) VALUES (%s, %s, 'Europe/Vienna')", (user, f"{user}@example.org"))
+    db.execute("INSERT INTO templates (code, channel, version, body_text, active) VALUES ('cx_weekly', 'email', 1, 'Hi', "
+               "true) ON CONFLICT DO NOTHING")
+    sid = f"s-{uuid.uuid4().hex[:8]}"
+    create(db, sid, "0 9 * * 1", "cx_weekly", ["email"], [user])
+    assert client.delete(f"/v1/users/{user}", headers=auth(settings)).status_code == 200
+    assert db.execute("SELECT count(*) FROM recurring_targets WHERE user_id = %s", (user,)).fetchone()[0] == 0

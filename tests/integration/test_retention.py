@@ -17,6 +17,7 @@ def _rows(db, t: str) -> dict[str, list[str]]:
         "idempotency": "SELECT key FROM api_idempotency WHERE key LIKE %s ORDER BY 1",
         "status_history": "SELECT notification_id FROM status_history WHERE notification_id LIKE %s ORDER BY 1",
         "published": "SELECT convert_from(key, 'UTF8') FROM scheduled WHERE topic LIKE %s ORDER BY 1",
+        "cancellations": "SELECT key FROM cancellations WHERE key LIKE %s ORDER BY 1",
         "digests": "SELECT digest_key FROM digest_windows WHERE digest_key LIKE %s ORDER BY 1",
         "digest_items": "SELECT event_id FROM digest_items WHERE digest_key LIKE %s ORDER BY 1",
     }
@@ -25,8 +26,8 @@ def _rows(db, t: str) -> dict[str, list[str]]:
 
 def test_housekeeping_purges_each_table_past_its_window_and_keeps_younger_rows(settings, db):
     t, r = settings.app_id, settings.retention
-    assert (r.dedup_days, r.ledger_days, r.idempotency_days, r.status_history_days, r.published_days,
-            r.digests_days) == (7, 30, 2, 90, 7, 7)
+    assert (r.dedup_days, r.ledger_days, r.idempotency_days, r.status_history_days, r.published_days, r.canceled_days,
+            r.cancellations_days, r.digests_days) == (7, 30, 2, 90, 7, 7, 30, 7)
     # each table: a row an hour past its window, one an hour short of it
     for name, days in (("old", "%s days 1 hour"), ("young", "%s days -1 hour")):
         def ago(d: int, days: str = days) -> str:
@@ -41,6 +42,9 @@ def test_housekeeping_purges_each_table_past_its_window_and_keeps_younger_rows(s
                    (f"{t}-{name}",))
         db.execute(f"""INSERT INTO scheduled (due_at, topic, key, value, published_at)
                        VALUES (now() - interval '100 days', %s, %s, 'v', {ago(7)})""", (f"{t}.events", f"{t}-{name}"))
+        db.execute(f"""INSERT INTO scheduled (due_at, topic, key, value, canceled_at)
+                       VALUES (now() - interval '100 days', %s, %s, 'v', {ago(7)})""", (f"{t}.events", f"{t}-{name}-canceled"))
+        db.execute(f"INSERT INTO cancellations (kind, key, canceled_at) VALUES ('key', %s, {ago(30)})", (f"{t}-{name}",))
         db.execute(f"""WITH w AS (INSERT INTO digest_windows (digest_key, user_id, opened_at, closes_at, closed_at)
                                   VALUES (%s, 'u', {ago(8)}, {ago(7)}, {ago(7)}) RETURNING id)
                        INSERT INTO digest_items (digest_key, event_id, window_id, occurred_at, variables)
@@ -61,8 +65,8 @@ def test_housekeeping_purges_each_table_past_its_window_and_keeps_younger_rows(s
     assert {f"purge_{k}" for k in Kept} <= set(done)
     assert all(done[f"purge_{k}"] >= 1 for k in Kept)
     assert _rows(db, t) == {"dedup": ["young"], "ledger": ["young"], "idempotency": ["young"],
-                            "status_history": ["young"], "published": ["unpublished", "young"],
-                            "digests": ["open", "young"], "digest_items": ["young"]}
+                            "status_history": ["young"], "published": ["unpublished", "young", "young-canceled"],
+                            "cancellations": ["young"], "digests": ["open", "young"], "digest_items": ["young"]}
 
 
 def test_a_table_with_zero_days_is_kept_forever(settings, db):

@@ -18,7 +18,8 @@ def test_groups_respect_the_count_and_the_bytes_and_keep_the_order() -> None:
 
 
 def test_a_chunk_carries_every_field_of_a_first_bulk_attempt() -> None:
-    carried = set(CHUNK_SHARED) | set(CHUNK_ITEM) | {"lane", "attempt", "first_failure_at", "last_error"}
+    # a delivery with a cancellation_key is never packed: the route stage sends it as a Delivery of its own
+    carried = set(CHUNK_SHARED) | set(CHUNK_ITEM) | {"lane", "attempt", "first_failure_at", "last_error", "cancellation_key"}
     assert carried == {f.name for f in fields(Delivery)}
 
 

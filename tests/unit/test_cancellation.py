@@ -188,3 +188,30 @@ def test_a_canceled_event_collecting_in_a_digest_is_left_out_of_it():
         assert statuses(env, out, dropped["event_id"]) == [(None, "canceled", REASON_BY_ID)]
 
     asyncio.run(scenario())
+
+
+def test_a_keyed_delivery_on_the_bulk_lane_travels_alone_with_its_key():
+    env = MemoryRouteEnv()
+
+    async def scenario() -> None:
+        uid = env.uid()
+        await env.add_user(Recipient(id=uid, email=f"{uid}@example.test"))
+        keyed = request(uid, "weekly_digest", ["email"], {"headline": "News"}, cancellation_key="promo:1")
+        out = await env.handler().handle([record(env, "NotificationRequested", keyed, topic="bulk")])
+        names = [env.codec.decode(o.value).name for o in out if o.topic == env.settings.topic("deliver.email.bulk")]
+        assert names == ["Delivery"]
+        assert deliveries(env, out, keyed["event_id"])[0]["cancellation_key"] == "promo:1"
+
+    asyncio.run(scenario())
+
+
+def test_the_view_forgets_cancels_older_than_the_retention_window():
+    rows = MemoryCancellationRows()
+    view = CancellationView(rows, ttl=0, keep_days=30)
+    old = datetime.now(UTC) - timedelta(days=31)
+    rows.cancel(CancelKind.KEY, "old", old)
+    rows.cancel(CancelKind.NOTIFICATION, "n-old", old)
+    rows.cancel(CancelKind.KEY, "new")
+    asyncio.run(view.refresh())
+    assert view.reason("x", "old", 0) is None and view.reason("n-old", None, 0) is None
+    assert view.reason("x", "new", 0) == REASON_BY_KEY

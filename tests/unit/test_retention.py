@@ -22,10 +22,12 @@ def test_drain_stops_at_a_short_batch_and_never_runs_more_than_max_batches():
 def test_every_table_has_a_window_setting_and_zero_days_keeps_a_table_forever():
     r = RetentionConfig()
     assert {k: window_days(r, k) for k in Kept} == {
-        Kept.DEDUP: 7, Kept.LEDGER: 30, Kept.IDEMPOTENCY: 2, Kept.STATUS_HISTORY: 90, Kept.PUBLISHED: 7, Kept.DIGESTS: 7}
+        Kept.DEDUP: 7, Kept.LEDGER: 30, Kept.IDEMPOTENCY: 2, Kept.STATUS_HISTORY: 90, Kept.PUBLISHED: 7,
+        Kept.CANCELED: 7, Kept.CANCELLATIONS: 30, Kept.DIGESTS: 7}
     assert [j.__name__ for j in retention_jobs(r)] == [f"purge_{k}" for k in Kept]
     names = [j.__name__ for j in retention_jobs(RetentionConfig(dedup_days=0, ledger_days=0))]
-    assert names == ["purge_idempotency", "purge_status_history", "purge_published", "purge_digests"]
+    assert names == ["purge_idempotency", "purge_status_history", "purge_published", "purge_canceled",
+                     "purge_cancellations", "purge_digests"]
     assert "purge_published" not in [j.__name__ for j in retention_jobs(r, published_days=0)]
 
 
