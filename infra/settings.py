@@ -373,7 +373,8 @@ class Settings(BaseSettings):
     # --- providers (the sandbox by default) ------------------------------
     email_provider: Literal["smtp", "sendgrid"] = "smtp"
     email_failover_provider: Literal["smtp", "sendgrid"] | None = Field(
-        None, description="a second email provider, sent to while the first one's circuit is open (unset: none)"
+        None, description="a second email provider, sent to while the first one's circuit is open or when it refuses "
+        "Herald's account (unset: none)"
     )
     sms_provider: Literal["twilio"] = "twilio"
     push_provider: Literal["fcm"] = "fcm"

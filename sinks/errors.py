@@ -26,5 +26,11 @@ class InvalidToken(Permanent):
     """The device token is gone (FCM UNREGISTERED, APNs 410): deactivate the device at once."""
 
 
+class ProviderRejected(Permanent):
+    """The provider refused the sender, not the message: authentication failed, the account is suspended or out of
+    quota (SendGrid 401/403, SMTP 530/534/535). A second provider, when configured, takes the delivery at once; the
+    circuit counts it as a failure of the provider, so traffic moves to the second one until the first recovers."""
+
+
 class InvalidAddress(Permanent):
     """The address itself is unusable (malformed e-mail, not a phone number): dead-lettered as ``invalid_address``."""

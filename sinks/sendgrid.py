@@ -34,7 +34,7 @@ from schemas.records import Delivery
 from schemas.vocabulary import SENDGRID_DELIVERY_ARG, SENDGRID_NOTIFICATION_ARG, Channel
 from sinks.base import Result, Sent, parse_retry_after
 from sinks.content import check_body, check_email_address, check_header
-from sinks.errors import DeliveryError, InvalidAddress, Permanent, RateLimited, Retryable
+from sinks.errors import DeliveryError, InvalidAddress, Permanent, ProviderRejected, RateLimited, Retryable
 
 MAX_SUBSTITUTION_BYTES = 10_000
 MAX_ROUNDS = 3   # requests per group: the first, and again without the personalizations SendGrid named
@@ -193,4 +193,6 @@ def _map_http_error(exc: HTTPError) -> Result:
         return RateLimited(f"sendgrid 429: {text!r}", parse_retry_after(exc.headers.get("Retry-After") if exc.headers else None))
     if status >= 500:
         return Retryable(f"sendgrid {status}: {text!r}")
+    if status in (401, 403):   # the API key: wrong, revoked, without the mail.send scope, or the account out of credits
+        return ProviderRejected(f"sendgrid {status}: {text!r}")
     return Permanent(f"sendgrid {status}: {text!r}")

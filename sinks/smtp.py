@@ -28,7 +28,7 @@ from schemas.vocabulary import Channel
 from sinks import mime
 from sinks.base import Result, Sent
 from sinks.content import check_body, check_email_address, check_header
-from sinks.errors import DeliveryError, InvalidAddress, Permanent, Retryable
+from sinks.errors import DeliveryError, InvalidAddress, Permanent, ProviderRejected, Retryable
 
 
 class SmtpSink:
@@ -85,6 +85,9 @@ class _Connection:
                     # the connection is gone: this one and the rest are worth another attempt
                     results += [Retryable(f"smtp connection: {exc}")] * (len(deliveries) - i)
                     break
+                except _AccountRefused as exc:   # the server refused Herald's login: none of them can go here
+                    results += [ProviderRejected(f"smtp: {exc}")] * (len(deliveries) - i)
+                    break
                 except Exception as exc:  # noqa: BLE001 - one delivery's surprise must not fail the chunk
                     self._drop()
                     results.append(Permanent(f"smtp: unexpected error for this message: {exc!r}"))
@@ -100,6 +103,10 @@ class _Connection:
                         conn.starttls()
                         conn.ehlo()
                     conn.login(self.username, self.password or "")
+            except smtplib.SMTPAuthenticationError as exc:
+                conn.close()
+                raise _AccountRefused(f"login to {self.host}:{self.port} refused: {exc.smtp_code} "
+                                      f"{_text(exc.smtp_error)}") from exc
             except (OSError, smtplib.SMTPException) as exc:
                 raise _ConnectionLost(f"connect to {self.host}:{self.port}: {exc}") from exc
             self._conn = conn
@@ -166,6 +173,10 @@ class _ConnectionLost(Exception):
     pass
 
 
+class _AccountRefused(Exception):
+    pass
+
+
 class Mail(NamedTuple):
     message_id: str
     raw: bytes
@@ -188,6 +199,9 @@ def build_message(d: Delivery, sender: str, unsubscribe: Unsubscribe | None = No
                                         extra=unsubscribe.headers(d.user_id, d.category) if unsubscribe else None))
 
 
+AUTH_REFUSED = (530, 534, 535)   # authentication required / mechanism too weak / credentials invalid
+
+
 def _text(raw: bytes | str) -> str:
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
@@ -196,6 +210,8 @@ def _by_code(code: int, text: bytes | str, what: str, permanent: type[Permanent]
     msg = f"smtp {code} {what}: {_text(text)}"
     if 400 <= code < 500:
         return Retryable(msg)
+    if code in AUTH_REFUSED:
+        return ProviderRejected(msg)
     return permanent(msg)
 
 

@@ -44,7 +44,7 @@ from schemas.codec import DecodeError
 from schemas.records import Delivery, StatusChange, chunk_deliveries, epoch_ms
 from schemas.vocabulary import CHANNELS, Channel, Lane, LedgerStatus, Status
 from sinks.base import Result, Sent, Sink
-from sinks.errors import DeliveryError, RateLimited, Retryable
+from sinks.errors import DeliveryError, ProviderRejected, RateLimited, Retryable
 from sinks.factory import build_failover_sink, build_sink
 from streams.routes import load_routes
 from streams.runtime.context import Context
@@ -330,17 +330,23 @@ class DeliverHandler:
                 return pause(cur, max(limits), now) if limits else cur
 
             await self._observe(change, circuit, sink)
+            answered = [(sink, chunk, results)]
+            if sink is self.sink and self.failover is not None and any(isinstance(r, ProviderRejected) for r in results):
+                answered = await self._fail_over(chunk, results)
+                limits += [r.retry_after for _, _, got in answered[1:] for r in got if isinstance(r, RateLimited)]
+                now = now_ms()
             resend: list[Item] = []
             marks: list[Mark] = []
-            self._in_call = sink
-            for (rec, d), result in zip(chunk, results, strict=True):
-                action = outcome(d, result, self.ladder, now, self.cfg, waited)
-                if isinstance(action, WaitAndResend):
-                    resend.append((rec, d))
-                    continue
-                marks.append(self._apply(rec, d, action, out, now))
-                if self.channel == Channel.PUSH:
-                    effects.append((d.address, result))
+            for used, items, got in answered:
+                self._in_call = used
+                for (rec, d), result in zip(items, got, strict=True):
+                    action = outcome(d, result, self.ladder, now, self.cfg, waited)
+                    if isinstance(action, WaitAndResend):
+                        resend.append((rec, d))
+                        continue
+                    marks.append(self._apply(rec, d, action, out, now))
+                    if self.channel == Channel.PUSH:
+                        effects.append((d.address, result))
             self._in_call = None
             await self._mark_after_call(marks)
             if resend:
@@ -416,6 +422,29 @@ class DeliverHandler:
         if admit(second, now_ms(), self.cfg)[1] == 0:
             return self.sink, self.stores.circuit, breaker
         return self.failover, other, second
+
+    async def _fail_over(self, chunk: list[Item], results: list[Result]) -> list[tuple[Sink, list[Item], list[Result]]]:
+        """The deliveries the primary refused for its account (authentication, quota) go to the second provider at
+        once, when its circuit admits them; (sink, items, results) per provider that answered. The ledger claim made
+        before the first call still holds: the primary sent none of them."""
+        assert self.failover is not None and self.stores.failover_circuit is not None
+        moved = [i for i, r in enumerate(results) if isinstance(r, ProviderRejected)]
+        circuit = self.stores.failover_circuit
+        now = now_ms()
+        second = self._export(await circuit.load(), self.failover)
+        admitted, allowance = admit(second, now, self.cfg)
+        if admitted != second:
+            self._export(await circuit.update(lambda cur: admit(cur, now, self.cfg)[0]), self.failover)
+        if allowance == 0 or second.paused_until_ms > now:
+            return [(self.sink, chunk, results)]
+        if allowance is not None:
+            moved = moved[:allowance]
+        items = [chunk[i] for i in moved]
+        again = await self._call(items, self.failover)
+        seen, at = [observation(r) for r in again], now_ms()
+        await self._observe(lambda cur: observe(cur, seen, at, self.cfg), circuit, self.failover)
+        stay = sorted(set(range(len(chunk))) - set(moved))
+        return [(self.sink, [chunk[i] for i in stay], [results[i] for i in stay]), (self.failover, items, again)]
 
     async def _call(self, chunk: list[Item], sink: Sink) -> list[Result]:
         started, started_ns = time.perf_counter(), time.time_ns()

@@ -11,7 +11,7 @@ from typing import Literal
 from schemas.records import Delivery, epoch_ms
 from schemas.vocabulary import LedgerStatus
 from sinks.base import Result, Sent
-from sinks.errors import DeliveryError, InvalidAddress, InvalidToken, Permanent, RateLimited, Retryable
+from sinks.errors import DeliveryError, InvalidAddress, InvalidToken, Permanent, ProviderRejected, RateLimited, Retryable
 from streams.stages.retry import GiveUp, Ladder, next_step
 
 
@@ -97,6 +97,8 @@ def error_class(err: DeliveryError) -> str:
         return "invalid_token"
     if isinstance(err, InvalidAddress):
         return "invalid_address"
+    if isinstance(err, ProviderRejected):
+        return "provider_rejected"
     if isinstance(err, Permanent):
         return "permanent"
     if isinstance(err, RateLimited):
@@ -161,10 +163,11 @@ Observation = Literal["ok", "fail", "neutral"]
 
 
 def observation(result: Result) -> Observation:
-    """What a result says about the provider's health: permanent errors and 429s are not outages."""
+    """What a result says about the provider's health: a message's permanent error and 429s are not outages; the
+    provider refusing Herald's account is."""
     if isinstance(result, Sent):
         return "ok"
-    if isinstance(result, Retryable):
+    if isinstance(result, (Retryable, ProviderRejected)):
         return "fail"
     return "neutral"
 

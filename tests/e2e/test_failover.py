@@ -73,3 +73,35 @@ def test_the_primary_goes_down_mid_campaign_nothing_is_lost_or_sent_twice_and_tr
     assert late_smtp == [], "SMTP still took traffic long after SendGrid recovered"
     assert db.execute("SELECT count(*) FROM deliveries WHERE status = 'sent' AND notification_id LIKE %s",
                       (f"{cid}:%",)).fetchone()[0] == N
+
+
+def test_a_primary_refusing_the_account_hands_every_email_to_the_second_provider_once(sandbox, worker_factory, db,
+                                                                                      tmp_path):
+    settings = sandbox.settings.model_copy(update={"email_provider": "sendgrid", "email_failover_provider": "smtp",
+                                                   "home": tmp_path})
+    ctl = sandbox.control
+    tag, n = settings.app_id, 300
+    db.execute("INSERT INTO users (id, email, first_name) SELECT %s || '-' || i, %s || '-' || i || '@example.org', 'N' || i "
+               "FROM generate_series(1, %s) AS i", (tag, tag, n))
+    template(db, f"{tag}_news", "Hi {{ user.first_name }}")
+    ctl.faults("sendgrid", error_rate=1.0, error_status=401)   # the API key revoked: every request refused
+    worker_factory(settings, agents=["route-bulk", "deliver-email-bulk", "retry-1s", "retry-2s", "retry-3s", "status"],
+                   extra_env={"HERALD_DELIVER__MAX_CHUNK": "50"}).wait_ready()
+    auth = {"Authorization": f"Bearer {make_api_key(settings)}"}
+    with TestClient(create_api(settings, ApiConfig(rate_limit=1000, key_cache_seconds=0))) as client:
+        started = client.post("/v1/campaigns", headers=auth, json={
+            "template": f"{tag}_news", "recipients": [f"{tag}-{i}" for i in range(1, n + 1)]})
+        assert started.status_code == 202, started.text
+        cid = started.json()["id"]
+
+        def settled() -> dict | None:
+            v = client.get(f"/v1/campaigns/{cid}", headers=auth).json()
+            return v if v["sent"] == n else None
+
+        view = wait_for(settled, 120, interval=0.5, message="every recipient sent")
+    time.sleep(2)
+    per_address = Counter(m["to"] for m in ctl.inbox("email", envelope=True))
+    assert len(per_address) == n and set(per_address.values()) == {1}
+    assert by_provider(ctl) == Counter({"smtp": n}), "SendGrid refused every request: nothing went through it"
+    assert view["failed"] == 0 and view["dead_lettered"] == 0
+    assert ctl.requests("sendgrid") >= 1, "the primary was tried first"

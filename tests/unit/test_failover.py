@@ -11,7 +11,7 @@ from typing import Any
 
 from infra.settings import DeliverTuning, Settings
 from schemas.vocabulary import Channel, Lane, Status
-from sinks.errors import Retryable
+from sinks.errors import ProviderRejected, Retryable
 from sinks.memory import MemorySink
 from streams.handlers.deliver import DeliverHandler, LaneGate
 from streams.metrics import Metrics
@@ -108,3 +108,37 @@ def test_the_failover_provider_must_differ_from_the_first():
 
     with pytest.raises(ValueError, match="HERALD_EMAIL_FAILOVER_PROVIDER"):
         Settings(email_provider="smtp", email_failover_provider="smtp")
+
+
+def test_a_primary_refusing_the_account_hands_the_same_call_to_the_second_provider_once():
+    env = MemoryDeliverEnv()
+
+    async def scenario() -> None:
+        primary = MemorySink(provider="sendgrid", otherwise=ProviderRejected("sendgrid 401: bad api key"))
+        second = MemorySink(provider="smtp")
+        h = handler(env, primary, second, breaker_failures=3)
+        batch = [typed(), typed()]
+        out = await h.handle([record(env, d) for d in batch])
+        assert [s for _, s, _ in statuses(env, out)] == [Status.SENT] * 2
+        assert len(primary.calls) == 1 and [d.delivery_id for d in second.given] == [d.delivery_id for d in batch]
+        await h.handle([record(env, typed())])        # refused again, a third failure: the primary's circuit opens
+        assert len(primary.calls) == 2 and len(second.given) == 3
+        await h.handle([record(env, typed())])        # straight to the second provider now
+        assert len(primary.calls) == 2 and len(second.given) == 4
+        await h.handle([record(env, d) for d in batch])   # a replay: the ledger says sent
+        assert len(second.given) == 4 and len(primary.calls) == 2
+        assert h.ctx.metrics.deliveries.labels(Channel.EMAIL, "smtp", "sent")._value.get() == 4
+
+    asyncio.run(scenario())
+
+
+def test_without_a_second_provider_an_account_refusal_is_dead_lettered_with_its_class():
+    env = MemoryDeliverEnv()
+
+    async def scenario() -> None:
+        h = handler(env, MemorySink(provider="sendgrid", otherwise=ProviderRejected("sendgrid 403: no credits")), None)
+        out = await h.handle([record(env, typed())])
+        changes = [env.codec.decode(o.value).record for o in out if o.topic == env.settings.topic("status")]
+        assert [(c["status"], c["reason"]) for c in changes] == [(Status.FAILED, "provider_rejected: sendgrid 403: no credits")]
+
+    asyncio.run(scenario())

@@ -7,7 +7,7 @@ import pytest
 
 from schemas.records import Delivery
 from sinks.base import Sent
-from sinks.errors import InvalidAddress, InvalidToken, Permanent, RateLimited, Retryable
+from sinks.errors import InvalidAddress, InvalidToken, Permanent, ProviderRejected, RateLimited, Retryable
 from sinks.factory import build_sink
 from tests.support.sandbox import bare_sandbox, delivery  # noqa: F401 - fixture
 
@@ -105,3 +105,19 @@ def test_sendgrid_batches_up_to_1000_personalizations_per_request(bare_sandbox):
     assert len(inbox) == 1500
     # each personalization got its own rendered text through substitutions
     assert all(inbox[d["address"]]["text"] == d["text"] and inbox[d["address"]]["html"] == d["html"] for d in ds)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_sendgrid_refusing_the_api_key_or_the_account_is_provider_rejected(bare_sandbox, status):
+    bare_sandbox.control.faults("sendgrid", error_rate=1.0, error_status=status)
+    results = send(bare_sandbox, "sendgrid", [delivery("email") for _ in range(2)])
+    assert all(isinstance(r, ProviderRejected) and f"sendgrid {status}" in str(r) for r in results), results
+
+
+@pytest.mark.parametrize("code, kind", [(535, ProviderRejected), (530, ProviderRejected), (550, Permanent),
+                                        (451, Retryable)])
+def test_an_smtp_reply_refusing_the_login_is_provider_rejected_and_others_keep_their_class(code, kind):
+    from sinks.smtp import _by_code
+
+    result = _by_code(code, b"5.7.8 Authentication credentials invalid", "smtp error")
+    assert type(result) is kind
