@@ -249,6 +249,20 @@ class ClusterConfig(BaseModel):
     user: str = Field("herald", description="SCRAM user that `--security sasl_ssl` creates")
 
 
+class SmsFailoverConfig(BaseModel):
+    """A second Twilio account for SMS (``settings.sms_failover``; variables ``HERALD_SMS_FAILOVER__*``): sent to
+    while the first account's circuit is open or when Twilio refuses the first account. Unset: none."""
+
+    account_sid: str | None = Field(None, description="the second account's SID (unset: no second account)")
+    auth_token: SecretStr | None = Field(None, description="its auth token (a secret; also signs its status callbacks)")
+    sender: str | None = Field(None, description="its sending number (unset: HERALD_TWILIO_FROM)")
+    base_url: str | None = Field(None, description="its Twilio API base URL (unset: HERALD_TWILIO_BASE_URL)")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.account_sid and self.auth_token)
+
+
 class ApnsConfig(BaseModel):
     """Apple push, direct (``settings.apns``; variables ``HERALD_APNS__*``). Unset files: the sandbox's, under ``HERALD_HOME``."""
 
@@ -390,6 +404,8 @@ class Settings(BaseSettings):
     twilio_auth_token: SecretStr = SecretStr(SANDBOX_TWILIO_AUTH_TOKEN)
     twilio_from: str = "+15005550006"
     twilio_base_url: str = Field("http://127.0.0.1:8026", description="Twilio API base URL")
+    sms_failover: SmsFailoverConfig = Field(default_factory=SmsFailoverConfig,
+                                            description="a second Twilio account for SMS failover")
     fcm_credentials_file: Path | None = Field(None, description="service-account JSON (default: a generated sandbox one)")
     fcm_url: str = Field("http://127.0.0.1:8027", description="FCM HTTP v1 base URL")
     apns: ApnsConfig = Field(default_factory=ApnsConfig, description="APNs: URL, .p8 key, key id, team id, topic, CA, streams in flight")

@@ -20,9 +20,17 @@ def provider_of(settings: Settings, channel: str) -> str:
             Channel.PUSH: settings.push_provider}[Channel(channel)]
 
 
+SECOND_TWILIO = "twilio-failover"   # the provider name of the second Twilio account (its own circuit and metrics)
+
+
 def failover_of(settings: Settings, channel: str) -> str | None:
-    """The channel's second provider, used while the first one's circuit is open (None: none)."""
-    return settings.email_failover_provider if Channel(channel) == Channel.EMAIL else None
+    """The channel's second provider, used while the first one's circuit is open or it refuses Herald's account
+    (None: none)."""
+    if Channel(channel) == Channel.EMAIL:
+        return settings.email_failover_provider
+    if Channel(channel) == Channel.SMS and settings.sms_failover.enabled:
+        return SECOND_TWILIO
+    return None
 
 
 def build_failover_sink(settings: Settings, channel: str) -> Sink | None:
@@ -44,13 +52,17 @@ def build_sink(settings: Settings, channel: str, provider: str | None = None) ->
 
         return SendGridSink(settings.sendgrid_api_key.get_secret_value(), settings.sendgrid_host, settings.email_from,
                             unsubscribe=Unsubscribe.from_settings(settings))
-    if provider == "twilio":
+    if provider in ("twilio", SECOND_TWILIO):
         from sinks.twilio import TwilioSink
 
         public = settings.api.public_url
+        callback = f"{public.rstrip('/')}/v1/webhooks/twilio" if public else None
+        second = settings.sms_failover
+        if provider == SECOND_TWILIO and second.account_sid and second.auth_token:
+            return TwilioSink(second.account_sid, second.auth_token.get_secret_value(), second.sender or settings.twilio_from,
+                              second.base_url or settings.twilio_base_url, status_callback=callback, provider=SECOND_TWILIO)
         return TwilioSink(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value(),
-                          settings.twilio_from, settings.twilio_base_url,
-                          status_callback=f"{public.rstrip('/')}/v1/webhooks/twilio" if public else None)
+                          settings.twilio_from, settings.twilio_base_url, status_callback=callback)
     if provider == "fcm":
         from sinks.fcm import FcmSink
 

@@ -25,10 +25,12 @@ from schemas.records import Delivery
 from schemas.vocabulary import Channel
 from sinks.base import Result, Sent, parse_retry_after
 from sinks.content import check_body, check_token
-from sinks.errors import DeliveryError, InvalidAddress, Permanent, RateLimited, Retryable
+from sinks.errors import DeliveryError, InvalidAddress, Permanent, ProviderRejected, RateLimited, Retryable
 
 TWILIO_API = "https://api.twilio.com"
 MAX_BODY_CHARS = 1600   # Twilio refuses longer bodies (error 21617)
+# authenticate (20003), account suspended or closed (20005, 10001, 10002), out of funds (20429 is a rate: not here)
+ACCOUNT_REFUSED_CODES = {20003, 20005, 10001, 10002}
 INVALID_NUMBER_CODES = {21211, 21214, 21217, 21401, 21407, 21408, 21610, 21612, 21614}
 
 
@@ -60,7 +62,8 @@ class TwilioSink:
     max_batch = 200
 
     def __init__(self, account_sid: str, auth_token: str, sender: str, base_url: str, in_flight: int = 8,
-                 status_callback: str | None = None) -> None:
+                 status_callback: str | None = None, provider: str = "twilio") -> None:
+        self.provider = provider   # a second account has a name of its own: its own circuit and metrics
         self._http = RewritingHttpClient(base_url)
         # where Twilio posts the message's status changes (Herald's /v1/webhooks/twilio): without it, no SMS receipt
         self._extra: dict[str, str] = {"status_callback": status_callback} if status_callback else {}
@@ -99,4 +102,6 @@ class TwilioSink:
             return Retryable(text)
         if exc.code in INVALID_NUMBER_CODES:
             return InvalidAddress(text)
+        if exc.status in (401, 403) or exc.code in ACCOUNT_REFUSED_CODES:
+            return ProviderRejected(text)
         return Permanent(text)

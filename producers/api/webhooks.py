@@ -25,6 +25,7 @@ from twilio.request_validator import RequestValidator
 
 from infra.kafka.producer import ProduceError
 from infra.kafka.records import OutRecord, now_ms
+from infra.settings import Settings
 from producers.api.auth import Resources
 from producers.api.errors import field_name
 from producers.api.hostile import find_problem
@@ -169,6 +170,14 @@ def _public_url(request: Request, public_base: str | None) -> str:
     return public_base.rstrip("/") + request.url.path + query
 
 
+def _twilio_token(settings: Settings, account_sid: str | None) -> str:
+    """The auth token that signs an account's callbacks: the second account's for its SID, else the first's."""
+    second = settings.sms_failover
+    if second.enabled and account_sid == second.account_sid and second.auth_token is not None:
+        return second.auth_token.get_secret_value()
+    return settings.twilio_auth_token.get_secret_value()
+
+
 @router.post("/v1/webhooks/twilio", openapi_extra=TWILIO_BODY, responses=RESPONSES)
 async def twilio_status(
     request: Request,
@@ -182,7 +191,7 @@ async def twilio_status(
     except (UnicodeDecodeError, ValueError) as exc:
         form = None
         bad = exc
-    validator = RequestValidator(res.settings.twilio_auth_token.get_secret_value())
+    validator = RequestValidator(_twilio_token(res.settings, form.get("AccountSid") if form is not None else None))
     url = _public_url(request, res.config.public_url)
     if not x_twilio_signature or form is None or not validator.validate(url, form, x_twilio_signature):
         res.metrics.rejected.labels("bad_signature").inc()

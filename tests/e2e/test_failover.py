@@ -105,3 +105,34 @@ def test_a_primary_refusing_the_account_hands_every_email_to_the_second_provider
     assert by_provider(ctl) == Counter({"smtp": n}), "SendGrid refused every request: nothing went through it"
     assert view["failed"] == 0 and view["dead_lettered"] == 0
     assert ctl.requests("sendgrid") >= 1, "the primary was tried first"
+
+
+def test_sms_goes_through_a_second_twilio_account_when_the_first_is_refused(sandbox, worker_factory, db, tmp_path):
+    second = {"account_sid": "AC" + "2" * 32, "auth_token": "sandbox-token", "sender": "+15005550007"}
+    settings = sandbox.settings.model_copy(update={
+        "sms_failover": sandbox.settings.sms_failover.model_copy(update=second), "home": tmp_path})
+    ctl = sandbox.control
+    tag, n = settings.app_id, 40
+    db.execute("INSERT INTO users (id, phone, first_name) SELECT %s || '-' || i, '+43660' || lpad(i::text, 7, '0'), 'N' || i "
+               "FROM generate_series(1, %s) AS i", (tag, n))
+    template(db, f"{tag}_sms", "Hi {{ user.first_name }}", channel="sms")
+    ctl.faults("twilio", refused_accounts=[settings.twilio_account_sid])   # the first account suspended
+    worker_factory(settings, agents=["route-bulk", "deliver-sms-bulk", "retry-1s", "retry-2s", "retry-3s", "status"],
+                   extra_env={"HERALD_DELIVER__MAX_CHUNK": "10"}).wait_ready()
+    auth = {"Authorization": f"Bearer {make_api_key(settings)}"}
+    with TestClient(create_api(settings, ApiConfig(rate_limit=1000, key_cache_seconds=0))) as client:
+        started = client.post("/v1/campaigns", headers=auth, json={
+            "template": f"{tag}_sms", "channels": ["sms"], "recipients": [f"{tag}-{i}" for i in range(1, n + 1)]})
+        assert started.status_code == 202, started.text
+        cid = started.json()["id"]
+
+        def settled() -> dict | None:
+            v = client.get(f"/v1/campaigns/{cid}", headers=auth).json()
+            return v if v["sent"] == n else None
+
+        view = wait_for(settled, 120, interval=0.5, message="every recipient sent")
+    time.sleep(1)
+    inbox = ctl.inbox("sms")
+    assert Counter(m["to"] for m in inbox) == Counter({f"+43660{i:07d}": 1 for i in range(1, n + 1)})
+    assert {m["from"] for m in inbox} == {"+15005550007"}, "every SMS left from the second account's number"
+    assert view["failed"] == 0 and view["dead_lettered"] == 0

@@ -262,6 +262,20 @@ def test_twilio_webhook_verifies_x_twilio_signature(api: Api):
     assert api.client.post("/v1/webhooks/twilio", data=form).status_code == 401
 
 
+def test_the_second_twilio_accounts_callbacks_are_checked_with_its_own_token(topics, db):
+    second = topics.sms_failover.model_copy(update={"account_sid": "AC2", "auth_token": SecretStr("second-token")})
+    settings = topics.model_copy(update={"sms_failover": second})
+    url = "http://testserver/v1/webhooks/twilio"
+    form = {"MessageSid": "SM43", "MessageStatus": "delivered", "To": "+436601234567", "AccountSid": "AC2"}
+    with TestClient(create_api(settings, ApiConfig(key_cache_seconds=0))) as client:
+        for token, status in (("second-token", 200), (settings.twilio_auth_token.get_secret_value(), 401)):
+            sig = RequestValidator(token).compute_signature(url, form)
+            assert client.post("/v1/webhooks/twilio", data=form, headers={"X-Twilio-Signature": sig}).status_code == status
+        first = {**form, "AccountSid": "AC1"}   # the first account's callbacks keep the first token
+        sig = RequestValidator(settings.twilio_auth_token.get_secret_value()).compute_signature(url, first)
+        assert client.post("/v1/webhooks/twilio", data=first, headers={"X-Twilio-Signature": sig}).status_code == 200
+
+
 def test_readyz_and_metrics(api: Api):
     r = api.client.get("/readyz")
     assert r.status_code == 200 and r.json()["ok"] and r.json()["postgresql"] == "ok" and r.json()["redis"] == "ok"

@@ -121,7 +121,7 @@ def fault(provider: str = typer.Argument(..., help="sendgrid, twilio, fcm, apns 
             if not eq:
                 raise CliError(f"fault {item!r} is not name=value; e.g. storm=-1")
             if name in ("unregistered_tokens", "bad_tokens", "invalid_numbers", "undelivered_numbers", "invalid_addresses",
-                        "hold"):
+                        "refused_accounts", "hold"):
                 changes[name] = [v for v in value.split(",") if v]
             else:
                 try:

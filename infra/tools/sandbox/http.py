@@ -140,7 +140,7 @@ def _twilio_error(status: int, code: int, message: str, retry_after: float | Non
 async def twilio_send(request: web.Request) -> web.Response:
     state = request.app[STATE]
     sid = request.match_info["sid"]
-    if request.headers.get("Authorization", "")[:6] != "Basic ":
+    if request.headers.get("Authorization", "")[:6] != "Basic " or sid in state.faults["twilio"].refused_accounts:
         return _twilio_error(401, 20003, "Authenticate")
     form = await request.post()
     to, from_, body = form.get("To", ""), form.get("From", ""), form.get("Body", "")

@@ -32,6 +32,7 @@ class Faults:
     expired_provider_token: int = 0  # APNs: next N requests → 403 ExpiredProviderToken (-1: until cleared)
     invalid_numbers: list[str] = field(default_factory=list)       # Twilio: 21211
     undelivered_numbers: list[str] = field(default_factory=list)   # Twilio: accepted, then the callbacks end 'undelivered'
+    refused_accounts: list[str] = field(default_factory=list)      # Twilio: 401 code 20003 for these account SIDs
     invalid_addresses: list[str] = field(default_factory=list)     # SendGrid 400 / SMTP 550
     hold: list[str] = field(default_factory=list)   # a request naming one of these waits until released
 
