@@ -1,6 +1,7 @@
 """SMTP sink: a few kept-alive connections, each sending its part of a chunk in a worker thread.
 
-smtplib is blocking and speaks one message at a time (a few round trips each),
+smtplib is blocking and speaks one message at a time (four round trips each, two
+when the server offers PIPELINING: MAIL, RCPT and DATA go in one write, RFC 2920),
 so one connection tops out near 200 messages/s; a chunk is split over
 ``connections`` connections that send side by side, each in its own
 ``asyncio.to_thread`` call. A connection survives between batches and is
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import smtplib
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -115,7 +117,10 @@ class _Connection:
                                       "does not offer SMTPUTF8")
             try:
                 options = () if d.address.isascii() else ("SMTPUTF8",)
-                refused = conn.sendmail(_bare(self.sender), [d.address], msg.raw, mail_options=options)
+                if conn.has_extn("pipelining"):
+                    refused = _pipelined(conn, _bare(self.sender), d.address, msg.raw, options)
+                else:
+                    refused = conn.sendmail(_bare(self.sender), [d.address], msg.raw, mail_options=options)
             except smtplib.SMTPRecipientsRefused as exc:
                 code, text = next(iter(exc.recipients.values()))
                 return _by_code(code, text, "recipient refused", InvalidAddress)
@@ -160,6 +165,48 @@ class _Connection:
 
 class _ConnectionLost(Exception):
     pass
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _pipelined(conn: smtplib.SMTP, sender: str, to: str, raw: bytes, options: tuple[str, ...]) -> dict[str, tuple[int, bytes]]:
+    """``conn.sendmail`` in two round trips instead of four (RFC 2920, when the server offers PIPELINING): MAIL, RCPT
+    and DATA in one write, then the message. Raises what ``sendmail`` raises for the same replies."""
+    esmtp = [*options, f"SIZE={len(raw)}"] if conn.has_extn("size") else list(options)
+    params = "".join(" " + o for o in esmtp)
+    group = f"MAIL FROM:{smtplib.quoteaddr(sender)}{params}\r\nRCPT TO:{smtplib.quoteaddr(to)}\r\nDATA\r\n"
+    conn.send(group.encode("utf-8" if options else "ascii"))
+    mail = conn.getreply()
+    if mail[0] == 421:   # the server is closing the channel: it may not answer the rest
+        conn.close()
+        raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
+    rcpt, data = conn.getreply(), conn.getreply()   # each command is answered, a refused MAIL's RCPT and DATA too
+    if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
+        conn.close()   # the server waits for a message whose envelope it refused: only a new connection ends that
+    elif mail[0] != 250 or rcpt[0] not in (250, 251) or data[0] != 354:
+        _reset(conn)
+    if mail[0] != 250:
+        raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
+    if rcpt[0] not in (250, 251):
+        raise smtplib.SMTPRecipientsRefused({to: rcpt})
+    if data[0] != 354:
+        raise smtplib.SMTPDataError(*data)
+    body = _LEADING_DOT.sub(b"..", raw)
+    conn.send(body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n"))
+    code, text = conn.getreply()
+    if code != 250:
+        if code == 421:
+            conn.close()
+        else:
+            _reset(conn)
+        raise smtplib.SMTPDataError(code, text)
+    return {}
+
+
+def _reset(conn: smtplib.SMTP) -> None:
+    with contextlib.suppress(smtplib.SMTPServerDisconnected):
+        conn.rset()
 
 
 class Mail(NamedTuple):

@@ -338,7 +338,8 @@ class RouteHandler:
         if isinstance(rendered, RenderFailure):
             return rendered
         assert tmpl is not None
-        topic = deliver_topic(settings, c.channel, intent.lane)
+        # a critical category's deliveries (interactive lane) travel a deliver topic of their own, never behind orders
+        topic = deliver_topic(settings, c.channel, intent.lane, critical=intent.critical)
         key = intent.user_id.encode()
         trace = c.rec.trace_id
         made = [delivery_record(intent, c.channel, address, tmpl, rendered) for address in c.addresses]

@@ -72,10 +72,26 @@ def _accept(name: str, msgs: list[Message]) -> tuple[list[InRecord], list[TopicP
     return batch, _commits(batch)
 
 
+READY_IDLE_SECONDS = 1.0   # a ready agent's longest wait for its first record (bounds stop latency; no timer runs)
+
+
+async def take(kafka: ConsumerThread, settings: Settings, ready: bool) -> list[Message]:
+    """Up to ``batch_size`` messages: within ``batch_within`` (a throughput window), or with ``ready`` as soon as one
+    is there, together with what the consumer already fetched (a backlog still makes large batches)."""
+    if not ready:
+        return await kafka.consume(settings.batch_size, settings.batch_within)
+    first = await kafka.consume(1, READY_IDLE_SECONDS)
+    if not first or settings.batch_size == 1:
+        return first
+    return first + await kafka.consume(settings.batch_size - 1, 0)
+
+
 async def run_batch_agent(name: str, topics: list[str], runner_factory: Callable[[], Awaitable[BatchRunner]],
-                          settings: Settings, liveness: Liveness | None = None, batch_bytes: int | None = None) -> None:
+                          settings: Settings, liveness: Liveness | None = None, batch_bytes: int | None = None,
+                          ready: bool = False) -> None:
     """Consume ``topics`` in group ``{app_id}-{name}`` until cancelled; with ``batch_bytes``, what one consume
-    returned is handled (and committed) in parts of at most that many value bytes (at least a record each)."""
+    returned is handled (and committed) in parts of at most that many value bytes (at least a record each);
+    with ``ready``, a batch is taken as soon as a record waits (``take``)."""
     live = liveness or Liveness()
     kafka = ConsumerThread(consumer(settings, f"{settings.app_id}-{name}", **membership(settings)), f"engine-{name}")
     kafka.consumer.subscribe(topics)
@@ -95,7 +111,7 @@ async def run_batch_agent(name: str, topics: list[str], runner_factory: Callable
 
     try:
         while True:
-            batch, offsets = _accept(name, await kafka.consume(settings.batch_size, settings.batch_within))
+            batch, offsets = _accept(name, await take(kafka, settings, ready))
             if not batch:
                 live.done(name)
                 continue

@@ -35,6 +35,10 @@ DEFAULT_ENGINES: dict[str, Engine] = {
     "deliver-sms-bulk": Engine.BATCH,
     "deliver-push-bulk": Engine.BATCH,
     "status": Engine.BATCH,
+    # the critical lane: a consumer of its own (not Faust's, which the interactive agents' backlog shares)
+    "deliver-email-critical": Engine.BATCH,
+    "deliver-sms-critical": Engine.BATCH,
+    "deliver-push-critical": Engine.BATCH,
 }
 
 
@@ -51,6 +55,9 @@ class AgentSpec:
     # the batch engine handles what one consume returned in parts of at most this many value bytes (None: whole);
     # the bulk lane's records each carry hundreds of recipients
     batch_bytes: int | None = None
+    # the batch engine hands a batch over as soon as a record waits, with what the consumer already fetched, instead
+    # of waiting up to HERALD_BATCH_WITHIN to fill it: the critical lane, whose one record must not wait for others
+    ready: bool = False
 
 
 def resolve_engine(spec: AgentSpec, overrides: Mapping[str, str] | None = None) -> Engine:

@@ -21,7 +21,8 @@ def _engines(settings: Settings) -> dict[str, Engine | None]:
 def test_the_high_volume_agents_default_to_the_batch_engine_the_rest_to_faust_and_the_tiers_to_their_own_loop():
     engines = _engines(Settings())
     assert {n for n, e in engines.items() if e is Engine.BATCH} == {
-        "route-bulk", "deliver-email-bulk", "deliver-sms-bulk", "deliver-push-bulk", "status"}
+        "route-bulk", "deliver-email-bulk", "deliver-sms-bulk", "deliver-push-bulk", "status",
+        "deliver-email-critical", "deliver-sms-critical", "deliver-push-critical"}
     assert {n for n, e in engines.items() if e is Engine.SERVICE} == {"retry-1m", "retry-5m", "retry-15m"}
     assert engines["route"] is engines["deliver-email"] is engines["receipts"] is Engine.FAUST
     assert set(DEFAULT_ENGINES) <= set(engines), "a default for an agent that does not exist"
