@@ -456,6 +456,6 @@ def specs(settings: Settings) -> list[AgentSpec]:
         return build
 
     return [
-        AgentSpec("route", [settings.topic("events")], build_for("route")),
+        AgentSpec("route", [settings.topic("events")], build_for("route"), ready=True),
         AgentSpec("route-bulk", [settings.topic("bulk")], build_for("route-bulk"), batch_bytes=settings.bulk_batch_bytes),
     ]

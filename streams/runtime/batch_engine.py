@@ -17,14 +17,17 @@ the batch in hand first (streams.runtime.in_hand), then leaves the group.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
 from confluent_kafka import KafkaException, Message, TopicPartition
 
 from infra.kafka.consumer import consumer, to_in_record
+from infra.kafka.handover import adopt_offsets
 from infra.kafka.records import InRecord
 from infra.settings import Settings
+from infra.topics import admin_client
 from streams.runtime.consumer_thread import ConsumerThread, membership
 from streams.runtime.in_hand import to_the_end
 from streams.runtime.liveness import Liveness
@@ -61,6 +64,17 @@ def _commits(records: list[InRecord]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o) for (t, p), o in high.items()]
 
 
+def _adopt_faust_offsets(settings: Settings, group: str, topics: list[str]) -> None:
+    try:
+        adopted = adopt_offsets(admin_client(settings), group, settings.app_id, set(topics))
+    except (KafkaException, TimeoutError) as exc:   # e.g. another worker's consumer already joined the group
+        log.warning("%s: offsets of group %s not adopted (%r)", group, settings.app_id, exc)
+        return
+    if adopted:
+        log.info("%s: starts where group %s left %d partition(s) of %s", group, settings.app_id, len(adopted),
+                 ", ".join(topics))
+
+
 def _accept(name: str, msgs: list[Message]) -> tuple[list[InRecord], list[TopicPartition]]:
     """The batch, and the offsets that commit it."""
     batch: list[InRecord] = []
@@ -78,8 +92,8 @@ READY_IDLE_SECONDS = 1.0   # a ready agent's longest wait for its first record (
 async def take(kafka: ConsumerThread, settings: Settings, ready: bool) -> list[Message]:
     """Up to ``batch_size`` messages: within ``batch_within`` (a throughput window), or with ``ready`` as soon as one
     is there, together with what the consumer already fetched (a backlog still makes large batches)."""
-    if not ready:
-        return await kafka.consume(settings.batch_size, settings.batch_within)
+    if not ready or settings.interactive_within > 0:   # HERALD_INTERACTIVE_WITHIN: a window, as Faust's noack_take
+        return await kafka.consume(settings.batch_size, settings.interactive_within if ready else settings.batch_within)
     first = await kafka.consume(1, READY_IDLE_SECONDS)
     if not first or settings.batch_size == 1:
         return first
@@ -91,9 +105,13 @@ async def run_batch_agent(name: str, topics: list[str], runner_factory: Callable
                           ready: bool = False) -> None:
     """Consume ``topics`` in group ``{app_id}-{name}`` until cancelled; with ``batch_bytes``, what one consume
     returned is handled (and committed) in parts of at most that many value bytes (at least a record each);
-    with ``ready``, a batch is taken as soon as a record waits (``take``)."""
+    with ``ready`` (an interactive agent), a batch is taken as soon as a record waits (``take``), and a group that
+    never committed starts where the Faust agents' group left the topics (the agent ran under Faust before)."""
     live = liveness or Liveness()
-    kafka = ConsumerThread(consumer(settings, f"{settings.app_id}-{name}", **membership(settings)), f"engine-{name}")
+    group = f"{settings.app_id}-{name}"
+    if ready:
+        await asyncio.to_thread(_adopt_faust_offsets, settings, group, topics)
+    kafka = ConsumerThread(consumer(settings, group, **membership(settings)), f"engine-{name}")
     kafka.consumer.subscribe(topics)
     live.watch(name, polls=True)
     runner: BatchRunner | None = None

@@ -27,18 +27,24 @@ class Engine(StrEnum):
 
 
 # The high-volume agents run on the batch engine: Faust's per-record machinery costs ~120 µs of CPU
-# per record against ~3 µs for librdkafka's batch consume (bench/runtime.py). A handler module may
-# also set ``engine=`` on its own AgentSpec; HERALD_WORKER__ENGINES overrides both.
+# per record against ~3 µs for librdkafka's batch consume (bench/runtime.py). So do the interactive route and
+# deliver agents, each with a consumer of its own: Faust's one consumer fetches nothing from a broker while records
+# of any of its partitions wait unconsumed (aiokafka's fetcher), so a backlog of orders held every other Faust agent
+# back, the route of a password reset included. A handler module may also set ``engine=`` on its own AgentSpec;
+# HERALD_WORKER__ENGINES overrides both.
 DEFAULT_ENGINES: dict[str, Engine] = {
+    "route": Engine.BATCH,
     "route-bulk": Engine.BATCH,
+    "deliver-email": Engine.BATCH,
+    "deliver-sms": Engine.BATCH,
+    "deliver-push": Engine.BATCH,
+    "deliver-email-critical": Engine.BATCH,
+    "deliver-sms-critical": Engine.BATCH,
+    "deliver-push-critical": Engine.BATCH,
     "deliver-email-bulk": Engine.BATCH,
     "deliver-sms-bulk": Engine.BATCH,
     "deliver-push-bulk": Engine.BATCH,
     "status": Engine.BATCH,
-    # the critical lane: a consumer of its own (not Faust's, which the interactive agents' backlog shares)
-    "deliver-email-critical": Engine.BATCH,
-    "deliver-sms-critical": Engine.BATCH,
-    "deliver-push-critical": Engine.BATCH,
 }
 
 
@@ -55,8 +61,9 @@ class AgentSpec:
     # the batch engine handles what one consume returned in parts of at most this many value bytes (None: whole);
     # the bulk lane's records each carry hundreds of recipients
     batch_bytes: int | None = None
-    # the batch engine hands a batch over as soon as a record waits, with what the consumer already fetched, instead
-    # of waiting up to HERALD_BATCH_WITHIN to fill it: the critical lane, whose one record must not wait for others
+    # on the batch engine: a batch is handed over as soon as a record waits, with what the consumer already fetched,
+    # instead of waiting up to HERALD_BATCH_WITHIN to fill it (the interactive agents, whose one record must not wait
+    # for others); Faust's interactive agents do the same (streams.runtime.ready_take)
     ready: bool = False
 
 
