@@ -64,3 +64,25 @@ def test_a_temporary_refusal_of_the_message_is_retryable_and_the_next_message_is
     assert isinstance(results[0], Retryable) and "451" in str(results[0])
     assert isinstance(results[1], Sent)
     assert [m["to"] for m in bare_sandbox.control.inbox("email")] == [second["address"]]
+
+
+def test_a_streamed_message_the_server_refuses_at_its_content_is_retryable_and_the_stream_goes_on(bare_sandbox, no_sendmail):
+    """One connection, already open: every message of the second chunk is streamed (content and the next envelope in
+    one write); the first one's content is answered 451, the others are sent, each result in its place."""
+    sink = SmtpSink(bare_sandbox.settings.smtp_host, bare_sandbox.settings.smtp_port, "noreply@herald.test", connections=1)
+    first = [delivery("email")]
+    chunk = [delivery("email") for _ in range(4)]
+
+    async def go():
+        try:
+            opened = await sink.send_batch([Delivery.from_avro(d) for d in first])
+            bare_sandbox.control.faults("smtp", storm=1)
+            return opened, await sink.send_batch([Delivery.from_avro(d) for d in chunk])
+        finally:
+            await sink.close()
+
+    opened, results = asyncio.run(go())
+    assert isinstance(opened[0], Sent)
+    assert isinstance(results[0], Retryable) and "451" in str(results[0])
+    assert all(isinstance(r, Sent) for r in results[1:]), results
+    assert sorted(m["to"] for m in bare_sandbox.control.inbox("email")) == sorted(d["address"] for d in first + chunk[1:])
