@@ -1,4 +1,5 @@
-"""The batch engine: a confluent-kafka consumer loop for the high-volume agents.
+"""The batch engine: a confluent-kafka consumer loop, one consumer (and group) per agent, for the route, deliver
+and status agents.
 
 Faust's per-record machinery costs ~120 µs of CPU per record on this kind of
 machine against ~3 µs for librdkafka's batch consume (bench/runtime.py), which
@@ -8,6 +9,9 @@ inside the same ``herald worker`` and event loop, with the same Handler and
 BatchRunner:
 
     consume up to batch_size → runner.run(batch) (outputs durable) → commit offsets
+
+The bulk and status agents consume within a window (``batch_within``); the interactive ones (``ready``) take a batch
+as soon as a record waits (``take``).
 
 Consume is only called between batches, so a rebalance never revokes a
 partition with a batch in flight; a crash before the commit, or a commit the
