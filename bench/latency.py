@@ -32,6 +32,7 @@ import httpx
 import psycopg
 from deliver import start_sandbox
 
+from infra.db import migrate
 from infra.settings import Settings
 from infra.tools.sandbox.control import SandboxControl
 from infra.tools.sandbox.server import free_port
@@ -159,6 +160,7 @@ def main() -> None:
     settings = Settings(topic_prefix=tag, redis_prefix=tag, app_id=tag, metrics_port=free_port()).model_copy(update={
         "sendgrid_host": f"http://{h}:{free_port()}", "twilio_base_url": f"http://{h}:{free_port()}",
         "fcm_url": f"http://{h}:{free_port()}", "smtp_port": free_port()})
+    migrate(settings)   # the stack's database, as `herald db migrate` leaves it
     ensure_topics(settings)
     with psycopg.connect(settings.dsn, autocommit=True) as conn:
         seed_templates(conn)

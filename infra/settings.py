@@ -31,6 +31,11 @@ class ApiConfig(BaseModel):
     """The HTTP API's section (``settings.api``; variables ``HERALD_API__*``)."""
 
 
+    workers: int = Field(
+        default_factory=lambda: len(os.sched_getaffinity(0)) or 1, ge=1, le=64,
+        description="uvicorn worker processes of `herald api` (default: the machine's cores); one process carries "
+        "about 200 POST /v1/notifications a second",
+    )
     rate_limit: int = Field(100, ge=1, description="requests per API key per rate window")
     rate_window: int = Field(1, ge=1, description="rate-limit window, seconds")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body (413 beyond)")
@@ -206,8 +211,8 @@ class ConsoleConfig(BaseModel):
 
     session_minutes: float = Field(480.0, gt=0, description="a sign-in lasts this long; then the console asks for the key again")
     secret: SecretStr | None = Field(
-        None, description="signs session cookies (a secret); unset: a random one per process, so sessions end when "
-        "the API restarts (set it when `herald api --workers` is above 1)")
+        None, description="signs session cookies (a secret); unset: a random one made once and shared by every API "
+        "process through PostgreSQL")
     refresh_seconds: float = Field(5.0, gt=0, description="how often the console's pages refresh their numbers")
 
 
@@ -336,7 +341,7 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("herald", description="prefix of every Redis key")
     app_id: str = Field("herald", description="Kafka consumer-group prefix of the workers")
     partitions: int = Field(12, ge=1, description="partitions of the events, bulk and deliver topics")
-    small_partitions: int = Field(3, ge=1, description="partitions of retry, dlq, status and receipts topics")
+    small_partitions: int = Field(3, ge=1, description="partitions of the retry, dlq, status, receipts and critical deliver topics")
     topics: TopicsConfig = Field(default_factory=TopicsConfig, description="replication factor, min.insync.replicas, retention")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="the local multi-broker cluster (ports, heap, user)")
 

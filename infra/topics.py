@@ -68,9 +68,12 @@ class EnsureReport:
     mismatched: list[str]   # one line each: the topic and what differs from the settings
 
 
-def deliver_topic(settings: Settings, channel: str, lane: str = "interactive") -> str:
-    suffix = ".bulk" if lane == "bulk" else ""
-    return settings.topic(f"deliver.{channel}{suffix}")
+def deliver_topic(settings: Settings, channel: str, lane: str = "interactive", critical: bool = False) -> str:
+    """A channel's deliver topic: ``deliver.email``, ``deliver.email.bulk``, or for the interactive lane's critical
+    categories (a password reset) ``deliver.email.critical``, read by an agent of its own."""
+    if lane == "bulk":
+        return settings.topic(f"deliver.{channel}.bulk")
+    return settings.topic(f"deliver.{channel}.critical" if critical else f"deliver.{channel}")
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
@@ -83,6 +86,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     for channel in CHANNELS:
         specs.append(TopicSpec(deliver_topic(settings, channel), big, f"rendered {channel} deliveries", keep))
         specs.append(TopicSpec(deliver_topic(settings, channel, "bulk"), big, f"rendered bulk {channel} deliveries", keep))
+        specs.append(TopicSpec(deliver_topic(settings, channel, critical=True), small,
+                               f"rendered critical {channel} deliveries (security): a lane of their own", keep))
     for topic in settings.retry_topics:
         specs.append(TopicSpec(topic, small, "failed deliveries waiting for their next attempt", keep))
     specs += [

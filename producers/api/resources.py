@@ -124,6 +124,7 @@ class ApiResources:
         await self.db.close()
 
 
-def resources(request: Request) -> ApiResources:
-    """FastAPI dependency: the resources opened by the lifespan."""
+async def resources(request: Request) -> ApiResources:
+    """FastAPI dependency: the resources opened by the lifespan (async: FastAPI runs a plain function in its thread
+    pool, a thread hop on every request)."""
     return request.app.state.resources

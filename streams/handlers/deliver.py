@@ -157,8 +157,10 @@ class DeliverStores:
 Item = tuple[InRecord, Delivery]
 
 
-def agent_name(channel: Channel, lane: Lane) -> str:
-    return f"deliver-{channel}" + ("-bulk" if lane == Lane.BULK else "")
+def agent_name(channel: Channel, lane: Lane, critical: bool = False) -> str:
+    if lane == Lane.BULK:
+        return f"deliver-{channel}-bulk"
+    return f"deliver-{channel}" + ("-critical" if critical else "")
 
 
 class DeliverHandler:
@@ -166,12 +168,14 @@ class DeliverHandler:
 
     def __init__(self, ctx: Context, channel: Channel, lane: Lane, sink: Sink, gate: LaneGate, tuning: DeliverTuning,
                  stores: DeliverStores | None = None, critical: frozenset[str] = frozenset({"security"}),
-                 failover: Sink | None = None) -> None:
+                 failover: Sink | None = None, critical_lane: bool = False) -> None:
         self.ctx, self.channel, self.lane, self.sink, self.gate = ctx, Channel(channel), Lane(lane), sink, gate
         self.failover = failover   # the second provider, called while the first one's circuit is open
         self._in_call: Sink | None = None   # the sink whose answers are being applied (metrics per provider)
         self.critical = critical   # categories sent first in every batch and chunk (a password reset before an order)
-        self.name = agent_name(self.channel, self.lane)
+        # the agent of the critical topic (deliver.<channel>.critical): an interactive agent with a sink of its own
+        self.critical_lane = critical_lane and self.lane == Lane.INTERACTIVE
+        self.name = agent_name(self.channel, self.lane, self.critical_lane)
         self.cfg = DeliverConfig(tuning.breaker_failures, tuning.breaker_open_seconds, tuning.breaker_close_after,
                                  tuning.max_rate_wait, tuning.rate_wait_budget, tuning.claim_lease, tuning.device_failure_limit)
         self.chunk = max(1, min(sink.max_batch, tuning.max_chunk))
@@ -384,7 +388,7 @@ class DeliverHandler:
     def _apply(self, rec: InRecord, d: Delivery, action: Action, out: list[OutRecord], now: int) -> Mark:
         if isinstance(action, MarkSent):
             self._count("sent")
-            self.ctx.metrics.e2e_latency.labels(self.channel, self.lane).observe(
+            self.ctx.metrics.e2e_latency.labels(self.channel, "critical" if self.critical_lane else self.lane).observe(
                 max(0.0, (now - epoch_ms(d.occurred_at)) / 1000))
             self._say(out, rec, d, Status.SENT, provider_message_id=action.provider_message_id)
             return Mark(d.delivery_id, LedgerStatus.SENT, action.provider_message_id)
@@ -543,12 +547,16 @@ def specs(settings: Settings) -> list[AgentSpec]:
     critical = load_routes(settings.routes_file).critical_categories
     out: list[AgentSpec] = []
     for channel in CHANNELS:
-        for lane in Lane:
-            def build(ctx: Context, channel: Channel = channel, lane: Lane = lane) -> Any:
+        for lane, critical_lane in ((Lane.INTERACTIVE, False), (Lane.INTERACTIVE, True), (Lane.BULK, False)):
+            def build(ctx: Context, channel: Channel = channel, lane: Lane = lane, critical_lane: bool = critical_lane) -> Any:
                 async def make() -> DeliverHandler:
+                    # every agent has a sink (connections) of its own: a password reset never waits for an order's
                     return DeliverHandler(ctx, channel, lane, build_sink(ctx.settings, channel), gate, tuning,
-                                          critical=critical, failover=build_failover_sink(ctx.settings, channel))
+                                          critical=critical, failover=build_failover_sink(ctx.settings, channel),
+                                          critical_lane=critical_lane)
                 return make()
-            out.append(AgentSpec(agent_name(channel, lane), [deliver_topic(settings, channel, lane)], build,
-                                 batch_bytes=settings.bulk_batch_bytes if lane == Lane.BULK else None))
+            out.append(AgentSpec(agent_name(channel, lane, critical_lane),
+                                 [deliver_topic(settings, channel, lane, critical_lane)], build,
+                                 batch_bytes=settings.bulk_batch_bytes if lane == Lane.BULK else None,
+                                 ready=lane == Lane.INTERACTIVE))
     return out

@@ -449,7 +449,8 @@ class RouteHandler:
         if isinstance(rendered, RenderFailure):
             return rendered
         assert tmpl is not None
-        topic = deliver_topic(settings, c.channel, intent.lane)
+        # a critical category's deliveries (interactive lane) travel a deliver topic of their own, never behind orders
+        topic = deliver_topic(settings, c.channel, intent.lane, critical=intent.critical)
         key = intent.user_id.encode()
         trace = c.rec.trace_id
         made = [delivery_record(intent, c.channel, address, tmpl, rendered) for address in c.addresses]
@@ -573,6 +574,6 @@ def specs(settings: Settings) -> list[AgentSpec]:
         return build
 
     return [
-        AgentSpec("route", [settings.topic("events")], build_for("route")),
+        AgentSpec("route", [settings.topic("events")], build_for("route"), ready=True),
         AgentSpec("route-bulk", [settings.topic("bulk")], build_for("route-bulk"), batch_bytes=settings.bulk_batch_bytes),
     ]

@@ -51,7 +51,8 @@ def tier_agent_name(delay_s: float) -> str:
 
 
 def deliver_topics(settings: Settings) -> frozenset[str]:
-    return frozenset(deliver_topic(settings, c, lane) for c in CHANNELS for lane in ("interactive", "bulk"))
+    return frozenset(deliver_topic(settings, c, lane, critical) for c in CHANNELS
+                     for lane, critical in (("interactive", False), ("interactive", True), ("bulk", False)))
 
 
 def origin_topics(settings: Settings) -> frozenset[str]:

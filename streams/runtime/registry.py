@@ -27,10 +27,20 @@ class Engine(StrEnum):
 
 
 # The high-volume agents run on the batch engine: Faust's per-record machinery costs ~120 µs of CPU
-# per record against ~3 µs for librdkafka's batch consume (bench/runtime.py). A handler module may
-# also set ``engine=`` on its own AgentSpec; HERALD_WORKER__ENGINES overrides both.
+# per record against ~3 µs for librdkafka's batch consume (bench/runtime.py). So do the interactive deliver (sink)
+# agents, each with a consumer of its own: Faust's one consumer fetches nothing from a broker while records of any of
+# its partitions wait unconsumed (aiokafka's fetcher), so a backlog of orders for the provider held every other Faust
+# agent back, the route of a password reset included. The interactive route agent stays a Faust agent, as the
+# product's design has it; with the sink agents off Faust's consumer it has no provider backlog to wait behind.
+# A handler module may also set ``engine=`` on its own AgentSpec; HERALD_WORKER__ENGINES overrides both.
 DEFAULT_ENGINES: dict[str, Engine] = {
     "route-bulk": Engine.BATCH,
+    "deliver-email": Engine.BATCH,
+    "deliver-sms": Engine.BATCH,
+    "deliver-push": Engine.BATCH,
+    "deliver-email-critical": Engine.BATCH,
+    "deliver-sms-critical": Engine.BATCH,
+    "deliver-push-critical": Engine.BATCH,
     "deliver-email-bulk": Engine.BATCH,
     "deliver-sms-bulk": Engine.BATCH,
     "deliver-push-bulk": Engine.BATCH,
@@ -51,6 +61,10 @@ class AgentSpec:
     # the batch engine handles what one consume returned in parts of at most this many value bytes (None: whole);
     # the bulk lane's records each carry hundreds of recipients
     batch_bytes: int | None = None
+    # on the batch engine: a batch is handed over as soon as a record waits, with what the consumer already fetched,
+    # instead of waiting up to HERALD_BATCH_WITHIN to fill it (the interactive agents, whose one record must not wait
+    # for others); Faust's interactive agents do the same (streams.runtime.ready_take)
+    ready: bool = False
 
 
 def resolve_engine(spec: AgentSpec, overrides: Mapping[str, str] | None = None) -> Engine:

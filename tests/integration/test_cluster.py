@@ -130,7 +130,7 @@ def test_order_placed_over_sasl_ssl_is_emailed_and_marked_sent(cluster_settings:
         return rows[settings.topic("events")]["lag"]
 
     lag = wait_for(lambda: (lag := events_lag()) and lag, 30, interval=1, message="a committed offset on events")
-    assert lag == {settings.app_id: 0}
+    assert lag == {settings.app_id: 0}   # the route is a Faust agent: the app's group
 
 
 def test_a_wrong_password_is_one_line_naming_authentication_not_a_hang(cluster_settings: Settings, tmp_path):

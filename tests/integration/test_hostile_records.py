@@ -69,7 +69,8 @@ def test_a_request_whose_rendering_is_too_big_is_dead_lettered_alone_and_its_bat
     emit(settings, "NotificationRequested", huge)
     for r in resets[1:]:
         emit(settings, "PasswordResetRequested", r)
-    reader = TopicReader(settings, [settings.topic("dlq"), settings.topic("status"), deliver_topic(settings, "email")])
+    # password resets (category security) travel the critical lane's deliver topic
+    reader = TopicReader(settings, [settings.topic("dlq"), settings.topic("status"), deliver_topic(settings, "email", critical=True)])
     worker_factory(settings, agents=["route"])
     recs = reader.wait(lambda rs: dlq_of(rs) and all(deliveries(rs, r["event_id"]) for r in resets) and rs, timeout=90,
                        message="the huge request dead-lettered and the three resets routed")

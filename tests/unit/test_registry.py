@@ -18,18 +18,21 @@ def _engines(settings: Settings) -> dict[str, Engine | None]:
     return {s.name: s.engine for s in agent_specs(settings)}
 
 
-def test_the_high_volume_agents_default_to_the_batch_engine_the_rest_to_faust_and_the_tiers_to_their_own_loop():
+def test_the_route_is_a_faust_agent_the_sink_agents_batch_agents_and_the_tiers_their_own_loop():
     engines = _engines(Settings())
-    assert {n for n, e in engines.items() if e is Engine.BATCH} == {
-        "route-bulk", "deliver-email-bulk", "deliver-sms-bulk", "deliver-push-bulk", "status"}
+    lanes = {f"deliver-{c}{lane}" for c in ("email", "sms", "push") for lane in ("", "-critical", "-bulk")}
+    assert {n for n, e in engines.items() if e is Engine.BATCH} == {"route-bulk", "status", *lanes}
     assert {n for n, e in engines.items() if e is Engine.SERVICE} == {"retry-1m", "retry-5m", "retry-15m"}
-    assert engines["route"] is engines["deliver-email"] is engines["receipts"] is Engine.FAUST
+    assert engines["route"] is Engine.FAUST and engines["receipts"] is Engine.FAUST
+    # the interactive agents (and the critical lane) take a batch as soon as a record waits, the rest keep a window
+    ready = {s.name for s in agent_specs(Settings()) if s.ready}
+    assert ready == {"route", *(f"deliver-{c}{lane}" for c in ("email", "sms", "push") for lane in ("", "-critical"))}
     assert set(DEFAULT_ENGINES) <= set(engines), "a default for an agent that does not exist"
 
 
 def test_a_setting_overrides_an_engine_and_an_unknown_agent_there_is_an_error():
-    engines = _engines(Settings(worker=WorkerConfig(engines={"route": "batch", "status": "faust"})))
-    assert engines["route"] is Engine.BATCH and engines["status"] is Engine.FAUST
+    engines = _engines(Settings(worker=WorkerConfig(engines={"route": "faust", "status": "faust"})))
+    assert engines["route"] is Engine.FAUST and engines["status"] is Engine.FAUST
     with pytest.raises(ValueError, match="rout"):
         agent_specs(Settings(worker=WorkerConfig(engines={"rout": "batch"})))
 
@@ -38,7 +41,7 @@ def test_an_engine_a_handler_sets_itself_wins_over_the_default_and_a_service_is_
     async def loop(ctx) -> None: ...
 
     assert resolve_engine(AgentSpec("status", [], engine=Engine.FAUST)) is Engine.FAUST
-    assert resolve_engine(AgentSpec("route", [])) is Engine.FAUST
+    assert resolve_engine(AgentSpec("receipts", [])) is Engine.FAUST
     assert resolve_engine(AgentSpec("x", [], service=loop), {"x": "batch"}) is Engine.SERVICE
 
 

@@ -253,6 +253,21 @@ async def test_a_security_event_is_routed_first_in_its_batch(env: RouteEnv) -> N
 
 
 @scenario
+async def test_a_security_event_travels_the_critical_deliver_topic_and_an_order_the_interactive_one(env: RouteEnv) -> None:
+    """The critical lane: a password reset's delivery goes to deliver.email.critical (its own agent), never behind
+    the orders queued on deliver.email."""
+    uids = [env.uid() for _ in range(2)]
+    for uid in uids:
+        await env.add_user(Recipient(uid, email=f"{uid}@example.test", first_name="Ada"))
+    order, reset = order_placed(uids[0]), password_reset(uids[1])
+    out = await env.handler().handle([record(env, "OrderPlaced", order), record(env, "PasswordResetRequested", reset)])
+    topic_of = {env.codec.decode(o.value).record["event_id"]: o.topic for o in out
+                if o.topic.startswith(env.settings.topic("deliver."))}
+    assert topic_of == {order["event_id"]: env.settings.topic("deliver.email"),
+                        reset["event_id"]: env.settings.topic("deliver.email.critical")}
+
+
+@scenario
 async def test_a_duplicate_event_is_notified_once_even_after_redis_forgets(env: RouteEnv) -> None:
     uid = env.uid()
     await env.add_user(Recipient(uid, email="d@example.test"))

@@ -166,3 +166,29 @@ def test_the_cli_refuses_sandbox_credentials_in_one_line():
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "refusing to start with the sandbox's credentials" in done.stderr and "HERALD_FCM_CREDENTIALS_FILE" in done.stderr
+
+
+def test_the_critical_deliver_topics_exist_one_per_channel_beside_the_interactive_and_bulk_ones():
+    specs = {s.name: s.partitions for s in topic_specs(Settings())}
+    assert specs["herald.deliver.email.critical"] == specs["herald.deliver.sms.critical"] == 3   # low volume: small
+    assert "herald.deliver.push.critical" in specs
+
+
+def test_herald_api_runs_as_many_uvicorn_processes_as_the_setting_says_and_the_cores_by_default(monkeypatch):
+    import os
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from infra.tools.cli.main import app
+
+    assert Settings().api.workers == len(os.sched_getaffinity(0))
+    ran: list[int] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: ran.append(kw["workers"]))
+    monkeypatch.setenv("HERALD_API__WORKERS", "3")
+    assert CliRunner().invoke(app, ["api"]).exit_code == 0
+    assert CliRunner().invoke(app, ["api", "--workers", "2"]).exit_code == 0   # the option wins
+    assert ran == [3, 2]
+    monkeypatch.setenv("HERALD_API__WORKERS", "0")
+    with pytest.raises(ValidationError, match="workers"):
+        Settings()

@@ -9,7 +9,8 @@ from infra.tools.cli.stack import env_no_proxy
 def api(
     host: str = typer.Option(None, help="listen address (default: HERALD_API_HOST)"),
     port: int = typer.Option(None, help="listen port (default: HERALD_API_PORT)"),
-    workers: int = typer.Option(1, min=1, help="uvicorn worker processes"),
+    workers: int = typer.Option(None, min=1, help="uvicorn worker processes (default: HERALD_API__WORKERS, "
+                                "which defaults to the machine's cores)"),
     loglevel: str = typer.Option("warning", help="log level"),
 ) -> None:
     """Serve the HTTP API (FastAPI under uvicorn): POST /v1/notifications, status, users, preferences, webhooks,
@@ -17,6 +18,8 @@ def api(
 
     The OpenAPI spec is at /openapi.json, the interactive docs at /docs. Callers need an API key
     (`herald apikeys create`); per-key rate limits and body limits come from HERALD_API_* variables.
+    Several worker processes share the port (the rate limits and idempotency keys live in Redis and
+    PostgreSQL, so they hold across them); each answers 202 only once Kafka acknowledged the record.
     """
     import uvicorn
 
@@ -30,7 +33,7 @@ def api(
         factory=True,
         host=host or settings.api_host,
         port=port or settings.api_port,
-        workers=workers,
+        workers=workers or settings.api.workers,
         log_level=loglevel,
         log_config=logging_config(loglevel, settings),  # JSON lines, masked: uvicorn's own formatter prints raw paths
         access_log=True,  # at info level and below; masked like every other line

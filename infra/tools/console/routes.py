@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
 from collections import Counter
@@ -22,6 +23,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from infra.db import connect
 from infra.settings import Settings
 from infra.tools.cli.dlq import decoded
 from infra.tools.cli.templates import activate_version, sample_context
@@ -47,6 +49,8 @@ from producers.api.resources import ApiResources
 from streams.stages.route.render import RenderFailure, render
 from streams.templates import Environments, TemplateSource, compile_template
 
+log = logging.getLogger("herald.console")
+
 STATIC = Path(__file__).parent / "static"
 STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 # no script but our own file; inline styles only for a previewed email (its own HTML in a sandboxed frame)
@@ -56,6 +60,21 @@ LOGIN_ATTEMPTS = 20       # sign-in attempts per client address a minute
 DLQ_SHOWN = 200
 
 router = APIRouter(include_in_schema=False)
+
+
+def shared_secret(settings: Settings) -> bytes:
+    """The session secret every API process shares when none is configured: one random row in PostgreSQL (migration
+    018), made by whichever process comes first. PostgreSQL away: a secret of this process alone (its sessions end
+    with it, and another process refuses them), said in the log."""
+    mine = secrets.token_bytes(32)
+    try:
+        with connect(settings, autocommit=True) as conn:
+            conn.execute("INSERT INTO console_secret (id, secret) VALUES (1, %s) ON CONFLICT (id) DO NOTHING", (mine,))
+            row = conn.execute("SELECT secret FROM console_secret WHERE id = 1").fetchone()
+        return bytes(row[0]) if row else mine
+    except psycopg.Error as exc:
+        log.warning("console: no shared session secret (%s); sessions hold in this process only", exc)
+        return mine
 
 
 @dataclass
@@ -71,7 +90,7 @@ class Console:
     @classmethod
     def of(cls, settings: Settings) -> Console:
         cfg = settings.console
-        secret = cfg.secret.get_secret_value().encode() if cfg.secret else secrets.token_bytes(32)
+        secret = cfg.secret.get_secret_value().encode() if cfg.secret else shared_secret(settings)
         pages = Environment(loader=PackageLoader("infra.tools.console", "templates"), autoescape=select_autoescape(default=True))
         pages.filters["ts"] = _ts
         pages.filters["ms"] = lambda ms: dlq.format_ms(ms) if ms else ""

@@ -15,6 +15,13 @@ class SandboxSmtpHandler:
     def __init__(self, state: SandboxState) -> None:
         self.state = state
 
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        # aiosmtpd reads commands line by line, so a pipelined group (RFC 2920) is served in order: say so, as
+        # Postfix and the hosted providers do, so that Herald's sink sends MAIL, RCPT and DATA in one write
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
         if address in self.state.faults["smtp"].invalid_addresses or "@" not in address:
