@@ -101,6 +101,11 @@ def _jsonl(f) -> Iterator[Recipient | Rejected]:
         yield Recipient(str(uid).strip(), dict(variables) if variables else None)
 
 
+def _first_line(exc: Exception) -> str:
+    """psycopg's message without the LINE/caret lines it adds: a CLI error stays one line."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def ordered_query(sql: str) -> str:
     """The campaign's query in a stable order (by its first column, the user id)."""
     body = sql.strip().rstrip(";")
@@ -115,7 +120,7 @@ def count_query(conn: psycopg.Connection, sql: str) -> int:
     except psycopg.errors.Error as exc:
         if isinstance(exc, psycopg.OperationalError):
             raise
-        raise SourceError(f"the recipient query failed: {exc}") from exc
+        raise SourceError(f"the recipient query failed: {_first_line(exc)}") from exc
 
 
 def read_query(conn: psycopg.Connection, sql: str, chunk: int = 10_000) -> Iterator[Recipient | Rejected]:
@@ -129,7 +134,7 @@ def read_query(conn: psycopg.Connection, sql: str, chunk: int = 10_000) -> Itera
             except psycopg.errors.Error as exc:
                 if isinstance(exc, psycopg.OperationalError):
                     raise
-                raise SourceError(f"the recipient query failed: {exc}") from exc
+                raise SourceError(f"the recipient query failed: {_first_line(exc)}") from exc
             for row in cur:
                 n += 1
                 uid = row[0]

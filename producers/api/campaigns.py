@@ -17,10 +17,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path as PathParam, Query, Request
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from infra.settings import Settings
-from producers import campaign as cp, campaign_run as run
+from producers import campaign as cp, campaign_run as run, segments
 from producers.api.auth import ReadKey, Resources, SendKey
 from producers.api.errors import ApiError
 from producers.api.hostile import CheckedRoute, check_request_parts
@@ -79,8 +79,23 @@ class CampaignParams(Strict):
 
 
 class CampaignIn(CampaignParams):
-    recipients: list[Annotated[str, Field(pattern=ID)]] = Field(
-        min_length=1, max_length=MAX_LIST, description="user ids (more than 100,000: POST /v1/campaigns/upload a file)")
+    recipients: list[Annotated[str, Field(pattern=ID)]] | None = Field(
+        None, min_length=1, max_length=MAX_LIST,
+        description="user ids (more than 100,000: POST /v1/campaigns/upload a file, or name a segment)")
+    segment: str | None = Field(None, pattern=ID, description="a saved recipient query (`herald segments save`), "
+                                                              "instead of recipients")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CampaignIn:
+        if (self.recipients is None) == (self.segment is None):
+            raise ValueError("give exactly one of recipients (user ids) and segment (a saved query's name)")
+        return self
+
+
+class SegmentOut(BaseModel):
+    name: str
+    description: str | None
+    updated_at: datetime
 
 
 class CampaignAccepted(BaseModel):
@@ -139,8 +154,8 @@ def _no_tenant(caller: Caller) -> None:
         raise ApiError(403, "forbidden", "campaigns reach users of every tenant: use an API key without a tenant")
 
 
-def _spec(params: CampaignParams, path: Path, cid: str) -> cp.CampaignSpec:
-    return cp.CampaignSpec(cid, params.template, {"file": str(path)}, tuple(params.channels), params.category,
+def _spec(params: CampaignParams, source: dict[str, str], cid: str) -> cp.CampaignSpec:
+    return cp.CampaignSpec(cid, params.template, source, tuple(params.channels), params.category,
                            params.variables, params.rate_per_minute, params.send_window)
 
 
@@ -156,15 +171,18 @@ def _prepare_and_create(settings: Settings, spec: cp.CampaignSpec, send_at: date
     return pf
 
 
-async def _start(request: Request, res: Resources, params: CampaignParams, path: Path, cid: str) -> CampaignAccepted:
-    spec = _spec(params, path, cid)
+async def _start(request: Request, res: Resources, params: CampaignParams, path: Path | None, cid: str,
+                 query: str | None = None) -> CampaignAccepted:
+    spec = _spec(params, {"query": query} if query is not None else {"file": str(path)}, cid)
     try:
         pf = await asyncio.to_thread(_prepare_and_create, res.settings, spec, params.send_at)
     except PreflightError as exc:
-        path.unlink(missing_ok=True)
+        if path is not None:
+            path.unlink(missing_ok=True)
         raise ApiError(422, exc.kind, str(exc)) from exc
     except (SourceError, UnicodeDecodeError) as exc:
-        path.unlink(missing_ok=True)
+        if path is not None:
+            path.unlink(missing_ok=True)
         raise ApiError(422, "bad_recipients", f"the recipients cannot be read: {exc}") from exc
     except cp.CampaignError as exc:
         raise ApiError(409, "conflict", f"campaign {cid} already exists") from exc
@@ -191,9 +209,33 @@ async def post_campaign(body: CampaignIn, request: Request, caller: SendKey, res
     """
     _no_tenant(caller)
     cid = body.id or cp.new_campaign_id()
+    if body.segment is not None:
+        query = await asyncio.to_thread(_segment_query, res.settings, body.segment)
+        if query is None:
+            raise ApiError(422, "unknown_segment", f"no segment {body.segment!r}: save it with `herald segments save`; "
+                                                   "GET /v1/segments lists them")
+        return await _start(request, res, body, None, cid, query)
+    assert body.recipients is not None
     path = _new_path(res.settings, cid, "txt")
     await asyncio.to_thread(path.write_text, "".join(f"{u}\n" for u in body.recipients), "utf-8")
     return await _start(request, res, body, path, cid)
+
+
+def _segment_query(settings: Settings, name: str) -> str | None:
+    with run.connect(settings) as conn:
+        return segments.query_of(conn, name)
+
+
+def _segments(settings: Settings) -> list[SegmentOut]:
+    with run.connect(settings) as conn:
+        return [SegmentOut(name=s.name, description=s.description, updated_at=s.updated_at)
+                for s in segments.all_segments(conn)]
+
+
+@router.get("/v1/segments", response_model=list[SegmentOut], responses=ERRORS)
+async def list_segments(caller: ReadKey, res: Resources) -> list[SegmentOut]:
+    """The saved recipient queries a campaign may name (scope ``read``); operators save them with the CLI."""
+    return await asyncio.to_thread(_segments, res.settings)
 
 
 @uploads.post("/v1/campaigns/upload", status_code=202, response_model=CampaignAccepted,

@@ -123,3 +123,40 @@ def test_rate_and_window_are_checked_kept_with_the_campaign_and_shown(api, db):
     assert (v["rate_per_minute"], v["send_window"]) == (600, "22:00-06:00")
     assert db.execute("SELECT rate_per_minute, send_window FROM campaigns WHERE id = %s", (cid,)).fetchone() == (
         600, "22:00-06:00")   # what --resume reads back
+
+
+def test_a_campaign_names_a_saved_segment_and_no_sql_travels_over_http(api, db):
+    from typer.testing import CliRunner
+
+    from infra.tools.cli.main import app as cli
+    from tests.support.env import settings_env
+
+    client, auth, settings = api
+    env = settings_env(settings)
+    name = f"{settings.app_id}-first-ten"
+    query = f"SELECT id FROM users WHERE id LIKE '{settings.app_id}-%' AND substr(id, length('{settings.app_id}-') + 1)::int <= 10"
+    saved = CliRunner().invoke(cli, ["segments", "save", name, "--query", query, "--json"], env=env)
+    assert saved.exit_code == 0, saved.output
+    assert json.loads(saved.output) == {"name": name, "recipients": 10}
+    broken = CliRunner().invoke(cli, ["segments", "save", f"{name}-x", "--query", "SELECT nope FROM users"], env=env)
+    assert broken.exit_code != 0 and str(broken.exception) == 'the recipient query failed: column "nope" does not exist'
+    listed = client.get("/v1/segments", headers=auth)
+    assert listed.status_code == 200 and name in [s["name"] for s in listed.json()]
+    assert "query" not in listed.json()[0]
+
+    body = {"template": f"{settings.app_id}_promo", "variables": {"discount": "5%"}}
+    unknown = client.post("/v1/campaigns", json={**body, "segment": "nobody-saved-this"}, headers=auth)
+    assert unknown.status_code == 422 and unknown.json()["code"] == "unknown_segment"
+    both = client.post("/v1/campaigns", json={**body, "segment": name, "recipients": ["x"]}, headers=auth)
+    assert both.status_code == 422 and "exactly one of recipients" in both.text
+    neither = client.post("/v1/campaigns", json=body, headers=auth)
+    assert neither.status_code == 422
+
+    r = client.post("/v1/campaigns", json={**body, "segment": name}, headers=auth)
+    assert r.status_code == 202 and r.json()["recipients"] == 10, r.text
+    cid = r.json()["id"]
+    wait_for(lambda: produced(db, cid) == ("produced", 10), 60, message="the segment's campaign produced")
+    recs = read_recipients(settings, settings.topic("bulk"), 10)
+    assert {x["user_id"] for x in recs} == {f"{settings.app_id}-{i}" for i in range(1, 11)}
+    gone = CliRunner().invoke(cli, ["segments", "delete", name], env=env)
+    assert gone.exit_code == 0 and name not in [s["name"] for s in client.get("/v1/segments", headers=auth).json()]

@@ -42,6 +42,7 @@ def send(
     template: str = typer.Option(None, "--template", "-t", help="template code (a new campaign)"),
     users: Path = typer.Option(None, "--users", help="recipients: one user id a line, a CSV with a user_id column, or JSON lines"),
     query: str = typer.Option(None, "--query", help="recipients: a SELECT whose first column is the user id (optional second: JSON variables)"),
+    segment: str = typer.Option(None, "--segment", help="recipients: a saved query (`herald segments save`)"),
     channel: list[str] = typer.Option(["email"], "--channel", "-c", help="channels (repeatable)"),
     category: str = typer.Option("marketing", help="category the preferences check (users can mute marketing)"),
     var: list[str] = typer.Option([], "--var", help="campaign-wide template variable name=value (repeatable)"),
@@ -87,7 +88,7 @@ def send(
         require_broker(settings)   # before a campaign is recorded: without a broker nothing could be produced
     conn = _connect(settings)
     if resume:
-        if template or users or query or campaign_id or dry_run or rate or window:
+        if template or users or query or segment or campaign_id or dry_run or rate or window:
             raise CliError("--resume takes the template, recipients, rate and window recorded with the campaign; drop the other options")
         row = cp.load(conn, resume)
         if row is None:
@@ -108,8 +109,15 @@ def send(
     else:
         if not template:
             raise CliError("--template is needed for a new campaign (or --resume ID to continue one)")
-        if bool(users) == bool(query):
-            raise CliError("give exactly one recipient source: --users FILE or --query SQL")
+        if sum(map(bool, (users, query, segment))) != 1:
+            raise CliError("give exactly one recipient source: --users FILE, --query SQL or --segment NAME")
+        if segment:
+            from producers.segments import query_of
+
+            saved = query_of(conn, segment)
+            if saved is None:
+                raise CliError(f"no segment {segment!r}; `herald segments list` shows them")
+            query = saved
         source = {"file": str(users.resolve())} if users else {"query": query}
         try:
             spec = cp.CampaignSpec(campaign_id or cp.new_campaign_id(), template, source, tuple(channel), category,

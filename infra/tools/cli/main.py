@@ -24,6 +24,7 @@ from infra.tools.cli import (
     sandbox as sandbox_cli,
     schedules as schedules_cli,
     schemas,
+    segments as segments_cli,
     stack,
     tail as tail_cli,
     templates as templates_cli,
@@ -58,6 +59,7 @@ app.add_typer(sandbox_cli.app, name="sandbox")
 app.add_typer(devices_cli.app, name="devices")
 app.add_typer(notifications_cli.app, name="notifications")
 app.add_typer(schedules_cli.app, name="schedules")
+app.add_typer(segments_cli.app, name="segments")
 app.command("tail")(tail_cli.tail)
 
 
