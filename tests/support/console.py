@@ -50,8 +50,10 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """Chromium for one test module. Playwright's sync API runs an event loop in this thread while it is open, so it
+    must close before another module's ``asyncio.run`` (a session-wide browser failed every later asyncio test)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
