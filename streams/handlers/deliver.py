@@ -366,6 +366,10 @@ class DeliverHandler:
         stopped = await cancels.canceled({d.campaign_id for _, d in items}) if cancels is not None else set()
         if view is not None:
             await view.refresh()
+            if view.empty:
+                view = None
+        if not stopped and view is None:
+            return items, []
         why: dict[str, str] = {}
         for _, d in items:
             if d.campaign_id in stopped:

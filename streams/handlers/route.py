@@ -253,7 +253,8 @@ class RouteHandler:
 
     def _due(self, rec: InRecord, intent: Intent, now: int, res: BatchResult) -> bool:
         view = self.stores.cancellations
-        if view is not None and (why := view.reason(intent.event_id, intent.cancellation_key, intent.occurred_ms)):
+        if view is not None and not view.empty and (
+                why := view.reason(intent.event_id, intent.cancellation_key, intent.occurred_ms)):
             for channel in intent.channels:
                 self._status(res, rec, intent, Status.CANCELED, channel, why)
             return False
@@ -289,6 +290,9 @@ class RouteHandler:
         going: list[tuple[InRecord, Intent]] = []
         checks: list[tuple[InRecord, Intent, FallbackPass]] = []
         for rec, intent in live:
+            if intent.lane == Lane.BULK:   # a campaign has no fallback: no header to read, no route to look up
+                going.append((rec, intent))
+                continue
             if (check := fallback_pass(rec)) is not None:   # its headers were read once already in _admit
                 checks.append((rec, intent, check))
                 continue
@@ -325,6 +329,9 @@ class RouteHandler:
         collecting: list[tuple[InRecord, Intent, DigestItem]] = []
         closing: list[tuple[InRecord, Intent, int]] = []
         for rec, intent in live:
+            if intent.lane == Lane.BULK:   # a campaign collects no digest
+                going.append((rec, intent))
+                continue
             route = self.cfg.routes.get(intent.event_type)
             if (window := closing_window(rec)) is not None:
                 closing.append((rec, intent, window))

@@ -91,6 +91,11 @@ class CancellationView:
             self._keys = {k: ms for k, ms in self._keys.items() if ms >= horizon}
         self._read_at = now   # the time before the read: the view is at least this fresh
 
+    @property
+    def empty(self) -> bool:
+        """Nothing is canceled: a batch need not look at each of its notifications."""
+        return not self._ids and not self._keys
+
     def reason(self, notification_id: str, key: str | None, occurred_ms: int) -> str | None:
         """Why this notification is canceled, or None when it is not."""
         if notification_id in self._ids:
