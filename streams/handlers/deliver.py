@@ -184,6 +184,8 @@ class DeliverHandler:
         self.status_topic = ctx.settings.topic("status")
         self.dlq_topic = ctx.settings.topic("dlq")
         self._counters: dict[tuple[str, str], Any] = {}
+        # labels() takes a lock and builds a key: once here, not per delivery
+        self._latency = ctx.metrics.e2e_latency.labels(self.channel, "critical" if self.critical_lane else self.lane)
         # deliveries this handler claimed and has not handed to its sink yet, with the claim's monotonic time: a batch
         # retried after an outage between claim and call (Redis gone at the circuit check, say) finds these claims
         # young, and they are its own, with no call behind them; taking them for a live call elsewhere would hold
@@ -392,8 +394,7 @@ class DeliverHandler:
     def _apply(self, rec: InRecord, d: Delivery, action: Action, out: list[OutRecord], now: int) -> Mark:
         if isinstance(action, MarkSent):
             self._count("sent")
-            self.ctx.metrics.e2e_latency.labels(self.channel, "critical" if self.critical_lane else self.lane).observe(
-                max(0.0, (now - epoch_ms(d.occurred_at)) / 1000))
+            self._latency.observe(max(0.0, (now - epoch_ms(d.occurred_at)) / 1000))
             self._say(out, rec, d, Status.SENT, provider_message_id=action.provider_message_id)
             return Mark(d.delivery_id, LedgerStatus.SENT, action.provider_message_id)
         if isinstance(action, ScheduleRetry):
