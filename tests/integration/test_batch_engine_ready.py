@@ -51,7 +51,9 @@ def test_a_ready_agent_takes_a_lone_record_as_soon_as_it_arrives_despite_a_long_
             await kafka.close()
 
     n, after = asyncio.run(run())
-    assert n == 1 and after < 0.5, after
+    # the time includes a new producer's start and its flush (~0.3 s on this busy machine); waiting for the 5 s window
+    # would take 5 s more
+    assert n == 1 and after < 2.0, after
 
 
 def test_a_ready_agent_still_takes_a_backlog_in_one_batch(topics):
