@@ -25,9 +25,9 @@ pytestmark = pytest.mark.e2e
 WINDOW_SECONDS = 5
 
 
-def followers_digest(tmp_path: Path) -> Path:
+def followers_digest(tmp_path: Path, template: str) -> Path:
     routes = yaml.safe_load(default_routes_path().read_text())
-    routes["routes"]["UserFollowed"].update(channels=["email"], template="follower_digest",
+    routes["routes"]["UserFollowed"].update(channels=["email"], template=template,
                                             digest={"window": f"{WINDOW_SECONDS}s", "key": ["user_id"], "max": 50})
     path = tmp_path / "routes.yaml"
     path.write_text(yaml.safe_dump(routes))
@@ -37,13 +37,14 @@ def followers_digest(tmp_path: Path) -> Path:
 def test_exactly_one_digest_with_every_event_when_the_worker_is_killed_as_its_window_closes(
         sandbox, db, worker_factory, tmp_path):
     seed_templates(db)
-    db.execute("INSERT INTO templates (code, channel, locale, version, subject, body_text, active) VALUES "
-               "('follower_digest', 'email', 'default', 1, '{{ digest.count }} new followers', "
-               "'{% for e in digest.events %}{{ e.follower_name }};{% endfor %}', true) ON CONFLICT DO NOTHING")
+    code = f"digest_{sandbox.settings.app_id}"   # the session's database is shared: a template of this test alone
+    db.execute("INSERT INTO templates (code, channel, locale, version, subject, body_text, active) "
+               "VALUES (%s, 'email', 'default', 1, %s, %s, true)",
+               (code, "{{ digest.count }} new followers", "{% for e in digest.events %}{{ e.follower_name }};{% endfor %}"))
     users = [f"u-{uuid.uuid4().hex[:8]}" for _ in range(2)]
     for uid in users:
         db.execute("INSERT INTO users (id, email, locale, time_zone) VALUES (%s, %s, 'en', 'UTC')", (uid, f"{uid}@example.test"))
-    settings = sandbox.settings.model_copy(update={"routes_file": followers_digest(tmp_path)})
+    settings = sandbox.settings.model_copy(update={"routes_file": followers_digest(tmp_path, code)})
     first = worker_factory(settings)
     env = {**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1"}
     log = open(tmp_path / "scheduler.log", "ab")  # noqa: SIM115 - the child's log, closed in the finally
