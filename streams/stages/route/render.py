@@ -62,10 +62,12 @@ def _utf8(s: str) -> bool:
     return True
 
 
-def _part(tmpl: CompiledTemplate, name: str, t: Template | None, context: dict[str, Any]) -> str | None:
+def _part(t: Template | None, context: dict[str, Any]) -> str | None:
+    """``t.render(context)`` on a context shared by a message's parts (it already holds the globals): Jinja keeps a
+    template's top-level assignments in the render's own ``Context.vars``, so no part sees another's."""
     if t is None:
         return None
-    return t.render(context).strip()
+    return t.environment.concat(t.root_render_func(t.new_context(context, shared=True))).strip()
 
 
 def render(tmpl: CompiledTemplate | None, channel: Channel | str, context: dict[str, Any],
@@ -77,14 +79,15 @@ def render(tmpl: CompiledTemplate | None, channel: Channel | str, context: dict[
     part = "text"
     warnings: list[str] = []
     token = render_warnings.set(warnings)
+    shared = {**tmpl.globals, **context}
     try:
-        text = _part(tmpl, "text", tmpl.text, context) or ""
+        text = _part(tmpl.text, shared) or ""
         part = "subject"
-        subject = _part(tmpl, part, tmpl.subject, context)
+        subject = _part(tmpl.subject, shared)
         part = "html"
-        html = _part(tmpl, part, tmpl.html, context)
+        html = _part(tmpl.html, shared)
         part = "push_title"
-        title = _part(tmpl, part, tmpl.push_title, context)
+        title = _part(tmpl.push_title, shared)
     except SecurityError as exc:
         return RenderFailure("template_security", f"{tmpl.label} ({part}): unsafe access refused: {exc}")
     except UndefinedError as exc:
