@@ -33,6 +33,19 @@ def test_render_failures_are_reported_never_empty(text, context, reason, names):
     assert isinstance(out, RenderFailure) and out.reason == reason and names in out.message, out
 
 
+def test_the_parts_of_a_message_share_the_variables_and_globals_but_not_their_own_assignments():
+    # the parts render on one shared context: a part's {% set %} stays its own, and the caller's dict is untouched
+    tmpl = t("{% set x = 'T' %}{{ x }}{% for i in range(2) %}{{ i }}{% endfor %}", "email", subject="{{ who }}")
+    context = {"who": "Ada"}
+    assert render(tmpl, "email", context) == Rendered(text="T01", subject="Ada")
+    assert context == {"who": "Ada"}
+    leaky = t("{% set x = 'T' %}{{ x }}", "email", subject="{{ x }}")
+    out = render(leaky, "email", {})
+    assert isinstance(out, RenderFailure) and "(subject): missing variable: 'x' is undefined" in out.message, out
+    # a variable named like a global is the event's, as with Jinja's own render
+    assert render(t("{{ range }}"), "sms", {"range": "r"}).text == "r"
+
+
 def test_missing_template_is_its_own_reason():
     assert render(None, "push", {}).reason == "no_template"
 
