@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from schemas.records import StatusChange, Time
+from schemas.records import StatusChange, Time, epoch_ms
 from schemas.vocabulary import RANK, Status
 
 
@@ -20,7 +20,7 @@ class NotificationUpdate:
     status: Status
     rank: int
     reason: str | None
-    at: datetime
+    at_ms: int   # epoch milliseconds
     trace_id: str | None = None   # the first one the notification's changes name
 
 
@@ -50,7 +50,7 @@ def fold(changes: list[StatusChange]) -> Fold:
             trace = change.trace_id if current is None or current.trace_id is None else current.trace_id
             best[change.notification_id] = NotificationUpdate(
                 change.notification_id, change.event_id, change.event_type, change.user_id, change.template,
-                change.category, change.campaign_id, change.status, rank, change.reason, as_datetime(change.at), trace,
+                change.category, change.campaign_id, change.status, rank, change.reason, epoch_ms(change.at), trace,
             )
         elif current.trace_id is None and change.trace_id is not None:
             best[change.notification_id] = replace(current, trace_id=change.trace_id)

@@ -14,6 +14,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
+from infra.db import pack_all, packed
 from infra.settings import Settings
 from schemas.vocabulary import Channel
 from streams.stages.route.identity import ClaimState, classify_claim
@@ -30,9 +31,12 @@ end
 return out
 """
 
-CLAIM_SQL = """
+# the columns travel packed (``infra.db.pack``): one string each, not an array dumped element by element
+_CLAIMS = f"unnest({packed('eids')}, {packed('chs')}, {packed('origins')})"
+
+CLAIM_SQL = f"""
 WITH input AS (
-    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[]) AS t(event_id, channel, origin)
+    SELECT * FROM {_CLAIMS} AS t(event_id, channel, origin)
 ), ins AS (
     INSERT INTO dedup (event_id, channel, origin) SELECT event_id, channel, origin FROM input
     ON CONFLICT DO NOTHING RETURNING event_id, channel
@@ -45,13 +49,13 @@ LEFT JOIN dedup d ON d.event_id = i.event_id AND d.channel = i.channel
 
 # the common case in one cheaper statement: every claim new. Only the pairs it did not insert (a duplicate, or this
 # record's own claim from before a crash) go through CLAIM_SQL, which tells the two apart by origin.
-CLAIM_NEW_SQL = """
-INSERT INTO dedup (event_id, channel, origin) SELECT * FROM unnest(%b::text[], %b::text[], %b::text[])
+CLAIM_NEW_SQL = f"""
+INSERT INTO dedup (event_id, channel, origin) SELECT * FROM {_CLAIMS}
 ON CONFLICT DO NOTHING RETURNING event_id, channel
 """
 
-RELEASE_SQL = """
-DELETE FROM dedup d USING unnest(%b::text[], %b::text[], %b::text[]) AS t(event_id, channel, origin)
+RELEASE_SQL = f"""
+DELETE FROM dedup d USING {_CLAIMS} AS t(event_id, channel, origin)
 WHERE d.event_id = t.event_id AND d.channel = t.channel AND d.origin = t.origin
 """
 
@@ -78,8 +82,9 @@ class DedupStore(Protocol):
         """Give claims back in both places (one Redis round trip, one statement); only the holder's own."""
 
 
-def _columns(claims: list[Claim]) -> tuple[list[str], list[str], list[str]]:
-    return [c.event_id for c in claims], [str(c.channel) for c in claims], [c.origin for c in claims]
+def _columns(claims: list[Claim]) -> dict[str, str]:
+    return pack_all({"eids": [c.event_id for c in claims], "chs": [c.channel for c in claims],
+                     "origins": [c.origin for c in claims]})
 
 
 class RedisDedupStore:

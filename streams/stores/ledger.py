@@ -16,14 +16,17 @@ from typing import NamedTuple, Protocol
 
 from psycopg_pool import AsyncConnectionPool
 
+from infra.db import pack_all, packed
 from schemas.records import Delivery
 from schemas.vocabulary import LedgerStatus
 from streams.stages.deliver import LedgerDecision, ledger_decision
 
-CLAIM = """
+# the columns travel packed (``infra.db.pack``): one string each, not an array dumped element by element
+_CLAIMED = f"unnest({packed('ids')}, {packed('nids')}, {packed('chs')}, {packed('addrs')})"
+
+CLAIM = f"""
 WITH input AS (
-    SELECT * FROM unnest(%(ids)b::text[], %(nids)b::text[], %(chs)b::text[], %(addrs)b::text[])
-        AS t(delivery_id, notification_id, channel, address)
+    SELECT * FROM {_CLAIMED} AS t(delivery_id, notification_id, channel, address)
 ), prev AS (
     SELECT d.delivery_id, d.status, d.provider_message_id FROM deliveries d JOIN input USING (delivery_id)
 ), claimed AS (
@@ -39,18 +42,17 @@ FROM input i LEFT JOIN claimed c USING (delivery_id) LEFT JOIN prev p USING (del
 """
 
 # the common case, cheaper: deliveries never claimed before. The ids it did not insert go through CLAIM.
-CLAIM_NEW = """
+CLAIM_NEW = f"""
 INSERT INTO deliveries (delivery_id, notification_id, channel, address, status, attempts, claimed_at, updated_at)
 SELECT delivery_id, notification_id, channel, address, 'claimed', 1, now(), now()
-FROM unnest(%(ids)b::text[], %(nids)b::text[], %(chs)b::text[], %(addrs)b::text[])
-    AS t(delivery_id, notification_id, channel, address)
+FROM {_CLAIMED} AS t(delivery_id, notification_id, channel, address)
 ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id
 """
 
-MARK = """
+MARK = f"""
 UPDATE deliveries d SET status = u.status, provider_message_id = COALESCE(u.pmid, d.provider_message_id),
     error = u.error, sent_at = CASE WHEN u.status = 'sent' THEN now() ELSE d.sent_at END, updated_at = now()
-FROM unnest(%(ids)b::text[], %(statuses)b::text[], %(pmids)b::text[], %(errors)b::text[])
+FROM unnest({packed('ids')}, {packed('statuses')}, {packed('pmids')}, {packed('errors')})
     AS u(delivery_id, status, pmid, error)
 WHERE d.delivery_id = u.delivery_id
 """
@@ -98,15 +100,14 @@ class PostgresLedger:
     async def mark(self, marks: Sequence[Mark]) -> None:
         if not marks:
             return
-        ids, statuses, pmids, errors = (list(column) for column in zip(*marks, strict=True))
+        ids, statuses, pmids, errors = zip(*marks, strict=True)
         async with self.db.connection() as conn:
-            await conn.execute(MARK, {"ids": ids, "statuses": [str(s) for s in statuses], "pmids": pmids,
-                                      "errors": errors})
+            await conn.execute(MARK, pack_all({"ids": ids, "statuses": statuses, "pmids": pmids, "errors": errors}))
 
 
-def _claim_params(deliveries: Sequence[Delivery]) -> dict[str, list[str]]:
-    return {"ids": [d.delivery_id for d in deliveries], "nids": [d.notification_id for d in deliveries],
-            "chs": [str(d.channel) for d in deliveries], "addrs": [d.address for d in deliveries]}
+def _claim_params(deliveries: Sequence[Delivery]) -> dict[str, str]:
+    return pack_all({"ids": [d.delivery_id for d in deliveries], "nids": [d.notification_id for d in deliveries],
+                     "chs": [d.channel for d in deliveries], "addrs": [d.address for d in deliveries]})
 
 
 @dataclass

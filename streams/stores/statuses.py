@@ -11,20 +11,24 @@ from typing import Protocol
 
 from psycopg_pool import AsyncConnectionPool
 
-from schemas.records import StatusChange
+from infra.db import pack, pack_ints, packed, packed_ints
+from schemas.records import StatusChange, epoch_ms
 from schemas.vocabulary import Status
 from streams.stages.status_fold import Fold, NotificationUpdate, as_datetime
 
 # One statement for the whole batch (fold gave one update per notification, sorted by id, so concurrent writers lock
 # rows in one order). The WHERE is the "never backwards" guard across batches: a stored higher rank wins.
 # The trace id is the first non-null one (migration 011): the notification keeps the trace it was accepted with.
-UPSERT = """
+# The columns travel packed (``infra.db.pack``): one string each, not an array dumped element by element.
+UPSERT_COLUMNS = ("ids", "eids", "types", "users", "templates", "categories", "campaigns", "statuses", "reasons",
+                  "traces")
+UPSERT = f"""
 INSERT INTO notifications AS n (id, event_id, event_type, user_id, template, category, campaign_id,
                                 status, status_rank, reason, trace_id, created_at, updated_at)
-SELECT u.*, u.at FROM unnest(%(ids)b::text[], %(eids)b::text[], %(types)b::text[], %(users)b::text[],
-                           %(templates)b::text[], %(categories)b::text[], %(campaigns)b::text[], %(statuses)b::text[],
-                           %(ranks)b::int[], %(reasons)b::text[], %(traces)b::text[], %(ats)b::timestamptz[])
-    AS u(id, event_id, event_type, user_id, template, category, campaign_id, status, status_rank, reason, trace_id, at)
+SELECT u.id, u.event_id, u.event_type, u.user_id, u.template, u.category, u.campaign_id, u.status, u.status_rank,
+       u.reason, u.trace_id, to_timestamp(u.at_ms / 1000.0), to_timestamp(u.at_ms / 1000.0)
+FROM unnest({", ".join(packed(c) for c in UPSERT_COLUMNS)}, {packed_ints("ranks")}, {packed_ints("ats")})
+    AS u(id, event_id, event_type, user_id, template, category, campaign_id, status, reason, trace_id, status_rank, at_ms)
 ON CONFLICT (id) DO UPDATE SET
     status = EXCLUDED.status, status_rank = EXCLUDED.status_rank, reason = EXCLUDED.reason,
     updated_at = EXCLUDED.updated_at,
@@ -34,8 +38,6 @@ ON CONFLICT (id) DO UPDATE SET
     trace_id = COALESCE(n.trace_id, EXCLUDED.trace_id)
 WHERE EXCLUDED.status_rank > n.status_rank
 """
-UPSERT_COLUMNS = ("ids", "eids", "types", "users", "templates", "categories", "campaigns", "statuses", "ranks",
-                  "reasons", "traces", "ats")
 
 COPY_HISTORY = (
     "COPY status_history (notification_id, channel, status, reason, delivery_id, provider_message_id, at) FROM STDIN"
@@ -47,10 +49,12 @@ HISTORY_OF = "SELECT status FROM status_history WHERE notification_id = %s ORDER
 REACHED = "SELECT DISTINCT notification_id, status FROM status_history WHERE notification_id = ANY(%s) AND status = ANY(%s)"
 # a delivery's 'sent' is written once (the partial unique index of migration 008): a replay or a re-read batch says
 # 'sent' again so that no status is lost, and the history does not grow a second row for it
-INSERT_SENT_ONCE = """
+SENT_ONCE_COLUMNS = ("nids", "channels", "statuses", "reasons", "dids", "pmids")
+INSERT_SENT_ONCE = f"""
 INSERT INTO status_history (notification_id, channel, status, reason, delivery_id, provider_message_id, at)
-SELECT * FROM unnest(%(nids)b::text[], %(channels)b::text[], %(statuses)b::text[], %(reasons)b::text[],
-                     %(dids)b::text[], %(pmids)b::text[], %(ats)b::timestamptz[])
+SELECT h.nid, h.channel, h.status, h.reason, h.did, h.pmid, to_timestamp(h.at_ms / 1000.0)
+FROM unnest({", ".join(packed(c) for c in SENT_ONCE_COLUMNS)}, {packed_ints("ats")})
+    AS h(nid, channel, status, reason, did, pmid, at_ms)
 ON CONFLICT (delivery_id) WHERE status = 'sent' AND delivery_id IS NOT NULL DO NOTHING
 """
 
@@ -65,11 +69,27 @@ def history_row(change: StatusChange) -> tuple:
             change.provider_message_id, as_datetime(change.at))
 
 
-def upsert_params(updates: list[NotificationUpdate]) -> dict[str, list]:
-    """The UPSERT's arrays, one per column."""
-    columns = zip(*((u.id, u.event_id, u.event_type, u.user_id, u.template, u.category, u.campaign_id, str(u.status),
-                     u.rank, u.reason, u.trace_id, u.at) for u in updates), strict=True)
-    return dict(zip(UPSERT_COLUMNS, map(list, columns), strict=True))
+def upsert_params(updates: list[NotificationUpdate]) -> dict[str, str]:
+    """The UPSERT's packed columns."""
+    columns = zip(*((u.id, u.event_id, u.event_type, u.user_id, u.template, u.category, u.campaign_id, u.status,
+                     u.reason, u.trace_id) for u in updates), strict=True)
+    params: dict[str, str] = {}
+    for name, values in zip(UPSERT_COLUMNS, columns, strict=True):
+        params.update(pack(name, values))
+    params["ranks"] = pack_ints(u.rank for u in updates)
+    params["ats"] = pack_ints(u.at_ms for u in updates)
+    return params
+
+
+def sent_once_params(changes: list[StatusChange]) -> dict[str, str]:
+    """INSERT_SENT_ONCE's packed columns."""
+    columns = zip(*((c.notification_id, c.channel, c.status, c.reason, c.delivery_id, c.provider_message_id)
+                    for c in changes), strict=True)
+    params: dict[str, str] = {}
+    for name, values in zip(SENT_ONCE_COLUMNS, columns, strict=True):
+        params.update(pack(name, values))
+    params["ats"] = pack_ints(epoch_ms(c.at) for c in changes)
+    return params
 
 
 class StatusStore(Protocol):
@@ -95,7 +115,7 @@ class PostgresStatusStore:
     async def write(self, folded: Fold) -> None:
         if not folded.history:
             return
-        once = [history_row(change) for change in folded.history if sent_once(change)]
+        once = [change for change in folded.history if sent_once(change)]
         rest = [history_row(change) for change in folded.history if not sent_once(change)]
         async with self.db.connection() as conn, conn.transaction(), conn.cursor() as cur:
             if rest:
@@ -103,9 +123,7 @@ class PostgresStatusStore:
                     for row in rest:
                         await copy.write_row(row)
             if once:
-                columns = list(zip(*once, strict=True))
-                await cur.execute(INSERT_SENT_ONCE, dict(zip(
-                    ("nids", "channels", "statuses", "reasons", "dids", "pmids", "ats"), map(list, columns), strict=True)))
+                await cur.execute(INSERT_SENT_ONCE, sent_once_params(once))
             if folded.updates:
                 await cur.execute(UPSERT, upsert_params(folded.updates))
 
