@@ -19,24 +19,37 @@ def counters(rules: tuple[RateRule, ...], key_prefix: str, *, user: str, channel
              event_type: str, now_ms: int, critical: bool = False) -> list[Counter]:
     """The counters one (event, channel) notification counts against; the window is part of the key.
     A critical category is exempt from every rule that does not name it."""
-    out = []
     who = _part(user)
-    for rule, head, parts in _shapes(rules, key_prefix, channel, category, event_type, critical):
-        bucket = now_ms // (rule.window_seconds * 1000)
-        key = head + ":".join(who if p is None else p for p in parts)
-        # the key lives one window past its bucket's end, no longer
-        out.append(Counter(f"{key}:{bucket}", rule.limit, rule.window_seconds + 60, rule.name))
-    return out
+    # the key lives one window past its bucket's end, no longer
+    return [Counter(f"{who.join(around)}:{now_ms // (rule.window_seconds * 1000)}", rule.limit,
+                    rule.window_seconds + 60, rule.name)
+            for rule, around in _shapes(rules, key_prefix, channel, category, event_type, critical)]
 
 
 @lru_cache(maxsize=4096)
 def _shapes(rules: tuple[RateRule, ...], key_prefix: str, channel: str, category: str, event_type: str,
-            critical: bool) -> tuple[tuple[RateRule, str, tuple[str | None, ...]], ...]:
-    """Per rule that applies: (rule, key head, key parts with None where the user goes). A campaign's recipients
-    share everything but the user, so this is worked out once, not per recipient."""
+            critical: bool) -> tuple[tuple[RateRule, tuple[str, ...]], ...]:
+    """Per rule that applies: (rule, the key's text around the places of the user), so that the user's key is
+    ``user.join(around)``. A campaign's recipients share everything but the user: this is worked out once, not per
+    recipient."""
     values = {"channel": channel, "category": category, "event_type": event_type}
-    return tuple((rule, f"{key_prefix}:{rule.name}:", tuple(None if k == "user" else _part(values[k]) for k in rule.key))
+    return tuple((rule, _around(f"{key_prefix}:{rule.name}:", [None if k == "user" else _part(values[k]) for k in rule.key]))
                  for rule in rules if rule.applies(channel, category, critical))
+
+
+def _around(head: str, parts: list[str | None]) -> tuple[str, ...]:
+    """``head`` and ``parts`` joined by ':', cut where the user goes (None)."""
+    pieces: list[str] = []
+    text = head
+    for i, part in enumerate(parts):
+        text += ":" if i else ""
+        if part is None:
+            pieces.append(text)
+            text = ""
+        else:
+            text += part
+    pieces.append(text)
+    return tuple(pieces)
 
 
 def _part(value: str) -> str:
