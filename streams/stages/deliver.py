@@ -178,7 +178,8 @@ def observe(b: Breaker, seen: list[Observation], now_ms: int, cfg: DeliverConfig
             continue
         if b.state == "closed":
             if o == "ok":
-                b = replace(b, failures=0)
+                if b.failures:   # a healthy provider's 1000 'ok's of a chunk build no 1000 copies
+                    b = replace(b, failures=0)
             elif b.failures + 1 >= cfg.breaker_failures:
                 b = replace(b, state="open", failures=0, successes=0, opened_at_ms=now_ms)
             else:
