@@ -1,14 +1,12 @@
 """Step 9: which rate-limit counters a notification increments (fixed windows), and the Lua call's arguments."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
+from typing import NamedTuple
 
 from streams.routes import RateRule
 
 
-@dataclass(frozen=True, slots=True)
-class Counter:
+class Counter(NamedTuple):   # a NamedTuple: a recipient builds one per rule, and a frozen dataclass costs 4x that
     key: str
     limit: int
     ttl: int
@@ -26,15 +24,26 @@ def counters(rules: tuple[RateRule, ...], key_prefix: str, *, user: str, channel
             for rule, around in _shapes(rules, key_prefix, channel, category, event_type, critical)]
 
 
-@lru_cache(maxsize=4096)
+Shape = tuple[RateRule, tuple[str, ...]]
+_SHAPES: dict[tuple[int, str, str, str, str, bool], tuple[tuple[RateRule, ...], tuple[Shape, ...]]] = {}
+
+
 def _shapes(rules: tuple[RateRule, ...], key_prefix: str, channel: str, category: str, event_type: str,
-            critical: bool) -> tuple[tuple[RateRule, tuple[str, ...]], ...]:
+            critical: bool) -> tuple[Shape, ...]:
     """Per rule that applies: (rule, the key's text around the places of the user), so that the user's key is
     ``user.join(around)``. A campaign's recipients share everything but the user: this is worked out once, not per
-    recipient."""
+    recipient. Cached by the rules' identity (an ``lru_cache`` would hash every rule on every call)."""
+    key = (id(rules), key_prefix, channel, category, event_type, critical)
+    hit = _SHAPES.get(key)
+    if hit is not None and hit[0] is rules:
+        return hit[1]
     values = {"channel": channel, "category": category, "event_type": event_type}
-    return tuple((rule, _around(f"{key_prefix}:{rule.name}:", [None if k == "user" else _part(values[k]) for k in rule.key]))
-                 for rule in rules if rule.applies(channel, category, critical))
+    shapes = tuple((rule, _around(f"{key_prefix}:{rule.name}:", [None if k == "user" else _part(values[k]) for k in rule.key]))
+                   for rule in rules if rule.applies(channel, category, critical))
+    if len(_SHAPES) >= 4096:
+        _SHAPES.clear()
+    _SHAPES[key] = (rules, shapes)
+    return shapes
 
 
 def _around(head: str, parts: list[str | None]) -> tuple[str, ...]:
