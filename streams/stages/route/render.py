@@ -13,7 +13,7 @@ from jinja2 import Template, UndefinedError
 from jinja2.exceptions import SecurityError
 
 from schemas.vocabulary import Channel
-from streams.stages.route.split import PreparedParts
+from streams.stages.route.split import PARTS, PreparedParts
 from streams.templates import CompiledTemplate, render_warnings
 
 GSM7_BASIC = set(
@@ -23,7 +23,7 @@ GSM7_BASIC = set(
 GSM7_EXTENDED = set("^{}\\[~]|€\f")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)   # not frozen: one per recipient, and a frozen init costs 3x (treated as immutable)
 class Rendered:
     text: str
     subject: str | None = None
@@ -102,10 +102,12 @@ def render(tmpl: CompiledTemplate | None, channel: Channel | str, context: dict[
 def finish(tmpl: CompiledTemplate, channel: Channel | str, text: str, subject: str | None, html: str | None,
            title: str | None, push_data: dict[str, str] | None, warnings: tuple[str, ...]) -> Rendered | RenderFailure:
     """The checks every rendered message passes, and the message as its channel carries it."""
-    for name, value in (("text", text), ("subject", subject), ("html", html), ("push_title", title)):
-        if value and not _utf8(value):
-            return RenderFailure("render_error", f"{tmpl.label} ({name}): renders a lone surrogate, which is no UTF-8 text "
-                                                 "(a \\ud800-style escape in variables_json?)")
+    if not (text.isascii() and (subject is None or subject.isascii()) and (html is None or html.isascii())
+            and (title is None or title.isascii())):   # the common case in one pass; else each part is checked
+        for name, value in (("text", text), ("subject", subject), ("html", html), ("push_title", title)):
+            if value and not _utf8(value):
+                return RenderFailure("render_error", f"{tmpl.label} ({name}): renders a lone surrogate, which is no UTF-8 "
+                                                     "text (a \\ud800-style escape in variables_json?)")
     if not text:
         return RenderFailure("render_error", f"{tmpl.label}: the text part rendered empty")
     if channel == Channel.EMAIL and not subject:
@@ -124,7 +126,6 @@ def finish(tmpl: CompiledTemplate, channel: Channel | str, text: str, subject: s
 def render_prepared(tmpl: CompiledTemplate, channel: Channel | str, prepared: PreparedParts, view: dict[str, Any],
                     ids: dict[str, str], push_data: dict[str, str] | None = None) -> Rendered | RenderFailure:
     """``render`` of a campaign recipient from the chunk's pre-split parts (``streams.stages.route.split``)."""
-    filled = {part: p.fill(view, ids) for part, p in prepared.items()}
+    text, subject, html, title = (p.fill(view, ids) if (p := prepared.get(part)) is not None else None for part in PARTS)
     warnings = tuple(w for p in prepared.values() for w in p.warnings)
-    return finish(tmpl, channel, filled.get("text") or "", filled.get("subject"), filled.get("html"),
-                  filled.get("push_title"), push_data, warnings)
+    return finish(tmpl, channel, text or "", subject, html, title, push_data, warnings)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import Template, nodes
@@ -50,19 +50,24 @@ class Prepared:
     parts: tuple[str | int, ...]   # literal text, or the index of a slot
     slots: tuple[Slot, ...]
     warnings: tuple[str, ...] = ()  # what the render said (an unsafe link replaced...), said for every recipient
+    # ``parts`` with "" where a slot goes, and (position, slot) of each slot: a fill touches the slots only
+    pieces: tuple[str, ...] = field(init=False)
+    at: tuple[tuple[int, Slot], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pieces", tuple(p if isinstance(p, str) else "" for p in self.parts))
+        object.__setattr__(self, "at", tuple((i, self.slots[p]) for i, p in enumerate(self.parts) if isinstance(p, int)))
 
     def fill(self, view: dict[str, Any], ids: dict[str, str]) -> str:
-        out: list[str] = []
-        for p in self.parts:
-            if isinstance(p, str):
-                out.append(p)
-                continue
-            slot = self.slots[p]
+        if not self.at:
+            return "".join(self.pieces).strip()
+        out = list(self.pieces)
+        for i, slot in self.at:
             value: Any = view[slot.attr] if slot.attr is not None else ids[slot.name]
             if slot.fallback is not None and not value:
                 value = slot.fallback
             text = str(value)
-            out.append(str(escape(text)) if slot.escaped else text)
+            out[i] = str(escape(text)) if slot.escaped else text
         return "".join(out).strip()
 
 
