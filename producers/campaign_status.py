@@ -20,6 +20,10 @@ PENDING = ("queued", "scheduled", "deferred")
 STATUS_COUNTS = """
 SELECT status, COALESCE(reason, ''), count(*) FROM notifications WHERE campaign_id = %s GROUP BY 1, 2
 """
+# the same for several campaigns at once (a list page), each row led by its campaign id
+STATUS_COUNTS_OF = """
+SELECT campaign_id, status, COALESCE(reason, ''), count(*) FROM notifications WHERE campaign_id = ANY(%s) GROUP BY 1, 2, 3
+"""
 
 
 @dataclass

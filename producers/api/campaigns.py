@@ -21,14 +21,14 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from infra.settings import Settings
 from producers import campaign as cp, campaign_run as run, segments
+from producers.api import views
 from producers.api.auth import ReadKey, Resources, SendKey
 from producers.api.errors import ApiError
 from producers.api.hostile import CheckedRoute, check_request_parts
 from producers.api.keys import Caller
-from producers.api.models import ID, Strict
+from producers.api.models import ID, CampaignView, Strict
 from producers.campaign_preflight import Preflight, PreflightError
 from producers.campaign_source import SourceError
-from producers.campaign_status import STATUS_COUNTS, summarize
 from schemas.vocabulary import Channel
 from streams.stages.route.window import parse_window
 
@@ -107,34 +107,6 @@ class CampaignAccepted(BaseModel):
     locales: dict[str, int]
     estimate_seconds: float
     send_at: datetime | None = None
-
-
-class CampaignView(BaseModel):
-    id: str
-    status: str
-    template: str
-    category: str
-    channels: list[str]
-    total: int
-    produced: int
-    in_flight: int = Field(description="produced, not yet given a status by the workers")
-    sent: int = Field(description="reached a provider (including delivered, opened, bounced)")
-    delivered: int
-    suppressed: dict[str, int] = Field(description="'status: reason' → count")
-    rate_limited: int
-    failed: int
-    dead_lettered: int
-    canceled: int
-    pending: dict[str, int]
-    progress: float = Field(description="share of the recipients whose notification is at an end, 0 to 1")
-    canceled_at: datetime | None
-    send_at: datetime | None
-    rate_per_minute: int | None = Field(None, description="the campaign's pace, messages a minute (null: unpaced)")
-    send_window: str | None = Field(None, description="the send window in each recipient's zone; recipients waiting "
-                                                      "for it are counted in pending.deferred")
-    created_at: datetime
-    finished_at: datetime | None
-    error: str | None
 
 
 class CampaignCanceled(BaseModel):
@@ -303,30 +275,16 @@ async def upload_campaign(
     return await _start(request, res, params, path, cid)
 
 
-async def _view(res: Resources, campaign_id: str) -> CampaignView:
-    async with res.db.connection() as conn:
-        row = await (await conn.execute(
-            "SELECT id, status, template, category, channels, total, produced, canceled_at, send_at, created_at, "
-            "finished_at, error, rate_per_minute, send_window FROM campaigns WHERE id = %s", (campaign_id,))).fetchone()
-        if row is None:
-            raise HTTPException(404, f"no campaign '{campaign_id}'")
-        counts = await (await conn.execute(STATUS_COUNTS, (campaign_id,))).fetchall()
-    cid, status, template, category, channels, total, produced, canceled_at, send_at, created, finished, error, rate, window = row
-    s = summarize([(st, reason, n) for st, reason, n in counts], total, produced)
-    return CampaignView(
-        id=cid, status=status, template=template, category=category, channels=list(channels), total=total,
-        produced=produced, in_flight=s.in_flight, sent=s.sent, delivered=s.delivered, suppressed=dict(s.suppressed),
-        rate_limited=s.rate_limited, failed=s.failed, dead_lettered=s.dead_lettered, canceled=s.canceled,
-        pending=dict(s.pending), progress=round(s.progress, 4), canceled_at=canceled_at, send_at=send_at,
-        rate_per_minute=rate, send_window=window, created_at=created, finished_at=finished, error=error)
-
-
 @router.get("/v1/campaigns/{campaign_id}", response_model=CampaignView,
             responses={**ERRORS, 404: {"description": "unknown campaign"}})
 async def get_campaign(campaign_id: CampaignId, caller: ReadKey, res: Resources) -> CampaignView:
     """How far a campaign has got (scope ``read``): produced, sent, suppressed by reason, rate-limited, failed,
     dead-lettered, canceled, and the share of recipients at an end."""
-    return await _view(res, campaign_id)
+    async with res.db.connection() as conn:
+        view = await views.campaign(conn, campaign_id)
+    if view is None:
+        raise HTTPException(404, f"no campaign '{campaign_id}'")
+    return view
 
 
 @router.delete("/v1/campaigns/{campaign_id}", response_model=CampaignCanceled,

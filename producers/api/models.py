@@ -141,6 +141,36 @@ class NotificationPage(BaseModel):
     next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page; null on the last page")
 
 
+class CampaignView(BaseModel):
+    id: str
+    status: str
+    template: str
+    category: str
+    channels: list[str]
+    total: int
+    produced: int
+    in_flight: int = Field(description="produced, not yet given a status by the workers")
+    sent: int = Field(description="reached a provider (including delivered, opened, bounced)")
+    delivered: int
+    bounced: int = Field(description="of the sent, bounced")
+    suppressed: dict[str, int] = Field(description="'status: reason' → count")
+    rate_limited: int
+    failed: int
+    dead_lettered: int
+    canceled: int
+    pending: dict[str, int]
+    finished: int = Field(description="at an end: sent, suppressed, rate-limited, failed, dead-lettered or canceled")
+    progress: float = Field(description="share of the recipients whose notification is at an end (finished / total), 0 to 1")
+    canceled_at: datetime | None
+    send_at: datetime | None
+    rate_per_minute: int | None = Field(None, description="the campaign's pace, messages a minute (null: unpaced)")
+    send_window: str | None = Field(None, description="the send window in each recipient's zone; recipients waiting "
+                                                      "for it are counted in pending.deferred")
+    created_at: datetime
+    finished_at: datetime | None
+    error: str | None
+
+
 class UserUpdate(Strict):
     """Fields present are set (null clears an address); fields absent keep their value."""
 

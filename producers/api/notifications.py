@@ -12,21 +12,20 @@ from infra.kafka.producer import ProduceError
 from infra.kafka.records import TRACE, OutRecord, now_ms
 from infra.traces import TRACE_ID_PATTERN, request_trace
 from infra.tracing import record_span
+from producers.api import views
 from producers.api.auth import ReadKey, Resources, SendKey
 from producers.api.cursor import CursorError, decode_cursor, encode_cursor
 from producers.api.errors import ApiError
 from producers.api.hostile import CheckedRoute
 from producers.api.keys import Caller, Scope
 from producers.api.middleware import trace_of
-from producers.api.models import ID, HistoryEntry, NotificationAccepted, NotificationPage, NotificationRequest, NotificationView
+from producers.api.models import ID, NotificationAccepted, NotificationPage, NotificationRequest, NotificationView
 from producers.api.notification_record import body_hash, to_record
 from producers.api.resources import ApiResources
 from producers.api.tenancy import reaches, require_user
 
 router = APIRouter(tags=["notifications"], route_class=CheckedRoute)
 
-NOTIFICATION_COLUMNS = ("id, event_id, event_type, user_id, template, category, campaign_id, status, reason, created_at, "
-                        "updated_at, trace_id")
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no valid API key"}, 403: {"description": "the API key lacks the scope"},
     429: {"description": "rate limit exceeded (see Retry-After)"}}
@@ -156,11 +155,6 @@ async def create_notification(
     )
 
 
-def _view(row: tuple, history: list[HistoryEntry] | None = None) -> NotificationView:
-    keys = NOTIFICATION_COLUMNS.split(", ")
-    return NotificationView(**dict(zip(keys, row, strict=True)), history=history or [])
-
-
 @router.get("/v1/notifications/{notification_id}", response_model=NotificationView,
             responses={**ERRORS, 404: {"description": "unknown notification"}})
 async def get_notification(notification_id: Annotated[str, Path(pattern=ID)], caller: ReadKey, res: Resources) -> NotificationView:
@@ -169,19 +163,10 @@ async def get_notification(notification_id: Annotated[str, Path(pattern=ID)], ca
     A key with a tenant sees the notifications of its tenant's users only.
     """
     async with res.db.connection() as conn:
-        row = await (await conn.execute(
-            f"SELECT {NOTIFICATION_COLUMNS} FROM notifications n WHERE id = %s AND "
-            "(%s::text IS NULL OR EXISTS (SELECT 1 FROM users u WHERE u.id = n.user_id AND u.tenant = %s::text))",
-            (notification_id, caller.tenant, caller.tenant))).fetchone()
-        if row is None:
-            raise HTTPException(404, f"no notification '{notification_id}' (a just-accepted one appears once the pipeline has queued it)")
-        hist = await (await conn.execute(
-            "SELECT status, channel, reason, delivery_id, provider_message_id, at FROM status_history"
-            " WHERE notification_id = %s ORDER BY at, id LIMIT 1000",
-            (notification_id,),
-        )).fetchall()
-    keys = ("status", "channel", "reason", "delivery_id", "provider_message_id", "at")
-    return _view(row, [HistoryEntry(**dict(zip(keys, h, strict=True))) for h in hist])
+        view = await views.notification(conn, notification_id, caller.tenant)
+    if view is None:
+        raise HTTPException(404, f"no notification '{notification_id}' (a just-accepted one appears once the pipeline has queued it)")
+    return view
 
 
 @router.get("/v1/users/{user_id}/notifications", response_model=NotificationPage,
@@ -207,10 +192,10 @@ async def list_user_notifications(
         args += [at, nid]
     async with res.db.connection() as conn:
         rows = await (await conn.execute(
-            f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE {where} ORDER BY created_at DESC, id DESC LIMIT %s",
+            f"SELECT {views.NOTIFICATION_COLUMNS} FROM notifications WHERE {where} ORDER BY created_at DESC, id DESC LIMIT %s",
             (*args, limit + 1),
         )).fetchall()
-    items = [_view(r) for r in rows[:limit]]
-    nxt = encode_cursor(rows[limit - 1][9], rows[limit - 1][0]) if len(rows) > limit else None
+    items = [views.notification_view(r) for r in rows[:limit]]
+    nxt = encode_cursor(items[-1].created_at, items[-1].id) if len(rows) > limit else None
     return NotificationPage(items=items, next_cursor=nxt)
 

@@ -1,47 +1,35 @@
 """What the console's pages read from PostgreSQL (async, over the API's pool); each function one page's question.
 
+A notification and a campaign are the API's own views (``producers.api.views``: the same query, model and counts as
+``GET /v1/notifications/{id}`` and ``GET /v1/campaigns/{id}``); what is here is what only the console asks.
+
 Nothing here writes except ``activate`` (a template version) and the campaign cancel, which go through the same
 functions as the CLI and the API (``infra.tools.cli.templates.activate_version``, ``producers.campaign_run.cancel``).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from producers.campaign_status import STATUS_COUNTS, CampaignSummary, summarize
+from producers.api import views
+from producers.api.models import CampaignView, NotificationView
 from schemas.vocabulary import Status
 
 SEARCH_LIMIT = 100
-NOTIFICATION_COLUMNS = "id, user_id, template, category, campaign_id, status, reason, created_at, updated_at, trace_id"
 
 # one query per way to find a notification; each has its index (the primary key, notifications_user,
 # notifications_trace_id from migration 015, deliveries_provider_id)
 SEARCH_SQL = f"""
-SELECT {NOTIFICATION_COLUMNS} FROM (
+SELECT {views.NOTIFICATION_COLUMNS} FROM (
     SELECT * FROM notifications WHERE id = %(q)s
     UNION SELECT * FROM notifications WHERE trace_id = %(q)s
     UNION SELECT * FROM (SELECT * FROM notifications WHERE user_id = %(q)s ORDER BY created_at DESC LIMIT %(limit)s) u
     UNION SELECT n.* FROM notifications n JOIN deliveries d ON d.notification_id = n.id WHERE d.provider_message_id = %(q)s
 ) found ORDER BY created_at DESC, id LIMIT %(limit)s
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Notification:
-    id: str
-    user_id: str
-    template: str | None
-    category: str | None
-    campaign_id: str | None
-    status: str
-    reason: str | None
-    created_at: datetime
-    updated_at: datetime
-    trace_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,27 +55,24 @@ class TimelineEvent:
         return "plain"
 
 
-async def search(db: AsyncConnectionPool, q: str) -> list[Notification]:
+async def search(db: AsyncConnectionPool, q: str) -> list[NotificationView]:
     """Notifications whose id, trace id, user id or a delivery's provider message id is ``q`` (newest first)."""
     async with db.connection() as conn:
         rows = await (await conn.execute(SEARCH_SQL, {"q": q, "limit": SEARCH_LIMIT})).fetchall()
-    return [Notification(*r) for r in rows]
+    return [views.notification_view(r) for r in rows]
 
 
-async def notification(db: AsyncConnectionPool, nid: str) -> tuple[Notification, list[TimelineEvent]] | None:
+async def notification(db: AsyncConnectionPool, nid: str) -> tuple[NotificationView, list[TimelineEvent]] | None:
     """A notification and its timeline: every status change (retries with their tier, receipts) and the ledger's
     claim and send of each delivery (attempts, the provider's message id or error), in time order."""
     async with db.connection() as conn:
-        row = await (await conn.execute(f"SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = %s", (nid,))).fetchone()
-        if row is None:
+        n = await views.notification(conn, nid)
+        if n is None:
             return None
-        history = await (await conn.execute(
-            "SELECT at, status, channel, reason, delivery_id, provider_message_id FROM status_history "
-            "WHERE notification_id = %s ORDER BY at, id LIMIT 1000", (nid,))).fetchall()
         ledger = await (await conn.execute(
             "SELECT delivery_id, channel, status, attempts, provider_message_id, error, claimed_at, sent_at, updated_at "
             "FROM deliveries WHERE notification_id = %s", (nid,))).fetchall()
-    events = [TimelineEvent(at, status, channel, reason, did, pmid) for at, status, channel, reason, did, pmid in history]
+    events = [TimelineEvent(h.at, h.status, h.channel, h.reason, h.delivery_id, h.provider_message_id) for h in n.history]
     for did, channel, status, attempts, pmid, error, claimed_at, sent_at, updated_at in ledger:
         events.append(TimelineEvent(claimed_at, "ledger: claimed", channel, None, did, None, attempts))
         if sent_at is not None:
@@ -95,7 +80,7 @@ async def notification(db: AsyncConnectionPool, nid: str) -> tuple[Notification,
         elif status == "failed":
             events.append(TimelineEvent(updated_at, "ledger: failed", channel, error, did, None, attempts))
     events.sort(key=lambda e: e.at)
-    return Notification(*row), events
+    return n, events
 
 
 # --- overview -----------------------------------------------------------------
@@ -145,65 +130,20 @@ async def overview(db: AsyncConnectionPool, now: float) -> Overview:
 
 # --- campaigns ----------------------------------------------------------------
 
-CAMPAIGN_COLUMNS = "id, status, template, category, channels, total, produced, canceled_at, send_at, created_at, finished_at, error"
-
-
-@dataclass
-class Campaign:
-    id: str
-    status: str
-    template: str
-    category: str
-    channels: list[str]
-    total: int
-    produced: int
-    canceled_at: datetime | None
-    send_at: datetime | None
-    created_at: datetime
-    finished_at: datetime | None
-    error: str | None
-    summary: CampaignSummary = field(init=False)
-
-    def json(self) -> dict[str, Any]:
-        s = self.summary
-        return {"id": self.id, "status": self.status, "total": self.total, "produced": self.produced,
-                "progress": round(s.progress, 4), "sent": s.sent, "delivered": s.delivered,
-                "suppressed": s.suppressed_total, "rate_limited": s.rate_limited, "failed": s.failed,
-                "dead_lettered": s.dead_lettered, "canceled": s.canceled, "in_flight": s.in_flight,
-                "finished": s.finished}
-
-
-async def campaigns(db: AsyncConnectionPool, limit: int = 50) -> list[Campaign]:
+async def campaigns(db: AsyncConnectionPool, limit: int = 50) -> list[CampaignView]:
     async with db.connection() as conn:
-        rows = await (await conn.execute(f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns ORDER BY created_at DESC LIMIT %s",
-                                         (limit,))).fetchall()
-        found = [Campaign(*r) for r in rows]
-        counts: dict[str, list[tuple[str, str, int]]] = {c.id: [] for c in found}
-        if found:
-            for cid, st, reason, n in await (await conn.execute(
-                    "SELECT campaign_id, status, COALESCE(reason, ''), count(*) FROM notifications "
-                    "WHERE campaign_id = ANY(%s) GROUP BY 1, 2, 3", (list(counts),))).fetchall():
-                counts[cid].append((st, reason, n))
-    for c in found:
-        c.summary = summarize(counts[c.id], c.total, c.produced)
-    return found
+        return await views.campaigns(conn, limit)
 
 
-async def campaign(db: AsyncConnectionPool, cid: str) -> Campaign | None:
+async def campaign(db: AsyncConnectionPool, cid: str) -> CampaignView | None:
     async with db.connection() as conn:
-        row = await (await conn.execute(f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = %s", (cid,))).fetchone()
-        if row is None:
-            return None
-        counts = await (await conn.execute(STATUS_COUNTS, (cid,))).fetchall()
-    c = Campaign(*row)
-    c.summary = summarize([(st, reason, n) for st, reason, n in counts], c.total, c.produced)
-    return c
+        return await views.campaign(conn, cid)
 
 
 CURVE_POINTS = 120
 
 
-async def delivery_curve(db: AsyncConnectionPool, c: Campaign, now: datetime) -> tuple[int, list[tuple[int, int]]]:
+async def delivery_curve(db: AsyncConnectionPool, c: CampaignView, now: datetime) -> tuple[int, list[tuple[int, int]]]:
     """(bucket seconds, [(bucket start, sent in it)]): the campaign's sends over time, at most CURVE_POINTS buckets."""
     end = c.finished_at or now
     bucket = max(1, math.ceil((end - c.created_at).total_seconds() / CURVE_POINTS))

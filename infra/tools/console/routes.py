@@ -431,7 +431,7 @@ async def campaign_context(request: Request, cid: str) -> dict[str, Any] | None:
         xs.append(t)
         ys.append(total)
     curve = {"x": xs, "series": [{"name": "sent (cumulative)", "values": ys}], "unit": f"sent, {bucket}s buckets"}
-    return {"c": c, "s": c.summary, "curve": json.dumps(curve)}
+    return {"c": c, "curve": json.dumps(curve)}
 
 
 @router.get("/campaigns/{cid}")
