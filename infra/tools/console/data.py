@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from producers.api import views
 from producers.api.models import CampaignView, NotificationView
-from schemas.vocabulary import Status
+from schemas.vocabulary import LedgerStatus, Status
 
 SEARCH_LIMIT = 100
 
@@ -35,7 +35,7 @@ SELECT {views.NOTIFICATION_COLUMNS} FROM (
 @dataclass(frozen=True, slots=True)
 class TimelineEvent:
     at: datetime
-    what: str                       # a status, or "ledger: claimed" / "ledger: sent"
+    what: str                       # a status, or f"ledger: {LedgerStatus.CLAIMED}" / f"ledger: {LedgerStatus.SENT}"
     channel: str | None = None
     reason: str | None = None       # a retry's tier and why, a suppression's reason, a provider's error
     delivery_id: str | None = None
@@ -45,7 +45,7 @@ class TimelineEvent:
     @property
     def kind(self) -> str:
         """A CSS class: how the event reads at a glance."""
-        if self.what in (Status.SENT, Status.DELIVERED, Status.OPENED, Status.CLICKED, "ledger: sent"):
+        if self.what in (Status.SENT, Status.DELIVERED, Status.OPENED, Status.CLICKED, f"ledger: {LedgerStatus.SENT}"):
             return "good"
         if self.what in (Status.FAILED, Status.DEAD_LETTERED, Status.BOUNCED):
             return "bad"
@@ -74,11 +74,11 @@ async def notification(db: AsyncConnectionPool, nid: str) -> tuple[NotificationV
             "FROM deliveries WHERE notification_id = %s", (nid,))).fetchall()
     events = [TimelineEvent(h.at, h.status, h.channel, h.reason, h.delivery_id, h.provider_message_id) for h in n.history]
     for did, channel, status, attempts, pmid, error, claimed_at, sent_at, updated_at in ledger:
-        events.append(TimelineEvent(claimed_at, "ledger: claimed", channel, None, did, None, attempts))
+        events.append(TimelineEvent(claimed_at, f"ledger: {LedgerStatus.CLAIMED}", channel, None, did, None, attempts))
         if sent_at is not None:
-            events.append(TimelineEvent(sent_at, "ledger: sent", channel, None, did, pmid, attempts))
-        elif status == "failed":
-            events.append(TimelineEvent(updated_at, "ledger: failed", channel, error, did, None, attempts))
+            events.append(TimelineEvent(sent_at, f"ledger: {LedgerStatus.SENT}", channel, None, did, pmid, attempts))
+        elif status == LedgerStatus.FAILED:
+            events.append(TimelineEvent(updated_at, f"ledger: {LedgerStatus.FAILED}", channel, error, did, None, attempts))
     events.sort(key=lambda e: e.at)
     return n, events
 
