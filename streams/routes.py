@@ -188,14 +188,23 @@ def _route(source: str, name: str, spec: Any, known: dict[str, set[str]] | None)
     return Route(name, recipient, template, tuple(channels or ()), category, lane, ttl, fallback, digest)
 
 
-def _digest(where: str, raw: Any, lane: str) -> Digest:
-    where = f"{where}: field 'digest'"
+def _option(where: str, name: str, raw: Any, fields: tuple[str, ...], example: str, lane: str,
+            on_bulk: str) -> tuple[str, dict[str, Any]]:
+    """A route option's mapping (``fallback``, ``digest``): of ``fields`` only (an error names them in this order),
+    on an interactive route (``on_bulk``: the error's reason otherwise). Returns it, and its errors' prefix."""
+    where = f"{where}: field {name!r}"
     if not isinstance(raw, dict):
-        raise RouteConfigError(f"{where}: expected a mapping like {{window: 1h, key: [user_id, event_type], max: 50}}")
-    if extra := set(raw) - {"window", "key", "max"}:
-        raise RouteConfigError(f"{where}: unknown field(s) {', '.join(sorted(extra))} (allowed: key, max, window)")
+        raise RouteConfigError(f"{where}: expected a mapping like {example}")
+    if extra := set(raw) - set(fields):
+        raise RouteConfigError(f"{where}: unknown field(s) {', '.join(sorted(extra))} (allowed: {', '.join(fields)})")
     if lane != "interactive":
-        raise RouteConfigError(f"{where}: only an interactive route collects a digest")
+        raise RouteConfigError(f"{where}: {on_bulk}")
+    return where, raw
+
+
+def _digest(where: str, raw: Any, lane: str) -> Digest:
+    where, raw = _option(where, "digest", raw, ("key", "max", "window"), "{window: 1h, key: [user_id, event_type], max: 50}",
+                         lane, "only an interactive route collects a digest")
     window = _duration(f"{where}: 'window'", raw.get("window"))
     key = raw.get("key", ["user_id", "event_type"])
     if not isinstance(key, list) or any(k not in DIGEST_KEY_PARTS for k in key) or "user_id" not in key:
@@ -207,13 +216,8 @@ def _digest(where: str, raw: Any, lane: str) -> Digest:
 
 
 def _fallback(where: str, raw: Any, channels: list[str], lane: str, ttl: int) -> Fallback:
-    where = f"{where}: field 'fallback'"
-    if not isinstance(raw, dict):
-        raise RouteConfigError(f"{where}: expected a mapping like {{after: 10m, unless: delivered, to: sms}}")
-    if extra := set(raw) - {"after", "unless", "to"}:
-        raise RouteConfigError(f"{where}: unknown field(s) {', '.join(sorted(extra))} (allowed: after, unless, to)")
-    if lane != "interactive":
-        raise RouteConfigError(f"{where}: only an interactive route falls back (a campaign has no per-message fallback)")
+    where, raw = _option(where, "fallback", raw, ("after", "unless", "to"), "{after: 10m, unless: delivered, to: sms}",
+                         lane, "only an interactive route falls back (a campaign has no per-message fallback)")
     after = _duration(f"{where}: 'after'", raw.get("after"))
     if after >= ttl:
         raise RouteConfigError(f"{where}: 'after' ({after} s) must be shorter than the route's ttl_seconds ({ttl})")

@@ -1,13 +1,16 @@
 """The route agents: events (interactive) and bulk → rendered Deliveries, status changes, scheduled rows.
 
-A batch goes admit → claim + load → decide → limit → render → write. Per batch,
-whatever its size: two Redis round trips (cached recipients and every
-de-duplication claim; cache fills for the misses and every rate limit) and at
-most four PostgreSQL statements (recipient cache misses, templates not loaded
-recently, the de-duplication authority, the scheduled rows), the first three
-run concurrently. A render failure adds one more of each, to release the
-claims of the failed channels so that a replay from the DLQ is not taken for a
-duplicate.
+A batch goes admit → cancel checks → waiting features (channel fallback and
+digests, streams/handlers/route_waiting.py) → claim + load → decide → limit →
+render → pack and write. Per batch, whatever its size: two Redis round trips
+(cached recipients and every de-duplication claim; cache fills for the misses
+and every rate limit) and at most four PostgreSQL statements (recipient cache
+misses, templates not loaded recently, the de-duplication authority, the
+scheduled rows), the first three run concurrently. A render failure adds one
+more of each, to release the claims of the failed channels so that a replay
+from the DLQ is not taken for a duplicate; a batch with fallback checks or
+digest events adds the waiting features' own (at most one status read and two
+digest transactions).
 
 The SQL and Lua live in the stores (streams/stores), which queue their Redis
 commands onto one shared batch; ``RouteStores.memory()`` runs the same handler
@@ -19,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace as replaced
+from dataclasses import dataclass, field
 
 from infra.kafka.dead_letters import DeadLetter, dead_letter
 from infra.kafka.records import (
@@ -33,9 +36,10 @@ from infra.kafka.records import (
 from infra.settings import Settings
 from infra.topics import deliver_topic
 from infra.tracing import record_span
-from schemas.codec import DecodeError
+from schemas.codec import Codec, DecodeError
 from schemas.records import Delivery, chunk_key, chunk_record
 from schemas.vocabulary import Channel, Lane, Status
+from streams.handlers.route_waiting import Admitted, Returned, Waiting, returned
 from streams.routes import RouteConfig, load_routes
 from streams.runtime.context import Context
 from streams.runtime.registry import AgentSpec
@@ -46,8 +50,6 @@ from streams.stages.route.decide import (
     push_data,
     template_context,
 )
-from streams.stages.route.digest import DIGEST_WINDOW, Collected, closing_window, digest_event_id, digest_key, digest_variables
-from streams.stages.route.fallback import FallbackPass, fallback_headers, fallback_intent, fallback_pass, wanted
 from streams.stages.route.identity import ClaimState, claim_origin
 from streams.stages.route.intent import Intent, RouteError, chunk_intents, intent_for
 from streams.stages.route.limits import Counter, counters
@@ -60,7 +62,7 @@ from streams.stores.batch import MemoryBatch, PipelineBatch, RedisBatch, RoundTr
 from streams.stores.campaigns import CancelStore, MemoryCampaignRows, PostgresCampaignRows
 from streams.stores.cancellations import CancellationView, MemoryCancellationRows, PostgresCancellationRows
 from streams.stores.dedup import Claim, DedupStore, MemoryDedupStore, RedisDedupStore
-from streams.stores.digests import DigestItem, DigestStore, MemoryDigestStore, PostgresDigestStore
+from streams.stores.digests import DigestStore, MemoryDigestStore, PostgresDigestStore
 from streams.stores.ratelimits import (
     MemoryRateLimitStore,
     RateLimitStore,
@@ -146,6 +148,8 @@ class Candidate:
 
 @dataclass
 class BatchResult:
+    codec: Codec
+    status_topic: str
     out: list[OutRecord] = field(default_factory=list)
     scheduled: list[ScheduledRow] = field(default_factory=list)
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -157,6 +161,16 @@ class BatchResult:
 
     def count(self, outcome: str, reason: str = "", n: int = 1) -> None:
         self.outcomes[(outcome, reason)] = self.outcomes.get((outcome, reason), 0) + n
+
+    def status(self, rec: InRecord, intent: Intent, status: Status, channel: Channel | None, reason: str | None,
+               delivery_id: str | None = None) -> None:
+        self.out.append(status_record(
+            self.codec, self.status_topic, notification_id=intent.event_id, event_id=intent.event_id,
+            user_id=intent.user_id, status=status, event_type=intent.event_type, channel=channel, reason=reason,
+            delivery_id=delivery_id, template=intent.template, category=intent.category, campaign_id=intent.campaign_id,
+            trace_id=rec.trace_id,
+        ))
+        self.count(status, reason or "")
 
 
 class RouteHandler:
@@ -176,6 +190,7 @@ class RouteHandler:
         self.max_event_bytes = settings.max_event_bytes
         self.chunk_size = settings.deliver.max_chunk
         self._plans: dict[TemplateSource, Plans | None] = {}
+        self.waiting = Waiting(cfg.routes, self.stores.statuses, self.stores.digests, self.stores.cancellations)
 
     # --- the batch ---------------------------------------------------------------
 
@@ -187,23 +202,22 @@ class RouteHandler:
             await asyncio.to_thread(codec.resolve_ids, missing)
         now = now_ms()
         started = time.time_ns()
-        res = BatchResult()
+        res = BatchResult(codec, self.status_topic)
         if self.stores.cancellations is not None:
             await self.stores.cancellations.refresh()
         live = [found for rec in batch for found in self._admit(rec, now, res)]
         live = await self._not_canceled(live, res)
-        live = await self._fall_back(live, now, res)
-        live = await self._digest(live, now, res)
+        live = await self.waiting.hold(live, now, res)
         live.sort(key=lambda found: not found[1].critical)   # stable: a password reset's delivery is produced first
         cands = [Candidate(rec, intent, Claim(intent.event_id, channel, claim_origin(rec.topic, rec.partition, rec.offset)))
-                 for rec, intent in live for channel in intent.channels]
+                 for rec, intent, _ in live for channel in intent.channels]
         if cands:
             recipients, loaded = await self._claim_and_load(cands)
             going = [c for c in cands if self._decide(c, recipients.get(c.intent.user_id), now, res)]
             await self._limit(going, list(loaded.values()))
             for c in going:
                 if c.denied_by is not None:
-                    self._status(res, c.rec, c.intent, Status.RATE_LIMITED, c.channel, c.denied_by)
+                    res.status(c.rec, c.intent, Status.RATE_LIMITED, c.channel, c.denied_by)
             allowed = [c for c in going if c.denied_by is None]
             failed = [(c, failure) for c in allowed if (failure := self._render(c, recipients[c.intent.user_id], now, res))]
             if failed:
@@ -220,8 +234,9 @@ class RouteHandler:
                             partition=rec.partition, offset=rec.offset, batch_records=len(batch))
         return res.out
 
-    def _admit(self, rec: InRecord, now: int, res: BatchResult) -> list[tuple[InRecord, Intent]]:
-        """Steps 1, 2, 4, 5: decode, route, expiry, send_at. Returns what goes on: a campaign chunk's many recipients."""
+    def _admit(self, rec: InRecord, now: int, res: BatchResult) -> list[Admitted]:
+        """Steps 1, 2, 4, 5: decode, route, expiry, send_at. Returns what goes on: a campaign chunk's many recipients;
+        an interactive record with what its headers say of the waiting features."""
         size = len(rec.value or b"")
         if size > self.max_event_bytes:
             self._dead(rec, res, DeadLetter(
@@ -233,6 +248,7 @@ class RouteHandler:
         except DecodeError as exc:
             self._dead(rec, res, DeadLetter("decode", exc.reason, str(exc)))
             return []
+        back: Returned | None = None
         try:
             if decoded.name == "CampaignChunk":
                 intents, problems = chunk_intents(decoded, self.cfg)
@@ -240,27 +256,26 @@ class RouteHandler:
                     self._dead(rec, res, DeadLetter("route", "bad_event", f"{len(problems)} recipient(s) not routed: "
                                                     + "; ".join(problems[:5])))
             else:
-                intents = [intent_for(decoded, self.cfg, bulk=rec.topic == self.bulk_topic)]
-                if (check := fallback_pass(rec)) is not None:   # a fallback's check: its channel alone from here on
-                    intents = [fallback_intent(intent, check) for intent in intents]
-                elif (window := closing_window(rec)) is not None:   # a digest's closing: the digest from here on
-                    intents = [replaced(intent, event_id=digest_event_id(window), cancellation_key=None, occurred_ms=now,
-                                        send_at_ms=None) for intent in intents]
+                intent = intent_for(decoded, self.cfg, bulk=rec.topic == self.bulk_topic)
+                # a fallback's check or a digest's closing (headers read here only): its own intent from here on
+                if intent.lane == Lane.INTERACTIVE and (back := returned(rec)) is not None:
+                    intent = back.intent(intent, now)
+                intents = [intent]
         except RouteError as exc:
             self._dead(rec, res, DeadLetter("route", exc.reason, str(exc)))
             return []
-        return [(rec, intent) for intent in intents if self._due(rec, intent, now, res)]
+        return [(rec, intent, back) for intent in intents if self._due(rec, intent, now, res)]
 
     def _due(self, rec: InRecord, intent: Intent, now: int, res: BatchResult) -> bool:
         view = self.stores.cancellations
         if view is not None and not view.empty and (
                 why := view.reason(intent.event_id, intent.cancellation_key, intent.occurred_ms)):
             for channel in intent.channels:
-                self._status(res, rec, intent, Status.CANCELED, channel, why)
+                res.status(rec, intent, Status.CANCELED, channel, why)
             return False
         if is_expired(intent, now):
             for channel in intent.channels:
-                self._status(res, rec, intent, Status.EXPIRED, channel, "ttl")
+                res.status(rec, intent, Status.EXPIRED, channel, "ttl")
             return False
         if is_for_later(intent, now):
             assert intent.send_at_ms is not None
@@ -268,110 +283,20 @@ class RouteHandler:
                 intent.send_at_ms, rec.topic, rec.key, rec.value or b"", row_headers(rec), "send_at",
                 intent.event_id, f"send_at:{intent.event_id}", intent.cancellation_key,
             ))
-            self._status(res, rec, intent, Status.SCHEDULED, None, "send_at")
+            res.status(rec, intent, Status.SCHEDULED, None, "send_at")
             return False
         return True
 
-    async def _not_canceled(self, live: list[tuple[InRecord, Intent]], res: BatchResult) -> list[tuple[InRecord, Intent]]:
+    async def _not_canceled(self, live: list[Admitted], res: BatchResult) -> list[Admitted]:
         """A canceled campaign's recipients end 'canceled' here, before any claim or render (one look per batch)."""
         cancels = self.stores.cancels
-        if cancels is None or not (stopped := await cancels.canceled({i.campaign_id for _, i in live})):
+        if cancels is None or not (stopped := await cancels.canceled({i.campaign_id for _, i, _ in live})):
             return live
-        for rec, intent in live:
+        for rec, intent, _ in live:
             if intent.campaign_id in stopped:
                 for channel in intent.channels:
-                    self._status(res, rec, intent, Status.CANCELED, channel, "campaign canceled")
-        return [(rec, intent) for rec, intent in live if intent.campaign_id not in stopped]
-
-    async def _fall_back(self, live: list[tuple[InRecord, Intent]], now: int,
-                         res: BatchResult) -> list[tuple[InRecord, Intent]]:
-        """Schedule the fallback check of each event whose route has one; a check that came due goes on to its
-        fallback channel alone unless a channel of the notification reached the condition (one read per batch)."""
-        going: list[tuple[InRecord, Intent]] = []
-        checks: list[tuple[InRecord, Intent, FallbackPass]] = []
-        for rec, intent in live:
-            if intent.lane == Lane.BULK:   # a campaign has no fallback: no header to read, no route to look up
-                going.append((rec, intent))
-                continue
-            if (check := fallback_pass(rec)) is not None:   # its headers were read once already in _admit
-                checks.append((rec, intent, check))
-                continue
-            going.append((rec, intent))
-            route = self.cfg.routes.get(intent.event_type)
-            fallback = route.fallback if route is not None else None
-            if fallback is not None and intent.lane == Lane.INTERACTIVE and wanted(fallback, intent):
-                res.scheduled.append(ScheduledRow(
-                    now + fallback.after_seconds * 1000, rec.topic, rec.key, rec.value or b"",
-                    {**row_headers(rec), **fallback_headers(fallback)}, "fallback", intent.event_id,
-                    f"fallback:{intent.event_id}", intent.cancellation_key))
-        if not checks:
-            return going
-        reached: dict[str, set[Status]] = {}
-        if self.stores.statuses is not None:
-            reached = await self.stores.statuses.reached({i.event_id for _, i, _ in checks},
-                                                         set().union(*(c.met_by for _, _, c in checks)))
-        for rec, intent, check in checks:
-            if reached.get(intent.event_id, set()) & check.met_by:
-                self._status(res, rec, intent, Status.SKIPPED, check.channel, f"fallback_not_needed: {check.unless}")
-            else:
-                going.append((rec, intent))
-                res.count("fallback", check.channel)
-        return going
-
-    async def _digest(self, live: list[tuple[InRecord, Intent]], now: int,
-                      res: BatchResult) -> list[tuple[InRecord, Intent]]:
-        """A digest route's events join their key's open window (one transaction per batch) instead of going out; a
-        window's closing record, published by the scheduler when it ends, goes on as the digest of what it holds."""
-        store = self.stores.digests
-        if store is None:
-            return live
-        going: list[tuple[InRecord, Intent]] = []
-        collecting: list[tuple[InRecord, Intent, DigestItem]] = []
-        closing: list[tuple[InRecord, Intent, int]] = []
-        for rec, intent in live:
-            if intent.lane == Lane.BULK:   # a campaign collects no digest
-                going.append((rec, intent))
-                continue
-            route = self.cfg.routes.get(intent.event_type)
-            if (window := closing_window(rec)) is not None:
-                closing.append((rec, intent, window))
-            elif route is not None and route.digest is not None and intent.lane == Lane.INTERACTIVE:
-                collecting.append((rec, intent, DigestItem(
-                    digest_key(route.digest, intent), intent.event_id, intent.user_id, route.digest.window_seconds,
-                    intent.occurred_ms, intent.cancellation_key, intent.variables)))
-            else:
-                going.append((rec, intent))
-        if collecting:
-            windows = await store.collect([item for _, _, item in collecting])
-            closes: dict[int, ScheduledRow] = {}
-            for rec, intent, item in collecting:
-                self._status(res, rec, intent, Status.SCHEDULED, None, "digest")
-                held_by = windows[item.digest_key]
-                closes.setdefault(held_by.window_id, ScheduledRow(
-                    held_by.closes_ms, rec.topic, rec.key, rec.value or b"",
-                    {**row_headers(rec), DIGEST_WINDOW: str(held_by.window_id)}, "digest",
-                    digest_event_id(held_by.window_id), digest_event_id(held_by.window_id)))
-            res.scheduled.extend(closes.values())
-        if closing:
-            held = await store.close([window for _, _, window in closing])
-            view = self.stores.cancellations
-            for rec, intent, window in closing:
-                route = self.cfg.routes.get(intent.event_type)
-                listed = route.digest.max if route is not None and route.digest is not None else 50
-                kept: list[Collected] = []
-                for got in held.get(window, []):
-                    if view is not None and (why := view.reason(got.event_id, got.cancellation_key, got.occurred_ms)):
-                        self._status(res, rec, replaced(intent, event_id=got.event_id), Status.CANCELED, None, why)
-                    else:
-                        kept.append(got)
-                if not kept:
-                    res.count("digest_empty")
-                    continue
-                for got in kept:
-                    self._status(res, rec, replaced(intent, event_id=got.event_id), Status.SKIPPED, None,
-                                 f"digested: {intent.event_id}")
-                going.append((rec, replaced(intent, variables=digest_variables(kept, listed))))
-        return going
+                    res.status(rec, intent, Status.CANCELED, channel, "campaign canceled")
+        return [item for item in live if item[1].campaign_id not in stopped]
 
     async def _claim_and_load(self, cands: list[Candidate]) -> tuple[dict[str, Recipient], dict[str, Recipient]]:
         """Claims and recipients: (every known recipient, the ones just read from PostgreSQL)."""
@@ -422,7 +347,7 @@ class RouteHandler:
         decision = channel_decision(c.intent, c.channel, recipient)
         if isinstance(decision, tuple):
             status, reason = decision
-            self._status(res, c.rec, c.intent, status, c.channel, reason)
+            res.status(c.rec, c.intent, status, c.channel, reason)
             return False
         c.addresses = decision
         c.limits = counters(self.cfg.rate_limits, self.stores.limits.prefix, user=c.intent.user_id, channel=c.channel,
@@ -481,7 +406,7 @@ class RouteHandler:
             res.bulk.setdefault(topic, []).extend((d, c.rec, size) for d, size in zip(made, sizes, strict=True))
             for d in made:
                 if settings.queued_status_bulk:
-                    self._status(res, c.rec, intent, Status.QUEUED, c.channel, None, d.delivery_id)
+                    res.status(c.rec, intent, Status.QUEUED, c.channel, None, d.delivery_id)
                 else:  # a campaign's notification row appears with its "sent": half the status traffic
                     res.count(Status.QUEUED, "")
             return None
@@ -495,11 +420,11 @@ class RouteHandler:
             if defer_until is not None:
                 res.scheduled.append(ScheduledRow(defer_until, topic, key, value, {TRACE: trace}, why,
                                                   intent.event_id, f"{why}:{d.delivery_id}", intent.cancellation_key))
-                self._status(res, c.rec, intent, Status.DEFERRED, c.channel, why, d.delivery_id)
+                res.status(c.rec, intent, Status.DEFERRED, c.channel, why, d.delivery_id)
             else:
                 res.out.append(OutRecord(topic, key, value, headers))
                 if intent.lane != Lane.BULK or settings.queued_status_bulk:
-                    self._status(res, c.rec, intent, Status.QUEUED, c.channel, None, d.delivery_id)
+                    res.status(c.rec, intent, Status.QUEUED, c.channel, None, d.delivery_id)
                 else:  # a campaign's notification row appears with its "sent": half the status traffic
                     res.count(Status.QUEUED, "")
         return None
@@ -551,16 +476,6 @@ class RouteHandler:
                     value = encode("DeliveryChunk", chunk_record(name, [d for d, _, _ in same[group.start:group.end]]))
                     out.append(OutRecord(topic, first.key or name.encode(), value, set_header([], TRACE, first.trace_id)))
         return out
-
-    def _status(self, res: BatchResult, rec: InRecord, intent: Intent, status: Status, channel: Channel | None,
-                reason: str | None, delivery_id: str | None = None) -> None:
-        res.out.append(status_record(
-            self.ctx.codec, self.status_topic, notification_id=intent.event_id, event_id=intent.event_id,
-            user_id=intent.user_id, status=status, event_type=intent.event_type, channel=channel, reason=reason,
-            delivery_id=delivery_id, template=intent.template, category=intent.category, campaign_id=intent.campaign_id,
-            trace_id=rec.trace_id,
-        ))
-        res.count(status, reason or "")
 
     def _dead(self, rec: InRecord, res: BatchResult, why: DeadLetter) -> None:
         res.out.append(dead_letter(rec, why, self.dlq_topic, self.ctx.settings.max_record_bytes))

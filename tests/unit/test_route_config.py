@@ -56,6 +56,23 @@ def test_invalid_routes_name_the_route_and_field(routes, rules, message):
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize("option, raw, lane, message", [
+    ("fallback", "10m", "interactive", "field 'fallback': expected a mapping like {after: 10m, unless: delivered, to: sms}"),
+    ("fallback", {"after": 10, "unless": "opened", "to": "sms", "when": "x", "if": 1}, "interactive",
+     "field 'fallback': unknown field(s) if, when (allowed: after, unless, to)"),
+    ("fallback", {"after": 10, "unless": "opened", "to": "sms"}, "bulk",
+     "field 'fallback': only an interactive route falls back (a campaign has no per-message fallback)"),
+    ("digest", "1h", "interactive", "field 'digest': expected a mapping like {window: 1h, key: [user_id, event_type], max: 50}"),
+    ("digest", {"window": "1h", "every": "day"}, "interactive",
+     "field 'digest': unknown field(s) every (allowed: key, max, window)"),
+    ("digest", {"window": "1h"}, "bulk", "field 'digest': only an interactive route collects a digest"),
+])
+def test_a_fallback_and_a_digest_are_each_a_mapping_of_their_own_fields_on_an_interactive_route(option, raw, lane, message):
+    with pytest.raises(RouteConfigError) as err:
+        parse_routes({"routes": {"OrderPlaced": {**GOOD, "lane": lane, option: raw}}}, "r.yaml", KNOWN)
+    assert str(err.value) == f"r.yaml: route 'OrderPlaced': {message}"
+
+
 def test_request_records_need_no_template_and_files_load(tmp_path):
     p = tmp_path / "routes.yaml"
     p.write_text(yaml.safe_dump({"routes": {"NotificationRequested": {"recipient": "user_id", "ttl_seconds": 5}}}))

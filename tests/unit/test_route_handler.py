@@ -28,6 +28,8 @@ from streams.handlers.route import RouteHandler, RouteStores
 from streams.metrics import Metrics
 from streams.routes import Digest, Fallback, RateRule, RouteConfig, load_routes
 from streams.runtime.context import Context
+from streams.stages.route.digest import DIGEST_WINDOW
+from streams.stages.route.fallback import FALLBACK, FALLBACK_UNLESS
 from streams.stages.route.recipient import Recipient
 from streams.stores.templates import TemplateStore
 from streams.templates import TemplateSource
@@ -570,6 +572,20 @@ async def test_a_fallback_unless_opened_still_goes_after_a_delivered_receipt(env
     await env.receipt(ev["event_id"], Channel.PUSH, Status.DELIVERED)
     out = await handler.handle([await env.published(ev["event_id"], "fallback")])
     assert [d["channel"] for d in deliveries(env, out, ev["event_id"])] == ["sms"]
+
+
+@scenario
+async def test_a_campaign_message_is_never_taken_for_a_fallback_check_or_a_digest_closing(env: RouteEnv) -> None:
+    """The waiting features belong to the interactive lane: a bulk record's headers are not read for them."""
+    uid = env.uid()
+    await env.add_user(Recipient(uid, email=f"{uid}@example.test", phone="+4366400002"))
+    camp = {"event_id": f"c2:{uid}", "occurred_at": now_ms(), "campaign_id": "c2", "user_id": uid,
+            "template": "weekly_digest", "channels": ["email"], "category": "marketing", "variables_json": "{}"}
+    plain = record(env, "CampaignMessage", camp, topic="bulk")
+    headers = [(FALLBACK, b"sms"), (FALLBACK_UNLESS, b"delivered"), (DIGEST_WINDOW, b"7")]
+    out = await env.handler().handle([InRecord(plain.topic, 0, plain.offset, plain.key, plain.value, headers)])
+    assert [(d["channel"], d["lane"]) for d in deliveries(env, out, camp["event_id"])] == [("email", "bulk")]
+    assert dead(env, out) == [] and deliveries(env, out, "digest:7") == []
 
 
 DIGEST_TEMPLATE = TemplateSource(
