@@ -6,7 +6,7 @@ so routing it twice is a duplicate like any event.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from infra.kafka.records import InRecord
@@ -61,9 +61,3 @@ def digest_variables(items: list[Collected], listed: int) -> dict[str, Any]:
         "last": [i.variables for i in last],
         "omitted": len(items) - len(first) - len(last),
     }}
-
-
-def digest_intent(opener: Intent, window_id: int, items: list[Collected], listed: int, now_ms: int) -> Intent:
-    """The digest of a closed window, as the route stage routes it."""
-    return replace(opener, event_id=digest_event_id(window_id), variables=digest_variables(items, listed),
-                   occurred_ms=now_ms, send_at_ms=None, cancellation_key=None)
