@@ -11,55 +11,35 @@ import time
 from collections import Counter
 
 import pytest
-from fastapi.testclient import TestClient
 
-from producers.api import create_api
-from producers.api.config import ApiConfig
-from tests.integration.test_campaign import template
-from tests.support.api import make_api_key
+from schemas.vocabulary import Channel
+from tests.support.campaign import bulk_campaign  # noqa: F401 - fixture
 from tests.support.sandbox import sandbox  # noqa: F401 - fixture
 from tests.support.worker import wait_for
 
 pytestmark = pytest.mark.e2e
 
 N = 6000
+SENDGRID_THEN_SMTP = {"email_provider": "sendgrid", "email_failover_provider": "smtp"}
+RETRY_TIERS = ["retry-1s", "retry-2s", "retry-3s"]   # what failed on the primary comes back through them
 
 
 def by_provider(ctl) -> Counter:
     return Counter(m["provider"] for m in ctl.inbox("email", envelope=True))
 
 
-def test_the_primary_goes_down_mid_campaign_nothing_is_lost_or_sent_twice_and_traffic_returns(sandbox, worker_factory,
-                                                                                               db, tmp_path):
-    settings = sandbox.settings.model_copy(update={"email_provider": "sendgrid", "email_failover_provider": "smtp",
-                                                   "home": tmp_path})
+def test_the_primary_goes_down_mid_campaign_nothing_is_lost_or_sent_twice_and_traffic_returns(sandbox, bulk_campaign, db):
     ctl = sandbox.control
-    tag = settings.app_id
-    db.execute("INSERT INTO users (id, email, first_name) SELECT %s || '-' || i, %s || '-' || i || '@example.org', 'N' || i "
-               "FROM generate_series(1, %s) AS i", (tag, tag, N))
-    template(db, f"{tag}_news", "Hi {{ user.first_name }}")
     ctl.faults("sendgrid", latency_ms=150)   # 100 emails a request: the campaign takes a few seconds
-    worker_factory(settings, agents=["route-bulk", "deliver-email-bulk", "retry-1s", "retry-2s", "retry-3s", "status"],
-                   extra_env={"HERALD_DELIVER__MAX_CHUNK": "100", "HERALD_DELIVER__BREAKER_OPEN_SECONDS": "1",
-                              "HERALD_SMTP_CONNECTIONS": "1"}).wait_ready()
-    auth = {"Authorization": f"Bearer {make_api_key(settings)}"}
-    with TestClient(create_api(settings, ApiConfig(rate_limit=1000, key_cache_seconds=0))) as client:
-        started = client.post("/v1/campaigns", headers=auth, json={
-            "template": f"{tag}_news", "recipients": [f"{tag}-{i}" for i in range(1, N + 1)]})
-        assert started.status_code == 202, started.text
-        cid = started.json()["id"]
-        wait_for(lambda: by_provider(ctl)["sendgrid"] >= 300, 120, interval=0.1, message="part sent through SendGrid")
-        ctl.faults("sendgrid", storm=-1)   # down: every request a 503
-        wait_for(lambda: by_provider(ctl)["smtp"] >= 100, 60, interval=0.1, message="traffic failed over to SMTP")
-        ctl.clear_faults()
-        recovered = time.time()
-        assert sum(by_provider(ctl).values()) < N - 1000, "the campaign finished before the recovery: proved nothing"
-
-        def settled() -> dict | None:
-            v = client.get(f"/v1/campaigns/{cid}", headers=auth).json()
-            return v if v["sent"] == N else None
-
-        view = wait_for(settled, 180, interval=0.5, message="every recipient sent")
+    campaign = bulk_campaign(N, settings=SENDGRID_THEN_SMTP, agents=RETRY_TIERS, worker_env={
+        "HERALD_DELIVER__MAX_CHUNK": "100", "HERALD_DELIVER__BREAKER_OPEN_SECONDS": "1", "HERALD_SMTP_CONNECTIONS": "1"})
+    wait_for(lambda: by_provider(ctl)["sendgrid"] >= 300, 120, interval=0.1, message="part sent through SendGrid")
+    ctl.faults("sendgrid", storm=-1)   # down: every request a 503
+    wait_for(lambda: by_provider(ctl)["smtp"] >= 100, 60, interval=0.1, message="traffic failed over to SMTP")
+    ctl.clear_faults()
+    recovered = time.time()
+    assert sum(by_provider(ctl).values()) < N - 1000, "the campaign finished before the recovery: proved nothing"
+    view = campaign.wait_sent(180)
     time.sleep(2)   # a duplicate would show up now
     inbox = ctl.inbox("email", envelope=True)
     per_address = Counter(m["to"] for m in inbox)
@@ -72,33 +52,15 @@ def test_the_primary_goes_down_mid_campaign_nothing_is_lost_or_sent_twice_and_tr
     late_smtp = [m for m in inbox if m["provider"] == "smtp" and m["received_at"] > recovered + 15]
     assert late_smtp == [], "SMTP still took traffic long after SendGrid recovered"
     assert db.execute("SELECT count(*) FROM deliveries WHERE status = 'sent' AND notification_id LIKE %s",
-                      (f"{cid}:%",)).fetchone()[0] == N
+                      (f"{campaign.id}:%",)).fetchone()[0] == N
 
 
-def test_a_primary_refusing_the_account_hands_every_email_to_the_second_provider_once(sandbox, worker_factory, db,
-                                                                                      tmp_path):
-    settings = sandbox.settings.model_copy(update={"email_provider": "sendgrid", "email_failover_provider": "smtp",
-                                                   "home": tmp_path})
+def test_a_primary_refusing_the_account_hands_every_email_to_the_second_provider_once(sandbox, bulk_campaign):
     ctl = sandbox.control
-    tag, n = settings.app_id, 300
-    db.execute("INSERT INTO users (id, email, first_name) SELECT %s || '-' || i, %s || '-' || i || '@example.org', 'N' || i "
-               "FROM generate_series(1, %s) AS i", (tag, tag, n))
-    template(db, f"{tag}_news", "Hi {{ user.first_name }}")
+    n = 300
     ctl.faults("sendgrid", error_rate=1.0, error_status=401)   # the API key revoked: every request refused
-    worker_factory(settings, agents=["route-bulk", "deliver-email-bulk", "retry-1s", "retry-2s", "retry-3s", "status"],
-                   extra_env={"HERALD_DELIVER__MAX_CHUNK": "50"}).wait_ready()
-    auth = {"Authorization": f"Bearer {make_api_key(settings)}"}
-    with TestClient(create_api(settings, ApiConfig(rate_limit=1000, key_cache_seconds=0))) as client:
-        started = client.post("/v1/campaigns", headers=auth, json={
-            "template": f"{tag}_news", "recipients": [f"{tag}-{i}" for i in range(1, n + 1)]})
-        assert started.status_code == 202, started.text
-        cid = started.json()["id"]
-
-        def settled() -> dict | None:
-            v = client.get(f"/v1/campaigns/{cid}", headers=auth).json()
-            return v if v["sent"] == n else None
-
-        view = wait_for(settled, 120, interval=0.5, message="every recipient sent")
+    view = bulk_campaign(n, settings=SENDGRID_THEN_SMTP, agents=RETRY_TIERS,
+                         worker_env={"HERALD_DELIVER__MAX_CHUNK": "50"}).wait_sent(120)
     time.sleep(2)
     per_address = Counter(m["to"] for m in ctl.inbox("email", envelope=True))
     assert len(per_address) == n and set(per_address.values()) == {1}
@@ -107,30 +69,14 @@ def test_a_primary_refusing_the_account_hands_every_email_to_the_second_provider
     assert ctl.requests("sendgrid") >= 1, "the primary was tried first"
 
 
-def test_sms_goes_through_a_second_twilio_account_when_the_first_is_refused(sandbox, worker_factory, db, tmp_path):
+def test_sms_goes_through_a_second_twilio_account_when_the_first_is_refused(sandbox, bulk_campaign):
     second = {"account_sid": "AC" + "2" * 32, "auth_token": "sandbox-token", "sender": "+15005550007"}
-    settings = sandbox.settings.model_copy(update={
-        "sms_failover": sandbox.settings.sms_failover.model_copy(update=second), "home": tmp_path})
+    failover = sandbox.settings.sms_failover.model_copy(update=second)
     ctl = sandbox.control
-    tag, n = settings.app_id, 40
-    db.execute("INSERT INTO users (id, phone, first_name) SELECT %s || '-' || i, '+43660' || lpad(i::text, 7, '0'), 'N' || i "
-               "FROM generate_series(1, %s) AS i", (tag, n))
-    template(db, f"{tag}_sms", "Hi {{ user.first_name }}", channel="sms")
-    ctl.faults("twilio", refused_accounts=[settings.twilio_account_sid])   # the first account suspended
-    worker_factory(settings, agents=["route-bulk", "deliver-sms-bulk", "retry-1s", "retry-2s", "retry-3s", "status"],
-                   extra_env={"HERALD_DELIVER__MAX_CHUNK": "10"}).wait_ready()
-    auth = {"Authorization": f"Bearer {make_api_key(settings)}"}
-    with TestClient(create_api(settings, ApiConfig(rate_limit=1000, key_cache_seconds=0))) as client:
-        started = client.post("/v1/campaigns", headers=auth, json={
-            "template": f"{tag}_sms", "channels": ["sms"], "recipients": [f"{tag}-{i}" for i in range(1, n + 1)]})
-        assert started.status_code == 202, started.text
-        cid = started.json()["id"]
-
-        def settled() -> dict | None:
-            v = client.get(f"/v1/campaigns/{cid}", headers=auth).json()
-            return v if v["sent"] == n else None
-
-        view = wait_for(settled, 120, interval=0.5, message="every recipient sent")
+    n = 40
+    ctl.faults("twilio", refused_accounts=[sandbox.settings.twilio_account_sid])   # the first account suspended
+    view = bulk_campaign(n, channel=Channel.SMS, settings={"sms_failover": failover}, agents=RETRY_TIERS,
+                         worker_env={"HERALD_DELIVER__MAX_CHUNK": "10"}).wait_sent(120)
     time.sleep(1)
     inbox = ctl.inbox("sms")
     assert Counter(m["to"] for m in inbox) == Counter({f"+43660{i:07d}": 1 for i in range(1, n + 1)})

@@ -57,3 +57,13 @@ def test_campaign_list_json(settings: Settings, db: psycopg.Connection):
                "VALUES ('c-json-1', 'promo', '{}', 10, 4, 'producing')")
     got = [c for c in rows(herald(settings, "campaign", "list", "--json")) if c["id"] == "c-json-1"]
     assert got == [{**got[0], "id": "c-json-1", "template": "promo", "status": "producing", "produced": 4, "total": 10}]
+
+
+def test_segments_list_json_and_table(settings: Settings):
+    name = f"{settings.app_id}-vienna"
+    query = "SELECT id FROM users WHERE time_zone = 'Europe/Vienna'"
+    herald(settings, "segments", "save", name, "--query", query, "--description", "users in Vienna")
+    [got] = [s for s in rows(herald(settings, "segments", "list", "--json")) if s["name"] == name]
+    assert got == {**got, "query": query, "description": "users in Vienna"} and got["updated_at"]
+    table = herald(settings, "segments", "list").stdout   # other tests' segments may widen (and wrap) the columns
+    assert all(column in table for column in ("name", "query", "description", "updated")) and name in table

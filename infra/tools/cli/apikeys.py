@@ -1,13 +1,12 @@
 """herald apikeys: API keys for the HTTP API, stored as sha256 hashes (the key is shown once)."""
 from __future__ import annotations
 
-import json
-
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from infra.tools.cli.errors import CliError
+from infra.tools.cli.output import print_rows
 
 app = typer.Typer(help="API keys of the HTTP API: create (shown once), list, update scopes or rate, revoke.", no_args_is_help=True)
 
@@ -76,16 +75,12 @@ def list_keys(all_: bool = typer.Option(False, "--all", help="include revoked ke
             "SELECT id, name, prefix, created_at, revoked_at, scopes, tenant, rate_limit FROM api_keys"
             + ("" if all_ else " WHERE revoked_at IS NULL") + " ORDER BY id"
         ).fetchall()
-    if as_json:
-        for r in rows:
-            print(json.dumps({"id": r[0], "name": r[1], "prefix": f"hk_{r[2]}", "scopes": r[5], "tenant": r[6],
-                              "rate_limit": r[7], "created": r[3].isoformat(), "revoked": r[4].isoformat() if r[4] else None}))
-        return
-    table = Table("id", "name", "prefix", "scopes", "tenant", "rate", "created", "revoked")
-    for r in rows:
-        table.add_row(str(r[0]), r[1], f"hk_{r[2]}_…", ",".join(r[5]), r[6] or "(all)", str(r[7] or "default"),
-                      f"{r[3]:%Y-%m-%d %H:%M}", f"{r[4]:%Y-%m-%d %H:%M}" if r[4] else "")
-    Console().print(table)
+    print_rows(rows, as_json,
+               record=lambda r: {"id": r[0], "name": r[1], "prefix": f"hk_{r[2]}", "scopes": r[5], "tenant": r[6],
+                                 "rate_limit": r[7], "created": r[3].isoformat(), "revoked": r[4].isoformat() if r[4] else None},
+               table=Table("id", "name", "prefix", "scopes", "tenant", "rate", "created", "revoked"),
+               cells=lambda r: (str(r[0]), r[1], f"hk_{r[2]}_…", ",".join(r[5]), r[6] or "(all)", str(r[7] or "default"),
+                                f"{r[3]:%Y-%m-%d %H:%M}", f"{r[4]:%Y-%m-%d %H:%M}" if r[4] else ""))
 
 
 @app.command()

@@ -13,6 +13,7 @@ from rich.table import Table
 from infra.settings import Settings
 from infra.tools.cli.errors import CliError
 from infra.tools.cli.kafka import require_broker
+from infra.tools.cli.output import print_rows
 
 app = typer.Typer(help="Million-user campaigns: push CampaignMessages to the bulk lane and follow their delivery.",
                   no_args_is_help=True)
@@ -267,14 +268,8 @@ def list_campaigns(limit: int = typer.Option(20, min=1, help="newest first"),
         rows = conn.execute(
             "SELECT id, template, status, produced, total, created_at FROM campaigns ORDER BY created_at DESC LIMIT %s", (limit,)
         ).fetchall()
-    if as_json:
-        for cid, tpl, st, produced, total, created in rows:
-            print(json.dumps({"id": cid, "template": tpl, "status": st, "produced": produced, "total": total,
-                              "created": created.isoformat()}))
-        return
-    table = Table()
-    for col in ("id", "template", "status", "produced", "total", "created"):
-        table.add_column(col)
-    for cid, tpl, st, produced, total, created in rows:
-        table.add_row(cid, tpl, st, f"{produced:,}", f"{total:,}", f"{created:%Y-%m-%d %H:%M}")
-    Console().print(table)
+    print_rows(rows, as_json,
+               record=lambda r: {"id": r[0], "template": r[1], "status": r[2], "produced": r[3], "total": r[4],
+                                 "created": r[5].isoformat()},
+               table=Table("id", "template", "status", "produced", "total", "created"),
+               cells=lambda r: (r[0], r[1], r[2], f"{r[3]:,}", f"{r[4]:,}", f"{r[5]:%Y-%m-%d %H:%M}"))

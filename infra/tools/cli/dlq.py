@@ -11,6 +11,7 @@ from rich.table import Table
 from infra.settings import Settings
 from infra.tools.cli.errors import CliError
 from infra.tools.cli.kafka import require_broker
+from infra.tools.cli.output import print_rows
 
 app = typer.Typer(
     help="Inspect and replay the dead-letter topic (reads it with a private consumer; commits nothing).",
@@ -66,17 +67,12 @@ def list_(
         entries = list(sel.apply(scan(settings)))
     except _dlq_errors() as exc:
         raise CliError(str(exc)) from exc
-    if as_json:
-        for e in entries:
-            print(json.dumps(e.summary()))
-        return
     table = Table(title=f"{settings.topic('dlq')}: {len(entries)} dead letter(s)" + (" (limit reached)" if len(entries) == limit else ""))
     for col in ("at", "failed at (UTC)", "stage", "reason", "origin", "tries", "replays", "error"):
         table.add_column(col, overflow="fold")
-    for e in entries:
-        table.add_row(e.coord, format_ms(e.failed_at_ms), e.stage, e.error_class, e.origin_topic or "-",
-                      str(e.attempts), str(e.replays), e.error[:120])
-    Console().print(table)
+    print_rows(entries, as_json, record=lambda e: e.summary(), table=table,
+               cells=lambda e: (e.coord, format_ms(e.failed_at_ms), e.stage, e.error_class, e.origin_topic or "-",
+                                str(e.attempts), str(e.replays), e.error[:120]))
 
 
 @app.command()

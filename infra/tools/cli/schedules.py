@@ -12,6 +12,7 @@ from rich.table import Table
 
 from infra.settings import Settings
 from infra.tools.cli.errors import CliError
+from infra.tools.cli.output import print_rows
 
 app = typer.Typer(help="Recurring sends: a cron expression evaluated in each recipient's time zone, sent by "
                        "`herald scheduler`.", no_args_is_help=True)
@@ -80,17 +81,10 @@ def list_schedules(as_json: bool = typer.Option(False, "--json", help="one JSON 
 
     with _connect() as conn:
         found = rows(conn)
-    if as_json:
-        for row in found:
-            typer.echo(json.dumps(row.to_json()))
-        return
-    table = Table()
-    for col in ("id", "cron", "template", "channels", "status", "recipients", "next (UTC)", "sent"):
-        table.add_column(col)
-    for r in found:
-        table.add_row(r.id, r.cron, r.template, ",".join(r.channels), "paused" if r.paused else "active",
-                      f"{r.recipients:,}", f"{r.next_at:%Y-%m-%d %H:%M}" if r.next_at else "-", f"{r.sent:,}")
-    Console().print(table)
+    print_rows(found, as_json, record=lambda r: r.to_json(),
+               table=Table("id", "cron", "template", "channels", "status", "recipients", "next (UTC)", "sent"),
+               cells=lambda r: (r.id, r.cron, r.template, ",".join(r.channels), "paused" if r.paused else "active",
+                                f"{r.recipients:,}", f"{r.next_at:%Y-%m-%d %H:%M}" if r.next_at else "-", f"{r.sent:,}"))
 
 
 @app.command()

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.tools.cli.errors import CliError
+from infra.tools.cli.output import print_rows
 from schemas.catalog import Catalog, CatalogError, load_version
 from schemas.compat import check_catalog
 
@@ -51,15 +52,11 @@ def list_(root: Path | None = _ROOT,
     """List every schema version with its fingerprint."""
     catalog = _catalog(root)
     rows = [(name, v) for name in catalog.names() for v in catalog.versions[name]]
-    if as_json:
-        for name, v in rows:
-            print(json.dumps({"name": name, "version": v.version, "fullname": v.fullname,
-                              "fingerprint": v.fingerprint_hex, "file": v.path}))
-        return
-    table = Table("name", "version", "fullname", "fingerprint", "file")
-    for name, v in rows:
-        table.add_row(name, str(v.version), v.fullname, v.fingerprint_hex, v.path)
-    console.print(table)
+    print_rows(rows, as_json,
+               record=lambda r: {"name": r[0], "version": r[1].version, "fullname": r[1].fullname,
+                                 "fingerprint": r[1].fingerprint_hex, "file": r[1].path},
+               table=Table("name", "version", "fullname", "fingerprint", "file"),
+               cells=lambda r: (r[0], str(r[1].version), r[1].fullname, r[1].fingerprint_hex, r[1].path), console=console)
 
 
 @app.command()
@@ -133,11 +130,7 @@ def register(
                        "check HERALD_SCHEMA_REGISTRY__URL and its credentials") from exc
     except Exception as exc:  # transport errors of the client (httpx): one line, not a traceback
         raise CliError(f"the schema registry at {url} does not answer ({exc!r}); check HERALD_SCHEMA_REGISTRY__URL") from exc
-    if as_json:
-        for row in rows:
-            print(json.dumps(row))
-        return
-    table = Table("subject", "version", "id", "compatibility", "file", title=f"registered in {url}")
-    for row in rows:
-        table.add_row(row["subject"], str(row["version"]), str(row["id"]), row["compatibility"], row["file"])
-    console.print(table)
+    print_rows(rows, as_json, record=lambda row: row,
+               table=Table("subject", "version", "id", "compatibility", "file", title=f"registered in {url}"),
+               cells=lambda row: (row["subject"], str(row["version"]), str(row["id"]), row["compatibility"], row["file"]),
+               console=console)

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from infra.tools.cli.apikeys import _connect
 from infra.tools.cli.errors import CliError
+from infra.tools.cli.output import print_rows
 
 app = typer.Typer(help="Saved recipient queries: save one, list them, delete one. A campaign names one with "
                        "`herald campaign send --segment NAME` or POST /v1/campaigns {\"segment\": NAME}.",
@@ -45,15 +46,11 @@ def list_segments(as_json: bool = typer.Option(False, "--json", help="JSON lines
 
     with _connect() as conn:
         found = all_segments(conn)
-    if as_json:
-        for s in found:
-            print(json.dumps({"name": s.name, "query": s.query, "description": s.description,
-                              "updated_at": s.updated_at.isoformat()}))
-        return
-    table = Table("name", "query", "description", "updated")
-    for s in found:
-        table.add_row(s.name, s.query, s.description or "", s.updated_at.strftime("%Y-%m-%d %H:%M"))
-    Console().print(table)
+    print_rows(found, as_json,
+               record=lambda s: {"name": s.name, "query": s.query, "description": s.description,
+                                 "updated_at": s.updated_at.isoformat()},
+               table=Table("name", "query", "description", "updated"),
+               cells=lambda s: (s.name, s.query, s.description or "", s.updated_at.strftime("%Y-%m-%d %H:%M")))
 
 
 @app.command()

@@ -12,6 +12,7 @@ from rich.table import Table
 from infra.db import one_row
 from infra.settings import CHANNELS, Settings
 from infra.tools.cli.errors import CliError
+from infra.tools.cli.output import print_rows
 from streams.stages.route.render import RenderFailure, render
 from streams.templates import Environments, TemplateSource, check_syntax, compile_template
 
@@ -84,15 +85,12 @@ def list_(code: str = typer.Option(None, "--code", help="only this template code
             (code, code)).fetchall()
     if not rows:
         raise CliError("no templates" + (f" with code {code!r}" if code else "") + "; `herald templates seed` adds the shipped ones")
-    if as_json:
-        for c, ch, loc, active, n, at in rows:
-            print(json.dumps({"code": c, "channel": ch, "locale": loc, "active_version": active, "versions": n,
-                              "last_added": at.isoformat()}))
-        return
-    table = Table("code", "channel", "locale", "active", "versions", "last added")
-    for c, ch, loc, active, n, at in rows:
-        table.add_row(c, ch, loc, f"v{active}" if active else "[red]none[/]", str(n), at.strftime("%Y-%m-%d %H:%M"))
-    console.print(table)
+    print_rows(rows, as_json,
+               record=lambda r: {"code": r[0], "channel": r[1], "locale": r[2], "active_version": r[3], "versions": r[4],
+                                 "last_added": r[5].isoformat()},
+               table=Table("code", "channel", "locale", "active", "versions", "last added"),
+               cells=lambda r: (r[0], r[1], r[2], f"v{r[3]}" if r[3] else "[red]none[/]", str(r[4]),
+                                r[5].strftime("%Y-%m-%d %H:%M")), console=console)
 
 
 @app.command()

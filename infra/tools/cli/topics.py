@@ -1,8 +1,8 @@
 """herald topics list | ensure"""
 from __future__ import annotations
 
-import json
 import time
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -11,6 +11,10 @@ from rich.table import Table
 from infra.settings import Settings
 from infra.tools.cli.errors import CliError
 from infra.tools.cli.kafka import BROKER_CHECK_SECONDS, client_config
+from infra.tools.cli.output import print_rows
+
+if TYPE_CHECKING:   # infra.topics (confluent_kafka) is imported inside the commands that use it
+    from infra.topics import TopicState
 
 app = typer.Typer(help="Herald's topics on the cluster: partitions, replication, min.insync.replicas, lag.",
                   no_args_is_help=True)
@@ -62,20 +66,16 @@ def list_(as_json: bool = typer.Option(False, "--json", help="one JSON object pe
 
     settings = Settings()
     states = describe(settings, admin=connect(settings))
-    if as_json:
-        for s in states:
-            print(json.dumps(s.as_dict(), sort_keys=True))
-        return
-    table = Table("topic", "partitions", "RF", "min ISR", "lag (group=records)")
-    for s in states:
-        if not s.exists:
-            table.add_row(s.name, "[red]missing[/]", "", "", "")
-            continue
-        wrong = s.mismatch() is not None
-        table.add_row(s.name, str(s.partitions), str(s.replication_factor),
-                      str(s.min_insync_replicas if s.min_insync_replicas is not None else "?"),
-                      _lag_text(s.lag), style="red" if wrong else None)
-    console.print(table)
+    print_rows(states, as_json, record=lambda s: s.as_dict(), sort_keys=True,
+               table=Table("topic", "partitions", "RF", "min ISR", "lag (group=records)"), cells=_topic_cells,
+               style=lambda s: "red" if s.exists and s.mismatch() is not None else None, console=console)
+
+
+def _topic_cells(s: TopicState) -> tuple[str, ...]:
+    if not s.exists:
+        return s.name, "[red]missing[/]", "", "", ""
+    return (s.name, str(s.partitions), str(s.replication_factor),
+            str(s.min_insync_replicas if s.min_insync_replicas is not None else "?"), _lag_text(s.lag))
 
 
 @app.command()
