@@ -402,7 +402,7 @@ class Settings(BaseSettings):
     smtp_port: int = 2525
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
-    smtp_connections: int = Field(4, ge=1, le=64, description="SMTP connections per deliver agent, sending a chunk side by side")
+    smtp_connections: int = Field(8, ge=1, le=64, description="SMTP connections per deliver agent, sending a chunk side by side")
     sendgrid_api_key: SecretStr = SecretStr(SANDBOX_SENDGRID_API_KEY)
     sendgrid_host: str = Field("http://127.0.0.1:8025", description="SendGrid API base URL")
     twilio_account_sid: str = SANDBOX_TWILIO_ACCOUNT_SID
