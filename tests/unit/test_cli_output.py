@@ -5,9 +5,11 @@ import io
 import json
 import re
 
+import pytest
 from rich.console import Console
 from rich.table import Table
 
+from infra.tools.cli.errors import CliError, json_object
 from infra.tools.cli.output import print_rows
 
 ROWS = [("welcome", 2, None), ("reset", 1, "security")]
@@ -47,3 +49,11 @@ def test_a_row_style_is_applied_to_that_row_only():
                style=lambda r: "red" if r[2] else None, console=colours)
     styled = [line for line in out.getvalue().splitlines() if "welcome" in line or "reset" in line]
     assert "\x1b[31m" not in styled[0] and "\x1b[31m" in styled[1]
+
+
+def test_a_json_object_option_names_itself_when_it_is_not_one() -> None:
+    assert json_object('{"a": 1}', "--vars") == {"a": 1}
+    with pytest.raises(CliError, match=r"^--vars is not JSON: "):
+        json_object("{x", "--vars")
+    with pytest.raises(CliError, match=r"^--variables must be a JSON object$"):
+        json_object("[1]", "--variables")

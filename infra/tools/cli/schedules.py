@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.settings import Settings
-from infra.tools.cli.errors import CliError
+from infra.tools.cli.errors import CliError, json_object
 from infra.tools.cli.output import print_rows
 
 app = typer.Typer(help="Recurring sends: a cron expression evaluated in each recipient's time zone, sent by "
@@ -58,12 +58,7 @@ def create(
     """
     from scheduler.recurring import create as create_schedule
 
-    try:
-        parsed = json.loads(variables)
-    except ValueError as exc:
-        raise CliError(f"--variables is not JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise CliError("--variables must be a JSON object")
+    parsed = json_object(variables, "--variables")
     with _connect() as conn, _refusal():
         firsts = create_schedule(conn, schedule_id, cron, template, list(channels), list(users), category, parsed)
     if as_json:

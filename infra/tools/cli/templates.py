@@ -1,7 +1,6 @@
 """herald templates list | show | add | activate | preview | seed"""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import psycopg
@@ -11,7 +10,7 @@ from rich.table import Table
 
 from infra.db import one_row
 from infra.settings import CHANNELS, Settings
-from infra.tools.cli.errors import CliError
+from infra.tools.cli.errors import CliError, json_object
 from infra.tools.cli.output import print_rows
 from streams.stages.route.render import RenderFailure, render
 from streams.templates import Environments, TemplateSource, check_syntax, compile_template
@@ -189,15 +188,7 @@ def preview(
 ) -> None:
     """Render a template with sample data (or --vars) exactly as the route stage would, without sending anything."""
     _check_channel(channel)
-    if variables is not None:
-        try:
-            context = json.loads(variables)
-        except ValueError as exc:
-            raise CliError(f"--vars is not JSON: {exc}") from exc
-        if not isinstance(context, dict):
-            raise CliError("--vars must be a JSON object")
-    else:
-        context = None
+    context = json_object(variables, "--vars") if variables is not None else None
     context = sample_context(code, locale, context)
     with _connect() as conn:
         src = _load(conn, code, channel, locale, version)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import Template, nodes
@@ -47,16 +47,9 @@ class SplitPlan:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    parts: tuple[str | int, ...]   # literal text, or the index of a slot
-    slots: tuple[Slot, ...]
+    pieces: tuple[str, ...]            # the rendered part cut at its slots, with "" where a slot goes
+    at: tuple[tuple[int, Slot], ...]   # each slot and its position in ``pieces``: a fill touches the slots only
     warnings: tuple[str, ...] = ()  # what the render said (an unsafe link replaced...), said for every recipient
-    # ``parts`` with "" where a slot goes, and (position, slot) of each slot: a fill touches the slots only
-    pieces: tuple[str, ...] = field(init=False)
-    at: tuple[tuple[int, Slot], ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "pieces", tuple(p if isinstance(p, str) else "" for p in self.parts))
-        object.__setattr__(self, "at", tuple((i, self.slots[p]) for i, p in enumerate(self.parts) if isinstance(p, int)))
 
     def fill(self, view: dict[str, Any], ids: dict[str, str]) -> str:
         if not self.at:
@@ -150,7 +143,8 @@ def prepare(split: SplitPlan, context: dict[str, Any]) -> Prepared | None:
         parts.append(text[at:])
     if any(isinstance(p, str) and (_OPEN in p or _CLOSE in p) for p in parts):
         return None   # a variable brought a marker character: not split, Jinja renders it
-    return Prepared(tuple(parts), split.slots, tuple(warnings))
+    return Prepared(tuple(p if isinstance(p, str) else "" for p in parts),
+                    tuple((i, split.slots[p]) for i, p in enumerate(parts) if isinstance(p, int)), tuple(warnings))
 
 
 PARTS = ("text", "subject", "html", "push_title")
