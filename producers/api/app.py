@@ -6,9 +6,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import psycopg
-import psycopg_pool
-import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -19,30 +16,22 @@ from infra.settings import Settings
 from producers.api import campaigns, cancellations, health, notifications, preferences, unsubscribe, users, webhooks
 from producers.api.config import ApiConfig
 from producers.api.errors import (
+    UNAVAILABLE,
     ApiError,
-    ErrorBody,
     RequestIds,
     api_error,
     http_error,
     request_id,
+    unavailable_body,
     validation_failed,
     with_herald_errors,
 )
+from producers.api.fast_accept import FastAccept
 from producers.api.middleware import BodyLimit, RequestMetrics, TraceIds
 from producers.api.resources import ApiMetrics, ApiResources
 from producers.campaign_run import Background
 
 log = logging.getLogger("herald.api")
-
-UNAVAILABLE = (
-    psycopg.OperationalError,
-    psycopg_pool.PoolTimeout,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    ConnectionError,
-    TimeoutError,
-)
-
 
 def operation_id(route: APIRoute) -> str:
     """Generated clients name their methods after the operation id: the route function's name (``put_user``)."""
@@ -84,9 +73,7 @@ def create_api(settings: Settings | None = None, config: ApiConfig | None = None
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
         log.warning("%s %s: dependency unavailable: %r", request.method, request.url.path, exc)
-        body = ErrorBody(detail=f"a dependency is unavailable ({type(exc).__name__}); retry", code="unavailable",
-                         request_id=request_id(request))
-        return JSONResponse(body.model_dump(), 503, headers={"Retry-After": "1"})
+        return JSONResponse(unavailable_body(exc, request_id(request)), 503, headers={"Retry-After": "1"})
 
     for exc_class in UNAVAILABLE:
         app.add_exception_handler(exc_class, unavailable)
@@ -99,5 +86,7 @@ def create_api(settings: Settings | None = None, config: ApiConfig | None = None
                        uploads=settings.campaign.max_upload_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(RequestIds)  # the 413s and the 500s carry the request id too
-    app.add_middleware(TraceIds)    # outermost: every line of a request, the 500's included, carries its trace id
+    app.add_middleware(TraceIds)    # every line of a request, the 500's included, carries its trace id
+    if config.fast_accept:   # outermost: a plainly acceptable POST /v1/notifications skips the rest (see its module)
+        app.add_middleware(FastAccept, max_body=config.max_body_bytes)
     return app

@@ -14,6 +14,9 @@ import re
 import uuid
 from typing import Any
 
+import psycopg
+import psycopg_pool
+import redis.exceptions
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -81,6 +84,21 @@ async def api_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(ErrorBody(detail=exc.detail, code=exc.code, request_id=request_id(request)).model_dump(), exc.status)
 
 
+def request_id_of(scope: Scope) -> str:
+    """The request's id: its valid X-Request-Id, else a new one."""
+    given = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), b"").decode("latin-1")
+    return given if _REQUEST_ID_OK.match(given) else uuid.uuid4().hex
+
+
+async def send_internal_error(send: Send, rid: str) -> None:
+    data = json.dumps(ErrorBody(detail="internal error; quote the request id when reporting it",
+                                code="internal_error", request_id=rid).model_dump()).encode()
+    await send({"type": "http.response.start", "status": 500,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            (b"x-request-id", rid.encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
 class RequestIds:
     """Outermost: every response carries X-Request-Id; an exception nobody handled becomes a JSON 500 with that id."""
 
@@ -91,8 +109,7 @@ class RequestIds:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), b"").decode("latin-1")
-        rid = given if _REQUEST_ID_OK.match(given) else uuid.uuid4().hex
+        rid = request_id_of(scope)
         scope.setdefault("state", {})["request_id"] = rid
         started = False
 
@@ -111,12 +128,22 @@ class RequestIds:
             log.exception("%s %s: unhandled error (request id %s)", scope.get("method"), scope.get("path"), rid)
             if started:
                 raise  # the response is half sent: only the server can cut the connection
-            data = json.dumps(ErrorBody(detail="internal error; quote the request id when reporting it",
-                                        code="internal_error", request_id=rid).model_dump()).encode()
-            await send({"type": "http.response.start", "status": 500,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                                    (b"x-request-id", rid.encode())]})
-            await send({"type": "http.response.body", "body": data})
+            await send_internal_error(send, rid)
+
+
+UNAVAILABLE = (   # answered 503 "unavailable": the client retries
+    psycopg.OperationalError,
+    psycopg_pool.PoolTimeout,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def unavailable_body(exc: Exception, rid: str | None) -> dict[str, Any]:
+    return ErrorBody(detail=f"a dependency is unavailable ({type(exc).__name__}); retry", code="unavailable",
+                     request_id=rid).model_dump()
 
 
 _CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -128,9 +155,16 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     from starlette.exceptions import HTTPException
 
     assert isinstance(exc, HTTPException)
-    body = ErrorBody(detail=str(exc.detail), code=_CODES.get(exc.status_code, f"http_{exc.status_code}"),
-                     request_id=request_id(request))
-    return JSONResponse(body.model_dump(), exc.status_code, headers=getattr(exc, "headers", None))
+    return JSONResponse(http_error_body(exc, request_id(request)), exc.status_code, headers=getattr(exc, "headers", None))
+
+
+def http_error_body(exc: Exception, rid: str | None) -> dict[str, Any]:
+    """An HTTPException's ``ErrorBody``."""
+    from starlette.exceptions import HTTPException
+
+    assert isinstance(exc, HTTPException)
+    return ErrorBody(detail=str(exc.detail), code=_CODES.get(exc.status_code, f"http_{exc.status_code}"),
+                     request_id=rid).model_dump()
 
 
 ERROR_STATUSES = {"500": "internal error; the body carries the request id to quote",

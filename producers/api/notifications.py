@@ -5,7 +5,7 @@ import time
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from infra.kafka.producer import ProduceError
@@ -92,6 +92,43 @@ async def claim_idempotency(res: ApiResources, key_id: int, key: str, digest: st
     return notification_id
 
 
+async def send_problem(res: ApiResources, caller: Caller, body: NotificationRequest) -> Exception | None:
+    """Why this caller may not send this body (the exception to raise), None when it may; reads only (cached)."""
+    have = await template_channels(res, body.template)
+    if not have:
+        return HTTPException(422, f"unknown template '{body.template}'")
+    if missing := [c for c in body.channels if c not in have]:
+        return HTTPException(422, f"template '{body.template}' has no active {', '.join(missing)} version "
+                                  f"(it has: {', '.join(sorted(have))})")
+    if body.category in res.critical_categories and Scope.CRITICAL not in caller.scopes:
+        return ApiError(403, "forbidden", f"category '{body.category}' is critical (it bypasses preferences, quiet hours "
+                                          "and caps): this API key may not pick it; it needs the 'critical' scope "
+                                          "(`herald apikeys create NAME --scope send,critical`)")
+    try:
+        await check_recipient(res, caller, body)
+    except (HTTPException, ApiError) as exc:
+        return exc
+    return None
+
+
+async def produce_accepted(res: ApiResources, body: NotificationRequest, notification_id: str, trace: str) -> None:
+    """Produce the ``NotificationRequested`` and await the broker's acknowledgement (422 unencodable, 503 not taken)."""
+    try:
+        value = res.codec.encode("NotificationRequested", to_record(body, notification_id, now_ms()))
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    topic = res.settings.topic("events")
+    started = time.time_ns()
+    try:
+        await res.producer.send([OutRecord(topic, body.user_id.encode(), value, [(TRACE, trace.encode())])])
+    except ProduceError as exc:
+        raise HTTPException(503, f"the notification was not stored in Kafka ({exc}); retry with the same Idempotency-Key",
+                            headers={"Retry-After": "1"}) from exc
+    res.metrics.accepted.inc()
+    record_span(res.tracer, "api: notification accepted", trace, started, notification_id=notification_id,
+                template=body.template, topic=topic)
+
+
 @router.post(
     "/v1/notifications",
     status_code=202,
@@ -103,6 +140,7 @@ async def claim_idempotency(res: ApiResources, key_id: int, key: str, digest: st
 )
 async def create_notification(
     request: Request,
+    response: Response,
     body: NotificationRequest,
     caller: SendKey,
     res: Resources,
@@ -120,38 +158,19 @@ async def create_notification(
     The trace id (``X-Trace-Id``, else a W3C ``traceparent``'s trace-id, else a new one) is in the answer's body and
     ``X-Trace-Id`` header, on every log line about the notification and in ``GET /v1/notifications/{id}``.
     """
-    have = await template_channels(res, body.template)
-    if not have:
-        raise HTTPException(422, f"unknown template '{body.template}'")
-    if missing := [c for c in body.channels if c not in have]:
-        raise HTTPException(422, f"template '{body.template}' has no active {', '.join(missing)} version (it has: {', '.join(sorted(have))})")
-    if body.category in res.critical_categories and Scope.CRITICAL not in caller.scopes:
-        res.metrics.rejected.labels("forbidden").inc()
-        raise ApiError(403, "forbidden", f"category '{body.category}' is critical (it bypasses preferences, quiet hours and "
-                                         "caps): this API key may not pick it; it needs the 'critical' scope "
-                                         "(`herald apikeys create NAME --scope send,critical`)")
-    await check_recipient(res, caller, body)
+    if problem := await send_problem(res, caller, body):
+        if isinstance(problem, ApiError) and problem.code == "forbidden":
+            res.metrics.rejected.labels("forbidden").inc()
+        raise problem
     notification_id = uuid.uuid4().hex
     if idempotency_key is not None:
         notification_id = await claim_idempotency(res, caller.key_id, idempotency_key, body_hash(body), notification_id)
-    try:
-        value = res.codec.encode("NotificationRequested", to_record(body, notification_id, now_ms()))
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
     trace = trace_of(request.scope) or request_trace(x_trace_id, traceparent)
-    topic = res.settings.topic("events")
-    started = time.time_ns()
-    try:
-        await res.producer.send([OutRecord(topic, body.user_id.encode(), value, [(TRACE, trace.encode())])])
-    except ProduceError as exc:
-        raise HTTPException(503, f"the notification was not stored in Kafka ({exc}); retry with the same Idempotency-Key",
-                            headers={"Retry-After": "1"}) from exc
-    res.metrics.accepted.inc()
-    record_span(res.tracer, "api: notification accepted", trace, started, notification_id=notification_id,
-                template=body.template, topic=topic)
+    await produce_accepted(res, body, notification_id, trace)
     return JSONResponse(
         {"id": notification_id, "status": "accepted", "trace_id": trace}, status_code=202,
-        headers={"Location": f"/v1/notifications/{notification_id}", "X-Trace-Id": trace},
+        # the returned response is not the one the rate-limit dependency wrote its headers on: carry them over
+        headers={**response.headers, "Location": f"/v1/notifications/{notification_id}", "X-Trace-Id": trace},
     )
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
@@ -45,3 +47,15 @@ async def hit(redis: aioredis.Redis, key: str, limit: int, window: int) -> Verdi
     except NoScriptError:   # a restarted or flushed Redis: the script is loaded by running it
         count, pttl = await redis.eval(HIT, 1, key, window)
     return decide(int(count), limit, int(pttl), window)
+
+
+_TAKEN = "herald_rate_verdict"
+
+
+def hand_over(scope: MutableMapping[str, Any], verdict: Verdict) -> None:
+    """A request counted already (by the fast accept path, producers.api.fast_accept) carries its verdict on."""
+    scope.setdefault("state", {})[_TAKEN] = verdict
+
+
+def verdict_taken(scope: Any) -> Verdict | None:
+    return scope.get("state", {}).get(_TAKEN)

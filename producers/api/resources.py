@@ -74,6 +74,8 @@ class ApiMetrics:
         self.webhook_skipped = Counter("herald_api_webhook_events_skipped", "Provider events not tracked", ["why"], registry=r)
         self.unsubscribed = Counter("herald_api_unsubscribed", "Categories turned off for a user: by a one-click link or "
                                     "a SendGrid unsubscribe/spamreport event", ["source"], registry=r)
+        self.fast_accepted = Counter("herald_api_fast_accepts", "POST /v1/notifications answered by the fast path "
+                                     "(producers.api.fast_accept), 202s and 503s", registry=r)
         self.rejected = Counter("herald_api_rejected", "Requests refused before their route ran", ["why"], registry=r)
 
 
