@@ -1,8 +1,8 @@
 """``POST /v1/notifications`` without FastAPI's machinery when the request is plainly acceptable.
 
 FastAPI's dependency solving, its middleware stack and the route's edge checks cost most of a POST's CPU (a py-spy
-profile at 400 requests/s: the route's own work, Kafka included, was under a fifth of it). This ASGI middleware, the
-outermost of Herald's, takes the common case itself: a JSON body within the size limit that the
+profile at 400 requests/s: the route's own work, Kafka included, was under a fifth of it). This ASGI app, called by
+``HeraldApi`` before FastAPI's own stack, takes the common case itself: a JSON body within the size limit that the
 ``NotificationRequest`` model accepts, from a known API key with the ``send`` scope, for a stored user the key reaches
 and a known template. It runs the same functions the route runs (``send_problem``, ``claim_idempotency``,
 ``produce_accepted``) and answers the same 202, headers included.
