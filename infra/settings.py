@@ -33,8 +33,7 @@ class ApiConfig(BaseModel):
 
     workers: int = Field(
         default_factory=lambda: len(os.sched_getaffinity(0)) or 1, ge=1, le=64,
-        description="uvicorn worker processes of `herald api` (default: the machine's cores); one process carries "
-        "about 200 POST /v1/notifications a second",
+        description="uvicorn worker processes of `herald api` (default: the machine's cores)",
     )
     rate_limit: int = Field(100, ge=1, description="requests per API key per rate window")
     rate_window: int = Field(1, ge=1, description="rate-limit window, seconds")
