@@ -57,7 +57,7 @@ class ApiConfig(BaseModel):
     template_cache_seconds: float = Field(10.0, ge=0, description="how long a known template's channels are cached")
     fast_accept: bool = Field(
         True, description="take a plainly acceptable POST /v1/notifications without FastAPI's machinery (same checks, "
-        "same answer, a third of the CPU); false: every request goes through FastAPI"
+        "same answer, about half the CPU); false: every request goes through FastAPI"
     )
 
 
