@@ -335,7 +335,7 @@ class DeliverHandler:
                 cur = observe(cur, seen, now, self.cfg)
                 return pause(cur, max(limits), now) if limits else cur
 
-            await self._observe(change, circuit, sink)
+            await self._observe(change, circuit, sink, known=breaker)
             answered = [(sink, chunk, results)]
             if sink is self.sink and self.failover is not None and any(isinstance(r, ProviderRejected) for r in results):
                 answered = await self._fail_over(chunk, results)
@@ -497,8 +497,14 @@ class DeliverHandler:
         self._release(items)
 
     # --- stores -----------------------------------------------------------------
-    async def _observe(self, change: Change, circuit: Circuit, sink: Sink) -> None:
-        """Feed the call's outcome to the shared circuit; without Redis the breaker misses one observation."""
+    async def _observe(self, change: Change, circuit: Circuit, sink: Sink, known: Breaker | None = None) -> None:
+        """Feed the call's outcome to the shared circuit; without Redis the breaker misses one observation.
+
+        ``known``: the state read just before the call. When the outcome changes nothing in it (a closed circuit
+        without failures, every result fine), the shared state is left alone: a healthy provider costs one read
+        per call, not a read and a watched transaction (three more round trips on the interactive lane)."""
+        if known is not None and change(known) == known:
+            return
         try:
             self._export(await circuit.update(change), sink)
         except Exception as exc:

@@ -446,6 +446,34 @@ def test_without_redis_the_circuit_skips_an_observation_and_the_delivery_is_sent
     assert stores.ledger.status(d.delivery_id) == LedgerStatus.SENT  # type: ignore[attr-defined]
 
 
+class CountedCircuit(MemoryCircuit):
+    def __init__(self) -> None:
+        super().__init__()
+        self.updates = 0
+
+    async def update(self, change: Change) -> Breaker:
+        self.updates += 1
+        return await super().update(change)
+
+
+def test_a_healthy_provider_leaves_the_shared_circuit_alone_and_a_failure_and_the_next_success_are_recorded() -> None:
+    env = MemoryDeliverEnv()
+    circuit = CountedCircuit()
+    stores = DeliverStores(MemoryLedger(120.0), circuit, env.stores(DeliverTuning()).devices)
+    ctx = Context(settings=env.settings, codec=env.codec, output=None, redis=None, db=None,  # type: ignore[arg-type]
+                  metrics=Metrics())
+    sink = MemorySink()
+    handler = DeliverHandler(ctx, Channel.EMAIL, Lane.INTERACTIVE, sink, LaneGate(), DeliverTuning(), stores=stores)
+    asyncio.run(handler.handle([record(env, typed()) for _ in range(3)]))
+    assert len(sink.calls) == 1 and circuit.updates == 0   # closed, no failures, all sent: nothing to write
+    failing = typed()
+    sink.script(failing.address, Retryable("503"))
+    asyncio.run(handler.handle([record(env, failing)]))
+    assert circuit.updates == 1 and circuit.state.failures == 1
+    asyncio.run(handler.handle([record(env, typed())]))
+    assert circuit.updates == 2 and circuit.state.failures == 0   # the success after it resets the count
+
+
 def test_a_batch_retried_after_redis_failed_between_claim_and_call_sends_its_own_claims_at_once() -> None:
     """The runner retries the batch; its claims are young but its own, with no call behind them: no 2-minute hold."""
     env = MemoryDeliverEnv()
