@@ -141,6 +141,9 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=12)
     ap.add_argument("--timeout", type=float, default=None, help="seconds to wait for the last delivery (default: scaled to --users)")
     ap.add_argument("--keep", action="store_true", help="keep the database and topics (to inspect them)")
+    ap.add_argument("--html-kb", type=int, default=0,
+                    help="pad the campaign's HTML body with this many KB of static markup (a real newsletter: 20-100 KB; "
+                         "default 0: the seed template's ~150 bytes)")
     a = ap.parse_args()
     n = a.users
     timeout = a.timeout or max(120.0, n / 2000)
@@ -164,6 +167,12 @@ def main() -> None:
         ensure_topics(settings)
         with psycopg.connect(settings.dsn, autocommit=True) as conn:
             seed_templates(conn)
+            if a.html_kb:
+                block = "<tr><td style=\"padding:8px\">This week's story, with its picture and a link.</td></tr>"
+                padding = f"<table>{block * (a.html_kb * 1024 // len(block))}</table>"
+                conn.execute("UPDATE templates SET body_html = body_html || %s WHERE code = 'weekly_digest' AND channel = 'email'",
+                             (padding,))
+                print(f"template            : HTML body padded with {len(padding) / 1024:.0f} KB of static markup")
             users_file = work / "users.jsonl"
             write_users(users_file, n, tag)
             t = time.perf_counter()
