@@ -121,9 +121,9 @@ def summary(ms: list[float]) -> dict[str, float]:
     return {"n": len(ms), "p50": round(q[49], 1), "p95": round(q[94], 1), "p99": round(q[98], 1), "max": round(ms[-1], 1)}
 
 
-def scrape(settings: Settings) -> dict[str, float]:
-    """The worker's batch counters: ``{"count|agent": n, "sum|agent": seconds}``."""
-    text = httpx.get(f"http://127.0.0.1:{settings.metrics_port}/metrics", timeout=5, trust_env=False).text
+def scrape(ports: list[int]) -> dict[str, float]:
+    """The workers' batch counters: ``{"count|agent": n, "sum|agent": seconds}`` (each agent runs in one of them)."""
+    text = "\n".join(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5, trust_env=False).text for port in ports)
     out: dict[str, float] = {}
     for line in text.splitlines():
         for kind in ("count", "sum"):
@@ -144,6 +144,11 @@ def per_agent(before: dict[str, float], after: dict[str, float]) -> dict[str, tu
     return out
 
 
+def agent_names(settings: Settings) -> list[str]:
+    from streams.runtime.registry import agent_specs
+    return [spec.name for spec in agent_specs(settings)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=500.0, help="background OrderPlaced per second in the load phase")
@@ -151,6 +156,9 @@ def main() -> None:
     ap.add_argument("--resets", type=int, default=200, help="password resets in the idle and api phases")
     ap.add_argument("--quick", action="store_true", help="50 resets, 5 s of load")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    ap.add_argument("--critical-worker", action="store_true",
+                    help="two workers: one runs the route and the critical deliver agents, the other every other agent "
+                         "(the default: one worker runs them all)")
     args = ap.parse_args()
     if args.quick:
         args.resets, args.seconds = 50, 5.0
@@ -171,11 +179,25 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="herald-latency-"))
     sandbox = start_sandbox(settings)
     ctl = SandboxControl(settings.sendgrid_host)
-    worker_log = logs / "worker.log"
+    workers: list[subprocess.Popen] = []
+    ports = [settings.metrics_port]
+    if args.critical_worker:
+        first = ["route", *(a for a in agent_names(settings) if a.endswith("-critical"))]
+        groups = [first, [a for a in agent_names(settings) if a not in first]]
+    else:
+        groups = [[]]
     try:
-        worker = start(["worker", "--loglevel", "info"], settings, worker_log,
-                       lambda: "[^Worker]: Ready" in worker_log.read_text(errors="replace"))
+        for i, agents in enumerate(groups):
+            log = logs / f"worker-{i}.log"
+            port = ports[0] if i == 0 else free_port()
+            if i:
+                ports.append(port)
+            workers.append(start(["worker", "--loglevel", "info", *(f"--agent={a}" for a in agents)], settings, log,
+                                 lambda log=log: "[^Worker]: Ready" in log.read_text(errors="replace"),
+                                 {"HERALD_METRICS_PORT": str(port)}))
     except BaseException:
+        for w in workers:
+            w.terminate()
         sandbox.terminate()
         raise
     results: dict[str, dict[str, float]] = {}
@@ -185,10 +207,10 @@ def main() -> None:
         time.sleep(2)   # the worker's own start-up work settles
 
         def phase(name: str, body) -> None:
-            c0, s0, t0 = cpu_seconds(worker.pid), cpu_seconds(sandbox.pid), time.perf_counter()
+            c0, s0, t0 = sum(cpu_seconds(w.pid) for w in workers), cpu_seconds(sandbox.pid), time.perf_counter()
             body()
             took = time.perf_counter() - t0
-            cpu[name] = round((cpu_seconds(worker.pid) - c0) / took * 100, 1)
+            cpu[name] = round((sum(cpu_seconds(w.pid) for w in workers) - c0) / took * 100, 1)
             cpu[f"{name} (sandbox)"] = round((cpu_seconds(sandbox.pid) - s0) / took * 100, 1)
 
         def idle() -> None:
@@ -244,14 +266,16 @@ def main() -> None:
                 server.wait(15)
 
         phase("idle", idle)
-        before = scrape(settings)
+        before = scrape(ports)
         phase("load", load)
-        batches = per_agent(before, scrape(settings))
+        batches = per_agent(before, scrape(ports))
         phase("api", api)
     finally:
         sdk.close()
-        worker.terminate()
-        worker.wait(30)
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(30)
         sandbox.terminate()
         sandbox.wait(10)
         with psycopg.connect(settings.dsn, autocommit=True) as conn:
