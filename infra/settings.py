@@ -150,6 +150,10 @@ class WorkerConfig(BaseModel):
     engines: dict[str, Literal["faust", "batch"]] = Field(
         default_factory=dict, description="override an agent's engine, as JSON ({\"route\": \"batch\"})"
     )
+    faust_fetch_wait_ms: int = Field(
+        100, ge=1, le=1500, description="longest wait of a Faust agent's fetch at the broker when nothing new is there (Faust's own: "
+        "1500); it also bounds how long busy partitions wait behind a fetch of the quiet ones (infra/kafka/faust_transport.py)"
+    )
 
 
 class TopicsConfig(BaseModel):

@@ -19,6 +19,7 @@ from typing import Any, cast
 import faust
 
 from infra.kafka.config import faust_options
+from infra.kafka.faust_transport import use_fetch_wait
 from infra.kafka.records import InRecord
 from infra.settings import Settings
 from streams.runtime.batch_engine import run_batch_agent
@@ -126,11 +127,8 @@ def _service_task(spec: AgentSpec, shared: _SharedContext):
     return _named(task, spec)
 
 
-def create_app(
-    settings: Settings,
-    agents: Iterable[str] | None = None,
-    context_factory: Callable[[Settings], Awaitable[Context]] = Context.open,
-) -> faust.App:
+def new_app(settings: Settings) -> faust.App:
+    """The worker's Faust app, its options and transport, before any agent is declared."""
     w = settings.worker
     (settings.home / "faust").mkdir(parents=True, exist_ok=True)  # Faust makes its data folder, not its parents
     static: dict[str, Any] = {"consumer_group_instance_id": w.instance_id} if w.instance_id else {}
@@ -162,6 +160,17 @@ def create_app(
         broker_session_timeout=w.static_session_seconds if w.instance_id else DYNAMIC_SESSION_S,
         **static,
     )
+    # Faust fixes its fetch wait at 1500 ms, which held the route's busy partitions behind a fetch of the quiet ones
+    use_fetch_wait(app, w.faust_fetch_wait_ms)
+    return app
+
+
+def create_app(
+    settings: Settings,
+    agents: Iterable[str] | None = None,
+    context_factory: Callable[[Settings], Awaitable[Context]] = Context.open,
+) -> faust.App:
+    app = new_app(settings)
     shared = _SharedContext(settings, context_factory)
     chosen = select(agent_specs(settings), agents)
     for spec in chosen:
