@@ -75,9 +75,10 @@ class SendGridSink:
         results: list[Result | None] = [None] * len(ds)
         groups: dict[bool, list[int]] = {True: [], False: []}
         shared: dict[tuple[SharedContent, bool], list[int]] = {}
+        clean: dict[int, bool] = {}   # per shared content (by identity): its pieces hold no refused character
         for i, d in enumerate(ds):
             try:
-                self._check(d)
+                self._check(d, clean)
             except DeliveryError as err:
                 results[i] = err
                 continue
@@ -97,12 +98,22 @@ class SendGridSink:
                 self._send(ds, idx[k:k + self.max_batch], results, lambda sub: self._body(sub, inline=False))
         return [r if r is not None else Retryable("not attempted") for r in results]
 
-    def _check(self, d: Delivery) -> None:
+    def _check(self, d: Delivery, clean: dict[int, bool]) -> None:
         check_header("from", self._sender)
         check_email_address(d.address)
         check_header("subject", d.subject)
         check_header("delivery_id", d.delivery_id)
         check_header("notification_id", d.notification_id)
+        content = d.shared
+        if content is not None:
+            # a refused character is one character: the shared pieces are scanned once per chunk, then each
+            # recipient's values; only when something is found is the whole body scanned, for its exact message
+            if (ok := clean.get(id(content))) is None:
+                ok = clean[id(content)] = all(_body_ok(p) for part in (content.text, content.html) if part for p in part)
+            layout = _layout(content)
+            if ok and all(_body_ok(v) for whole, at in ((d.text, layout[1]), (d.html, layout[2]))
+                          for v in ((whole,) if at is None else d.slot_values[at[0]:at[1]])):
+                return
         check_body("text", d.text)
         check_body("html", d.html)
 
@@ -237,11 +248,24 @@ def _shared_size(d: Delivery, content: SharedContent) -> int:
     return size
 
 
+def _body_ok(value: str | None) -> bool:
+    try:
+        check_body("", value)
+    except DeliveryError:
+        return False
+    return True
+
+
 def _free_prefix(ds: list[Delivery], content: SharedContent) -> str:
-    """A tag prefix that occurs nowhere in what SendGrid will scan (every tag starts with it, so none occurs)."""
+    """A tag prefix that occurs nowhere in what SendGrid will scan (every tag starts with it, so none occurs): the
+    pieces, and per recipient its subject, ids, slot values and the parts the content does not hold."""
     scanned = [piece for pieces in content.parts() if pieces for piece in pieces]
     for d in ds:
-        scanned += (d.subject or "", d.text, d.html or "", d.delivery_id, d.notification_id, *d.slot_values)
+        scanned += (d.subject or "", d.delivery_id, d.notification_id, *d.slot_values)
+        if content.text is None:
+            scanned.append(d.text)
+        if content.html is None:
+            scanned.append(d.html or "")
     blob = "\x00".join(scanned)
     for _ in range(100):
         prefix = f"-herald-{secrets.token_hex(8)}-"

@@ -11,6 +11,8 @@ from schemas.codec import Codec
 from schemas.records import Delivery, SharedContent, chunk_deliveries, chunk_record
 from schemas.vocabulary import Channel, Lane
 from sinks.base import Sent
+from sinks.content import check_body
+from sinks.errors import Permanent
 from sinks.sendgrid import MAX_SUBSTITUTION_BYTES, SendGridSink
 from streams.stages.route.chunks import approx_size
 from streams.stages.route.recipient import TEMPLATE_VIEW_KEYS, Recipient
@@ -190,3 +192,19 @@ def test_a_recipient_whose_values_are_over_the_substitution_limit_is_sent_the_ol
     assert len(client.bodies) == 2
     got = {r[0]: r for body in client.bodies for r in received(body)}
     assert [got[d.address] for d in ds] == [(d.address, d.subject, d.text, d.html) for d in ds]
+
+
+def test_a_refused_character_in_one_recipients_values_refuses_that_recipient_only_with_the_whole_bodys_message() -> None:
+    codec = Codec()
+    people = [Recipient("u1", email="a@example.test", first_name="Ada"),
+              Recipient("u2", email="b@example.test", first_name="Bad\x00name")]
+    _, shared, _ = campaign(compiled(*SPLITTABLE[0], subject="News"), people)
+    ds = delivered(codec, shared)
+    s, client = sink()
+    ok, refused = s._send_all(ds)
+    assert ok == Sent("m-1") and isinstance(refused, Permanent)
+    with pytest.raises(Permanent) as whole:
+        check_body("text", ds[1].text)
+    assert str(refused) == str(whole.value) and f"position {ds[1].text.index(chr(0))}" in str(refused)
+    [body] = client.bodies
+    assert [p["to"][0]["email"] for p in body["personalizations"]] == ["a@example.test"]
