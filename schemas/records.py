@@ -105,6 +105,20 @@ class SharedContent:
         return out[0], out[1], out[2]
 
 
+def unshare(d: Delivery) -> None:
+    """Fill ``d``'s subject/text/html from its shared content and drop the content: a Delivery that stands alone."""
+    if d.shared is None:
+        return
+    subject, text, html = d.shared.fill(d.slot_values)
+    if subject is not None:
+        d.subject = subject
+    if text is not None:
+        d.text = text
+    if html is not None:
+        d.html = html
+    d.shared, d.slot_values = None, ()
+
+
 # a DeliveryChunk (the bulk lane): what its deliveries share once, the rest per item; the lane is always bulk and
 # every item is on its first attempt
 CHUNK_SHARED = ("event_type", "channel", "category", "template", "campaign_id", "occurred_at", "expires_at")
@@ -130,17 +144,17 @@ def chunk_record(chunk_id: str, deliveries: list[Delivery]) -> dict[str, Any]:
     common = dict(zip(CHUNK_SHARED, _CHUNK_SHARED_VALUES(deliveries[0]), strict=True))
     content = deliveries[0].shared
     if content is None:
-        return {"chunk_id": chunk_id, **common, "shared": None,
+        return {"chunk_id": chunk_id, **common, "shared": None, "slots": [],
                 "items": [dict(zip(CHUNK_ITEM, _CHUNK_ITEM_VALUES(d), strict=True)) for d in deliveries]}
     blank = {name: ("" if name == "text" else None)
              for name, pieces in zip(("subject", "text", "html"), content.parts(), strict=True) if pieces is not None}
-    items = []
     for d in deliveries:
         if d.shared is not content:
             raise ValueError(f"delivery {d.delivery_id} does not share the chunk's content")
-        items.append({**dict(zip(CHUNK_ITEM, _CHUNK_ITEM_VALUES(d), strict=True)), **blank, "slots": list(d.slot_values)})
-    return {"chunk_id": chunk_id, **common, "items": items,
-            "shared": {"subject": _listed(content.subject), "text": _listed(content.text), "html": _listed(content.html)}}
+    return {"chunk_id": chunk_id, **common,
+            "items": [{**dict(zip(CHUNK_ITEM, _CHUNK_ITEM_VALUES(d), strict=True)), **blank} for d in deliveries],
+            "shared": {"subject": _listed(content.subject), "text": _listed(content.text), "html": _listed(content.html)},
+            "slots": [list(d.slot_values) for d in deliveries]}
 
 
 def _listed(pieces: tuple[str, ...] | None) -> list[str] | None:
@@ -156,9 +170,11 @@ def chunk_deliveries(record: dict[str, Any]) -> list[Delivery]:
         return [Delivery(*_DELIVERY_ARGS({**base, **item})) for item in record["items"]]
     content = SharedContent(*(None if found[part] is None else tuple(found[part]) for part in ("subject", "text", "html")))
     base["shared"] = content
+    if len(record["slots"]) != len(record["items"]):
+        raise ValueError(f"slot values for {len(record['slots'])} of {len(record['items'])} items")
     out = []
-    for item in record["items"]:
-        values = tuple(item["slots"])
+    for item, found_values in zip(record["items"], record["slots"], strict=True):
+        values = tuple(found_values)
         subject, text, html = content.fill(values)
         filled = {**base, **item, "slot_values": values}
         if subject is not None:

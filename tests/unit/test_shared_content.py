@@ -8,7 +8,7 @@ import pytest
 
 from infra.tools.sandbox.http import _subst
 from schemas.codec import Codec
-from schemas.records import Delivery, SharedContent, chunk_deliveries, chunk_record
+from schemas.records import Delivery, SharedContent, chunk_deliveries, chunk_record, unshare
 from schemas.vocabulary import Channel, Lane
 from sinks.base import Sent
 from sinks.content import check_body
@@ -16,7 +16,7 @@ from sinks.errors import Permanent
 from sinks.sendgrid import MAX_SUBSTITUTION_BYTES, SendGridSink
 from streams.stages.route.chunks import approx_size
 from streams.stages.route.recipient import TEMPLATE_VIEW_KEYS, Recipient
-from streams.stages.route.render import Rendered, render
+from streams.stages.route.render import Rendered, RenderFailure, render, render_prepared, render_shared
 from streams.stages.route.split import plan_template, prepare_template, shared_content, slot_values
 from streams.templates import CompiledTemplate, TemplateSource, compile_template
 from tests.support.sandbox import delivery
@@ -105,7 +105,7 @@ def test_slot_values_that_do_not_fit_the_shared_parts_are_refused() -> None:
     codec = Codec()
     _, shared, _ = campaign(compiled(*SPLITTABLE[0]), RECIPIENTS[:1])
     record = codec.decode(codec.encode("DeliveryChunk", chunk_record("c1/0", shared))).record
-    record["items"][0]["slots"].pop()
+    record["slots"][0].pop()
     with pytest.raises(ValueError, match="slot values"):
         chunk_deliveries(record)
 
@@ -208,3 +208,42 @@ def test_a_refused_character_in_one_recipients_values_refuses_that_recipient_onl
     assert str(refused) == str(whole.value) and f"position {ds[1].text.index(chr(0))}" in str(refused)
     [body] = client.bodies
     assert [p["to"][0]["email"] for p in body["personalizations"]] == ["a@example.test"]
+
+
+@pytest.mark.parametrize(("text", "html"), SPLITTABLE + EDGES)
+def test_render_shared_checks_what_render_checks_and_leaves_the_shared_parts_to_the_values(text: str, html: str | None,
+                                                                                          ) -> None:
+    tmpl = compiled(text, html)
+    plans = plan_template(tmpl, TEMPLATE_VIEW_KEYS)
+    assert plans is not None
+    prepared = prepare_template(plans, {**VARIABLES, "event_type": "CampaignMessage"})
+    assert prepared is not None
+    content = shared_content(prepared)
+    assert content is not None
+    lone = Recipient("u9", email="z@example.test", first_name="\ud800")
+    for r in [*RECIPIENTS, lone]:
+        eid = f"c1:{r.id}"
+        ids = {"event_id": eid, "notification_id": eid}
+        expected = render_prepared(tmpl, Channel.EMAIL, prepared, r.template_view(), ids)
+        got = render_shared(tmpl, prepared, content, r.template_view(), ids)
+        if isinstance(expected, RenderFailure):
+            assert isinstance(got, RenderFailure) and got.reason == expected.reason == "render_error"
+            continue
+        assert not isinstance(got, RenderFailure)
+        rendered, values = got
+        d = Delivery.from_avro(delivery(subject=rendered.subject, text=rendered.text, html=rendered.html))
+        d.shared, d.slot_values = content, values
+        unshare(d)
+        assert (d.subject, d.text, d.html) == (expected.subject, expected.text, expected.html)
+
+
+def test_an_empty_shared_text_is_refused_as_render_refuses_it() -> None:
+    tmpl = compiled("{{ nothing | default('') }}", "<p>{{ user.first_name }}!</p>")
+    plans = plan_template(tmpl, TEMPLATE_VIEW_KEYS)
+    assert plans is not None
+    prepared = prepare_template(plans, {**VARIABLES, "event_type": "CampaignMessage"})
+    assert prepared is not None
+    content = shared_content(prepared)
+    assert content is not None and content.text == ("",)
+    got = render_shared(tmpl, prepared, content, RECIPIENTS[0].template_view(), {"event_id": "e", "notification_id": "e"})
+    assert isinstance(got, RenderFailure) and "the text part rendered empty" in got.message
