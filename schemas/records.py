@@ -172,17 +172,26 @@ def chunk_deliveries(record: dict[str, Any]) -> list[Delivery]:
     base["shared"] = content
     if len(record["slots"]) != len(record["items"]):
         raise ValueError(f"slot values for {len(record['slots'])} of {len(record['items'])} items")
+    # what ``content.fill`` does, with the layout worked out once for the chunk
+    layout: list[tuple[str, tuple[str, ...], int, int]] = []
+    at = 0
+    for part, pieces in zip(("subject", "text", "html"), content.parts(), strict=True):
+        if pieces is not None:
+            layout.append((part, pieces, at, at + len(pieces) - 1))
+            at += len(pieces) - 1
     out = []
     for item, found_values in zip(record["items"], record["slots"], strict=True):
-        values = tuple(found_values)
-        subject, text, html = content.fill(values)
-        filled = {**base, **item, "slot_values": values}
-        if subject is not None:
-            filled["subject"] = subject
-        if text is not None:
-            filled["text"] = text
-        if html is not None:
-            filled["html"] = html
+        if len(found_values) != at:
+            raise ValueError(f"{len(found_values)} slot values for {at} slots")
+        filled = {**base, **item, "slot_values": tuple(found_values)}
+        for part, pieces, start, end in layout:
+            if start == end:
+                filled[part] = pieces[0]
+                continue
+            joined = [""] * (2 * (end - start) + 1)
+            joined[0::2] = pieces
+            joined[1::2] = found_values[start:end]
+            filled[part] = "".join(joined)
         out.append(Delivery(*_DELIVERY_ARGS(filled)))
     return out
 

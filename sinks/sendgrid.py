@@ -31,7 +31,7 @@ import secrets
 import urllib.error
 from collections.abc import Callable
 from email.utils import parseaddr
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from python_http_client.exceptions import HTTPError
@@ -110,9 +110,9 @@ class SendGridSink:
             # recipient's values; only when something is found is the whole body scanned, for its exact message
             if (ok := clean.get(id(content))) is None:
                 ok = clean[id(content)] = all(_body_ok(p) for part in (content.text, content.html) if part for p in part)
-            layout = _layout(content)
-            if ok and all(_body_ok(v) for whole, at in ((d.text, layout[1]), (d.html, layout[2]))
-                          for v in ((whole,) if at is None else d.slot_values[at[0]:at[1]])):
+            # the subject's values are in slot_values too: checking them as body text too only repeats a header check
+            if ok and _body_ok("".join(d.slot_values)) and (content.text is not None or _body_ok(d.text)) and (
+                    content.html is not None or _body_ok(d.html)):
                 return
         check_body("text", d.text)
         check_body("html", d.html)
@@ -222,6 +222,7 @@ class SendGridSink:
         return {"personalizations": pers, "from": self._from, "content": parts}
 
 
+@lru_cache(maxsize=64)
 def _layout(content: SharedContent) -> list[tuple[int, int] | None]:
     """Where each part's slot values are in a delivery's ``slot_values`` (subject, text, html): None for a part the
     content does not hold."""
@@ -238,13 +239,13 @@ def _layout(content: SharedContent) -> list[tuple[int, int] | None]:
 
 def _shared_size(d: Delivery, content: SharedContent) -> int:
     """Bytes of the substitutions ``_shared_body`` gives this delivery (a tag is at most 40 bytes)."""
-    layout = _layout(content)
-    size = 0
-    for whole, at in ((d.text, layout[1]), (d.html, layout[2])):
-        if at is None:
-            size += 40 + len((whole or "").encode())
-        else:
-            size += sum(40 + len(v.encode()) for v in d.slot_values[at[0]:at[1]])
+    subject, text, html = _layout(content)
+    body = d.slot_values[subject[1] if subject is not None else 0:]   # the text's and the html's values
+    size = 40 * len(body) + len("".join(body).encode())
+    if text is None:
+        size += 40 + len(d.text.encode())
+    if html is None:
+        size += 40 + len((d.html or "").encode())
     return size
 
 
