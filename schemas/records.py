@@ -73,13 +73,21 @@ class SharedContent:
     subject: tuple[str, ...] | None = None
     text: tuple[str, ...] | None = None
     html: tuple[str, ...] | None = None
+    # worked out once (every recipient of the chunk asks): the pieces' UTF-8 bytes with a few per piece (an upper
+    # bound of what they add to a chunk), and whether they are all ASCII
+    nbytes: int = field(init=False, compare=False, repr=False)
+    ascii: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        pieces = [p for part in self.parts() if part for p in part]
+        object.__setattr__(self, "nbytes", sum(len(p.encode()) + 4 for p in pieces))
+        object.__setattr__(self, "ascii", all(p.isascii() for p in pieces))
 
     def parts(self) -> tuple[tuple[str, ...] | None, ...]:
         return self.subject, self.text, self.html
 
     def size(self) -> int:
-        """UTF-8 bytes of every piece (an upper bound of what they add to a chunk, with a few per piece)."""
-        return sum(len(p.encode()) + 4 for part in self.parts() if part for p in part)
+        return self.nbytes
 
     def fill(self, values: tuple[str, ...] | list[str]) -> tuple[str | None, str | None, str | None]:
         """(subject, text, html) of one delivery from its slot values (those of subject, then text, then html);

@@ -19,17 +19,12 @@ def approx_size(d: Delivery) -> int:
     """An upper bound of the bytes one delivery adds to a chunk: its strings' UTF-8 lengths (an ASCII string's is
     its length, no encoding needed) and a fixed allowance for the rest. A delivery with shared content adds its
     slot values instead of the parts the chunk carries once (``SharedContent.size``, counted once per chunk)."""
-    size = ITEM_OVERHEAD
     content = d.shared
-    if content is None:
-        strings: tuple[str | None, ...] = (d.subject, d.text, d.html)
-    else:
-        strings = tuple(whole if pieces is None else None
-                        for whole, pieces in zip((d.subject, d.text, d.html), content.parts(), strict=True))
-        strings += d.slot_values
-        size += 4 * len(d.slot_values)
+    size = ITEM_OVERHEAD + 4 * len(d.slot_values)
     for value in (d.delivery_id, d.notification_id, d.event_id, d.user_id, d.address, d.locale, d.push_title,
-                  *strings):
+                  d.subject if content is None or content.subject is None else None,
+                  d.text if content is None or content.text is None else None,
+                  d.html if content is None or content.html is None else None, *d.slot_values):
         if value:
             n = len(value)
             size += n if value.isascii() else len(value.encode())

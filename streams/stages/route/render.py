@@ -146,10 +146,10 @@ def render_shared(tmpl: CompiledTemplate, prepared: PreparedParts, content: Shar
             whole[part] = p.fill(view, ids) if p is not None else None
             continue
         n = len(pieces) - 1
-        for value in (*pieces, *values[at:at + n]):
-            if not _utf8(value):
-                return RenderFailure("render_error", f"{tmpl.label} ({part}): renders a lone surrogate, which is no "
-                                                     "UTF-8 text (a \\ud800-style escape in variables_json?)")
+        mine = values[at:at + n]
+        if not (content.ascii and "".join(mine).isascii()) and not all(_utf8(v) for v in (*pieces, *mine)):
+            return RenderFailure("render_error", f"{tmpl.label} ({part}): renders a lone surrogate, which is no "
+                                                 "UTF-8 text (a \\ud800-style escape in variables_json?)")
         at += n
         # with slots, the first piece holds more than whitespace (``Prepared.literals``): only a slot-less part is empty
         whole[part] = "x" if n or pieces[0] else ""
