@@ -49,6 +49,10 @@ class Delivery:
     first_failure_at: Time | None = None
     last_error: str | None = None
     cancellation_key: str | None = None   # v2: a cancel of this key ends it 'canceled' while it waits
+    # not in the Delivery record (``LOCAL_FIELDS``): the campaign parts this delivery's subject/text/html were filled
+    # from (one object for its chunk) and its own slot values, so a provider can send the chunk's parts once
+    shared: SharedContent | None = field(default=None, compare=False, repr=False)
+    slot_values: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def to_avro(self) -> dict[str, Any]:
         return dict(zip(_DELIVERY_FIELDS, _DELIVERY_VALUES(self), strict=True))
@@ -60,6 +64,69 @@ class Delivery:
         return d
 
 
+@dataclass(frozen=True, slots=True)
+class SharedContent:
+    """A campaign template's parts rendered once for a chunk (DeliveryChunk v2): per part, None (each delivery carries
+    it whole) or the n+1 literal pieces around its n per-recipient slots. A delivery's part is its pieces joined with
+    that delivery's slot values (``fill``), byte for byte what rendering it gave."""
+
+    subject: tuple[str, ...] | None = None
+    text: tuple[str, ...] | None = None
+    html: tuple[str, ...] | None = None
+    # worked out once (every recipient of the chunk asks): the pieces' UTF-8 bytes with a few per piece (an upper
+    # bound of what they add to a chunk), and whether they are all ASCII
+    nbytes: int = field(init=False, compare=False, repr=False)
+    ascii: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        pieces = [p for part in self.parts() if part for p in part]
+        object.__setattr__(self, "nbytes", sum(len(p.encode()) + 4 for p in pieces))
+        object.__setattr__(self, "ascii", all(p.isascii() for p in pieces))
+
+    def parts(self) -> tuple[tuple[str, ...] | None, ...]:
+        return self.subject, self.text, self.html
+
+    def size(self) -> int:
+        return self.nbytes
+
+    def fill(self, values: tuple[str, ...] | list[str]) -> tuple[str | None, str | None, str | None]:
+        """(subject, text, html) of one delivery from its slot values (those of subject, then text, then html);
+        None for a part this content does not hold."""
+        parts = self.parts()
+        if len(values) != (n := sum(len(p) - 1 for p in parts if p is not None)):
+            raise ValueError(f"{len(values)} slot values for {n} slots")
+        out: list[str | None] = []
+        at = 0
+        for pieces in parts:
+            if pieces is None:
+                out.append(None)
+                continue
+            n = len(pieces) - 1
+            if n == 0:
+                out.append(pieces[0])
+                continue
+            joined = [""] * (2 * n + 1)
+            joined[0::2] = pieces
+            joined[1::2] = values[at:at + n]
+            at += n
+            out.append("".join(joined))
+        return out[0], out[1], out[2]
+
+
+def unshare(d: Delivery) -> None:
+    """Fill ``d``'s subject/text/html from its shared content and drop the content: a Delivery that stands alone."""
+    if d.shared is None:
+        return
+    subject, text, html = d.shared.fill(d.slot_values)
+    if subject is not None:
+        d.subject = subject
+    if text is not None:
+        d.text = text
+    if html is not None:
+        d.html = html
+    d.shared, d.slot_values = None, ()
+
+
 # a DeliveryChunk (the bulk lane): what its deliveries share once, the rest per item; the lane is always bulk and
 # every item is on its first attempt
 CHUNK_SHARED = ("event_type", "channel", "category", "template", "campaign_id", "occurred_at", "expires_at")
@@ -69,7 +136,7 @@ _CHUNK_SHARED_VALUES = operator.attrgetter(*CHUNK_SHARED)
 _CHUNK_ITEM_VALUES = operator.attrgetter(*CHUNK_ITEM)
 # a chunk's deliveries: the lane is bulk and each is a first attempt (the fields no chunk carries)
 _CHUNK_DEFAULTS: dict[str, Any] = {"lane": Lane.BULK, "attempt": 0, "first_failure_at": None, "last_error": None,
-                                   "cancellation_key": None}
+                                   "cancellation_key": None, "shared": None, "slot_values": ()}
 _DELIVERY_ARGS = operator.itemgetter(*(f.name for f in fields(Delivery)))
 
 
@@ -79,17 +146,62 @@ def chunk_key(d: Delivery) -> tuple:
 
 
 def chunk_record(chunk_id: str, deliveries: list[Delivery]) -> dict[str, Any]:
-    """The DeliveryChunk of deliveries that share ``chunk_key`` (first attempts of the bulk lane)."""
-    shared = dict(zip(CHUNK_SHARED, _CHUNK_SHARED_VALUES(deliveries[0]), strict=True))
-    return {"chunk_id": chunk_id, **shared,
-            "items": [dict(zip(CHUNK_ITEM, _CHUNK_ITEM_VALUES(d), strict=True)) for d in deliveries]}
+    """The DeliveryChunk of deliveries that share ``chunk_key`` (first attempts of the bulk lane) and, when the first
+    has shared content, that content (every delivery's: the caller groups by it): then the items carry their slot
+    values instead of the shared parts."""
+    common = dict(zip(CHUNK_SHARED, _CHUNK_SHARED_VALUES(deliveries[0]), strict=True))
+    content = deliveries[0].shared
+    if content is None:
+        return {"chunk_id": chunk_id, **common, "shared": None, "slots": [],
+                "items": [dict(zip(CHUNK_ITEM, _CHUNK_ITEM_VALUES(d), strict=True)) for d in deliveries]}
+    blank = {name: ("" if name == "text" else None)
+             for name, pieces in zip(("subject", "text", "html"), content.parts(), strict=True) if pieces is not None}
+    for d in deliveries:
+        if d.shared is not content:
+            raise ValueError(f"delivery {d.delivery_id} does not share the chunk's content")
+    return {"chunk_id": chunk_id, **common,
+            "items": [{**dict(zip(CHUNK_ITEM, _CHUNK_ITEM_VALUES(d), strict=True)), **blank} for d in deliveries],
+            "shared": {"subject": _listed(content.subject), "text": _listed(content.text), "html": _listed(content.html)},
+            "slots": [list(d.slot_values) for d in deliveries]}
+
+
+def _listed(pieces: tuple[str, ...] | None) -> list[str] | None:
+    return None if pieces is None else list(pieces)
 
 
 def chunk_deliveries(record: dict[str, Any]) -> list[Delivery]:
-    """The Deliveries of a decoded DeliveryChunk."""
+    """The Deliveries of a decoded DeliveryChunk (v2's shared parts filled in: each is whole, as v1 carried it)."""
     base = {**_CHUNK_DEFAULTS, **{name: record[name] for name in CHUNK_SHARED}, "channel": Channel(record["channel"])}
-    # positional, from one merged dict per item: a thousand recipients' keyword calls cost twice as much
-    return [Delivery(*_DELIVERY_ARGS({**base, **item})) for item in record["items"]]
+    found = record.get("shared")
+    if found is None:
+        # positional, from one merged dict per item: a thousand recipients' keyword calls cost twice as much
+        return [Delivery(*_DELIVERY_ARGS({**base, **item})) for item in record["items"]]
+    content = SharedContent(*(None if found[part] is None else tuple(found[part]) for part in ("subject", "text", "html")))
+    base["shared"] = content
+    if len(record["slots"]) != len(record["items"]):
+        raise ValueError(f"slot values for {len(record['slots'])} of {len(record['items'])} items")
+    # what ``content.fill`` does, with the layout worked out once for the chunk
+    layout: list[tuple[str, tuple[str, ...], int, int]] = []
+    at = 0
+    for part, pieces in zip(("subject", "text", "html"), content.parts(), strict=True):
+        if pieces is not None:
+            layout.append((part, pieces, at, at + len(pieces) - 1))
+            at += len(pieces) - 1
+    out = []
+    for item, found_values in zip(record["items"], record["slots"], strict=True):
+        if len(found_values) != at:
+            raise ValueError(f"{len(found_values)} slot values for {at} slots")
+        filled = {**base, **item, "slot_values": tuple(found_values)}
+        for part, pieces, start, end in layout:
+            if start == end:
+                filled[part] = pieces[0]
+                continue
+            joined = [""] * (2 * (end - start) + 1)
+            joined[0::2] = pieces
+            joined[1::2] = found_values[start:end]
+            filled[part] = "".join(joined)
+        out.append(Delivery(*_DELIVERY_ARGS(filled)))
+    return out
 
 
 @dataclass(slots=True)
@@ -146,7 +258,8 @@ class Receipt:
         return r
 
 
-_DELIVERY_FIELDS = tuple(f.name for f in fields(Delivery))
+LOCAL_FIELDS = frozenset({"shared", "slot_values"})   # Delivery attributes no record carries
+_DELIVERY_FIELDS = tuple(f.name for f in fields(Delivery) if f.name not in LOCAL_FIELDS)
 _STATUS_FIELDS = tuple(f.name for f in fields(StatusChange))
 _RECEIPT_FIELDS = tuple(f.name for f in fields(Receipt))
 # one C-level call per record instead of a getattr per field (to_avro runs twice per routed notification)

@@ -9,6 +9,12 @@ request's subjects, texts, HTML or custom args: no template output can be
 taken for a tag. A delivery too large for substitutions (SendGrid allows
 10 000 bytes per personalization) goes in a request of its own.
 
+Deliveries of a campaign chunk that carried the template's parts once
+(``Delivery.shared``, DeliveryChunk v2) go as one request whatever their size:
+the content is those parts with a tag in each per-recipient slot, and each
+personalization substitutes only its own slot values (a 30 KB newsletter to
+1000 recipients is one request, not 1000).
+
 Outcomes are per delivery: one that cannot be carried (a subject with CR/LF,
 an address that is not one mailbox, see ``sinks.content``) is left out of the
 request as its own Permanent result. SendGrid rejects a whole request for one
@@ -23,14 +29,16 @@ import json
 import re
 import secrets
 import urllib.error
+from collections.abc import Callable
 from email.utils import parseaddr
+from functools import lru_cache, partial
 from typing import Any
 
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
 from infra.unsubscribe import Unsubscribe
-from schemas.records import Delivery
+from schemas.records import Delivery, SharedContent
 from schemas.vocabulary import SENDGRID_DELIVERY_ARG, SENDGRID_NOTIFICATION_ARG, Channel
 from sinks.base import Result, Sent, parse_retry_after
 from sinks.content import check_body, check_email_address, check_header
@@ -66,37 +74,56 @@ class SendGridSink:
     def _send_all(self, ds: list[Delivery]) -> list[Result]:
         results: list[Result | None] = [None] * len(ds)
         groups: dict[bool, list[int]] = {True: [], False: []}
+        shared: dict[tuple[SharedContent, bool], list[int]] = {}
+        clean: dict[int, bool] = {}   # per shared content (by identity): its pieces hold no refused character
         for i, d in enumerate(ds):
             try:
-                self._check(d)
+                self._check(d, clean)
             except DeliveryError as err:
                 results[i] = err
                 continue
+            if d.shared is not None and _shared_size(d, d.shared) <= MAX_SUBSTITUTION_BYTES - 200:
+                shared.setdefault((d.shared, bool(d.html)), []).append(i)
+                continue
             size = len(d.text.encode()) + len((d.html or "").encode())
             if size > MAX_SUBSTITUTION_BYTES - 200:
-                self._send(ds, [i], results, inline=True)
+                self._send(ds, [i], results, lambda sub: self._body(sub, inline=True))
             else:
                 groups[bool(d.html)].append(i)
+        for (content, _), idx in shared.items():
+            for k in range(0, len(idx), self.max_batch):
+                self._send(ds, idx[k:k + self.max_batch], results, partial(self._shared_body, content=content))
         for idx in groups.values():
             for k in range(0, len(idx), self.max_batch):
-                self._send(ds, idx[k:k + self.max_batch], results, inline=False)
+                self._send(ds, idx[k:k + self.max_batch], results, lambda sub: self._body(sub, inline=False))
         return [r if r is not None else Retryable("not attempted") for r in results]
 
-    def _check(self, d: Delivery) -> None:
+    def _check(self, d: Delivery, clean: dict[int, bool]) -> None:
         check_header("from", self._sender)
         check_email_address(d.address)
         check_header("subject", d.subject)
         check_header("delivery_id", d.delivery_id)
         check_header("notification_id", d.notification_id)
+        content = d.shared
+        if content is not None:
+            # a refused character is one character: the shared pieces are scanned once per chunk, then each
+            # recipient's values; only when something is found is the whole body scanned, for its exact message
+            if (ok := clean.get(id(content))) is None:
+                ok = clean[id(content)] = all(_body_ok(p) for part in (content.text, content.html) if part for p in part)
+            # the subject's values are in slot_values too: checking them as body text too only repeats a header check
+            if ok and _body_ok("".join(d.slot_values)) and (content.text is not None or _body_ok(d.text)) and (
+                    content.html is not None or _body_ok(d.html)):
+                return
         check_body("text", d.text)
         check_body("html", d.html)
 
-    def _send(self, ds: list[Delivery], idx: list[int], results: list[Result | None], inline: bool) -> None:
+    def _send(self, ds: list[Delivery], idx: list[int], results: list[Result | None],
+              body: Callable[[list[Delivery]], dict[str, Any]]) -> None:
         for _ in range(MAX_ROUNDS):
             if not idx:
                 return
             try:
-                resp = self._sg.client.mail.send.post(request_body=self._body([ds[i] for i in idx], inline))
+                resp = self._sg.client.mail.send.post(request_body=body([ds[i] for i in idx]))
             except HTTPError as exc:
                 bad = _bad_personalizations(exc) if exc.status_code == 400 else {}
                 bad = {j: why for j, why in bad.items() if j < len(idx)}
@@ -126,17 +153,21 @@ class SendGridSink:
         for i in idx:
             results[i] = Retryable(f"sendgrid 400 {MAX_ROUNDS} times, each for other personalizations: not sent yet")
 
+    def _personalization(self, d: Delivery) -> dict[str, Any]:
+        p: dict[str, Any] = {
+            "to": [{"email": d.address}],
+            "subject": d.subject or "",
+            "custom_args": {SENDGRID_DELIVERY_ARG: d.delivery_id, SENDGRID_NOTIFICATION_ARG: d.notification_id},
+        }
+        if self._unsubscribe is not None and (headers := self._unsubscribe.headers(d.user_id, d.category)):
+            p["headers"] = headers   # RFC 8058 one-click unsubscribe, per recipient
+        return p
+
     def _body(self, ds: list[Delivery], inline: bool) -> dict[str, Any]:
         text_tag, html_tag = ("", "") if inline else _tags(ds)
         pers = []
         for d in ds:
-            p: dict[str, Any] = {
-                "to": [{"email": d.address}],
-                "subject": d.subject or "",
-                "custom_args": {SENDGRID_DELIVERY_ARG: d.delivery_id, SENDGRID_NOTIFICATION_ARG: d.notification_id},
-            }
-            if self._unsubscribe is not None and (headers := self._unsubscribe.headers(d.user_id, d.category)):
-                p["headers"] = headers   # RFC 8058 one-click unsubscribe, per recipient
+            p = self._personalization(d)
             if not inline:
                 subs = {text_tag: d.text}
                 if d.html:
@@ -153,6 +184,95 @@ class SendGridSink:
             if first.html:
                 content.append({"type": "text/html", "value": html_tag})
         return {"personalizations": pers, "from": self._from, "content": content}
+
+
+    def _shared_body(self, ds: list[Delivery], content: SharedContent) -> dict[str, Any]:
+        """One request for deliveries filled from the same shared parts: the content is those parts with a tag in
+        each slot (a part the content lacks: one tag for the whole of it), each personalization's substitutions are
+        its own slot values (and whole parts); the subject stays per personalization."""
+        prefix = _free_prefix(ds, content)
+        html = bool(ds[0].html)
+        layout = _layout(content)
+        templates: list[str] = []
+        for part, pieces in (("text", content.text), ("html", content.html if html else None)):
+            if pieces is None:
+                templates.append(f"{prefix}{part}-")
+                continue
+            out = [pieces[0]]
+            for j, piece in enumerate(pieces[1:]):
+                out += (f"{prefix}{part[0]}{j}-", piece)
+            templates.append("".join(out))
+        pers = []
+        for d in ds:
+            p = self._personalization(d)
+            subs: dict[str, str] = {}
+            for part, whole, at in (("text", d.text, layout[1]), ("html", d.html, layout[2])):
+                if part == "html" and not html:
+                    continue
+                if at is None:
+                    subs[f"{prefix}{part}-"] = whole or ""
+                else:
+                    for j, value in enumerate(d.slot_values[at[0]:at[1]]):
+                        subs[f"{prefix}{part[0]}{j}-"] = value
+            p["substitutions"] = subs
+            pers.append(p)
+        parts = [{"type": "text/plain", "value": templates[0]}]
+        if html:
+            parts.append({"type": "text/html", "value": templates[1]})
+        return {"personalizations": pers, "from": self._from, "content": parts}
+
+
+@lru_cache(maxsize=64)
+def _layout(content: SharedContent) -> list[tuple[int, int] | None]:
+    """Where each part's slot values are in a delivery's ``slot_values`` (subject, text, html): None for a part the
+    content does not hold."""
+    out: list[tuple[int, int] | None] = []
+    at = 0
+    for pieces in content.parts():
+        if pieces is None:
+            out.append(None)
+            continue
+        out.append((at, at + len(pieces) - 1))
+        at += len(pieces) - 1
+    return out
+
+
+def _shared_size(d: Delivery, content: SharedContent) -> int:
+    """Bytes of the substitutions ``_shared_body`` gives this delivery (a tag is at most 40 bytes)."""
+    subject, text, html = _layout(content)
+    body = d.slot_values[subject[1] if subject is not None else 0:]   # the text's and the html's values
+    size = 40 * len(body) + len("".join(body).encode())
+    if text is None:
+        size += 40 + len(d.text.encode())
+    if html is None:
+        size += 40 + len((d.html or "").encode())
+    return size
+
+
+def _body_ok(value: str | None) -> bool:
+    try:
+        check_body("", value)
+    except DeliveryError:
+        return False
+    return True
+
+
+def _free_prefix(ds: list[Delivery], content: SharedContent) -> str:
+    """A tag prefix that occurs nowhere in what SendGrid will scan (every tag starts with it, so none occurs): the
+    pieces, and per recipient its subject, ids, slot values and the parts the content does not hold."""
+    scanned = [piece for pieces in content.parts() if pieces for piece in pieces]
+    for d in ds:
+        scanned += (d.subject or "", d.delivery_id, d.notification_id, *d.slot_values)
+        if content.text is None:
+            scanned.append(d.text)
+        if content.html is None:
+            scanned.append(d.html or "")
+    blob = "\x00".join(scanned)
+    for _ in range(100):
+        prefix = f"-herald-{secrets.token_hex(8)}-"
+        if prefix not in blob:
+            return prefix
+    raise RuntimeError("no substitution tag free of the content after 100 random draws")  # 2^-64 each
 
 
 def _tags(ds: list[Delivery]) -> tuple[str, str]:

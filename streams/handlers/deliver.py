@@ -233,10 +233,14 @@ class DeliverHandler:
             try:
                 decoded = decode(rec.value)
                 if decoded.name == "DeliveryChunk":
+                    try:
+                        ds = chunk_deliveries(decoded.record)
+                    except ValueError as exc:   # v2: slot values that do not fit the shared parts
+                        raise DecodeError("corrupt", f"DeliveryChunk {decoded.record['chunk_id']}: {exc}") from exc
                     # each delivery of the chunk stands on its own from here on: a record without a value, whose
                     # retry record and dead letter carry that Delivery encoded alone (``_value``), not the chunk
                     items.extend((InRecord(rec.topic, rec.partition, rec.offset, d.user_id.encode(), None, rec.headers), d)
-                                 for d in chunk_deliveries(decoded.record))
+                                 for d in ds)
                     continue
                 if decoded.name != "Delivery":
                     raise DecodeError("wrong_type", f"expected Delivery or DeliveryChunk, got {decoded.name}")

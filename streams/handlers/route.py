@@ -37,7 +37,7 @@ from infra.settings import Settings
 from infra.topics import deliver_topic
 from infra.tracing import record_span
 from schemas.codec import Codec, DecodeError
-from schemas.records import Delivery, chunk_key, chunk_record
+from schemas.records import Delivery, SharedContent, chunk_key, chunk_record, unshare
 from schemas.vocabulary import Channel, Lane, Status
 from streams.handlers.route_waiting import Admitted, Returned, Waiting, returned
 from streams.routes import RouteConfig, load_routes
@@ -54,8 +54,14 @@ from streams.stages.route.identity import ClaimState, claim_origin
 from streams.stages.route.intent import Intent, RouteError, chunk_intents, intent_for
 from streams.stages.route.limits import Counter, counters
 from streams.stages.route.recipient import TEMPLATE_VIEW_KEYS, Recipient
-from streams.stages.route.render import RenderFailure, render, render_prepared
-from streams.stages.route.split import Plans, PreparedParts, plan_template, prepare_template
+from streams.stages.route.render import Rendered, RenderFailure, render, render_prepared, render_shared
+from streams.stages.route.split import (
+    Plans,
+    PreparedParts,
+    plan_template,
+    prepare_template,
+    shared_content,
+)
 from streams.stages.route.timing import is_expired, is_for_later, next_allowed, quiet_until
 from streams.stages.status_change import status_record
 from streams.stores.batch import MemoryBatch, PipelineBatch, RedisBatch, RoundTrips
@@ -158,6 +164,8 @@ class BatchResult:
     # campaign templates pre-split for the variables a chunk's recipients share (keyed by the variables' identity:
     # the intents hold them through the batch)
     prepared: dict[tuple[TemplateSource, int], PreparedParts | None] = field(default_factory=dict)
+    # what an email chunk carries once of each of those (keyed by the PreparedParts' identity, kept alive above)
+    shared: dict[int, SharedContent | None] = field(default_factory=dict)
 
     def count(self, outcome: str, reason: str = "", n: int = 1) -> None:
         self.outcomes[(outcome, reason)] = self.outcomes.get((outcome, reason), 0) + n
@@ -372,10 +380,20 @@ class RouteHandler:
         intent, settings = c.intent, self.ctx.settings
         tmpl = self.templates.pick(intent.template, c.channel, recipient.locale)
         prepared = self._prepared(res, tmpl, intent) if intent.lane == Lane.BULK and tmpl is not None else None
+        content: SharedContent | None = None
+        values: tuple[str, ...] = ()
+        rendered: Rendered | RenderFailure
         if prepared is not None:
             assert tmpl is not None
-            rendered = render_prepared(tmpl, c.channel, prepared, recipient.template_view(),
-                                       {"event_id": intent.event_id, "notification_id": intent.event_id}, push_data(intent))
+            view, ids = recipient.template_view(), {"event_id": intent.event_id, "notification_id": intent.event_id}
+            if c.channel == Channel.EMAIL and (content := self._shared(res, prepared)) is not None:
+                # its chunk will carry the parts once: they are not joined per recipient (see chunk_record)
+                shared = render_shared(tmpl, prepared, content, view, ids)
+                if isinstance(shared, RenderFailure):
+                    return shared
+                rendered, values = shared
+            else:
+                rendered = render_prepared(tmpl, c.channel, prepared, view, ids, push_data(intent))
         else:
             rendered = render(tmpl, c.channel, template_context(intent, recipient), push_data(intent))
         if isinstance(rendered, RenderFailure):
@@ -386,6 +404,9 @@ class RouteHandler:
         key = intent.user_id.encode()
         trace = c.rec.trace_id
         made = [delivery_record(intent, c.channel, address, tmpl, rendered) for address in c.addresses]
+        if content is not None:
+            for d in made:
+                d.shared, d.slot_values = content, values
         defer_until = None
         if c.channel in self.cfg.quiet_hours_channels and not intent.critical:
             defer_until = quiet_until(now, recipient.time_zone, recipient.quiet_start, recipient.quiet_end)
@@ -399,9 +420,12 @@ class RouteHandler:
         # a DeliveryChunk carries no cancellation_key: a keyed delivery travels as a Delivery of its own
         if intent.lane == Lane.BULK and defer_until is None and intent.cancellation_key is None:
             # packed into DeliveryChunk records at the end of the batch, encoded there in one pass
+            # with shared content a delivery adds its values to a chunk (the pieces count once per chunk), but the
+            # whole message, which a retry or a dead letter carries on its own, must fit a record too
             sizes = [approx_size(d) for d in made]
-            if (largest := max(sizes)) > limit - CHUNK_FRAME_BYTES:
-                return RenderFailure("too_large", f"the rendered {c.channel} is about {largest:,} bytes, over the "
+            whole = max(sizes) + (content.size() if content is not None else 0)
+            if whole > limit - CHUNK_FRAME_BYTES:
+                return RenderFailure("too_large", f"the rendered {c.channel} is about {whole:,} bytes, over the "
                                                   f"{limit:,}-byte record limit (HERALD_MAX_RECORD_BYTES)")
             res.bulk.setdefault(topic, []).extend((d, c.rec, size) for d, size in zip(made, sizes, strict=True))
             for d in made:
@@ -410,6 +434,8 @@ class RouteHandler:
                 else:  # a campaign's notification row appears with its "sent": half the status traffic
                     res.count(Status.QUEUED, "")
             return None
+        for d in made:   # a Delivery of its own is whole
+            unshare(d)
         headers = set_header([], TRACE, trace)
         encoded = [(d, self.ctx.codec.encode("Delivery", d.to_avro())) for d in made]
         if (largest := max((record_size(key, value, headers) for _, value in encoded), default=0)) > limit:
@@ -444,6 +470,13 @@ class RouteHandler:
             res.prepared[key] = prepare_template(plans, {**intent.variables, "event_type": intent.event_type})
         return res.prepared[key]
 
+    @staticmethod
+    def _shared(res: BatchResult, prepared: PreparedParts) -> SharedContent | None:
+        key = id(prepared)
+        if key not in res.shared:
+            res.shared[key] = shared_content(prepared)
+        return res.shared[key]
+
     async def _fail_render(self, failed: list[tuple[Candidate, RenderFailure]], res: BatchResult) -> None:
         """Dead-letter each record once (naming every failed channel) and release those channels' claims."""
         by_rec: dict[int, list[tuple[Candidate, RenderFailure]]] = {}
@@ -467,10 +500,18 @@ class RouteHandler:
         encode = self.ctx.codec.encode
         for topic, items in bulk.items():
             by_key: dict[tuple, list[tuple[Delivery, InRecord, int]]] = {}
-            for item in items:
-                by_key.setdefault(chunk_key(item[0]), []).append(item)
+            for item in items:   # the same content object: rendered from the same template and variables
+                by_key.setdefault((*chunk_key(item[0]), id(item[0].shared)), []).append(item)
+            # a content only one delivery has (a recipient with variables of its own) saves nothing: that delivery
+            # travels whole, in a chunk with the others of its kind rather than in a chunk of its own
+            for k in [k for k, same in by_key.items() if len(same) == 1 and same[0][0].shared is not None]:
+                d, rec, _ = by_key.pop(k)[0]
+                unshare(d)
+                by_key.setdefault((*k[:-1], id(None)), []).append((d, rec, approx_size(d)))
             for same in by_key.values():
-                for group in pack_groups([size for _, _, size in same], self.chunk_size, limit):
+                content = same[0][0].shared
+                room = limit - (content.size() if content is not None else 0)
+                for group in pack_groups([size for _, _, size in same], self.chunk_size, room):
                     d0, first, _ = same[group.start]
                     name = f"{first.topic}/{first.partition}/{first.offset}/{d0.delivery_id}"
                     value = encode("DeliveryChunk", chunk_record(name, [d for d, _, _ in same[group.start:group.end]]))

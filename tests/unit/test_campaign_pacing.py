@@ -71,6 +71,9 @@ def test_route_defers_recipients_outside_the_window_to_its_opening_and_sends_the
     # what the scheduler publishes when the window opens: the rendered delivery, never dropped
     held = env.codec.decode(rows["cw:vie"].value)
     assert held.name == "Delivery" and held.record["address"] == "vie@example.test"
+    # whole, though its chunk mates travel with the template's parts shared: a held delivery stands alone
+    assert held.record["subject"] == "Your weekly digest" and held.record["text"].startswith("Hi there,\n\nHi")
+    assert held.record["html"].startswith("<p>Hi there,</p><p>Hi</p>")
 
 
 def test_a_chunk_with_an_unreadable_window_is_a_dead_letter_naming_it():

@@ -512,6 +512,34 @@ async def test_a_campaign_chunk_routes_each_recipient_and_packs_their_deliveries
 
 
 @scenario
+async def test_a_thousand_recipients_of_a_30kb_newsletter_travel_in_one_chunk_that_carries_the_html_once(
+        env: RouteEnv) -> None:
+    code = f"newsletter_{uuid.uuid4().hex[:6]}"
+    story = "<tr><td>This week's story, with its picture and a link.</td></tr>" * 500
+    await env.add_template(TemplateSource(code, "email", "default", 1, "Hi {{ user.first_name or 'there' }},\n{{ headline }}",
+                                          subject="News for {{ user.first_name or 'you' }}!",
+                                          body_html=f"<p>Hi {{{{ user.first_name or 'there' }}}},</p><table>{story}</table>"))
+    users = [env.uid() for _ in range(1000)]
+    for i, uid in enumerate(users):
+        await env.add_user(Recipient(uid, email=f"{uid}@example.test", first_name=f"N{i} <&>" if i % 2 else None))
+    cid = f"c-{uuid.uuid4().hex[:6]}"
+    chunk = {"chunk_id": f"{cid}:0", "occurred_at": now_ms(), "campaign_id": cid, "template": code, "channels": ["email"],
+             "category": "marketing", "variables_json": json.dumps({"headline": "Spring <is> here"}), "user_ids": users,
+             "user_variables_json": []}
+    rec = InRecord(env.settings.topic("bulk"), 0, next(_offsets), b"chunk", env.codec.encode("CampaignChunk", chunk))
+    out = await env.handler().handle([rec])
+    [packed] = [o for o in out if o.topic == env.settings.topic("deliver.email.bulk")]
+    assert len(packed.value or b"") < 200_000   # 1000 whole emails would be over 30 MB
+    record = env.codec.decode(packed.value).record
+    assert record["shared"]["html"][-1].endswith("</table>") and len(record["items"]) == 1000
+    by_user = {d.user_id: d for d in chunk_deliveries(record)}
+    assert by_user[users[1]].subject == "News for N1 <&>!"
+    assert by_user[users[1]].text == "Hi N1 <&>,\nSpring <is> here"
+    assert by_user[users[0]].html == f"<p>Hi there,</p><table>{story}</table>"
+    assert by_user[users[1]].html == f"<p>Hi N1 &lt;&amp;&gt;,</p><table>{story}</table>"
+
+
+@scenario
 async def test_a_canceled_campaign_ends_canceled_at_route_without_a_claim_or_a_render(env: RouteEnv) -> None:
     ada = env.uid()
     await env.add_user(Recipient(ada, email="ada@example.test", first_name="Ada"))

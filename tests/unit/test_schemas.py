@@ -40,7 +40,8 @@ SAMPLES: dict[str, dict] = {
                       "template": "weekly_digest", "campaign_id": "c", "occurred_at": NOW, "expires_at": NOW,
                       "items": [{"delivery_id": "d1", "notification_id": "c:u1", "event_id": "c:u1", "user_id": "u1",
                                  "address": "a@example.com", "template_version": 1, "locale": "en", "subject": "Hi",
-                                 "text": "t", "html": None, "push_title": None, "push_data": {}, "sms_segments": 0}]},
+                                 "text": "", "html": None, "push_title": None, "push_data": {}, "sms_segments": 0}],
+                      "shared": {"subject": None, "text": ["Hi ", "!"], "html": None}, "slots": [["Ada"]]},
     "Delivery": {
         "delivery_id": "d", "notification_id": "e1", "event_id": "e1", "event_type": "OrderPlaced", "user_id": "u1",
         "channel": "email", "lane": "interactive", "category": "transactional", "address": "a@example.com",
@@ -96,6 +97,13 @@ def test_a_status_change_of_v2_reads_with_no_trace_id(codec: Codec):
     decoded = codec.decode(codec.encode("StatusChange", v2, version=2))
     assert decoded.version == 2 and codec.catalog.latest("StatusChange").version == 3
     assert decoded.record == {**v2, "trace_id": None}
+
+
+def test_a_delivery_chunk_of_v1_reads_without_shared_content(codec: Codec):
+    v1 = {k: v for k, v in SAMPLES["DeliveryChunk"].items() if k not in ("shared", "slots")}
+    decoded = codec.decode(codec.encode("DeliveryChunk", v1, version=1))
+    assert decoded.version == 1 and codec.catalog.latest("DeliveryChunk").version == 2
+    assert decoded.record == {**v1, "shared": None, "slots": []}
 
 
 def test_unknown_fingerprint_is_a_decode_error_that_names_it(codec: Codec):

@@ -17,10 +17,14 @@ class Group:
 
 def approx_size(d: Delivery) -> int:
     """An upper bound of the bytes one delivery adds to a chunk: its strings' UTF-8 lengths (an ASCII string's is
-    its length, no encoding needed) and a fixed allowance for the rest."""
-    size = ITEM_OVERHEAD
-    for value in (d.delivery_id, d.notification_id, d.event_id, d.user_id, d.address, d.locale, d.subject, d.text,
-                  d.html, d.push_title):
+    its length, no encoding needed) and a fixed allowance for the rest. A delivery with shared content adds its
+    slot values instead of the parts the chunk carries once (``SharedContent.size``, counted once per chunk)."""
+    content = d.shared
+    size = ITEM_OVERHEAD + 4 * len(d.slot_values)
+    for value in (d.delivery_id, d.notification_id, d.event_id, d.user_id, d.address, d.locale, d.push_title,
+                  d.subject if content is None or content.subject is None else None,
+                  d.text if content is None or content.text is None else None,
+                  d.html if content is None or content.html is None else None, *d.slot_values):
         if value:
             n = len(value)
             size += n if value.isascii() else len(value.encode())

@@ -12,8 +12,9 @@ from typing import Any
 from jinja2 import Template, UndefinedError
 from jinja2.exceptions import SecurityError
 
+from schemas.records import SharedContent
 from schemas.vocabulary import Channel
-from streams.stages.route.split import PARTS, PreparedParts
+from streams.stages.route.split import PARTS, SHARED_PARTS, PreparedParts, slot_values
 from streams.templates import CompiledTemplate, render_warnings
 
 GSM7_BASIC = set(
@@ -129,3 +130,34 @@ def render_prepared(tmpl: CompiledTemplate, channel: Channel | str, prepared: Pr
     text, subject, html, title = (p.fill(view, ids) if (p := prepared.get(part)) is not None else None for part in PARTS)
     warnings = tuple(w for p in prepared.values() for w in p.warnings)
     return finish(tmpl, channel, text or "", subject, html, title, push_data, warnings)
+
+
+def render_shared(tmpl: CompiledTemplate, prepared: PreparedParts, content: SharedContent, view: dict[str, Any],
+                  ids: dict[str, str]) -> tuple[Rendered, tuple[str, ...]] | RenderFailure:
+    """``render_prepared`` of a campaign email whose chunk carries ``content`` once: (the message with the parts
+    ``content`` holds left empty, this recipient's slot values that make them), after the same checks as ``finish``
+    made on the pieces and values, never joined here."""
+    values = slot_values(prepared, content, view, ids)
+    whole: dict[str, str | None] = {}
+    at = 0
+    for part, pieces in zip(SHARED_PARTS, content.parts(), strict=True):
+        p = prepared.get(part)
+        if pieces is None:
+            whole[part] = p.fill(view, ids) if p is not None else None
+            continue
+        n = len(pieces) - 1
+        mine = values[at:at + n]
+        if not (content.ascii and "".join(mine).isascii()) and not all(_utf8(v) for v in (*pieces, *mine)):
+            return RenderFailure("render_error", f"{tmpl.label} ({part}): renders a lone surrogate, which is no "
+                                                 "UTF-8 text (a \\ud800-style escape in variables_json?)")
+        at += n
+        # with slots, the first piece holds more than whitespace (``Prepared.literals``): only a slot-less part is empty
+        whole[part] = "x" if n or pieces[0] else ""
+    checked = finish(tmpl, Channel.EMAIL, whole["text"] or "", whole["subject"], whole["html"], None, None,
+                     tuple(w for p in prepared.values() for w in p.warnings))
+    if isinstance(checked, RenderFailure):
+        return checked
+    for part, pieces in zip(SHARED_PARTS, content.parts(), strict=True):
+        if pieces is not None:
+            setattr(checked, part, "" if part == "text" else None)
+    return checked, values

@@ -23,6 +23,7 @@ from jinja2 import Template, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import escape
 
+from schemas.records import SharedContent
 from streams.templates import CompiledTemplate, render_warnings
 
 PER_RECIPIENT = frozenset({"user", "event_id", "notification_id"})
@@ -55,13 +56,41 @@ class Prepared:
         if not self.at:
             return "".join(self.pieces).strip()
         out = list(self.pieces)
-        for i, slot in self.at:
+        for (i, _), text in zip(self.at, self.values(view, ids), strict=True):
+            out[i] = text
+        return "".join(out).strip()
+
+    def values(self, view: dict[str, Any], ids: dict[str, str]) -> list[str]:
+        """One recipient's slot values, escaped where Jinja would escape them, in the order of ``at``."""
+        out = []
+        for _, slot in self.at:
             value: Any = view[slot.attr] if slot.attr is not None else ids[slot.name]
             if slot.fallback is not None and not value:
                 value = slot.fallback
             text = str(value)
-            out[i] = str(escape(text)) if slot.escaped else text
-        return "".join(out).strip()
+            out.append(str(escape(text)) if slot.escaped else text)
+        return out
+
+    def literals(self) -> tuple[str, ...] | None:
+        """The n+1 literal pieces around the n slots such that joining them with a recipient's values is exactly
+        ``fill`` (its ``.strip()`` done on them), or None when the strip could reach a value: a slot with nothing
+        but whitespace before it or after it."""
+        cut: list[str] = []
+        run: list[str] = []
+        slots = {i for i, _ in self.at}
+        for i, piece in enumerate(self.pieces):
+            if i in slots:
+                cut.append("".join(run))
+                run = []
+            else:
+                run.append(piece)
+        cut.append("".join(run))
+        if len(cut) == 1:
+            return (cut[0].strip(),)
+        if not cut[0].strip() or not cut[-1].strip():
+            return None
+        cut[0], cut[-1] = cut[0].lstrip(), cut[-1].rstrip()
+        return tuple(cut)
 
 
 class _Unsplittable(Exception):
@@ -178,3 +207,25 @@ def prepare_template(plans: Plans, context: dict[str, Any]) -> PreparedParts | N
             return None
         prepared[part] = done
     return prepared
+
+
+SHARED_PARTS = ("subject", "text", "html")   # an email's parts a chunk can carry once (SharedContent's order)
+
+
+def shared_content(prepared: PreparedParts) -> SharedContent | None:
+    """What an email chunk of these recipients can carry once: each of subject, text and html whose literal pieces
+    reproduce its fill exactly; None when none can."""
+    parts = [p.literals() if (p := prepared.get(part)) is not None else None for part in SHARED_PARTS]
+    if all(p is None for p in parts):
+        return None
+    return SharedContent(*parts)
+
+
+def slot_values(prepared: PreparedParts, content: SharedContent, view: dict[str, Any],
+                ids: dict[str, str]) -> tuple[str, ...]:
+    """One recipient's values for ``content``'s slots (subject's, then text's, then html's)."""
+    out: list[str] = []
+    for part, pieces in zip(SHARED_PARTS, content.parts(), strict=True):
+        if pieces is not None and len(pieces) > 1:
+            out.extend(prepared[part].values(view, ids))
+    return tuple(out)
