@@ -358,6 +358,9 @@ class Settings(BaseSettings):
     bulk_batch_bytes: int = Field(
         400_000, ge=1, description="bytes of records per batch of the bulk lane's route and deliver agents (a campaign "
                                    "chunk of 500 recipients is ~20 kB, a chunk of 1000 rendered emails ~400 kB)")
+    bulk_share_min_bytes: int = Field(
+        1024, ge=0, description="a campaign email's parts travel once per chunk (pieces and each recipient's slot values) "
+        "when their literal text is at least this long; a smaller template travels whole per recipient, which costs less")
     batch_within: float = Field(0.05, gt=0, description="seconds a bulk or status agent waits to fill a batch")
     interactive_within: float = Field(
         0.0, ge=0, description="seconds an interactive agent waits to fill a batch; 0: a batch goes as soon as the agent is free"

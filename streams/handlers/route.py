@@ -470,11 +470,10 @@ class RouteHandler:
             res.prepared[key] = prepare_template(plans, {**intent.variables, "event_type": intent.event_type})
         return res.prepared[key]
 
-    @staticmethod
-    def _shared(res: BatchResult, prepared: PreparedParts) -> SharedContent | None:
+    def _shared(self, res: BatchResult, prepared: PreparedParts) -> SharedContent | None:
         key = id(prepared)
         if key not in res.shared:
-            res.shared[key] = shared_content(prepared)
+            res.shared[key] = shared_content(prepared, self.ctx.settings.bulk_share_min_bytes)
         return res.shared[key]
 
     async def _fail_render(self, failed: list[tuple[Candidate, RenderFailure]], res: BatchResult) -> None:

@@ -52,6 +52,7 @@ def test_route_defers_recipients_outside_the_window_to_its_opening_and_sends_the
     now = ms("2026-03-02T07:30")   # Vienna 08:30, New York 02:30, Tokyo 16:30
     monkeypatch.setattr("streams.handlers.route.now_ms", lambda: now)
     env = MemoryRouteEnv()
+    env.settings = env.settings.model_copy(update={"bulk_share_min_bytes": 0})   # the seed template's parts shared
     zones = {"vie": "Europe/Vienna", "nyc": "America/New_York", "tyo": "Asia/Tokyo"}
     for uid, tz in zones.items():
         env.stores.recipients.add(Recipient(uid, email=f"{uid}@example.test", time_zone=tz))  # type: ignore[attr-defined]

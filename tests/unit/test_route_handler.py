@@ -540,6 +540,25 @@ async def test_a_thousand_recipients_of_a_30kb_newsletter_travel_in_one_chunk_th
 
 
 @scenario
+async def test_a_small_campaign_template_travels_whole_per_recipient(env: RouteEnv) -> None:
+    """Below HERALD_BULK_SHARE_MIN_BYTES of literal text, slot bookkeeping would cost more than it saves."""
+    code = f"small_{uuid.uuid4().hex[:6]}"
+    await env.add_template(TemplateSource(code, "email", "default", 1, "Hi {{ user.first_name or 'there' }}",
+                                          subject="News", body_html="<p>Hi {{ user.first_name or 'there' }}</p>"))
+    users = [env.uid() for _ in range(3)]
+    for uid in users:
+        await env.add_user(Recipient(uid, email=f"{uid}@example.test", first_name="Ada"))
+    cid = f"c-{uuid.uuid4().hex[:6]}"
+    chunk = {"chunk_id": f"{cid}:0", "occurred_at": now_ms(), "campaign_id": cid, "template": code, "channels": ["email"],
+             "category": "marketing", "variables_json": "{}", "user_ids": users, "user_variables_json": []}
+    rec = InRecord(env.settings.topic("bulk"), 0, next(_offsets), b"chunk", env.codec.encode("CampaignChunk", chunk))
+    out = await env.handler().handle([rec])
+    [packed] = [o for o in out if o.topic == env.settings.topic("deliver.email.bulk")]
+    record = env.codec.decode(packed.value).record
+    assert record["shared"] is None and [i["html"] for i in record["items"]] == ["<p>Hi Ada</p>"] * 3
+
+
+@scenario
 async def test_a_canceled_campaign_ends_canceled_at_route_without_a_claim_or_a_render(env: RouteEnv) -> None:
     ada = env.uid()
     await env.add_user(Recipient(ada, email="ada@example.test", first_name="Ada"))

@@ -212,11 +212,12 @@ def prepare_template(plans: Plans, context: dict[str, Any]) -> PreparedParts | N
 SHARED_PARTS = ("subject", "text", "html")   # an email's parts a chunk can carry once (SharedContent's order)
 
 
-def shared_content(prepared: PreparedParts) -> SharedContent | None:
+def shared_content(prepared: PreparedParts, min_bytes: int = 0) -> SharedContent | None:
     """What an email chunk of these recipients can carry once: each of subject, text and html whose literal pieces
-    reproduce its fill exactly; None when none can."""
+    reproduce its fill exactly; None when none can, or when their pieces hold fewer than ``min_bytes`` characters
+    (below that, slot bookkeeping costs more than carrying each recipient's few hundred bytes whole)."""
     parts = [p.literals() if (p := prepared.get(part)) is not None else None for part in SHARED_PARTS]
-    if all(p is None for p in parts):
+    if all(p is None for p in parts) or sum(len(piece) for p in parts if p for piece in p) < min_bytes:
         return None
     return SharedContent(*parts)
 
