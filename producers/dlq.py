@@ -29,7 +29,7 @@ from typing import cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from infra.kafka import dead_letters as h
-from infra.kafka.consumer import consumer
+from infra.kafka.consumer import consumer, watermarks
 from infra.kafka.producer import Producer
 from infra.kafka.records import TRACE, Headers, OutRecord, now_ms
 from infra.settings import Settings
@@ -238,7 +238,7 @@ def scan(settings: Settings, timeout: float = 30.0) -> Iterator[Entry]:
     try:
         ends: dict[int, int] = {}
         for p in _partitions(c, topic, timeout):
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            low, high = watermarks(c, TopicPartition(topic, p), timeout)
             if high > low:
                 ends[p] = high
                 c.incremental_assign([TopicPartition(topic, p, low)])
@@ -282,7 +282,7 @@ def fetch(settings: Settings, partition: int, offset: int, timeout: float = 30.0
     try:
         if partition not in _partitions(c, topic, timeout):
             raise DlqError(f"{topic} has no partition {partition}")
-        low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        low, high = watermarks(c, TopicPartition(topic, partition), timeout)
         if not low <= offset < high:
             raise DlqError(f"no record at {partition}:{offset}: partition {partition} holds offsets {low}..{high - 1}"
                            if high > low else f"no record at {partition}:{offset}: partition {partition} is empty")

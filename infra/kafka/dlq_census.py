@@ -21,6 +21,7 @@ from typing import cast
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from infra.kafka import dead_letters as h
+from infra.kafka.consumer import watermarks
 
 _NONE = -1                         # a gap, or a superseded dead letter
 
@@ -127,7 +128,7 @@ class DlqCensus:
         ends: dict[int, int] = {}
         starts: list[TopicPartition] = []
         for p in sorted(meta.partitions):
-            low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout)
+            low, high = watermarks(self.consumer, TopicPartition(self.topic, p), timeout)
             self.tally.trim(p, low)
             start = max(low, self.tally.next_offset(p) or low)
             if high > start:

@@ -38,6 +38,7 @@ def tail(
     from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
     from infra.kafka.config import KafkaConfigError, consumer_config
+    from infra.kafka.consumer import watermarks
     from infra.schema_registry import codec_for
     from schemas.catalog import CatalogError
     from schemas.registry import RegistryUnavailable
@@ -58,7 +59,7 @@ def tail(
         ends: dict[int, int] = {}
         starts = []
         for p in partitions:
-            low, high = c.get_watermark_offsets(TopicPartition(name, p), timeout=10)
+            low, high = watermarks(c, TopicPartition(name, p), 10)
             start = low if from_beginning else max(low, high - LAST)
             ends[p] = high
             starts.append(TopicPartition(name, p, start))
