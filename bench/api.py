@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import aiohttp
 import httpx
@@ -81,20 +83,27 @@ async def fire(base: str, key: str, rate: float, seconds: float) -> tuple[list[f
             latencies.append(time.perf_counter() - t0)
             codes[code] = codes.get(code, 0) + 1
 
-        # warm-up: connections, caches, the producer's first metadata (each API process)
-        await asyncio.gather(*(one(-i) for i in range(1, 41)))
-        latencies.clear()
-        codes.clear()
-        n = int(rate * seconds)
-        start = time.perf_counter()
-        tasks = []
-        for i in range(n):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
+        await paced(lambda i, _scheduled: one(i), rate, seconds, latencies, codes)
     return latencies, codes
+
+
+async def paced(one: Callable[[int, float], Coroutine[Any, Any, None]], rate: float, seconds: float,
+                latencies: list[float], codes: dict[int, int]) -> None:
+    """40 warm-up requests (connections, caches, each API process's first producer metadata), forgotten; then
+    ``rate * seconds`` requests, each started at its scheduled time whatever the earlier ones are doing."""
+    start = time.perf_counter()
+    await asyncio.gather(*(one(-i, start) for i in range(1, 41)))
+    latencies.clear()
+    codes.clear()
+    start = time.perf_counter()
+    tasks: list[asyncio.Task[None]] = []
+    for i in range(int(rate * seconds)):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, scheduled)))
+    await asyncio.gather(*tasks)
 
 
 async def fire_raw(port: int, key: str, rate: float, seconds: float, connections: int = 64
@@ -126,20 +135,7 @@ async def fire_raw(port: int, key: str, rate: float, seconds: float, connections
         latencies.append(time.perf_counter() - scheduled)
         codes[code] = codes.get(code, 0) + 1
 
-    start = time.perf_counter()
-    await asyncio.gather(*(one(-i, start) for i in range(1, 41)))   # warm-up, as fire()
-    latencies.clear()
-    codes.clear()
-    n = int(rate * seconds)
-    start = time.perf_counter()
-    tasks = []
-    for i in range(n):
-        scheduled = start + i / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i, scheduled)))
-    await asyncio.gather(*tasks)
+    await paced(one, rate, seconds, latencies, codes)
     while not idle.empty():
         idle.get_nowait()[1].close()
     return latencies, codes
