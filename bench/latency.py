@@ -157,7 +157,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="50 resets, 5 s of load")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     ap.add_argument("--critical-worker", action="store_true",
-                    help="two workers: one runs the route and the critical deliver agents, the other every other agent "
+                    help="two workers: one runs the critical lane (route-critical and the critical deliver agents), the "
+                         "other every other agent "
                          "(the default: one worker runs them all)")
     args = ap.parse_args()
     if args.quick:
@@ -182,7 +183,7 @@ def main() -> None:
     workers: list[subprocess.Popen] = []
     ports = [settings.metrics_port]
     if args.critical_worker:
-        first = ["route", *(a for a in agent_names(settings) if a.endswith("-critical"))]
+        first = [a for a in agent_names(settings) if a.endswith("-critical")]
         groups = [first, [a for a in agent_names(settings) if a not in first]]
     else:
         groups = [[]]

@@ -68,6 +68,12 @@ class EnsureReport:
     mismatched: list[str]   # one line each: the topic and what differs from the settings
 
 
+def events_topic(settings: Settings, critical: bool = False) -> str:
+    """Where events go: ``events``, or ``events.critical`` for those of a critical category (a password reset), which
+    an agent of its own routes, never behind a backlog of orders."""
+    return settings.topic("events.critical" if critical else "events")
+
+
 def deliver_topic(settings: Settings, channel: str, lane: str = "interactive", critical: bool = False) -> str:
     """A channel's deliver topic: ``deliver.email``, ``deliver.email.bulk``, or for the interactive lane's critical
     categories (a password reset) ``deliver.email.critical``, read by an agent of its own."""
@@ -80,7 +86,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     big, small = settings.partitions, settings.small_partitions
     keep = settings.topics.retention_ms
     specs = [
-        TopicSpec(settings.topic("events"), big, "domain events and NotificationRequested", keep),
+        TopicSpec(events_topic(settings), big, "domain events and NotificationRequested", keep),
+        TopicSpec(events_topic(settings, critical=True), small,
+                  "events of a critical category (security): routed by an agent of its own", keep),
         TopicSpec(settings.topic("bulk"), big, "CampaignMessage (bulk lane)", keep),
     ]
     for channel in CHANNELS:

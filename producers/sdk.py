@@ -11,6 +11,7 @@ raises ``EmitError`` from ``flush()`` (and from leaving the ``with`` block).
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -24,10 +25,14 @@ from infra.kafka.producer import Producer
 from infra.kafka.records import TRACE, OutRecord
 from infra.schema_registry import catalog_for
 from infra.settings import Settings
+from infra.topics import events_topic
 from producers.send_at import next_local, to_ms
 from schemas.codec import Codec
+from streams.routes import RouteConfigError, load_routes
 
 LANE_TOPIC = {"CampaignMessage": "bulk"}  # everything else goes to the interactive lane
+
+log = logging.getLogger(__name__)
 
 __all__ = ["EmitError", "Emitter", "next_local"]
 
@@ -41,6 +46,17 @@ class EmitError(RuntimeError):
         self.errors = errors
 
 
+def _critical(s: Settings, events: set[str] | frozenset[str] | None) -> tuple[frozenset[str], frozenset[str]]:
+    """The critical event types (given, or read from the routes file) and the critical categories."""
+    try:
+        cfg = load_routes(s.routes_file)
+    except RouteConfigError as exc:
+        # the topic only decides how soon an event is routed, never how: everything can take the events topic
+        log.warning("the routes file cannot be read (%s); every event goes to the events topic", exc)
+        return frozenset(events or ()), frozenset()
+    return (cfg.critical_events() if events is None else frozenset(events)), cfg.critical_categories
+
+
 class Emitter:
     def __init__(
         self,
@@ -49,14 +65,24 @@ class Emitter:
         topic_prefix: str | None = None,
         codec: Codec | None = None,
         settings: Settings | None = None,
+        critical_events: set[str] | frozenset[str] | None = None,
         **producer_extra: object,
     ) -> None:
         """``settings`` (default: from ``HERALD_*``) carry the cluster's address and credentials;
-        ``bootstrap`` and ``topic_prefix`` override theirs; ``producer_extra`` are librdkafka properties."""
+        ``bootstrap`` and ``topic_prefix`` override theirs; ``producer_extra`` are librdkafka properties.
+
+        ``critical_events`` (default: from the routes file, ``HERALD_ROUTES_FILE``) are the event types sent to the
+        critical events topic, which an agent of its own routes ahead of everything else; a ``NotificationRequested``
+        goes there when its category is critical."""
         s = settings or Settings()
         if bootstrap is not None:
             s = s.model_copy(update={"kafka_bootstrap": bootstrap})
-        self.topic_prefix = topic_prefix or s.topic_prefix
+        if topic_prefix:
+            s = s.model_copy(update={"topic_prefix": topic_prefix})
+        self.topic_prefix = s.topic_prefix
+        self._events, self._critical_events = events_topic(s), events_topic(s, critical=True)
+        self._bulk = s.topic(LANE_TOPIC["CampaignMessage"])
+        self.critical_events, self.critical_categories = _critical(s, critical_events)
         self.codec = codec or Codec(catalog_for(s))  # HERALD_SCHEMAS_DIR's event types too
         self._producer = Producer(s, **producer_extra)
         self._errors: list[tuple[str, KafkaError]] = []
@@ -99,7 +125,7 @@ class Emitter:
         user = key or rec.get("user_id")
         if not user:
             raise ValueError(f"{name}: a user_id (or key=) is needed to key the record")
-        topic = f"{self.topic_prefix}.{LANE_TOPIC.get(name, 'events')}"
+        topic = self._topic(name, rec)
         event_id = str(rec["event_id"])
 
         def report(err: KafkaError | None, _msg: object) -> None:
@@ -116,6 +142,12 @@ class Emitter:
         if wait:
             self.flush()
         return event_id
+
+    def _topic(self, name: str, rec: Mapping[str, Any]) -> str:
+        if name in LANE_TOPIC:
+            return self._bulk
+        critical = name in self.critical_events or rec.get("category") in self.critical_categories
+        return self._critical_events if critical else self._events
 
     def _fields(self, name: str) -> set[str]:
         return {f["name"] for f in self.codec.catalog.latest(name).parsed["fields"]}

@@ -98,6 +98,11 @@ class RouteConfig:
     def is_critical(self, category: str) -> bool:
         return category in self.critical_categories
 
+    def critical_events(self) -> frozenset[str]:
+        """The event types routed to a critical category on the interactive lane: emitted to the critical events topic."""
+        return frozenset(name for name, r in self.routes.items()
+                         if r.category is not None and self.is_critical(r.category) and r.lane == "interactive")
+
 
 def default_routes_path() -> Path:
     return Path(str(resources.files("infra") / "config" / "routes.yaml"))

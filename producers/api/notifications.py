@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from infra.kafka.producer import ProduceError
 from infra.kafka.records import TRACE, OutRecord, now_ms
+from infra.topics import events_topic
 from infra.traces import TRACE_ID_PATTERN, request_trace
 from infra.tracing import record_span
 from producers.api import views
@@ -117,7 +118,7 @@ async def produce_accepted(res: ApiResources, body: NotificationRequest, notific
         value = res.codec.encode("NotificationRequested", to_record(body, notification_id, now_ms()))
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
-    topic = res.settings.topic("events")
+    topic = events_topic(res.settings, critical=body.category in res.critical_categories)
     started = time.time_ns()
     try:
         await res.producer.send([OutRecord(topic, body.user_id.encode(), value, [(TRACE, trace.encode())])])

@@ -34,7 +34,7 @@ from infra.kafka.records import (
     set_header,
 )
 from infra.settings import Settings
-from infra.topics import deliver_topic
+from infra.topics import deliver_topic, events_topic
 from infra.tracing import record_span
 from schemas.codec import Codec, DecodeError
 from schemas.records import Delivery, SharedContent, chunk_key, chunk_record, unshare
@@ -536,6 +536,8 @@ def specs(settings: Settings) -> list[AgentSpec]:
         return build
 
     return [
-        AgentSpec("route", [settings.topic("events")], build_for("route"), ready=True),
+        AgentSpec("route", [events_topic(settings)], build_for("route"), ready=True),
+        # the critical events (a password reset) have a topic and a consumer of their own: no backlog of orders ahead
+        AgentSpec("route-critical", [events_topic(settings, critical=True)], build_for("route-critical"), ready=True),
         AgentSpec("route-bulk", [settings.topic("bulk")], build_for("route-bulk"), batch_bytes=settings.bulk_batch_bytes),
     ]

@@ -31,10 +31,13 @@ class Engine(StrEnum):
 # agents, each with a consumer of its own: Faust's one consumer fetches nothing from a broker while records of any of
 # its partitions wait unconsumed (aiokafka's fetcher), so a backlog of orders for the provider held every other Faust
 # agent back, the route of a password reset included. The interactive route agent stays a Faust agent, as the
-# product's design has it; with the sink agents off Faust's consumer it has no provider backlog to wait behind.
+# product's design has it; with the sink agents off Faust's consumer it has no provider backlog to wait behind. The
+# route of critical events (route-critical) has a consumer of its own for the same reason: on Faust's it would wait
+# behind the route's backlog of orders.
 # A handler module may also set ``engine=`` on its own AgentSpec; HERALD_WORKER__ENGINES overrides both.
 DEFAULT_ENGINES: dict[str, Engine] = {
     "route-bulk": Engine.BATCH,
+    "route-critical": Engine.BATCH,
     "deliver-email": Engine.BATCH,
     "deliver-sms": Engine.BATCH,
     "deliver-push": Engine.BATCH,

@@ -10,9 +10,11 @@ import pytest
 from infra.kafka.producer import Producer
 from infra.kafka.records import OutRecord
 from infra.tools.seed import seed_templates
-from infra.topics import deliver_topic
+from infra.topics import deliver_topic, events_topic
+from producers.sdk import Emitter
 from schemas.codec import Codec
 from tests.integration.test_route_agent import add_user
+from tests.integration.test_sdk import _records_on
 from tests.support.sandbox import delivery, delivery_record, sandbox  # noqa: F401 - fixture
 from tests.support.worker import wait_for
 
@@ -79,3 +81,27 @@ def test_a_password_reset_passes_an_interactive_backlog_of_orders_on_its_own_cri
     assert still_queued > 1000, "the orders drained before the reset was measured: the test proved nothing"
     assert latency < 0.5
     wait_for(lambda: ctl.stats()["count"] >= len(orders) + 2, 180, interval=0.5, message="every order delivered too")
+
+
+def test_a_password_reset_is_routed_by_its_own_agent_whatever_the_route_agent_has_ahead(sandbox, db, worker_factory):
+    """Critical events have a topic of their own (events.critical, chosen by the SDK from the routes file) and an
+    agent of their own (route-critical): a worker that runs only the critical lane delivers a reset while the orders
+    emitted before it wait on the events topic for a route agent (here none runs; under load, one with a backlog)."""
+    settings = sandbox.settings
+    ctl = sandbox.control
+    seed_templates(db)
+    uid = f"u-{uuid.uuid4().hex[:8]}"
+    add_user(db, uid, email=f"{uid}@example.test")
+    worker_factory(settings, agents=["route-critical", "deliver-email-critical"])
+    with Emitter(settings=settings) as sdk:
+        for i in range(500):
+            sdk.emit("OrderPlaced", {"user_id": uid, "order_id": f"o-{i}", "currency": "EUR", "total_cents": 1495,
+                                     "items": [{"sku": "MUG", "name": "mug", "quantity": 1, "unit_price_cents": 1495}]})
+        sdk.emit("PasswordResetRequested", {"user_id": uid, "reset_url": "https://example.test/r/1",
+                                            "expires_in_minutes": 30})
+    [msg] = wait_for(lambda: ctl.inbox("email", to=f"{uid}@example.test"), 60, interval=0.1, message="the reset delivered")
+    assert "https://example.test/r/1" in str(msg)
+    time.sleep(1)
+    assert len(ctl.inbox("email", to=f"{uid}@example.test")) == 1, "an order was delivered: it took the critical lane"
+    ends = {t: _records_on(settings, t) for t in (events_topic(settings), events_topic(settings, critical=True))}
+    assert ends == {events_topic(settings): 500, events_topic(settings, critical=True): 1}

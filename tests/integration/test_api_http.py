@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
 from infra.settings import Settings
+from infra.topics import events_topic
 from producers.api import create_api
 from producers.api.config import ApiConfig
 from schemas.codec import Codec
@@ -65,6 +66,17 @@ def test_post_notification_is_produced_to_events_keyed_by_user(api: Api):
     assert decoded.record["variables_json"] == '{"name":"Ana","items":[1,2]}'
     assert int(decoded.record["send_at"].timestamp()) == 1893484800
     assert dict(msg.headers())["herald-trace-id"] == r.headers["X-Trace-Id"].encode()
+
+
+def test_a_critical_category_is_produced_to_the_critical_events_topic(api: Api):
+    """A password reset through the API skips the events topic's queue: an agent of its own routes events.critical."""
+    critical = {"Authorization": f"Bearer {make_api_key(api.settings, 'crit', scopes=['send', 'critical'])}"}
+    reset, other = notify(api, headers=critical, category="security"), notify(api, headers=critical, category="marketing")
+    assert reset.status_code == other.status_code == 202, (reset.text, other.text)
+    [on_critical] = read_topic(api.settings, events_topic(api.settings, critical=True), 1)
+    [on_events] = read_topic(api.settings, events_topic(api.settings), 1)
+    assert Codec().decode(on_critical.value()).record["event_id"] == reset.json()["id"]
+    assert Codec().decode(on_events.value()).record["event_id"] == other.json()["id"]
 
 
 W3C_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -8,6 +8,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from infra.kafka.records import TRACE
+from infra.topics import events_topic
 from producers.sdk import EmitError, Emitter, next_local
 from schemas.codec import Codec
 
@@ -117,3 +118,22 @@ def test_bad_records_are_refused_before_anything_is_sent(name, record, kw, messa
     with pytest.raises(ValueError, match=message):
         herald.emit(name, record, **kw)
     herald.flush(1)  # nothing was queued: nothing to fail
+
+
+def test_critical_events_take_the_critical_topic_as_the_routes_file_says(topics):
+    """PasswordResetRequested routes to 'security', a critical category: the SDK sends it (and a NotificationRequested
+    of a critical category) to events.critical, routed by an agent of its own; everything else to events."""
+    settings = topics
+    with Emitter(settings=settings) as herald:
+        assert "PasswordResetRequested" in herald.critical_events and "OrderPlaced" not in herald.critical_events
+        reset = herald.emit("PasswordResetRequested", {"user_id": "u1", "reset_url": "https://x.test/r", "expires_in_minutes": 5})
+        asked = herald.emit("NotificationRequested", {"user_id": "u1", "template": "t", "channels": ["email"],
+                                                      "category": "security"})
+        birthday = herald.emit("BirthdayReached", {"user_id": "u1", "age": 30})
+    on_critical = read(settings, events_topic(settings, critical=True), 2)
+    on_events = read(settings, events_topic(settings), 1)
+    assert sorted(Codec().decode(m.value()).record["event_id"] for m in on_critical) == sorted([reset, asked])
+    assert [Codec().decode(m.value()).record["event_id"] for m in on_events] == [birthday]
+    with Emitter(settings=settings, critical_events=set()) as herald:   # the caller's choice wins
+        plain = herald.emit("PasswordResetRequested", {"user_id": "u1", "reset_url": "https://x.test/r", "expires_in_minutes": 5})
+    assert plain in [Codec().decode(m.value()).record["event_id"] for m in read(settings, events_topic(settings), 2)]

@@ -21,12 +21,12 @@ def _engines(settings: Settings) -> dict[str, Engine | None]:
 def test_the_route_is_a_faust_agent_the_sink_agents_batch_agents_and_the_tiers_their_own_loop():
     engines = _engines(Settings())
     lanes = {f"deliver-{c}{lane}" for c in ("email", "sms", "push") for lane in ("", "-critical", "-bulk")}
-    assert {n for n, e in engines.items() if e is Engine.BATCH} == {"route-bulk", "status", *lanes}
+    assert {n for n, e in engines.items() if e is Engine.BATCH} == {"route-bulk", "route-critical", "status", *lanes}
     assert {n for n, e in engines.items() if e is Engine.SERVICE} == {"retry-1m", "retry-5m", "retry-15m"}
     assert engines["route"] is Engine.FAUST and engines["receipts"] is Engine.FAUST
     # the interactive agents (and the critical lane) take a batch as soon as a record waits, the rest keep a window
     ready = {s.name for s in agent_specs(Settings()) if s.ready}
-    assert ready == {"route", *(f"deliver-{c}{lane}" for c in ("email", "sms", "push") for lane in ("", "-critical"))}
+    assert ready == {"route", "route-critical", *(f"deliver-{c}{lane}" for c in ("email", "sms", "push") for lane in ("", "-critical"))}
     assert set(DEFAULT_ENGINES) <= set(engines), "a default for an agent that does not exist"
 
 
@@ -137,3 +137,16 @@ def test_the_consumer_thread_closes_after_a_pending_consume_in_the_same_thread_e
     asyncio.run(main())
     assert [c for c, _ in fake.calls] == ["commit", "consume", "close"]
     assert len({t for _, t in fake.calls}) == 1 and fake.calls[0][1].startswith("engine-x")
+
+
+def test_a_worker_of_the_critical_lane_runs_its_route_and_deliver_agents_and_the_others_the_rest():
+    from infra.tools.cli.worker import LaneChoice, _of_lane
+
+    specs = agent_specs(Settings())
+    critical = _of_lane(specs, LaneChoice.CRITICAL, None)
+    assert set(critical) == {"route-critical", "deliver-email-critical", "deliver-sms-critical", "deliver-push-critical"}
+    others = _of_lane(specs, LaneChoice.OTHERS, None)
+    assert set(critical) | set(others) == {s.name for s in specs} and not set(critical) & set(others)
+    assert _of_lane(specs, LaneChoice.CRITICAL, ["route", "deliver-email-critical"]) == ["deliver-email-critical"]
+    with pytest.raises(ValueError, match="no agent of lane critical"):
+        _of_lane(specs, LaneChoice.CRITICAL, ["route"])

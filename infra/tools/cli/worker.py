@@ -6,6 +6,7 @@ import logging.config
 import os
 import sys
 import threading
+from enum import StrEnum
 from typing import Any
 
 import typer
@@ -14,6 +15,9 @@ from infra.settings import Settings
 from infra.tools.cli.stack import env_no_proxy
 
 AGENTS = typer.Option(None, "--agent", "-a", help="run only these agents (repeatable); default: all")
+LANE = typer.Option(None, "--lane", help="run only the critical lane (route-critical and deliver-*-critical: a "
+                                         "password reset never waits behind other work), or every agent but those "
+                                         "('others'); with --agent, both must name an agent")
 WAIT_KAFKA = typer.Option(60.0, "--wait-kafka", min=0,
                           help="seconds to wait at start for the Kafka broker to answer before giving up")
 # beyond the batches' stop bound: closing the consumers (leaving the groups) and Faust's own stop
@@ -75,6 +79,20 @@ def wait_for_kafka(settings: Settings, seconds: float) -> None:
                        "or point HERALD_KAFKA_BOOTSTRAP at a running broker")
 
 
+class LaneChoice(StrEnum):
+    CRITICAL = "critical"
+    OTHERS = "others"
+
+
+def _of_lane(specs: list[Any], lane: LaneChoice, agents: list[str] | None) -> list[str]:
+    """The agents of ``lane`` (among ``agents`` when given): the critical lane is every agent named ``*-critical``."""
+    names = [s.name for s in specs if s.name.endswith("-critical") == (lane is LaneChoice.CRITICAL)]
+    chosen = [n for n in names if not agents or n in agents]
+    if not chosen:
+        raise ValueError(f"no agent of lane {lane.value} among {', '.join(agents or [])}")
+    return chosen
+
+
 def _stop_watchdog(seconds: float) -> None:
     """After a stop signal: exit ``EX_STOP_TIMEOUT`` if the orderly stop has not ended the process in ``seconds``."""
     def overrun() -> None:
@@ -88,6 +106,7 @@ def _stop_watchdog(seconds: float) -> None:
 
 def worker(
     agents: list[str] | None = AGENTS,
+    lane: LaneChoice | None = LANE,
     loglevel: str = typer.Option("warning", help="log level"),
     wait_kafka: float = WAIT_KAFKA,
 ) -> None:
@@ -105,7 +124,10 @@ def worker(
     env_no_proxy()
     settings = Settings()
     try:
-        select(agent_specs(settings), agents)
+        specs = agent_specs(settings)
+        select(specs, agents)
+        if lane is not None:
+            agents = _of_lane(specs, lane, agents)
     except ValueError as exc:
         from infra.tools.cli.errors import CliError
 
