@@ -18,6 +18,8 @@ from typing import Any, cast
 
 import faust
 
+from infra import gc_pauses
+from infra.gc_pauses import GcCallback
 from infra.kafka.config import faust_options
 from infra.kafka.faust_transport import use_fetch_wait
 from infra.kafka.records import InRecord
@@ -44,6 +46,7 @@ class _SharedContext:
         self._lock = asyncio.Lock()
         self.server: Any = None
         self.faust_agents: list[str] = []   # watched from the start: Faust reports their batches, not their polls
+        self._gc: GcCallback | None = None
 
     async def get(self) -> Context:
         async with self._lock:
@@ -51,6 +54,7 @@ class _SharedContext:
                 self._ctx = ctx = await self._factory(self._settings)
                 for name in self.faust_agents:
                     ctx.liveness.watch(name, polls=False)
+                self._gc = gc_pauses.watch(ctx.metrics.registry)
                 s = self._settings
                 try:
                     self.server = ctx.metrics.serve(s.metrics_port, s.metrics_host,
@@ -60,6 +64,9 @@ class _SharedContext:
             return self._ctx
 
     async def close(self) -> None:
+        if self._gc is not None:
+            gc_pauses.unwatch(self._gc)
+            self._gc = None
         if self.server is not None:
             self.server.shutdown()
             self.server = None

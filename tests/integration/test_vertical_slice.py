@@ -86,6 +86,7 @@ def test_order_placed_is_emailed_and_marked_sent(slice_settings, sandbox, db, wo
     assert events_in and float(events_in[0].rsplit(" ", 1)[1]) >= 1
     assert any(line.startswith("herald_deliveries_total") and 'outcome="sent"' in line and not line.endswith(" 0.0")
                for line in metrics.splitlines())
+    assert 'herald_gc_pause_seconds_count{generation="0"}' in metrics   # the worker's collector pauses, observed
 
 
 def test_bad_input_is_dead_lettered_with_a_reason_and_the_next_event_is_delivered(slice_settings, sandbox, db, worker_factory):

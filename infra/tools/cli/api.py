@@ -29,7 +29,7 @@ def api(
     env_no_proxy()
     settings = Settings()
     uvicorn.run(
-        "infra.tools.console.app:create_app",   # the API (producers.api.app.create_api) with the console mounted
+        "infra.tools.console.app:create_served_app",   # the API (producers.api.app.create_api) with the console mounted
         factory=True,
         host=host or settings.api_host,
         port=port or settings.api_port,

@@ -118,6 +118,7 @@ def worker(
     """
     import faust
 
+    from infra.gc_pauses import settle
     from streams.runtime.faust_app import create_app
     from streams.runtime.registry import agent_specs, select
 
@@ -147,6 +148,10 @@ def worker(
     bound = settings.worker.stop_seconds + STOP_MARGIN_S
 
     class Worker(faust.Worker):
+        async def on_startup_finished(self) -> None:
+            await super().on_startup_finished()
+            settle()   # what exists once the agents started lives as long as the process: out of the collector's scans
+
         def _schedule_shutdown(self, signal: Any) -> None:  # mode's hook for SIGTERM and SIGINT
             if not self._signal_stop_time:
                 _stop_watchdog(bound)

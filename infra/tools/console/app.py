@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
+from infra.gc_pauses import settle
 from infra.settings import Settings
 from infra.tools.console.routes import Console, NeedsSignIn, Refused, login_page, page, router
 from producers.api.app import create_api
@@ -19,6 +20,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = create_api(settings)
     mount(app, settings)
+    return app
+
+
+def create_served_app() -> FastAPI:
+    """What ``herald api`` serves: ``create_app()``, whose objects at start then leave the garbage collector's scans
+    (``infra.gc_pauses``): a full collection would otherwise stop a process for tens of ms under load."""
+    app = create_app()
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[None]:
+        async with inner(a):
+            settle()
+            yield
+
+    app.router.lifespan_context = lifespan
     return app
 
 
