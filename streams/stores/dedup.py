@@ -17,7 +17,7 @@ from infra.db import pack_all, packed
 from infra.settings import Settings
 from schemas.vocabulary import Channel
 from streams.stages.route.identity import ClaimState, classify_claim
-from streams.stores.batch import RedisBatch, Reply, RoundTrips, memory_of, pipeline_of
+from streams.stores.batch import RedisBatch, Reply, RoundTrips, memory_of, pieces, pipeline_of
 
 # the fast path for a whole batch in one command: SET NX GET per key.
 # KEYS: dedup keys; ARGV[1]: ttl; ARGV[i + 1]: the claim origin for KEYS[i]. Returns per key the previous origin or "".
@@ -98,9 +98,13 @@ class RedisDedupStore:
         if not claims:
             return Reply.ready([])
         real = pipeline_of(batch)
-        real.pipe.eval(CLAIM_LUA, len(claims), *[self._key(c) for c in claims], self.settings.dedup_ttl,
-                       *[c.origin for c in claims])
-        return real.expect(lambda previous: [classify_claim(p, c.origin) for c, p in zip(claims, previous, strict=True)])
+        cut = pieces(len(claims))   # one script per piece: Redis serves other clients between them
+        for piece in cut:
+            part = claims[piece.start:piece.stop]
+            real.pipe.eval(CLAIM_LUA, len(part), *[self._key(c) for c in part], self.settings.dedup_ttl,
+                           *[c.origin for c in part])
+        return real.expect(lambda previous: [classify_claim(p, c.origin) for c, p in zip(claims, previous, strict=True)],
+                           commands=len(cut))
 
     async def authorize(self, claims: list[Claim]) -> set[tuple[str, str]]:
         if not claims:

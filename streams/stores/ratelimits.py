@@ -1,10 +1,11 @@
-"""Rate limits in Redis: one Lua script checks and counts a whole batch atomically.
+"""Rate limits in Redis: a Lua script checks and counts a batch's checks, each atomically.
 
 Each check is a list of counters (key, limit, ttl). A check passes when every
 counter is below its limit; then all its counters are incremented. Because the
 script runs atomically, two workers racing on one user never exceed a limit.
 The script is sent with EVAL inside the batch's pipeline (Redis caches it by
-hash), so it costs no extra round trip.
+hash), so it costs no extra round trip; a large batch sends it in pieces
+(``streams.stores.batch.SCRIPT_PIECE`` checks each), run in order.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from redis.asyncio.client import Pipeline
 
 from infra.settings import Settings
 from streams.stages.route.limits import Counter, denied_by, script_args
-from streams.stores.batch import RedisBatch, Reply, memory_of, pipeline_of
+from streams.stores.batch import RedisBatch, Reply, memory_of, pieces, pipeline_of
 
 # ARGV[1]: comma-separated numbers (one argument, not thousands: redis-py packs each argument in Python):
 # n_checks, then per check: n_counters, then per counter: key index (into KEYS), limit, ttl;
@@ -65,16 +66,17 @@ return out
 """
 
 
-def queue_checks(pipe: Pipeline, checks: list[list[Counter]], decisions: list[str] | None = None) -> bool:
-    """Queue the script for ``checks`` on ``pipe``; False (nothing queued) when there is nothing to check.
+def queue_checks(pipe: Pipeline, checks: list[list[Counter]], decisions: list[str] | None = None) -> int:
+    """Queue the script for ``checks`` on ``pipe``, in pieces run in order; returns how many commands it queued.
 
     ``decisions``: one key per check (e.g. per event and channel) remembering its outcome.
     """
-    if not checks:
-        return False
-    keys, argv = script_args(checks, decisions)
-    pipe.eval(LUA, len(keys), *keys, ",".join(map(str, argv)))
-    return True
+    cut = pieces(len(checks))
+    for piece in cut:
+        keys, argv = script_args(checks[piece.start:piece.stop],
+                                 decisions[piece.start:piece.stop] if decisions is not None else None)
+        pipe.eval(LUA, len(keys), *keys, ",".join(map(str, argv)))
+    return len(cut)
 
 
 class RateLimitStore(Protocol):
@@ -103,9 +105,9 @@ class RedisRateLimitStore:
                      decisions: list[tuple[str, str]]) -> Reply[list[str | None]]:
         real = pipeline_of(batch)
         keys = [self.settings.rkey("rl-seen", event_id, channel) for event_id, channel in decisions]
-        if not queue_checks(real.pipe, checks, keys):
+        if not (queued := queue_checks(real.pipe, checks, keys)):
             return Reply.ready([])
-        return real.expect(lambda results: denied_by(checks, results))
+        return real.expect(lambda results: denied_by(checks, results), commands=queued)
 
 
 class MemoryRateLimitStore:

@@ -23,7 +23,7 @@ from redis.asyncio.client import Pipeline
 
 from infra.settings import Settings
 from streams.stages.route.recipient import Recipient, from_cache, to_cache
-from streams.stores.batch import RedisBatch, Reply, RoundTrips, memory_of, pipeline_of
+from streams.stores.batch import RedisBatch, Reply, RoundTrips, memory_of, pieces, pipeline_of
 
 RECIPIENTS_SQL = """
 SELECT u.id, u.email, u.phone, u.locale, u.time_zone, u.first_name, u.email_undeliverable, u.phone_undeliverable,
@@ -72,15 +72,17 @@ async def invalidate_recipients(redis: aioredis.Redis, settings: Settings, user_
     await pipe.execute()
 
 
-def queue_fill(pipe: Pipeline, settings: Settings, recipients: list[Recipient]) -> bool:
-    """Queue the cache fill of freshly read recipients on ``pipe`` (skipping just-invalidated users)."""
-    if not recipients:
-        return False
-    keys: list[str] = []
-    for r in recipients:
-        keys += [recipient_key(settings, r.id), invalidation_key(settings, r.id)]
-    pipe.eval(FILL_LUA, len(keys), *keys, settings.recipient_cache_ttl, *[to_cache(r) for r in recipients])
-    return True
+def queue_fill(pipe: Pipeline, settings: Settings, recipients: list[Recipient]) -> int:
+    """Queue the cache fill of freshly read recipients on ``pipe`` (skipping just-invalidated users), in pieces;
+    returns how many commands it queued."""
+    cut = pieces(len(recipients))
+    for piece in cut:
+        part = recipients[piece.start:piece.stop]
+        keys: list[str] = []
+        for r in part:
+            keys += [recipient_key(settings, r.id), invalidation_key(settings, r.id)]
+        pipe.eval(FILL_LUA, len(keys), *keys, settings.recipient_cache_ttl, *[to_cache(r) for r in part])
+    return len(cut)
 
 
 def recipient_from_row(row: tuple) -> Recipient:
@@ -149,8 +151,8 @@ class RedisRecipientStore:
 
     def queue_fill(self, batch: RedisBatch, recipients: list[Recipient]) -> None:
         real = pipeline_of(batch)
-        if queue_fill(real.pipe, self.settings, recipients):
-            real.expect(lambda _: None)
+        if queued := queue_fill(real.pipe, self.settings, recipients):
+            real.expect(lambda _: None, commands=queued)
 
     async def invalidate(self, user_id: str) -> None:
         await invalidate_recipient(self.redis, self.settings, user_id)
