@@ -348,7 +348,7 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("herald", description="prefix of every Redis key")
     app_id: str = Field("herald", description="Kafka consumer-group prefix of the workers")
     partitions: int = Field(12, ge=1, description="partitions of the events, bulk and deliver topics")
-    small_partitions: int = Field(3, ge=1, description="partitions of the retry, dlq, status, receipts and critical deliver topics")
+    small_partitions: int = Field(3, ge=1, description="partitions of the retry, dlq, receipts, critical events and critical deliver topics")
     topics: TopicsConfig = Field(default_factory=TopicsConfig, description="replication factor, min.insync.replicas, retention")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="the local multi-broker cluster (ports, heap, user)")
 
