@@ -465,7 +465,7 @@ def test_kustomize_builds():
     out = subprocess.run(["kubectl", "kustomize", str(K8S)], check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(out.stdout) if d]
-    assert kinds.count("Deployment") == 3 and "Service" in kinds and "PodDisruptionBudget" in kinds
+    assert kinds.count("Deployment") == 4 and "Service" in kinds and "PodDisruptionBudget" in kinds
     assert all(d["metadata"].get("namespace") == "herald" for d in yaml.safe_load_all(out.stdout) if d and d["kind"] != "Namespace")
 
 
