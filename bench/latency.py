@@ -144,11 +144,6 @@ def per_agent(before: dict[str, float], after: dict[str, float]) -> dict[str, tu
     return out
 
 
-def agent_names(settings: Settings) -> list[str]:
-    from streams.runtime.registry import agent_specs
-    return [spec.name for spec in agent_specs(settings)]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=500.0, help="background OrderPlaced per second in the load phase")
@@ -157,8 +152,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="50 resets, 5 s of load")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     ap.add_argument("--critical-worker", action="store_true",
-                    help="two workers: one runs the critical lane (route-critical and the critical deliver agents), the "
-                         "other every other agent "
+                    help="two workers: `herald worker --lane critical` (route-critical and the critical deliver agents) "
+                         "and `--lane others` "
                          "(the default: one worker runs them all)")
     args = ap.parse_args()
     if args.quick:
@@ -182,18 +177,15 @@ def main() -> None:
     ctl = SandboxControl(settings.sendgrid_host)
     workers: list[subprocess.Popen] = []
     ports = [settings.metrics_port]
-    if args.critical_worker:
-        first = [a for a in agent_names(settings) if a.endswith("-critical")]
-        groups = [first, [a for a in agent_names(settings) if a not in first]]
-    else:
-        groups = [[]]
+    # as deploy/k8s runs them: the critical lane in a worker of its own, or one worker for everything
+    groups = [["--lane", "critical"], ["--lane", "others"]] if args.critical_worker else [[]]
     try:
-        for i, agents in enumerate(groups):
+        for i, lane in enumerate(groups):
             log = logs / f"worker-{i}.log"
             port = ports[0] if i == 0 else free_port()
             if i:
                 ports.append(port)
-            workers.append(start(["worker", "--loglevel", "info", *(f"--agent={a}" for a in agents)], settings, log,
+            workers.append(start(["worker", "--loglevel", "info", *lane], settings, log,
                                  lambda log=log: "[^Worker]: Ready" in log.read_text(errors="replace"),
                                  {"HERALD_METRICS_PORT": str(port)}))
     except BaseException:
