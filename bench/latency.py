@@ -7,6 +7,8 @@ pipeline (route and deliver-email agents in one `herald worker`, the SMTP sandbo
 
 Phases, each with its own users so that every email names its event:
   idle    password resets one at a time (20 a second), nothing else running;
+  warm    `--warmup` seconds of OrderPlaced at `--rate`, delivered and not counted: the idle phase warms only the
+          critical lane, and a production worker's order path is warm (its first seconds measured p50 0.5-0.66 s);
   load    `--rate` OrderPlaced a second for `--seconds` as background, with password resets (10 a second) among them;
   api     password resets as POST /v1/notifications (a 202 means Kafka has the record), 20 a second.
 Prints p50/p95/p99/max in ms per phase and kind, and the worker's CPU (share of one core) per phase.
@@ -149,6 +151,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=500.0, help="background OrderPlaced per second in the load phase")
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the load phase")
     ap.add_argument("--resets", type=int, default=200, help="password resets in the idle and api phases")
+    ap.add_argument("--warmup", type=float, default=3.0,
+                    help="seconds of background orders before the load phase, delivered and not counted (0: none)")
     ap.add_argument("--quick", action="store_true", help="50 resets, 5 s of load")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     ap.add_argument("--critical-worker", action="store_true",
@@ -215,6 +219,18 @@ def main() -> None:
             paced(len(who), 20, fire)
             results["idle: password reset"] = summary(collect(ctl, sent))
 
+        def warm() -> None:
+            n = int(args.rate * args.warmup)
+            who, sent = users(settings, f"{tag}-w", n), {}
+            warm_sdk = Emitter(settings=settings)
+
+            def fire(i: int) -> None:
+                sent[f"{who[i]}@example.org"] = time.time()
+                warm_sdk.emit("OrderPlaced", order(who[i], i))
+            paced(n, args.rate, fire)
+            warm_sdk.flush()
+            collect(ctl, sent)
+
         def load() -> None:
             n_bg, n_fg = int(args.rate * args.seconds), int(10 * args.seconds)
             bg_users, fg_users = users(settings, f"{tag}-b", n_bg), users(settings, f"{tag}-f", n_fg)
@@ -259,6 +275,8 @@ def main() -> None:
                 server.wait(15)
 
         phase("idle", idle)
+        if args.warmup > 0:
+            warm()
         before = scrape(ports)
         phase("load", load)
         batches = per_agent(before, scrape(ports))
