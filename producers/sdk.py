@@ -28,7 +28,7 @@ from infra.settings import Settings
 from infra.topics import events_topic
 from producers.send_at import next_local, to_ms
 from schemas.codec import Codec
-from streams.routes import RouteConfigError, load_routes
+from streams.routes import REQUEST_RECORDS, RouteConfigError, load_routes
 
 LANE_TOPIC = {"CampaignMessage": "bulk"}  # everything else goes to the interactive lane
 
@@ -146,7 +146,8 @@ class Emitter:
     def _topic(self, name: str, rec: Mapping[str, Any]) -> str:
         if name in LANE_TOPIC:
             return self._bulk
-        critical = name in self.critical_events or rec.get("category") in self.critical_categories
+        # a request names its own category; a domain event's fields are its own business, whatever their names
+        critical = name in self.critical_events or (name in REQUEST_RECORDS and rec.get("category") in self.critical_categories)
         return self._critical_events if critical else self._events
 
     def _fields(self, name: str) -> set[str]:
