@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter as CounterOf
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -46,6 +47,7 @@ from schemas.vocabulary import CHANNELS, Channel, Lane, LedgerStatus, Status
 from sinks.base import Result, Sent, Sink
 from sinks.errors import DeliveryError, ProviderRejected, RateLimited, Retryable
 from sinks.factory import build_failover_sink, build_sink
+from streams.metrics import observe_many
 from streams.routes import load_routes
 from streams.runtime.context import Context
 from streams.runtime.registry import AgentSpec
@@ -186,6 +188,10 @@ class DeliverHandler:
         self._counters: dict[tuple[str, str], Any] = {}
         # labels() takes a lock and builds a key: once here, not per delivery
         self._latency = ctx.metrics.e2e_latency.labels(self.channel, "critical" if self.critical_lane else self.lane)
+        # a batch's outcomes and end-to-end waits, added to the metrics once per batch: a campaign chunk's thousand
+        # deliveries share one event time and one provider answer, so they make one observation of a thousand
+        self._tally: CounterOf[tuple[str, str]] = CounterOf()
+        self._waits: CounterOf[float] = CounterOf()
         # deliveries this handler claimed and has not handed to its sink yet, with the claim's monotonic time: a batch
         # retried after an outage between claim and call (Redis gone at the circuit check, say) finds these claims
         # young, and they are its own, with no call behind them; taking them for a live call elsewhere would hold
@@ -195,11 +201,14 @@ class DeliverHandler:
 
     async def handle(self, batch: list[InRecord]) -> list[OutRecord]:
         started = time.time_ns()
-        if self.lane == Lane.INTERACTIVE:
-            async with self.gate.interactive(self.channel):
+        try:
+            if self.lane == Lane.INTERACTIVE:
+                async with self.gate.interactive(self.channel):
+                    out = await self._handle(batch)
+            else:
                 out = await self._handle(batch)
-        else:
-            out = await self._handle(batch)
+        finally:
+            self._flush_metrics()
         if self.ctx.tracer is not None:
             ended = time.time_ns()
             for rec in batch:
@@ -398,7 +407,7 @@ class DeliverHandler:
     def _apply(self, rec: InRecord, d: Delivery, action: Action, out: list[OutRecord], now: int) -> Mark:
         if isinstance(action, MarkSent):
             self._count("sent")
-            self._latency.observe(max(0.0, (now - epoch_ms(d.occurred_at)) / 1000))
+            self._waits[max(0.0, (now - epoch_ms(d.occurred_at)) / 1000)] += 1
             self._say(out, rec, d, Status.SENT, provider_message_id=action.provider_message_id)
             return Mark(d.delivery_id, LedgerStatus.SENT, action.provider_message_id)
         if isinstance(action, ScheduleRetry):
@@ -549,11 +558,18 @@ class DeliverHandler:
         return dead_letter(rec, why, self.dlq_topic, self.ctx.settings.max_record_bytes)
 
     def _count(self, what: str) -> None:
-        provider = (self._in_call or self.sink).provider
-        counter = self._counters.get((provider, what))
-        if counter is None:  # labels() takes a lock and builds a key: once per outcome, not per delivery
-            counter = self._counters[(provider, what)] = self.ctx.metrics.deliveries.labels(self.channel, provider, what)
-        counter.inc()
+        self._tally[((self._in_call or self.sink).provider, what)] += 1
+
+    def _flush_metrics(self) -> None:
+        for key, n in self._tally.items():
+            counter = self._counters.get(key)
+            if counter is None:  # labels() takes a lock and builds a key: once per outcome, not per delivery
+                counter = self._counters[key] = self.ctx.metrics.deliveries.labels(self.channel, *key)
+            counter.inc(n)
+        for seconds, n in self._waits.items():
+            observe_many(self._latency, seconds, n)
+        self._tally.clear()
+        self._waits.clear()
 
 
 def specs(settings: Settings) -> list[AgentSpec]:
