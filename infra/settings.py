@@ -311,6 +311,9 @@ class DeliverTuning(BaseModel):
     # the bulk lane's deliver agents write their status rows to PostgreSQL themselves, in the batch that sent them,
     # instead of one StatusChange record per message through the status topic (the interactive lane always does that)
     bulk_statuses_direct: bool = True
+    # batches a bulk deliver agent has in hand at once, each with a handler (and provider connection) of its own,
+    # committed in order: one batch's round trips leave the CPU to another's work
+    bulk_ahead: int = Field(2, ge=1)
 
 
 class Settings(BaseSettings):

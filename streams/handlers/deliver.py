@@ -589,5 +589,5 @@ def specs(settings: Settings) -> list[AgentSpec]:
             out.append(AgentSpec(agent_name(channel, lane, critical_lane),
                                  [deliver_topic(settings, channel, lane, critical_lane)], build,
                                  batch_bytes=settings.bulk_batch_bytes if lane == Lane.BULK else None,
-                                 ready=lane == Lane.INTERACTIVE))
+                                 ready=lane == Lane.INTERACTIVE, ahead=tuning.bulk_ahead if lane == Lane.BULK else 1))
     return out

@@ -13,8 +13,9 @@ BatchRunner:
 The bulk and status agents consume within a window (``batch_within``); the interactive ones (``ready``) take a batch
 as soon as a record waits (``take``).
 
-Consume is only called between batches, so a rebalance never revokes a
-partition with a batch in flight; a crash before the commit, or a commit the
+With one batch in hand (every agent but the bulk deliver ones, whose ``ahead``
+lets several be in hand: ``run_ahead``), consume is only called between
+batches, so a rebalance never revokes a partition with a batch in flight; a crash before the commit, or a commit the
 group refuses (a broker restart lost the member), redelivers the batch
 (handlers are idempotent: de-dup and the ledger). A stop finishes and commits
 the batch in hand first (streams.runtime.in_hand), then leaves the group.
@@ -22,7 +23,9 @@ the batch in hand first (streams.runtime.in_hand), then leaves the group.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from confluent_kafka import KafkaException, Message, TopicPartition
@@ -106,11 +109,12 @@ async def take(kafka: ConsumerThread, settings: Settings, ready: bool) -> list[M
 
 async def run_batch_agent(name: str, topics: list[str], runner_factory: Callable[[], Awaitable[BatchRunner]],
                           settings: Settings, liveness: Liveness | None = None, batch_bytes: int | None = None,
-                          ready: bool = False) -> None:
+                          ready: bool = False, ahead: int = 1) -> None:
     """Consume ``topics`` in group ``{app_id}-{name}`` until cancelled; with ``batch_bytes``, what one consume
     returned is handled (and committed) in parts of at most that many value bytes (at least a record each);
     with ``ready`` (an interactive agent), a batch is taken as soon as a record waits (``take``), and a group that
-    never committed starts where the Faust agents' group left the topics (the agent ran under Faust before)."""
+    never committed starts where the Faust agents' group left the topics (the agent ran under Faust before);
+    with ``ahead`` > 1, that many parts are handled at once (``run_ahead``)."""
     live = liveness or Liveness()
     group = f"{settings.app_id}-{name}"
     if ready:
@@ -118,6 +122,12 @@ async def run_batch_agent(name: str, topics: list[str], runner_factory: Callable
     kafka = ConsumerThread(consumer(settings, group, **membership(settings)), f"engine-{name}")
     kafka.consumer.subscribe(topics)
     live.watch(name, polls=True)
+    if ahead > 1:
+        try:
+            await run_ahead(name, kafka, runner_factory, settings, live, batch_bytes, ready, ahead)
+        finally:
+            await kafka.close()
+        return
     runner: BatchRunner | None = None
 
     async def handle_and_commit(batch: list[InRecord], offsets: list[TopicPartition]) -> None:
@@ -146,3 +156,74 @@ async def run_batch_agent(name: str, topics: list[str], runner_factory: Callable
     finally:
         # in the consumer's own thread, after any consume still running there; leaves the group
         await kafka.close()
+
+
+async def run_ahead(name: str, kafka: ConsumerThread, runner_factory: Callable[[], Awaitable[BatchRunner]],
+                    settings: Settings, live: Liveness, batch_bytes: int | None, ready: bool, ahead: int) -> None:
+    """Up to ``ahead`` parts in hand at once, each with a runner (and handler) of its own, committed in the order they
+    were taken. One part's round trips (PostgreSQL, the provider, Kafka's acknowledgement) leave the CPU to
+    another's work: the bulk deliver agents, which otherwise wait on each in turn.
+
+    Consume runs while parts are in hand, so a rebalance may take their partitions meanwhile: their commit is then
+    refused or made by the group's next generation, and whoever owns them next reads them again (the ledger absorbs
+    a second delivery, as after a crash). A stop gives every part in hand ``settings.worker.stop_seconds`` to
+    finish, and commits those that did, in order."""
+    free: list[BatchRunner] = []
+    in_hand: deque[tuple[asyncio.Future[None], BatchRunner, list[TopicPartition]]] = deque()
+
+    async def commit(offsets: list[TopicPartition]) -> None:
+        try:
+            await kafka.commit(offsets)
+        except KafkaException as exc:
+            log.warning("%s: commit failed (%s); the batch will be read again", name, exc.args[0])
+
+    async def finish_oldest() -> None:
+        task, runner, offsets = in_hand[0]
+        await asyncio.shield(task)
+        in_hand.popleft()
+        free.append(runner)
+        await commit(offsets)
+        live.done(name)
+        if in_hand:   # the next part in hand counts as begun now: a stall is no part finishing for the threshold
+            live.begin(name)
+
+    try:
+        while True:
+            while in_hand and (len(in_hand) >= ahead or in_hand[0][0].done()):
+                await finish_oldest()
+            batch, offsets = _accept(name, await take(kafka, settings, ready))
+            if not batch:
+                if not in_hand:
+                    live.done(name)
+                continue
+            for part, part_offsets in parts(batch, offsets, batch_bytes):
+                while len(in_hand) >= ahead:
+                    await finish_oldest()
+                runner = free.pop() if free else await runner_factory()
+                if not in_hand:
+                    live.begin(name)
+                in_hand.append((asyncio.ensure_future(runner.run(part)), runner, part_offsets))
+    except asyncio.CancelledError:
+        await _finish_in_hand(name, in_hand, commit, settings.worker.stop_seconds)
+        raise
+
+
+async def _finish_in_hand(name: str, in_hand: deque[tuple[asyncio.Future[None], BatchRunner, list[TopicPartition]]],
+                          commit: Callable[[list[TopicPartition]], Awaitable[None]], bound: float) -> None:
+    """A stop: the parts in hand get up to ``bound`` s to finish; those finished, up to the first that did not, are
+    committed in order; the rest are cancelled (not committed: read again)."""
+    if not in_hand:
+        return
+    log.info("%s: stopping; finishing the %d batch(es) in hand (up to %g s)", name, len(in_hand), bound)
+    with contextlib.suppress(asyncio.CancelledError):   # cancelled again: stop now
+        await asyncio.wait([task for task, _, _ in in_hand], timeout=bound)
+    committing = True
+    for task, _, offsets in in_hand:
+        if committing and task.done() and not task.cancelled() and task.exception() is None:
+            await commit(offsets)
+            continue
+        if committing:
+            log.warning("%s: a batch in hand did not finish within %g s; it is not committed and will be read again",
+                        name, bound)
+        committing = False
+        task.cancel()

@@ -122,7 +122,7 @@ def _batch_task(spec: AgentSpec, shared: _SharedContext, settings: Settings):
     async def task() -> None:
         ctx = await shared.get()
         await run_batch_agent(spec.name, spec.topics, runner_factory, settings, ctx.liveness,
-                              batch_bytes=spec.batch_bytes, ready=spec.ready)
+                              batch_bytes=spec.batch_bytes, ready=spec.ready, ahead=spec.ahead)
 
     return _named(task, spec)
 

@@ -68,6 +68,9 @@ class AgentSpec:
     # instead of waiting up to HERALD_BATCH_WITHIN to fill it (the interactive agents, whose one record must not wait
     # for others); Faust's interactive agents do the same (streams.runtime.ready_take)
     ready: bool = False
+    # on the batch engine: batches in hand at once, each with a handler of its own, committed in order
+    # (streams.runtime.batch_engine.run_ahead)
+    ahead: int = 1
 
 
 def resolve_engine(spec: AgentSpec, overrides: Mapping[str, str] | None = None) -> Engine:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from infra.settings import Settings, WorkerConfig
+from infra.settings import DeliverTuning, Settings, WorkerConfig
 from streams.runtime.consumer_thread import ConsumerThread, membership
 from streams.runtime.in_hand import to_the_end
 from streams.runtime.liveness import Liveness
@@ -28,6 +28,14 @@ def test_the_route_is_a_faust_agent_the_sink_agents_batch_agents_and_the_tiers_t
     ready = {s.name for s in agent_specs(Settings()) if s.ready}
     assert ready == {"route", "route-critical", *(f"deliver-{c}{lane}" for c in ("email", "sms", "push") for lane in ("", "-critical"))}
     assert set(DEFAULT_ENGINES) <= set(engines), "a default for an agent that does not exist"
+
+
+def test_only_the_bulk_deliver_agents_hold_several_batches_at_once_as_the_setting_says():
+    bulk = {f"deliver-{c}-bulk" for c in ("email", "sms", "push")}
+    for settings, n in ((Settings(), 2), (Settings(deliver=DeliverTuning(bulk_ahead=3)), 3)):
+        ahead = {s.name: s.ahead for s in agent_specs(settings)}
+        assert {name for name, a in ahead.items() if a > 1} == bulk
+        assert {ahead[name] for name in bulk} == {n}
 
 
 def test_a_setting_overrides_an_engine_and_an_unknown_agent_there_is_an_error():
