@@ -214,7 +214,7 @@ async def _finish_in_hand(name: str, in_hand: deque[tuple[asyncio.Future[None], 
     committed in order; the rest are cancelled (not committed: read again)."""
     if not in_hand:
         return
-    log.info("%s: stopping; finishing the %d batch(es) in hand (up to %g s)", name, len(in_hand), bound)
+    log.info("%s: stopping; finishing the batch in hand (%d in all, up to %g s)", name, len(in_hand), bound)
     with contextlib.suppress(asyncio.CancelledError):   # cancelled again: stop now
         await asyncio.wait([task for task, _, _ in in_hand], timeout=bound)
     committing = True

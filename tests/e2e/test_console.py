@@ -246,9 +246,12 @@ def test_a_campaigns_progress_moves_on_its_own_and_cancel_from_the_console_stops
     db.execute("INSERT INTO users (id, email, first_name) SELECT %s || '-' || i, %s || '-' || i || '@example.org', 'N' || i "
                "FROM generate_series(1, %s) AS i", (tag, tag, n))
     template(db, f"{tag}_sale", "Hi {{ user.first_name }}, {{ discount }} off")
-    ctl.faults("sendgrid", latency_ms=150)   # 100 emails a request, ~600 a second: a run of several seconds
+    # 100 emails a request and a batch, two batches in hand (HERALD_DELIVER__BULK_AHEAD): ~500 a second, a run of
+    # ~12 s whose progress moves a request at a time (a batch of 400 kB, the default, would be the whole campaign in
+    # two batches, its statuses written when each ends)
+    ctl.faults("sendgrid", latency_ms=400)
     worker_factory(settings, agents=["route-bulk", "deliver-email-bulk", "status"],
-                   extra_env={"HERALD_DELIVER__MAX_CHUNK": "100"}).wait_ready()
+                   extra_env={"HERALD_DELIVER__MAX_CHUNK": "100", "HERALD_BULK_BATCH_BYTES": "20000"}).wait_ready()
     key = make_api_key(settings, "console-admin")   # send, read, admin
     with ConsoleServer(settings) as srv:
         started = httpx.post(f"{srv.url}/v1/campaigns", headers={"Authorization": f"Bearer {key}"}, timeout=60, json={

@@ -55,7 +55,7 @@ def test_healthz_and_metrics_are_served_on_the_configured_host_and_port(topics, 
     assert w.alive()
 
 
-N = 3000
+N = 6000
 
 
 def test_sigterm_finishes_the_batch_in_hand_exits_0_in_bound_and_the_survivor_takes_over(sandbox, db, worker_factory):
@@ -65,7 +65,8 @@ def test_sigterm_finishes_the_batch_in_hand_exits_0_in_bound_and_the_survivor_ta
         "worker": WorkerConfig(stop_seconds=stop_seconds),
     })
     # each provider request takes a while, so the backlog lasts long enough to stop a worker in the middle of it
-    sandbox.control.faults("sendgrid", latency_ms=150)
+    # (each worker has two requests in hand: HERALD_DELIVER__BULK_AHEAD)
+    sandbox.control.faults("sendgrid", latency_ms=300)
     codec, out = Codec(), Producer(settings)
     topic = deliver_topic(settings, "email", "bulk")
     ds = [delivery("email", lane="bulk", category="marketing", campaign_id="c-stop") for _ in range(N)]
