@@ -1,6 +1,8 @@
 """Provider webhook payloads → Receipt records (pure)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from producers.api.provider_events import PayloadError, from_sendgrid, from_twilio
@@ -93,7 +95,7 @@ def test_sendgrid_receipts_find_each_delivery_when_one_send_holds_two_emails_to_
     from tests.support.sandbox import delivery
 
     twice = [Delivery.from_avro(delivery("email", address="ada@example.org")) for _ in range(2)]
-    body = SendGridSink("SG.test", "http://127.0.0.1:1", "Herald <no-reply@herald.local>")._body(twice, inline=False)
+    body = json.loads(SendGridSink("SG.test", "http://127.0.0.1:1", "Herald <no-reply@herald.local>")._body(twice, inline=False))
     # SendGrid's event webhook: one event per recipient, the personalization's custom_args as top-level fields
     events = [{"event": "delivered", "email": p["to"][0]["email"], "sg_message_id": "msg-1.filter0001", **p["custom_args"]}
               for p in body["personalizations"]]

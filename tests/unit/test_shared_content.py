@@ -2,6 +2,7 @@
 every delivery comes back byte for byte what Jinja rendered, and SendGrid gets one request for the chunk."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from schemas.vocabulary import Channel, Lane
 from sinks.base import Sent
 from sinks.content import check_body
 from sinks.errors import Permanent
-from sinks.sendgrid import MAX_SUBSTITUTION_BYTES, SendGridSink
+from sinks.sendgrid import JSON_UTF8, MAX_SUBSTITUTION_BYTES, SendGridSink
 from streams.stages.route.chunks import approx_size
 from streams.stages.route.recipient import TEMPLATE_VIEW_KEYS, Recipient
 from streams.stages.route.render import Rendered, RenderFailure, render, render_prepared, render_shared
@@ -126,8 +127,10 @@ class _Client:
         self.mail = self
         self.send = self
 
-    def post(self, request_body: dict[str, Any]) -> _Response:
-        self.bodies.append(request_body)
+    def post(self, request_body: str, request_headers: dict[str, str]) -> _Response:
+        # the sink writes the JSON itself: the SDK passes it on only under a content type other than exactly JSON's
+        assert request_headers == {"Content-Type": JSON_UTF8}
+        self.bodies.append(json.loads(request_body))
         return _Response()
 
 

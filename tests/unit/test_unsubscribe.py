@@ -1,6 +1,7 @@
 """One-click unsubscribe tokens and headers: signed, expiring, per user and category; only on marketing email."""
 from __future__ import annotations
 
+import json
 from email import message_from_bytes, policy
 
 import pytest
@@ -90,7 +91,7 @@ def test_sendgrid_carries_the_headers_per_personalization_for_marketing_only():
     sink = SendGridSink("SG.test", "http://127.0.0.1:1", "Herald <no-reply@herald.local>", unsubscribe=u)
     ds = [Delivery.from_avro(delivery("email", category="marketing", user_id="u1")),
           Delivery.from_avro(delivery("email", category="security", user_id="u2"))]
-    body = sink._body(ds, inline=False)
+    body = json.loads(sink._body(ds, inline=False))
     first, second = body["personalizations"]
     assert first["headers"]["List-Unsubscribe-Post"] == ONE_CLICK and "/v1/unsubscribe/" in first["headers"]["List-Unsubscribe"]
     assert "headers" not in second and "headers" not in body
