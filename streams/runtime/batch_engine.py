@@ -18,7 +18,7 @@ lets several be in hand: ``run_ahead``), consume is only called between
 batches, so a rebalance never revokes a partition with a batch in flight; a crash before the commit, or a commit the
 group refuses (a broker restart lost the member), redelivers the batch
 (handlers are idempotent: de-dup and the ledger). A stop finishes and commits
-the batch in hand first (streams.runtime.in_hand), then leaves the group.
+the batches in hand first (within ``worker.stop_seconds``), then leaves the group.
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ from infra.kafka.records import InRecord
 from infra.settings import Settings
 from infra.topics import admin_client
 from streams.runtime.consumer_thread import ConsumerThread, membership
-from streams.runtime.in_hand import to_the_end
 from streams.runtime.liveness import Liveness
 from streams.runtime.runner import BatchRunner
 
@@ -122,37 +121,8 @@ async def run_batch_agent(name: str, topics: list[str], runner_factory: Callable
     kafka = ConsumerThread(consumer(settings, group, **membership(settings)), f"engine-{name}")
     kafka.consumer.subscribe(topics)
     live.watch(name, polls=True)
-    if ahead > 1:
-        try:
-            await run_ahead(name, kafka, runner_factory, settings, live, batch_bytes, ready, ahead)
-        finally:
-            await kafka.close()
-        return
-    runner: BatchRunner | None = None
-
-    async def handle_and_commit(batch: list[InRecord], offsets: list[TopicPartition]) -> None:
-        assert runner is not None
-        await runner.run(batch)
-        try:
-            await kafka.commit(offsets)
-        except KafkaException as exc:
-            # the group moved on (broker restart, session lost, rebalance): librdkafka rejoins by itself;
-            # whoever owns these partitions next reads the batch again and the handlers' idempotence absorbs it
-            log.warning("%s: commit failed (%s); the batch will be read again", name, exc.args[0])
-            return
-
     try:
-        while True:
-            batch, offsets = _accept(name, await take(kafka, settings, ready))
-            if not batch:
-                live.done(name)
-                continue
-            if runner is None:
-                runner = await runner_factory()
-            for part, part_offsets in parts(batch, offsets, batch_bytes):
-                live.begin(name)
-                await to_the_end(handle_and_commit(part, part_offsets), settings.worker.stop_seconds, name)
-                live.done(name)
+        await run_ahead(name, kafka, runner_factory, settings, live, batch_bytes, ready, max(1, ahead))
     finally:
         # in the consumer's own thread, after any consume still running there; leaves the group
         await kafka.close()
@@ -160,14 +130,15 @@ async def run_batch_agent(name: str, topics: list[str], runner_factory: Callable
 
 async def run_ahead(name: str, kafka: ConsumerThread, runner_factory: Callable[[], Awaitable[BatchRunner]],
                     settings: Settings, live: Liveness, batch_bytes: int | None, ready: bool, ahead: int) -> None:
-    """Up to ``ahead`` parts in hand at once, each with a runner (and handler) of its own, committed in the order they
-    were taken. One part's round trips (PostgreSQL, the provider, Kafka's acknowledgement) leave the CPU to
-    another's work: the bulk deliver agents, which otherwise wait on each in turn.
+    """The loop: up to ``ahead`` parts in hand at once, each with a runner (and handler) of its own, committed in the
+    order they were taken. With ``ahead`` > 1, one part's round trips (PostgreSQL, the provider, Kafka's
+    acknowledgement) leave the CPU to another's work: the bulk deliver agents, which otherwise wait on each in turn.
 
-    Consume runs while parts are in hand, so a rebalance may take their partitions meanwhile: their commit is then
-    refused or made by the group's next generation, and whoever owns them next reads them again (the ledger absorbs
-    a second delivery, as after a crash). A stop gives every part in hand ``settings.worker.stop_seconds`` to
-    finish, and commits those that did, in order."""
+    With one part in hand (every agent but the bulk deliver ones), each part is finished and committed before the
+    next consume. With more, consume runs while parts are in hand, so a rebalance may take their partitions
+    meanwhile: their commit is then refused or made by the group's next generation, and whoever owns them next reads
+    them again (the ledger absorbs a second delivery, as after a crash). A stop gives every part in hand
+    ``settings.worker.stop_seconds`` to finish, and commits those that did, in order."""
     free: list[BatchRunner] = []
     in_hand: deque[tuple[asyncio.Future[None], BatchRunner, list[TopicPartition]]] = deque()
 
@@ -180,9 +151,9 @@ async def run_ahead(name: str, kafka: ConsumerThread, runner_factory: Callable[[
     async def finish_oldest() -> None:
         task, runner, offsets = in_hand[0]
         await asyncio.shield(task)
+        await commit(offsets)   # still in hand meanwhile: a stop during the commit commits it (again) on its way out
         in_hand.popleft()
         free.append(runner)
-        await commit(offsets)
         live.done(name)
         if in_hand:   # the next part in hand counts as begun now: a stall is no part finishing for the threshold
             live.begin(name)
