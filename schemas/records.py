@@ -146,21 +146,22 @@ def chunk_key(d: Delivery) -> tuple:
 
 
 def chunk_record(chunk_id: str, deliveries: list[Delivery]) -> dict[str, Any]:
-    """The DeliveryChunk of deliveries that share ``chunk_key`` (first attempts of the bulk lane) and, when the first
-    has shared content, that content (every delivery's: the caller groups by it): then the items carry their slot
-    values instead of the shared parts."""
+    """The DeliveryChunk (v3) of deliveries that share ``chunk_key`` (first attempts of the bulk lane): the items as
+    columns and, when the first has shared content, that content (every delivery's: the caller groups by it); then
+    the items carry their slot values instead of the shared parts."""
     common = dict(zip(CHUNK_SHARED, _CHUNK_SHARED_VALUES(deliveries[0]), strict=True))
+    columns = {name: list(values) for name, values in zip(
+        CHUNK_ITEM, zip(*map(_CHUNK_ITEM_VALUES, deliveries), strict=True), strict=True)}
     content = deliveries[0].shared
     if content is None:
-        return {"chunk_id": chunk_id, **common, "shared": None, "slots": [],
-                "items": [dict(zip(CHUNK_ITEM, _CHUNK_ITEM_VALUES(d), strict=True)) for d in deliveries]}
-    blank = {name: ("" if name == "text" else None)
-             for name, pieces in zip(("subject", "text", "html"), content.parts(), strict=True) if pieces is not None}
+        return {"chunk_id": chunk_id, **common, "shared": None, "slots": [], "items": [], "columns": columns}
     for d in deliveries:
         if d.shared is not content:
             raise ValueError(f"delivery {d.delivery_id} does not share the chunk's content")
-    return {"chunk_id": chunk_id, **common,
-            "items": [{**dict(zip(CHUNK_ITEM, _CHUNK_ITEM_VALUES(d), strict=True)), **blank} for d in deliveries],
+    for name, pieces in zip(("subject", "text", "html"), content.parts(), strict=True):
+        if pieces is not None:   # the part travels as the content's pieces and each item's slot values
+            columns[name] = [""] * len(deliveries) if name == "text" else [None] * len(deliveries)
+    return {"chunk_id": chunk_id, **common, "items": [], "columns": columns,
             "shared": {"subject": _listed(content.subject), "text": _listed(content.text), "html": _listed(content.html)},
             "slots": [list(d.slot_values) for d in deliveries]}
 
@@ -172,14 +173,15 @@ def _listed(pieces: tuple[str, ...] | None) -> list[str] | None:
 def chunk_deliveries(record: dict[str, Any]) -> list[Delivery]:
     """The Deliveries of a decoded DeliveryChunk (v2's shared parts filled in: each is whole, as v1 carried it)."""
     base = {**_CHUNK_DEFAULTS, **{name: record[name] for name in CHUNK_SHARED}, "channel": Channel(record["channel"])}
+    items = _items(record)
     found = record.get("shared")
     if found is None:
         # positional, from one merged dict per item: a thousand recipients' keyword calls cost twice as much
-        return [Delivery(*_DELIVERY_ARGS({**base, **item})) for item in record["items"]]
+        return [Delivery(*_DELIVERY_ARGS({**base, **item})) for item in items]
     content = SharedContent(*(None if found[part] is None else tuple(found[part]) for part in ("subject", "text", "html")))
     base["shared"] = content
-    if len(record["slots"]) != len(record["items"]):
-        raise ValueError(f"slot values for {len(record['slots'])} of {len(record['items'])} items")
+    if len(record["slots"]) != len(items):
+        raise ValueError(f"slot values for {len(record['slots'])} of {len(items)} items")
     # what ``content.fill`` does, with the layout worked out once for the chunk
     layout: list[tuple[str, tuple[str, ...], int, int]] = []
     at = 0
@@ -188,7 +190,7 @@ def chunk_deliveries(record: dict[str, Any]) -> list[Delivery]:
             layout.append((part, pieces, at, at + len(pieces) - 1))
             at += len(pieces) - 1
     out = []
-    for item, found_values in zip(record["items"], record["slots"], strict=True):
+    for item, found_values in zip(items, record["slots"], strict=True):
         if len(found_values) != at:
             raise ValueError(f"{len(found_values)} slot values for {at} slots")
         filled = {**base, **item, "slot_values": tuple(found_values)}
@@ -202,6 +204,18 @@ def chunk_deliveries(record: dict[str, Any]) -> list[Delivery]:
             filled[part] = "".join(joined)
         out.append(Delivery(*_DELIVERY_ARGS(filled)))
     return out
+
+
+def _items(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A decoded chunk's items, one dict each: from its columns (v3), else its items (v1, v2)."""
+    columns = record.get("columns")
+    if columns is None:
+        return record["items"]
+    if record["items"]:
+        raise ValueError(f"{len(record['items'])} items beside columns: a chunk carries one or the other")
+    if len(lengths := {len(columns[name]) for name in CHUNK_ITEM}) > 1:
+        raise ValueError(f"columns of unequal lengths {sorted(lengths)}")
+    return [dict(zip(CHUNK_ITEM, values, strict=True)) for values in zip(*(columns[name] for name in CHUNK_ITEM), strict=True)]
 
 
 @dataclass(slots=True)

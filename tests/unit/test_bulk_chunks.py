@@ -48,4 +48,4 @@ def test_the_size_estimate_is_never_below_the_encoded_size() -> None:
     for text in ("plain", "Zoë " * 300, "🚀" * 500):
         d = Delivery.from_avro(delivery(lane="bulk", text=text, html=f"<p>{text}</p>"))
         assert approx_size(d) >= len(codec.encode("DeliveryChunk", chunk_record("x", [d]))) - len(
-            codec.encode("DeliveryChunk", {**chunk_record("x", [d]), "items": []}))
+            codec.encode("DeliveryChunk", {**chunk_record("x", [d]), "columns": {name: [] for name in CHUNK_ITEM}}))

@@ -531,7 +531,7 @@ async def test_a_thousand_recipients_of_a_30kb_newsletter_travel_in_one_chunk_th
     [packed] = [o for o in out if o.topic == env.settings.topic("deliver.email.bulk")]
     assert len(packed.value or b"") < 200_000   # 1000 whole emails would be over 30 MB
     record = env.codec.decode(packed.value).record
-    assert record["shared"]["html"][-1].endswith("</table>") and len(record["items"]) == 1000
+    assert record["shared"]["html"][-1].endswith("</table>") and len(record["columns"]["delivery_id"]) == 1000
     by_user = {d.user_id: d for d in chunk_deliveries(record)}
     assert by_user[users[1]].subject == "News for N1 <&>!"
     assert by_user[users[1]].text == "Hi N1 <&>,\nSpring <is> here"
@@ -555,7 +555,7 @@ async def test_a_small_campaign_template_travels_whole_per_recipient(env: RouteE
     out = await env.handler().handle([rec])
     [packed] = [o for o in out if o.topic == env.settings.topic("deliver.email.bulk")]
     record = env.codec.decode(packed.value).record
-    assert record["shared"] is None and [i["html"] for i in record["items"]] == ["<p>Hi Ada</p>"] * 3
+    assert record["shared"] is None and record["columns"]["html"] == ["<p>Hi Ada</p>"] * 3
 
 
 @scenario

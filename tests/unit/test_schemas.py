@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from fastavro import schemaless_writer
 from schemas.catalog import CatalogError, load_catalog
 from schemas.codec import MAGIC, Codec, DecodeError
 from schemas.compat import check_catalog, problems
+from schemas.records import chunk_deliveries
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -38,9 +40,11 @@ SAMPLES: dict[str, dict] = {
                       "user_variables_json": [None, '{"a": 1}'], "send_window": "09:00-18:00"},
     "DeliveryChunk": {"chunk_id": "c:0", "event_type": "CampaignMessage", "channel": "email", "category": "marketing",
                       "template": "weekly_digest", "campaign_id": "c", "occurred_at": NOW, "expires_at": NOW,
-                      "items": [{"delivery_id": "d1", "notification_id": "c:u1", "event_id": "c:u1", "user_id": "u1",
-                                 "address": "a@example.com", "template_version": 1, "locale": "en", "subject": "Hi",
-                                 "text": "", "html": None, "push_title": None, "push_data": {}, "sms_segments": 0}],
+                      "items": [],
+                      "columns": {"delivery_id": ["d1"], "notification_id": ["c:u1"], "event_id": ["c:u1"],
+                                  "user_id": ["u1"], "address": ["a@example.com"], "template_version": [1],
+                                  "locale": ["en"], "subject": ["Hi"], "text": [""], "html": [None], "push_title": [None],
+                                  "push_data": [{}], "sms_segments": [0]},
                       "shared": {"subject": None, "text": ["Hi ", "!"], "html": None}, "slots": [["Ada"]]},
     "Delivery": {
         "delivery_id": "d", "notification_id": "e1", "event_id": "e1", "event_type": "OrderPlaced", "user_id": "u1",
@@ -99,11 +103,37 @@ def test_a_status_change_of_v2_reads_with_no_trace_id(codec: Codec):
     assert decoded.record == {**v2, "trace_id": None}
 
 
+V2_ITEMS = [{"delivery_id": "d1", "notification_id": "c:u1", "event_id": "c:u1", "user_id": "u1", "address": "a@example.com",
+             "template_version": 1, "locale": "en", "subject": "Hi", "text": "", "html": None, "push_title": None,
+             "push_data": {}, "sms_segments": 0}]
+
+
 def test_a_delivery_chunk_of_v1_reads_without_shared_content(codec: Codec):
-    v1 = {k: v for k, v in SAMPLES["DeliveryChunk"].items() if k not in ("shared", "slots")}
+    v1 = {**{k: v for k, v in SAMPLES["DeliveryChunk"].items() if k not in ("shared", "slots", "columns")},
+          "items": V2_ITEMS}
     decoded = codec.decode(codec.encode("DeliveryChunk", v1, version=1))
-    assert decoded.version == 1 and codec.catalog.latest("DeliveryChunk").version == 2
-    assert decoded.record == {**v1, "shared": None, "slots": []}
+    assert decoded.version == 1 and codec.catalog.latest("DeliveryChunk").version == 3
+    assert decoded.record == {**v1, "shared": None, "slots": [], "columns": None}
+
+
+def test_a_delivery_chunk_of_v2_gives_the_same_deliveries_as_its_v3_columns(codec: Codec):
+    """A chunk a worker of the version before wrote (items, no columns) is still read whole after an upgrade."""
+    v3 = SAMPLES["DeliveryChunk"]
+    v2 = {**{k: v for k, v in v3.items() if k != "columns"}, "items": V2_ITEMS}
+    old, new = (codec.decode(codec.encode("DeliveryChunk", r, version=n)) for r, n in ((v2, 2), (v3, 3)))
+    assert old.version == 2 and old.record["columns"] is None
+    assert chunk_deliveries(old.record) == chunk_deliveries(new.record)
+    assert [d.text for d in chunk_deliveries(new.record)] == ["Hi Ada!"]
+
+
+@pytest.mark.parametrize(("change", "error"), [
+    ({"items": V2_ITEMS}, "1 items beside columns"),
+    ({"columns": {**SAMPLES["DeliveryChunk"]["columns"], "address": []}}, "columns of unequal lengths [0, 1]"),
+])
+def test_a_chunk_whose_columns_do_not_line_up_is_refused_by_name(codec: Codec, change: dict, error: str):
+    record = codec.decode(codec.encode("DeliveryChunk", {**SAMPLES["DeliveryChunk"], **change})).record
+    with pytest.raises(ValueError, match=re.escape(error)):
+        chunk_deliveries(record)
 
 
 def test_unknown_fingerprint_is_a_decode_error_that_names_it(codec: Codec):
