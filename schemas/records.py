@@ -7,6 +7,7 @@ reads ``timestamp-millis`` as datetimes and writes either).
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -134,10 +135,7 @@ CHUNK_ITEM = ("delivery_id", "notification_id", "event_id", "user_id", "address"
               "subject", "text", "html", "push_title", "push_data", "sms_segments")
 _CHUNK_SHARED_VALUES = operator.attrgetter(*CHUNK_SHARED)
 _CHUNK_ITEM_VALUES = operator.attrgetter(*CHUNK_ITEM)
-# a chunk's deliveries: the lane is bulk and each is a first attempt (the fields no chunk carries)
-_CHUNK_DEFAULTS: dict[str, Any] = {"lane": Lane.BULK, "attempt": 0, "first_failure_at": None, "last_error": None,
-                                   "cancellation_key": None, "shared": None, "slot_values": ()}
-_DELIVERY_ARGS = operator.itemgetter(*(f.name for f in fields(Delivery)))
+_ITEM_OF = operator.itemgetter(*CHUNK_ITEM)
 
 
 def chunk_key(d: Delivery) -> tuple:
@@ -172,50 +170,58 @@ def _listed(pieces: tuple[str, ...] | None) -> list[str] | None:
 
 def chunk_deliveries(record: dict[str, Any]) -> list[Delivery]:
     """The Deliveries of a decoded DeliveryChunk (v2's shared parts filled in: each is whole, as v1 carried it)."""
-    base = {**_CHUNK_DEFAULTS, **{name: record[name] for name in CHUNK_SHARED}, "channel": Channel(record["channel"])}
-    items = _items(record)
+    event_type, channel, category, template, campaign_id, occurred_at, expires_at = (record[n] for n in CHUNK_SHARED)
+    channel = Channel(channel)
+    rows, n = _rows(record)
     found = record.get("shared")
-    if found is None:
-        # positional, from one merged dict per item: a thousand recipients' keyword calls cost twice as much
-        return [Delivery(*_DELIVERY_ARGS({**base, **item})) for item in items]
-    content = SharedContent(*(None if found[part] is None else tuple(found[part]) for part in ("subject", "text", "html")))
-    base["shared"] = content
-    if len(record["slots"]) != len(items):
-        raise ValueError(f"slot values for {len(record['slots'])} of {len(items)} items")
-    # what ``content.fill`` does, with the layout worked out once for the chunk
-    layout: list[tuple[str, tuple[str, ...], int, int]] = []
+    content = None if found is None else SharedContent(
+        *(None if found[part] is None else tuple(found[part]) for part in ("subject", "text", "html")))
+    slots: list[list[str]] = record["slots"] if content is not None else [[]] * n
+    if len(slots) != n:
+        raise ValueError(f"slot values for {len(slots)} of {n} items")
+    # what ``content.fill`` does, with the layout worked out once for the chunk: (part, pieces, first, end) per part
+    layout: list[tuple[int, tuple[str, ...], int, int]] = []
     at = 0
-    for part, pieces in zip(("subject", "text", "html"), content.parts(), strict=True):
+    for part, pieces in enumerate(content.parts() if content is not None else ()):
         if pieces is not None:
             layout.append((part, pieces, at, at + len(pieces) - 1))
             at += len(pieces) - 1
     out = []
-    for item, found_values in zip(items, record["slots"], strict=True):
-        if len(found_values) != at:
-            raise ValueError(f"{len(found_values)} slot values for {at} slots")
-        filled = {**base, **item, "slot_values": tuple(found_values)}
-        for part, pieces, start, end in layout:
-            if start == end:
-                filled[part] = pieces[0]
-                continue
-            joined = [""] * (2 * (end - start) + 1)
-            joined[0::2] = pieces
-            joined[1::2] = found_values[start:end]
-            filled[part] = "".join(joined)
-        out.append(Delivery(*_DELIVERY_ARGS(filled)))
+    # positional and field by field (the order of CHUNK_ITEM, then Delivery's): a thousand recipients' keyword
+    # calls, or a dict each, cost twice as much
+    for (did, nid, eid, uid, address, version, locale, subject, text, html, push_title, push_data, segments), values \
+            in zip(rows, slots, strict=True):
+        if layout:
+            if len(values) != at:
+                raise ValueError(f"{len(values)} slot values for {at} slots")
+            parts = [subject, text, html]
+            for part, pieces, first, last in layout:
+                if first == last:
+                    parts[part] = pieces[0]
+                    continue
+                joined = [""] * (2 * (last - first) + 1)
+                joined[0::2] = pieces
+                joined[1::2] = values[first:last]
+                parts[part] = "".join(joined)
+            subject, text, html = parts
+        # a chunk's deliveries are first attempts of the bulk lane, without a cancellation key
+        out.append(Delivery(did, nid, eid, event_type, uid, channel, category, address, template, text, occurred_at,
+                            Lane.BULK, version, locale, subject, html, push_title, push_data, segments, campaign_id,
+                            expires_at, 0, None, None, None, content, tuple(values)))
     return out
 
 
-def _items(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """A decoded chunk's items, one dict each: from its columns (v3), else its items (v1, v2)."""
+def _rows(record: dict[str, Any]) -> tuple[Iterable[tuple[Any, ...]], int]:
+    """A decoded chunk's items as tuples in CHUNK_ITEM's order, and how many: from its columns (v3), else its items
+    (v1, v2)."""
     columns = record.get("columns")
     if columns is None:
-        return record["items"]
+        return map(_ITEM_OF, record["items"]), len(record["items"])
     if record["items"]:
         raise ValueError(f"{len(record['items'])} items beside columns: a chunk carries one or the other")
     if len(lengths := {len(columns[name]) for name in CHUNK_ITEM}) > 1:
         raise ValueError(f"columns of unequal lengths {sorted(lengths)}")
-    return [dict(zip(CHUNK_ITEM, values, strict=True)) for values in zip(*(columns[name] for name in CHUNK_ITEM), strict=True)]
+    return zip(*(columns[name] for name in CHUNK_ITEM), strict=True), len(columns["delivery_id"])
 
 
 @dataclass(slots=True)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+import pytest
+
 from schemas.codec import Codec
 from schemas.records import (
     CHUNK_ITEM,
@@ -31,10 +33,13 @@ def test_a_chunk_carries_every_field_of_a_first_bulk_attempt() -> None:
     assert carried == {f.name for f in fields(Delivery)} - LOCAL_FIELDS
 
 
-def test_deliveries_come_back_from_a_chunk_as_they_went_in() -> None:
+@pytest.mark.parametrize("channel", ["email", "sms", "push"])
+def test_deliveries_come_back_from_a_chunk_as_they_went_in(channel: str) -> None:
     codec = Codec()
-    ds = [Delivery.from_avro(delivery(lane="bulk", campaign_id="c1", occurred_at=1_700_000_000_000, text=f"Hi {name}",
-                                      user_id=f"u{i}"))
+    ds = [Delivery.from_avro(delivery(channel, lane="bulk", campaign_id="c1", occurred_at=1_700_000_000_000,
+                                      text=f"Hi {name}", user_id=f"u{i}", template_version=i + 2, locale=f"l{i}",
+                                      **({"push_title": f"T {name}", "push_data": {"k": name}} if channel == "push" else {}),
+                                      **({"sms_segments": i + 1} if channel == "sms" else {})))
           for i, name in enumerate(["Ada", "Zoë 🚀", "<b>"])]
     assert len({chunk_key(d) for d in ds}) == 1
     back = chunk_deliveries(codec.decode(codec.encode("DeliveryChunk", chunk_record("c1/0", ds))).record)
