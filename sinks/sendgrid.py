@@ -24,7 +24,7 @@ and the rest are sent again without them.
 
 A request's JSON is written as text, each string escaped once (``json.encoder.encode_basestring_ascii``, what
 ``json.dumps`` does to every string): a thousand personalizations as dictionaries, then dumped, cost three times as
-much, and the SDK is handed the text with a JSON content type it passes on as it is.
+much, and the SDK is handed the text with a JSON content type it passes on as it is (``RequestBody``).
 """
 from __future__ import annotations
 
@@ -54,6 +54,19 @@ _FIELD = re.compile(r"^personalizations\.(\d+)\.")
 # not exactly "application/json": the SDK then sends the body as given instead of dumping it again
 JSON_UTF8 = "application/json; charset=utf-8"
 _ARGS = f",{_q(SENDGRID_DELIVERY_ARG)}:", f",{_q(SENDGRID_NOTIFICATION_ARG)}:"
+
+
+class RequestBody(str):
+    """A request's JSON text as the SDK takes it. Its bytes format as their length: the SDK's HTTP client formats
+    every payload into a debug message, logged or not, which cost as much as writing the JSON (the repr of ~200 kB)."""
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return _Payload(str.encode(self, encoding, errors))
+
+
+class _Payload(bytes):
+    def __format__(self, spec: str) -> str:
+        return f"<{len(self)} bytes of JSON>"
 
 
 class SendGridSink:
@@ -167,13 +180,14 @@ class SendGridSink:
         head = (f'{{"to":[{{"email":{_q(d.address)}}}],"subject":{_q(d.subject or "")},"custom_args":{{'
                 f'{delivery_arg[1:]}{_q(d.delivery_id)}{notification_arg}{_q(d.notification_id)}}}')
         if self._unsubscribe is not None and (headers := self._unsubscribe.headers(d.user_id, d.category)):
-            head += f',"headers":{json.dumps(headers)}'   # RFC 8058 one-click unsubscribe, per recipient
+            # RFC 8058 one-click unsubscribe, per recipient
+            head += ',"headers":{' + ",".join(f"{_q(name)}:{_q(value)}" for name, value in headers.items()) + "}"
         return f'{head},"substitutions":{{{substitutions}}}}}' if substitutions is not None else head + "}"
 
-    def _request(self, personalizations: list[str], content: list[tuple[str, str]]) -> str:
+    def _request(self, personalizations: list[str], content: list[tuple[str, str]]) -> RequestBody:
         parts = ",".join(f'{{"type":{_q(kind)},"value":{_q(value)}}}' for kind, value in content)
-        return (f'{{"personalizations":[{",".join(personalizations)}],"from":{json.dumps(self._from)},'
-                f'"content":[{parts}]}}')
+        return RequestBody(f'{{"personalizations":[{",".join(personalizations)}],"from":{json.dumps(self._from)},'
+                           f'"content":[{parts}]}}')
 
     def _body(self, ds: list[Delivery], inline: bool) -> str:
         first = ds[0]

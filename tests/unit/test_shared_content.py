@@ -128,9 +128,12 @@ class _Client:
         self.send = self
 
     def post(self, request_body: str, request_headers: dict[str, str]) -> _Response:
-        # the sink writes the JSON itself: the SDK passes it on only under a content type other than exactly JSON's
+        # the sink writes the JSON itself: the SDK passes it on only under a content type other than exactly JSON's,
+        # as ``request_body.encode("utf-8")``, which it formats into a debug message whether that is logged or not
         assert request_headers == {"Content-Type": JSON_UTF8}
-        self.bodies.append(json.loads(request_body))
+        payload = request_body.encode("utf-8")
+        assert isinstance(payload, bytes) and f"PAYLOAD: {payload}" == f"PAYLOAD: <{len(payload)} bytes of JSON>"
+        self.bodies.append(json.loads(payload))
         return _Response()
 
 
