@@ -137,23 +137,36 @@ async def sendgrid_events(
     return {**await _produce(res, "sendgrid", translation), "unsubscribed": unsubscribed}
 
 
+# per row: the notification (when its row is written), and for an event that named its delivery, that ledger row's
 OPTED_OUT_SQL = """
-SELECT user_id, category FROM notifications WHERE id = ANY(%s::text[]) AND category IS NOT NULL
-UNION
-SELECT n.user_id, n.category FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-WHERE d.delivery_id = ANY(%s::text[]) AND n.category IS NOT NULL
+SELECT n.id, NULL, n.user_id, n.category FROM notifications n WHERE n.id = ANY(%s::text[])
+UNION ALL
+SELECT d.notification_id, d.delivery_id, n.user_id, n.category FROM deliveries d LEFT JOIN notifications n ON n.id = d.notification_id
+WHERE d.delivery_id = ANY(%s::text[])
 """
+OPT_OUT_RETRY_SECONDS = 30
 
 
 async def _opt_out(res: ApiResources, opt_outs: list[OptOut]) -> int:
-    """The (user, category) of each event's notification turned off; critical categories (security) are never."""
+    """The (user, category) of each event's notification turned off; critical categories (security) are never.
+
+    An event about a delivery the ledger holds whose notification row is not written yet (the email was sent moments
+    ago) is answered 503 after the others are applied: SendGrid sends the batch again, and a repeat is harmless."""
     if not opt_outs:
         return 0
     async with res.db.connection() as conn:
         rows = await (await conn.execute(OPTED_OUT_SQL, ([o.notification_id for o in opt_outs if o.notification_id],
                                                          [o.delivery_id for o in opt_outs if o.delivery_id]))).fetchall()
-    pairs = {(user, category) for user, category in rows if category not in res.critical_categories}
-    return len(await opt_out(res, pairs, "sendgrid"))
+    written = {nid for nid, _, user, _ in rows if user is not None}
+    pairs = {(user, category) for _, _, user, category in rows
+             if user is not None and category is not None and category not in res.critical_categories}
+    done = len(await opt_out(res, pairs, "sendgrid"))
+    unwritten = {did for nid, did, user, _ in rows if did is not None and user is None and nid not in written}
+    if waiting := [o for o in opt_outs if o.delivery_id in unwritten and o.notification_id not in written]:
+        raise HTTPException(503, f"{len(waiting)} opt-out(s) for emails sent moments ago whose notification is not "
+                                 f"recorded yet (delivery {waiting[0].delivery_id}); SendGrid will send them again",
+                            headers={"Retry-After": str(OPT_OUT_RETRY_SECONDS)})
+    return done
 
 
 def _refuse_unstorable(payload: Any) -> None:

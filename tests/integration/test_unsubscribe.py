@@ -95,3 +95,33 @@ def test_sendgrid_unsubscribe_group_unsubscribe_and_spamreport_turn_the_category
     # a critical category (security) bypasses preferences: a spam report does not write it
     assert prefs == {"sg-a": {"marketing": False}, "sg-b": {"social": False}, "sg-c": {"newsletter": False}}
     assert not any(r_.exists(recipient_key(api.settings, u)) for u in ("sg-a", "sg-b", "sg-c"))
+
+
+def test_a_sendgrid_opt_out_that_outruns_its_status_row_is_answered_503_and_applied_when_sent_again(api: Api, db):
+    """The ledger holds the delivery (the email went out), the status row is not written yet: the opt-out is not
+    dropped with a 200, SendGrid is told to send the batch again, and the rest of the batch is applied meanwhile."""
+    db.execute("INSERT INTO users (id, email) VALUES ('late-a', 'la@example.com'), ('late-b', 'lb@example.com') "
+               "ON CONFLICT DO NOTHING")
+    db.execute("INSERT INTO notifications (id, event_id, event_type, user_id, category, status) VALUES "
+               "('n-late-a', 'n-late-a', 'CampaignMessage', 'late-a', 'marketing', 'sent')")
+    db.execute("INSERT INTO deliveries (delivery_id, notification_id, channel, address, status) "
+               "VALUES ('d-late-b', 'n-late-b', 'email', 'lb@example.com', 'claimed')")
+    events = [
+        {"event": "unsubscribe", "email": "la@example.com", "sg_message_id": "L1.f", "herald_notification_id": "n-late-a"},
+        {"event": "spamreport", "email": "lb@example.com", "sg_message_id": "L2.f", "herald_notification_id": "n-late-b",
+         "herald_delivery_id": "d-late-b"},
+    ]
+    payload = json.dumps(events).encode()
+    r = api.client.post("/v1/webhooks/sendgrid", content=payload, headers=api.signer.headers(payload))
+    assert r.status_code == 503 and r.headers["Retry-After"] == "30", r.text
+    assert "1 opt-out(s)" in r.json()["detail"] and "d-late-b" in r.json()["detail"]
+
+    def prefs() -> dict:
+        return dict(db.execute("SELECT user_id, categories FROM preferences WHERE user_id LIKE 'late-%'").fetchall())
+    assert prefs() == {"late-a": {"marketing": False}}
+
+    db.execute("INSERT INTO notifications (id, event_id, event_type, user_id, category, status) VALUES "
+               "('n-late-b', 'n-late-b', 'CampaignMessage', 'late-b', 'marketing', 'sent')")
+    r = api.client.post("/v1/webhooks/sendgrid", content=payload, headers=api.signer.headers(payload))
+    assert r.status_code == 200, r.text
+    assert prefs() == {"late-a": {"marketing": False}, "late-b": {"marketing": False}}
