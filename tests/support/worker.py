@@ -25,6 +25,8 @@ class WorkerProcess:
         cmd = [sys.executable, "-m", "infra.tools.cli.main", "worker", "--loglevel", "info"]
         for a in self.agents:
             cmd += ["--agent", a]
+        if getattr(self, "_log", None):   # started again (a test standing in for an orchestrator's restart)
+            self._log.close()
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - open while the process lives; closed in stop()
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
