@@ -20,7 +20,8 @@ from streams.stores.batch import RedisBatch, Reply, memory_of, pieces, pipeline_
 # ARGV[1]: comma-separated numbers (one argument, not thousands: redis-py packs each argument in Python):
 # n_checks, then per check: n_counters, then per counter: key index (into KEYS), limit, ttl;
 # optionally followed, per check, by a decision key index (0: none) and its ttl.
-# Returns per check 0 (allowed and counted) or the 1-based position of the first full counter.
+# Returns per check 0 (allowed and counted) or the 1-based position of the first full counter, comma-separated in
+# one string: redis-py reads an array reply element by element in Python, a line each.
 # A check whose decision key exists returns the stored decision without counting again: a batch that is
 # retried (an outage, a record split out) never counts one (event, channel) twice.
 LUA = """
@@ -62,7 +63,7 @@ for c = 1, n do
     if mkey then redis.call('SET', mkey, denied, 'EX', tonumber(A[i + 2 * (c - 1) + 1])) end
   end
 end
-return out
+return table.concat(out, ',')
 """
 
 
@@ -77,6 +78,12 @@ def queue_checks(pipe: Pipeline, checks: list[list[Counter]], decisions: list[st
                                  decisions[piece.start:piece.stop] if decisions is not None else None)
         pipe.eval(LUA, len(keys), *keys, ",".join(map(str, argv)))
     return len(cut)
+
+
+def _numbers(replies: bytes | str | list[bytes | str]) -> list[int]:
+    """The script's replies (one per piece: a comma-separated string, empty for no check) as one list."""
+    parts = replies if isinstance(replies, list) else [replies]
+    return [int(x) for reply in parts for x in (reply.encode() if isinstance(reply, str) else reply).split(b",") if x]
 
 
 class RateLimitStore(Protocol):
@@ -107,7 +114,7 @@ class RedisRateLimitStore:
         keys = [self.settings.rkey("rl-seen", event_id, channel) for event_id, channel in decisions]
         if not (queued := queue_checks(real.pipe, checks, keys)):
             return Reply.ready([])
-        return real.expect(lambda results: denied_by(checks, results), commands=queued)
+        return real.expect(lambda replies: denied_by(checks, _numbers(replies)), commands=queued)
 
 
 class MemoryRateLimitStore:

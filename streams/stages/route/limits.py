@@ -18,10 +18,31 @@ def counters(rules: tuple[RateRule, ...], key_prefix: str, *, user: str, channel
     """The counters one (event, channel) notification counts against; the window is part of the key.
     A critical category is exempt from every rule that does not name it."""
     who = _part(user)
+    return [Counter(who.join(around), limit, ttl, name)
+            for around, limit, ttl, name in _windows(rules, key_prefix, channel, category, event_type, critical, now_ms)]
+
+
+Window = tuple[tuple[str, ...], int, int, str]   # the key's text around the user (its bucket included), limit, ttl, rule
+_WINDOWS: dict[tuple[int, str, str, str, str, bool, int], tuple[tuple[RateRule, ...], tuple[Window, ...]]] = {}
+
+
+def _windows(rules: tuple[RateRule, ...], key_prefix: str, channel: str, category: str, event_type: str,
+             critical: bool, now_ms: int) -> tuple[Window, ...]:
+    """Per rule that applies: the key around the user's places with this second's bucket at its end, and what the
+    Counter holds besides. A batch's recipients share one ``now``: worked out once for them, not per recipient.
+    Windows are whole seconds, so the bucket ``now_ms // (window * 1000)`` is that of the second."""
+    now_s = now_ms // 1000
+    key = (id(rules), key_prefix, channel, category, event_type, critical, now_s)
+    hit = _WINDOWS.get(key)
+    if hit is not None and hit[0] is rules:
+        return hit[1]
     # the key lives one window past its bucket's end, no longer
-    return [Counter(f"{who.join(around)}:{now_ms // (rule.window_seconds * 1000)}", rule.limit,
-                    rule.window_seconds + 60, rule.name)
-            for rule, around in _shapes(rules, key_prefix, channel, category, event_type, critical)]
+    made = tuple(((*around[:-1], f"{around[-1]}:{now_s // rule.window_seconds}"), rule.limit, rule.window_seconds + 60,
+                  rule.name) for rule, around in _shapes(rules, key_prefix, channel, category, event_type, critical))
+    if len(_WINDOWS) >= 4096:
+        _WINDOWS.clear()
+    _WINDOWS[key] = (rules, made)
+    return made
 
 
 Shape = tuple[RateRule, tuple[str, ...]]
@@ -73,14 +94,24 @@ def script_args(checks: list[list[Counter]], decisions: list[str] | None = None)
     """
     index: dict[str, int] = {}
     argv: list[int] = [len(checks)]
+    longest: list[int] = []
     for counters_ in checks:
         argv.append(len(counters_))
+        ttl = 0 if counters_ else 60
         for c in counters_:
-            i = index.setdefault(c.key, len(index) + 1)
-            argv += [i, c.limit, c.ttl]
+            i = index.get(c.key)
+            if i is None:
+                i = index[c.key] = len(index) + 1
+            argv += (i, c.limit, c.ttl)
+            if c.ttl > ttl:
+                ttl = c.ttl
+        longest.append(ttl)
     if decisions is not None:
-        for key, counters_ in zip(decisions, checks, strict=True):
-            argv += [index.setdefault(key, len(index) + 1), max((c.ttl for c in counters_), default=60)]
+        for key, ttl in zip(decisions, longest, strict=True):
+            i = index.get(key)
+            if i is None:
+                i = index[key] = len(index) + 1
+            argv += (i, ttl)
     return list(index), argv
 
 
