@@ -141,15 +141,12 @@ class Candidate:
     rec: InRecord
     intent: Intent
     claim: Claim
+    channel: Channel   # the claim's: read a few times per recipient, a field rather than a property
     state: ClaimState = "new"
     mine: bool = False  # the authority agrees this record holds the claim
     addresses: list[str] = field(default_factory=list)
     limits: list[Counter] = field(default_factory=list)
     denied_by: str | None = None  # the rate-limit rule that refused it
-
-    @property
-    def channel(self) -> Channel:
-        return self.claim.channel
 
 
 @dataclass
@@ -166,6 +163,10 @@ class BatchResult:
     prepared: dict[tuple[TemplateSource, int], PreparedParts | None] = field(default_factory=dict)
     # what an email chunk carries once of each of those (keyed by the PreparedParts' identity, kept alive above)
     shared: dict[int, SharedContent | None] = field(default_factory=dict)
+    # a campaign's template and its pre-split parts per (template, channel, locale, variables' identity): a chunk's
+    # recipients share them, so they are looked up once per batch, not per recipient
+    picked: dict[tuple[str, Channel, str, int], tuple[CompiledTemplate | None, PreparedParts | None]] = field(
+        default_factory=dict)
 
     def count(self, outcome: str, reason: str = "", n: int = 1) -> None:
         self.outcomes[(outcome, reason)] = self.outcomes.get((outcome, reason), 0) + n
@@ -217,8 +218,14 @@ class RouteHandler:
         live = await self._not_canceled(live, res)
         live = await self.waiting.hold(live, now, res)
         live.sort(key=lambda found: not found[1].critical)   # stable: a password reset's delivery is produced first
-        cands = [Candidate(rec, intent, Claim(intent.event_id, channel, claim_origin(rec.topic, rec.partition, rec.offset)))
-                 for rec, intent, _ in live for channel in intent.channels]
+        cands: list[Candidate] = []
+        last: InRecord | None = None
+        origin = ""
+        for rec, intent, _ in live:
+            if rec is not last:   # a campaign chunk's recipients share their record's origin: worked out once
+                last, origin = rec, claim_origin(rec.topic, rec.partition, rec.offset)
+            cands.extend(Candidate(rec, intent, Claim(intent.event_id, channel, origin), channel)
+                         for channel in intent.channels)
         if cands:
             recipients, loaded = await self._claim_and_load(cands)
             going = [c for c in cands if self._decide(c, recipients.get(c.intent.user_id), now, res)]
@@ -378,8 +385,14 @@ class RouteHandler:
     def _render(self, c: Candidate, recipient: Recipient, now: int, res: BatchResult) -> RenderFailure | None:
         """Render and write one (event, channel) within its limits; a failure is returned, not written."""
         intent, settings = c.intent, self.ctx.settings
-        tmpl = self.templates.pick(intent.template, c.channel, recipient.locale)
-        prepared = self._prepared(res, tmpl, intent) if intent.lane == Lane.BULK and tmpl is not None else None
+        if intent.lane == Lane.BULK:
+            memo = (intent.template, c.channel, recipient.locale, id(intent.variables))
+            if (picked := res.picked.get(memo)) is None:
+                found = self.templates.pick(intent.template, c.channel, recipient.locale)
+                picked = res.picked[memo] = (found, self._prepared(res, found, intent) if found is not None else None)
+            tmpl, prepared = picked
+        else:
+            tmpl, prepared = self.templates.pick(intent.template, c.channel, recipient.locale), None
         content: SharedContent | None = None
         values: tuple[str, ...] = ()
         rendered: Rendered | RenderFailure

@@ -87,13 +87,11 @@ def queue_fill(pipe: Pipeline, settings: Settings, recipients: list[Recipient]) 
 
 def recipient_from_row(row: tuple) -> Recipient:
     (uid, email, phone, locale, tz, first_name, email_bad, phone_bad, devices, muted, channels, categories, qs, qe) = row
-    return Recipient(
-        id=uid, email=email, phone=phone, locale=locale, time_zone=tz, first_name=first_name,
-        email_undeliverable=email_bad, phone_undeliverable=phone_bad, devices=list(devices or ()), muted=muted,
-        channels={k: bool(v) for k, v in (channels or {}).items()},
-        categories={k: bool(v) for k, v in (categories or {}).items()},
-        quiet_start=qs, quiet_end=qe,
-    )
+    # positional, in Recipient's field order: a campaign reads a thousand rows a chunk, and keywords cost more
+    return Recipient(uid, email, phone, locale, tz, first_name, email_bad, phone_bad,
+                     list(devices) if devices else [], muted,
+                     {k: bool(v) for k, v in channels.items()} if channels else {},
+                     {k: bool(v) for k, v in categories.items()} if categories else {}, qs, qe)
 
 
 async def load_recipients(db: AsyncConnectionPool, user_ids: list[str]) -> dict[str, Recipient]:
