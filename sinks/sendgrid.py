@@ -53,7 +53,7 @@ MAX_ROUNDS = 3   # requests per group: the first, and again without the personal
 _FIELD = re.compile(r"^personalizations\.(\d+)\.")
 # not exactly "application/json": the SDK then sends the body as given instead of dumping it again
 JSON_UTF8 = "application/json; charset=utf-8"
-_ARGS = f",{_q(SENDGRID_DELIVERY_ARG)}:", f",{_q(SENDGRID_NOTIFICATION_ARG)}:"
+_ARGS = f"{_q(SENDGRID_DELIVERY_ARG)}:", f",{_q(SENDGRID_NOTIFICATION_ARG)}:"   # the custom args' names, as JSON
 
 
 class RequestBody(str):
@@ -178,7 +178,7 @@ class SendGridSink:
         """One personalization's JSON; ``substitutions``: the members of its substitutions object, already JSON."""
         delivery_arg, notification_arg = _ARGS
         head = (f'{{"to":[{{"email":{_q(d.address)}}}],"subject":{_q(d.subject or "")},"custom_args":{{'
-                f'{delivery_arg[1:]}{_q(d.delivery_id)}{notification_arg}{_q(d.notification_id)}}}')
+                f'{delivery_arg}{_q(d.delivery_id)}{notification_arg}{_q(d.notification_id)}}}')
         if self._unsubscribe is not None and (headers := self._unsubscribe.headers(d.user_id, d.category)):
             # RFC 8058 one-click unsubscribe, per recipient
             head += ',"headers":{' + ",".join(f"{_q(name)}:{_q(value)}" for name, value in headers.items()) + "}"
@@ -219,7 +219,7 @@ class SendGridSink:
         templates: list[str] = []
         # per part: where its values are in slot_values (None: the whole part is one value) and its tags, as JSON
         slots: list[tuple[str, tuple[int, int] | None, list[str]]] = []
-        for part, pieces, at in (("text", content.text, layout[1]), ("html", content.html if html else None, layout[2])):
+        for part, pieces, at in (("text", content.text, layout[1]), ("html", content.html, layout[2])):
             if part == "html" and not html:
                 continue
             if pieces is None:
