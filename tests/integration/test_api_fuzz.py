@@ -48,13 +48,27 @@ def body_of(fields: dict[str, st.SearchStrategy]) -> st.SearchStrategy:
 
 
 def strings_in(value: Any) -> list[str]:
-    """The string values (not the keys: an unexpected key is named as the field it is, cut to 64 characters)."""
+    """The string values, less any that is also a key (an unexpected key is named as the field it is, cut to 64
+    characters: a value equal to it is then in the answer as that key's name, not as an echo of the value)."""
+    keys = set(keys_in(value))
+    return [s for s in values_in(value) if s not in keys]
+
+
+def values_in(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     if isinstance(value, dict):
-        return [s for v in value.values() for s in strings_in(v)]
+        return [s for v in value.values() for s in values_in(v)]
     if isinstance(value, list):
-        return [s for v in value for s in strings_in(v)]
+        return [s for v in value for s in values_in(v)]
+    return []
+
+
+def keys_in(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [*value, *(k for v in value.values() for k in keys_in(v))]
+    if isinstance(value, list):
+        return [k for v in value for k in keys_in(v)]
     return []
 
 
