@@ -91,15 +91,18 @@ def env_for(settings: Settings, extra: dict[str, str] | None = None) -> dict[str
     return {**os.environ, **settings_env(settings), "NO_PROXY": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1", **(extra or {})}
 
 
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM: the process's peak resident set so far."""
+def peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """VmHWM: the process's peak resident set so far (VmRSS: the current one)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
+
+
+QUARTERS = (0.25, 0.5, 0.75, 1.0)
 
 
 def write_singles(settings: Settings, spec: CampaignSpec, n: int, topic: str) -> None:
@@ -228,9 +231,14 @@ def main() -> None:
         last_delivery = last_status = None
         deadline = time.monotonic() + timeout
         delivered = statuses = 0
+        # each worker's resident set when a quarter, half... of the campaign was delivered: flat, or growing with it
+        rss_at: dict[float, list[float]] = {}
         while time.monotonic() < deadline and (last_delivery is None or last_status is None):
             if last_delivery is None:
                 delivered = sandbox_count(http) - base_count
+                for q in QUARTERS:
+                    if q not in rss_at and delivered >= q * n:
+                        rss_at[q] = [peak_rss_mb(w.pid, "VmRSS") for w in workers]
                 if delivered >= n:
                     last_delivery = time.perf_counter() - t0
             # counting a million status rows costs PostgreSQL ~0.1 s: only once the emails are all in the sandbox
@@ -265,8 +273,9 @@ def main() -> None:
                              (spec.id,)).fetchall()
         print(f"statuses            : {', '.join(f'{s} {c:,}' for s, c in summary)}")
 
-        for name, w in zip(groups, workers, strict=True):
-            print(f"  {name:<18}: peak RSS {peak_rss_mb(w.pid):,.0f} MB")
+        for i, (name, w) in enumerate(zip(groups, workers, strict=True)):
+            along = " / ".join(f"{rss_at[q][i]:,.0f}" if q in rss_at else "-" for q in QUARTERS)
+            print(f"  {name:<18}: peak RSS {peak_rss_mb(w.pid):,.0f} MB; RSS at 25/50/75/100 % delivered {along} MB")
         for w in workers:
             stop(w)
         # the baseline moves one record per recipient, as the bulk topic carried before campaign chunks: the
