@@ -17,7 +17,7 @@ from infra.settings import Settings
 from streams.stages.route.limits import Counter, denied_by, script_args
 from streams.stores.batch import RedisBatch, Reply, memory_of, pieces, pipeline_of
 
-# ARGV[1]: comma-separated numbers (one argument, not thousands: redis-py packs each argument in Python):
+# ARGV[1]: comma-separated numbers (one argument, not thousands: each argument costs the client its own packing):
 # n_checks, then per check: n_counters, then per counter: key index (into KEYS), limit, ttl;
 # optionally followed, per check, by a decision key index (0: none) and its ttl.
 # Returns per check 0 (allowed and counted) or the 1-based position of the first full counter, comma-separated in

@@ -38,7 +38,7 @@ def leaders(settings) -> dict[tuple[str, int], int]:
     return {(t, p): part.leader for t, meta in md.topics.items() if t in names for p, part in meta.partitions.items()}
 
 
-def test_a_campaign_and_interactive_events_survive_a_broker_sigkill(cluster_sandbox, cluster, worker_factory):
+def test_a_campaign_and_interactive_events_survive_a_broker_sigkill(cluster_sandbox, cluster, worker_factory, request):
     t_start = time.monotonic()
     settings = cluster_sandbox.settings.model_copy(update={"email_provider": "sendgrid"})
     ctl = cluster_sandbox.control
@@ -69,7 +69,15 @@ def test_a_campaign_and_interactive_events_survive_a_broker_sigkill(cluster_sand
                 worker.start()
             time.sleep(0.5)
 
-    threading.Thread(target=supervise, daemon=True).start()
+    supervisor = threading.Thread(target=supervise, daemon=True)
+    supervisor.start()
+
+    def stop_supervising() -> None:
+        watching.clear()
+        supervisor.join(10)
+
+    # before worker_factory stops the worker, even when an assertion below fails: never a worker started after that
+    request.addfinalizer(stop_supervising)
 
     # interactive events all along: one password reset every 50 ms, each counted once the broker acknowledged it
     codec, out = Codec(), Producer(settings)
@@ -145,7 +153,7 @@ def test_a_campaign_and_interactive_events_survive_a_broker_sigkill(cluster_sand
                                  for p in admin_client(settings).list_topics(timeout=10).topics[t].partitions.values()),
                      90, interval=1, message="the restarted broker back in sync")
     assert md_ok
-    watching.clear()
+    stop_supervising()
     timings["total"] = time.monotonic() - t_start
     print(f"cluster faults: {len(expected)} emails ({USERS} campaign, {len(acked)} interactive), broker {victim_id} "
           f"led {len(led)} partitions; " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())

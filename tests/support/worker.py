@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 from infra.settings import Settings
 from tests.support.env import settings_env
@@ -19,13 +20,14 @@ class WorkerProcess:
         self.log_path = log_path
         self.extra_env = extra_env or {}
         self.proc: subprocess.Popen | None = None
+        self._log: IO[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         env = {**os.environ, **settings_env(self.settings), **self.extra_env, "PYTHONUNBUFFERED": "1"}
         cmd = [sys.executable, "-m", "infra.tools.cli.main", "worker", "--loglevel", "info"]
         for a in self.agents:
             cmd += ["--agent", a]
-        if getattr(self, "_log", None):   # started again (a test standing in for an orchestrator's restart)
+        if self._log is not None:   # started again (a test standing in for an orchestrator's restart)
             self._log.close()
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - open while the process lives; closed in stop()
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -61,8 +63,9 @@ class WorkerProcess:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
-        if getattr(self, "_log", None):
+        if self._log is not None:
             self._log.close()
+            self._log = None
 
     def log_text(self) -> str:
         try:

@@ -29,8 +29,9 @@ _WINDOWS: dict[tuple[int, str, str, str, str, bool, int], tuple[tuple[RateRule, 
 def _windows(rules: tuple[RateRule, ...], key_prefix: str, channel: str, category: str, event_type: str,
              critical: bool, now_ms: int) -> tuple[Window, ...]:
     """Per rule that applies: the key around the user's places with this second's bucket at its end, and what the
-    Counter holds besides. A batch's recipients share one ``now``: worked out once for them, not per recipient.
-    Windows are whole seconds, so the bucket ``now_ms // (window * 1000)`` is that of the second."""
+    Counter holds besides. A campaign's recipients share everything but the user, and a batch's one ``now``: this is
+    worked out once for them, not per recipient. Windows are whole seconds, so the bucket ``now_ms // (window * 1000)``
+    is that of the second. Cached by the rules' identity (an ``lru_cache`` would hash every rule on every call)."""
     now_s = now_ms // 1000
     key = (id(rules), key_prefix, channel, category, event_type, critical, now_s)
     hit = _WINDOWS.get(key)
@@ -46,25 +47,15 @@ def _windows(rules: tuple[RateRule, ...], key_prefix: str, channel: str, categor
 
 
 Shape = tuple[RateRule, tuple[str, ...]]
-_SHAPES: dict[tuple[int, str, str, str, str, bool], tuple[tuple[RateRule, ...], tuple[Shape, ...]]] = {}
 
 
 def _shapes(rules: tuple[RateRule, ...], key_prefix: str, channel: str, category: str, event_type: str,
             critical: bool) -> tuple[Shape, ...]:
     """Per rule that applies: (rule, the key's text around the places of the user), so that the user's key is
-    ``user.join(around)``. A campaign's recipients share everything but the user: this is worked out once, not per
-    recipient. Cached by the rules' identity (an ``lru_cache`` would hash every rule on every call)."""
-    key = (id(rules), key_prefix, channel, category, event_type, critical)
-    hit = _SHAPES.get(key)
-    if hit is not None and hit[0] is rules:
-        return hit[1]
+    ``user.join(around)`` (``_windows`` keeps the result)."""
     values = {"channel": channel, "category": category, "event_type": event_type}
-    shapes = tuple((rule, _around(f"{key_prefix}:{rule.name}:", [None if k == "user" else _part(values[k]) for k in rule.key]))
-                   for rule in rules if rule.applies(channel, category, critical))
-    if len(_SHAPES) >= 4096:
-        _SHAPES.clear()
-    _SHAPES[key] = (rules, shapes)
-    return shapes
+    return tuple((rule, _around(f"{key_prefix}:{rule.name}:", [None if k == "user" else _part(values[k]) for k in rule.key]))
+                 for rule in rules if rule.applies(channel, category, critical))
 
 
 def _around(head: str, parts: list[str | None]) -> tuple[str, ...]:
