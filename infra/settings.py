@@ -194,6 +194,18 @@ class RetentionConfig(BaseModel):
     batch_rows: int = Field(10_000, ge=1, description="rows one DELETE removes (one short transaction)")
     max_batches: int = Field(100, ge=1, description="DELETEs per table per housekeeping run; the rest waits for the next run")
 
+    @model_validator(mode="after")
+    def _history_outlives_ledger(self) -> RetentionConfig:
+        # a bulk delivery's 'sent' is its sent-once history row (its ledger row stays 'claimed'): deleted before the
+        # ledger row, a replay would take the old claim over and send it again
+        ledger, history = self.ledger_days or None, self.status_history_days or None
+        if history is not None and (ledger is None or history < ledger):
+            raise ValueError(
+                f"status_history_days ({history}) must be 0 (kept forever) or at least ledger_days "
+                f"({self.ledger_days}): the history records the bulk lane's sends, which the ledger reads; "
+                "raise HERALD_RETENTION__STATUS_HISTORY_DAYS or lower HERALD_RETENTION__LEDGER_DAYS")
+        return self
+
 
 class CampaignConfig(BaseModel):
     """Campaigns: pre-flight, cancel, uploads (``settings.campaign``; variables ``HERALD_CAMPAIGN__*``)."""

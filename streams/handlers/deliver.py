@@ -1,15 +1,18 @@
 """The deliver agents: one per channel and lane, each calling its channel's provider sink.
 
 Per batch: decode → first occurrences and expiry → claim in the ledger (one
-statement) → per provider chunk: circuit admit, sink call, observe, mark the
-chunk in the ledger (one statement) → status changes, retries, dead letters,
+statement) → per provider chunk: circuit admit, sink call, observe, record the
+chunk's outcome (the ledger's marks; on the bulk lane its status rows) → status changes, retries, dead letters,
 device updates. The decisions are the pure functions of ``streams.stages.deliver``;
 the ledger, the circuit and the devices are stores (``streams.stores``), each
 with an in-memory twin, so this module holds only the choreography.
 
-The crash window. A delivery is claimed before the call and marked ``sent``
-right after its chunk returns. A crash (SIGKILL, power loss) *between the
-provider accepting a chunk and that mark* leaves those rows ``claimed``: on
+The crash window. A delivery is claimed before the call and recorded ``sent``
+right after its chunk returns: the ledger row marked (the interactive lane), or
+the chunk's status rows written with the delivery's sent-once history row,
+which the ledger's claim reads as 'sent' (the bulk lane, which writes its
+statuses itself: one UPDATE less per campaign recipient). A crash (SIGKILL, power loss) *between the
+provider accepting a chunk and that record* leaves those rows ``claimed``: on
 restart they are re-read (the offset was not committed). A claim younger than
 ``claim_lease`` might be a live call by another worker (a rebalance), so it is
 handed back to the first retry tier without being sent; once older it is sent
@@ -151,9 +154,11 @@ class DeliverStores:
 
     @classmethod
     def memory(cls, tuning: DeliverTuning) -> DeliverStores:
-        return cls(MemoryLedger(tuning.claim_lease), MemoryCircuit(), MemoryDevices(tuning.device_failure_limit),
-                   MemoryStatusStore() if tuning.bulk_statuses_direct else None, CancelStore(MemoryCampaignRows(), 0.0),
-                   CancellationView(MemoryCancellationRows(), 0.0), MemoryCircuit())
+        statuses = MemoryStatusStore() if tuning.bulk_statuses_direct else None
+        ledger = MemoryLedger(tuning.claim_lease, history_sent=statuses.sent if statuses is not None else None)
+        return cls(ledger, MemoryCircuit(), MemoryDevices(tuning.device_failure_limit), statuses,
+                   CancelStore(MemoryCampaignRows(), 0.0), CancellationView(MemoryCancellationRows(), 0.0),
+                   MemoryCircuit())
 
 
 Item = tuple[InRecord, Delivery]
@@ -198,6 +203,7 @@ class DeliverHandler:
         # them back for the whole lease (2 minutes for a password reset)
         self._unsent: dict[str, float] = {}
         self._changes: list[StatusChange] = []   # the batch's status changes, when this handler writes them
+        self._direct = self.stores.statuses is not None and self.lane == Lane.BULK   # it writes them (the bulk lane)
 
     async def handle(self, batch: list[InRecord]) -> list[OutRecord]:
         started = time.time_ns()
@@ -229,10 +235,8 @@ class DeliverHandler:
         if self.channel == Channel.PUSH and effects:
             await self.stores.devices.apply(device_effects([token for token, _ in effects], [r for _, r in effects]))
         if self._changes:
-            # after the ledger marks: a failure here retries the batch, whose ledger then says 'sent' again
-            changes, self._changes = self._changes, []
-            assert self.stores.statuses is not None
-            await self.stores.statuses.write(fold(changes))
+            # after the calls' records: a failure here retries the batch, whose ledger then says 'sent' again
+            await self._write_changes()
         return out
 
     def _decode(self, batch: list[InRecord], out: list[OutRecord]) -> list[Item]:
@@ -527,8 +531,22 @@ class DeliverHandler:
 
     async def _mark_after_call(self, marks: list[Mark]) -> None:
         """The provider has answered: what it said must reach the ledger, or a retry of the batch would take
-        these rows for calls still in flight and send them again after the lease. Waits out a PostgreSQL outage."""
-        await until_reachable(lambda: self.stores.ledger.mark(marks), f"{self.name}: ledger after a provider call")
+        these rows for calls still in flight and send them again after the lease. Waits out a PostgreSQL outage.
+
+        A handler that writes its statuses itself writes them now, the chunk's sent-once history rows among them,
+        and leaves its sent rows 'claimed': the claim reads those history rows as 'sent'."""
+        if self._direct:
+            await until_reachable(self._write_changes, f"{self.name}: statuses after a provider call")
+            marks = [m for m in marks if m.status != LedgerStatus.SENT]
+        if marks:
+            await until_reachable(lambda: self.stores.ledger.mark(marks), f"{self.name}: ledger after a provider call")
+
+    async def _write_changes(self) -> None:
+        """The status changes said so far, in one transaction; kept for the next try when it fails."""
+        assert self.stores.statuses is not None
+        if self._changes:
+            await self.stores.statuses.write(fold(self._changes))
+            self._changes = []
 
     def _export(self, breaker: Breaker, sink: Sink) -> Breaker:
         self.ctx.metrics.circuit_state.labels(sink.provider).set(STATE_GAUGE[breaker.state])
@@ -542,7 +560,7 @@ class DeliverHandler:
             event_type=d.event_type, channel=self.channel, delivery_id=d.delivery_id, template=d.template,
             category=d.category, campaign_id=d.campaign_id, trace_id=rec.trace_id, **kw,
         )
-        if self.stores.statuses is not None and self.lane == Lane.BULK:
+        if self._direct:
             self._changes.append(change)
         else:
             out.append(encode_status(self.ctx.codec, self.status_topic, change, rec.trace_id))

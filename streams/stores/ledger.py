@@ -6,11 +6,18 @@ message id), or that a claim younger than the lease may be a live call
 elsewhere. ``mark`` records what the provider said. ``PostgresLedger`` is the
 ``deliveries`` table, one statement each; ``MemoryLedger`` is its in-process
 twin for tests.
+
+A send is recorded one of two ways: the ledger row marked 'sent' (the
+interactive lane, whose statuses travel through the status topic), or the
+history's sent-once row of the delivery, written right after the call in the
+transaction of its status (the bulk lane, which writes its statuses itself and
+leaves the row 'claimed': one UPDATE less per campaign recipient). The claim
+takes either for 'sent' and never re-takes such a row, however old.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -27,17 +34,22 @@ _CLAIMED = f"unnest({packed('ids')}, {packed('nids')}, {packed('chs')}, {packed(
 CLAIM = f"""
 WITH input AS (
     SELECT * FROM {_CLAIMED} AS t(delivery_id, notification_id, channel, address)
-), prev AS (
-    SELECT d.delivery_id, d.status, d.provider_message_id FROM deliveries d JOIN input USING (delivery_id)
+), prev(delivery_id, status, pmid) AS (
+    SELECT d.delivery_id, CASE WHEN h.delivery_id IS NULL THEN d.status ELSE 'sent' END,
+        COALESCE(d.provider_message_id, h.provider_message_id)
+    FROM deliveries d JOIN input USING (delivery_id)
+    LEFT JOIN status_history h ON h.delivery_id = d.delivery_id AND h.status = 'sent' AND h.delivery_id IS NOT NULL
 ), claimed AS (
     INSERT INTO deliveries AS d (delivery_id, notification_id, channel, address, status, attempts, claimed_at, updated_at)
     SELECT delivery_id, notification_id, channel, address, 'claimed', 1, now(), now() FROM input
     ON CONFLICT (delivery_id) DO UPDATE SET status = 'claimed', attempts = d.attempts + 1, claimed_at = now(),
         updated_at = now(), error = NULL
-    WHERE d.status = 'failed' OR (d.status = 'claimed' AND d.claimed_at <= now() - make_interval(secs => %(lease)s))
+    WHERE (d.status = 'failed' OR (d.status = 'claimed' AND d.claimed_at <= now() - make_interval(secs => %(lease)s)))
+        AND NOT EXISTS (SELECT 1 FROM status_history h
+                        WHERE h.delivery_id = d.delivery_id AND h.status = 'sent' AND h.delivery_id IS NOT NULL)
     RETURNING d.delivery_id
 )
-SELECT i.delivery_id, c.delivery_id IS NOT NULL, p.status, p.provider_message_id
+SELECT i.delivery_id, c.delivery_id IS NOT NULL, p.status, p.pmid
 FROM input i LEFT JOIN claimed c USING (delivery_id) LEFT JOIN prev p USING (delivery_id)
 """
 
@@ -125,12 +137,16 @@ class Row:
 class MemoryLedger:
     """The same rules as ``CLAIM`` and ``MARK`` over a dict; ``clock`` (seconds) ages the claims.
 
-    ``reachable = False`` makes every call fail as PostgreSQL down would.
+    ``history_sent``: delivery id → provider message id of the history's sent-once rows (a ``MemoryStatusStore``'s
+    ``sent``), which count as 'sent' as they do in PostgreSQL. ``reachable = False`` makes every call fail as
+    PostgreSQL down would.
     """
 
-    def __init__(self, lease: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, lease: float, clock: Callable[[], float] = time.monotonic,
+                 history_sent: Mapping[str, str | None] | None = None) -> None:
         self.lease = lease
         self.clock = clock
+        self.history_sent: Mapping[str, str | None] = history_sent if history_sent is not None else {}
         self.rows: dict[str, Row] = {}
         self.reachable = True
 
@@ -141,13 +157,16 @@ class MemoryLedger:
         for d in deliveries:
             row = self.rows.get(d.delivery_id)
             previous = row.status if row else None
-            won = row is None or row.status == LedgerStatus.FAILED or (
-                row.status == LedgerStatus.CLAIMED and row.claimed_at <= now - self.lease)
+            pmid = row.provider_message_id if row else None
+            if row is not None and d.delivery_id in self.history_sent:
+                previous, pmid = LedgerStatus.SENT, pmid or self.history_sent[d.delivery_id]
+            won = row is None or previous == LedgerStatus.FAILED or (
+                previous == LedgerStatus.CLAIMED and row.claimed_at <= now - self.lease)
             if row is None:
                 self.rows[d.delivery_id] = Row(d.notification_id, str(d.channel), d.address, LedgerStatus.CLAIMED, 1, now)
             elif won:
                 row.status, row.attempts, row.claimed_at, row.error = LedgerStatus.CLAIMED, row.attempts + 1, now, None
-            out.append(Claim(ledger_decision(won, previous), row.provider_message_id if row else None))
+            out.append(Claim(ledger_decision(won, previous), pmid))
         return out
 
     async def mark(self, marks: Sequence[Mark]) -> None:
@@ -160,8 +179,11 @@ class MemoryLedger:
             row.provider_message_id = mark.provider_message_id or row.provider_message_id
 
     def status(self, delivery_id: str) -> LedgerStatus | None:
+        """As ``delivery_state`` says it: 'sent' when the ledger or the history recorded the send."""
         row = self.rows.get(delivery_id)
-        return row.status if row else None
+        if row is None:
+            return None
+        return LedgerStatus.SENT if delivery_id in self.history_sent else row.status
 
     def _check(self) -> None:
         if not self.reachable:

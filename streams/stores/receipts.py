@@ -21,11 +21,17 @@ from streams.stores.recipients import (
     recipient_key,
 )
 
-# LEFT JOIN: a delivery whose notification row is not written yet comes back without a user
+# LEFT JOIN: a delivery whose notification row is not written yet comes back without a user. A send's message id is
+# in the ledger row (the interactive lane) or in its sent-once history row (the bulk lane, migration 020): one
+# indexed lookup each; UNION keeps one row for a send recorded in both
 LOOKUP = """
 SELECT d.delivery_id, d.notification_id, d.channel, d.address, d.provider_message_id, n.user_id, n.event_id, n.event_type
 FROM deliveries d LEFT JOIN notifications n ON n.id = d.notification_id
-WHERE d.provider_message_id = ANY(%s)
+WHERE d.provider_message_id = ANY(%(ids)s)
+UNION
+SELECT d.delivery_id, d.notification_id, d.channel, d.address, h.provider_message_id, n.user_id, n.event_id, n.event_type
+FROM status_history h JOIN deliveries d ON d.delivery_id = h.delivery_id LEFT JOIN notifications n ON n.id = d.notification_id
+WHERE h.status = 'sent' AND h.provider_message_id = ANY(%(ids)s) AND h.delivery_id IS NOT NULL
 """
 # addresses come normalised (``normal_address``): email lower-cased, phone numbers as sent
 MARK: dict[Channel, str] = {
@@ -71,7 +77,7 @@ class PostgresReceiptStore:
         if not provider_message_ids:
             return {}
         async with self.db.connection() as conn:
-            rows = await (await conn.execute(LOOKUP, (provider_message_ids,))).fetchall()
+            rows = await (await conn.execute(LOOKUP, {"ids": provider_message_ids})).fetchall()
         return by_message_id([delivery_row(row) for row in rows])
 
     async def mark_undeliverable(self, addresses: dict[Channel, list[str]]) -> list[str]:

@@ -159,14 +159,15 @@ class MemoryStatusStore:
     def __init__(self) -> None:
         self.notifications: dict[str, NotificationUpdate] = {}
         self.history: list[StatusChange] = []
-        self._sent: set[str | None] = set()   # delivery ids with a 'sent' in the history
+        self.sent: dict[str, str | None] = {}   # delivery id → provider message id of its 'sent' in the history
 
     async def write(self, folded: Fold) -> None:
         for change in folded.history:
             if sent_once(change):
-                if change.delivery_id in self._sent:
+                assert change.delivery_id is not None
+                if change.delivery_id in self.sent:
                     continue
-                self._sent.add(change.delivery_id)
+                self.sent[change.delivery_id] = change.provider_message_id
             self.history.append(change)
         for update in folded.updates:
             stored = self.notifications.get(update.id)

@@ -119,5 +119,5 @@ def test_a_key_and_a_delete_cancel_what_waits_and_nothing_canceled_is_ever_sent(
     assert ctl.inbox("sms") == []
     assert db.execute("SELECT count(*) FROM scheduled WHERE notification_id = ANY(%s) AND published_at IS NULL "
                       "AND canceled_at IS NOT NULL", (waiting,)).fetchone()[0] == 3
-    assert db.execute("SELECT count(*) FROM deliveries d WHERE d.notification_id = %s AND d.status = 'sent'",
+    assert db.execute("SELECT count(*) FROM delivery_state d WHERE d.notification_id = %s AND d.status = 'sent'",
                       (stuck,)).fetchone()[0] == 0

@@ -51,7 +51,7 @@ def test_the_primary_goes_down_mid_campaign_nothing_is_lost_or_sent_twice_and_tr
     assert back, "no email went through SendGrid after it recovered"
     late_smtp = [m for m in inbox if m["provider"] == "smtp" and m["received_at"] > recovered + 15]
     assert late_smtp == [], "SMTP still took traffic long after SendGrid recovered"
-    assert db.execute("SELECT count(*) FROM deliveries WHERE status = 'sent' AND notification_id LIKE %s",
+    assert db.execute("SELECT count(*) FROM delivery_state WHERE status = 'sent' AND notification_id LIKE %s",
                       (f"{campaign.id}:%",)).fetchone()[0] == N
 
 

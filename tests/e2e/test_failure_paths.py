@@ -67,7 +67,7 @@ def test_an_outage_lasting_two_attempts_then_recovering_delivers_exactly_once(pi
     assert inbox_count(ctl, address) == 1
     assert ctl.requests("sendgrid") == 3
     assert took >= settings.retry_delays[0] + settings.retry_delays[1]   # waited in tiers 1 and 2, never early
-    assert db.execute("SELECT d.status, d.attempts FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
+    assert db.execute("SELECT d.status, d.attempts FROM delivery_state d JOIN notifications n ON n.id = d.notification_id "
                       "WHERE n.event_id=%s", (eid,)).fetchall() == [("sent", 3)]
     # each failed attempt is in the history, with its error and the tier it waited in (not only attempts = 3)
     history = db.execute("SELECT h.status, h.reason FROM status_history h JOIN notifications n ON n.id = h.notification_id "

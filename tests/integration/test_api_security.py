@@ -245,7 +245,7 @@ def test_delete_user_erases_personal_data_and_keeps_anonymous_counts(api: Api):
     assert rows[0][1] == rows[1][1] and rows[0][1].startswith("erased#")
     assert db.execute("SELECT status FROM status_history WHERE notification_id = %s ORDER BY id", (sent,)).fetchall() == [
         ("sent",), ("bounced",), ("sent",)]
-    assert db.execute("SELECT channel, address, status FROM deliveries WHERE notification_id = %s ORDER BY channel",
+    assert db.execute("SELECT channel, address, status FROM delivery_state WHERE notification_id = %s ORDER BY channel",
                       (sent,)).fetchall() == [("email", "erased", "sent"), ("push", "erased", "failed"), ("sms", "erased", "sent")]
     # the cached recipient is dropped, with the guard that keeps a worker's in-flight read from filling it again
     assert r.get(recipient_key(api.settings, user)) is None

@@ -31,7 +31,7 @@ def fcm_token() -> str:
 
 
 def _ledger(db, ds):
-    return dict(db.execute("SELECT delivery_id, status FROM deliveries WHERE delivery_id = ANY(%s)",
+    return dict(db.execute("SELECT delivery_id, status FROM delivery_state WHERE delivery_id = ANY(%s)",
                            ([d["delivery_id"] for d in ds],)).fetchall())
 
 
@@ -53,7 +53,7 @@ def test_a_user_with_an_iphone_and_an_android_phone_gets_both_pushes_once_each(s
     with Emitter(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix) as sdk:
         event_id = sdk.emit("OrderPlaced", order)
 
-    wait_for(lambda: db.execute("SELECT count(*) FROM deliveries WHERE notification_id = %s AND channel = 'push' "
+    wait_for(lambda: db.execute("SELECT count(*) FROM delivery_state WHERE notification_id = %s AND channel = 'push' "
                                 "AND status = 'sent'", (event_id,)).fetchone()[0] == 2, 120, message="both pushes sent")
     time.sleep(1.0)   # anything sent twice would be in the inbox by now
     inbox = sandbox.control.inbox("push")
@@ -63,7 +63,7 @@ def test_a_user_with_an_iphone_and_an_android_phone_gets_both_pushes_once_each(s
     assert by_provider["apns"]["topic"] == settings.apns.topic
     assert int(by_provider["apns"]["expiration"]) > time.time()   # the route's time-to-live (a day)
     addresses = {r[0] for r in db.execute(
-        "SELECT address FROM deliveries WHERE notification_id = %s AND channel = 'push'", (event_id,))}
+        "SELECT address FROM delivery_state WHERE notification_id = %s AND channel = 'push'", (event_id,))}
     assert addresses == {iphone, android}
     assert _device(db, iphone) == (True, None) and _device(db, android) == (True, None)
 

@@ -110,3 +110,26 @@ def test_a_notification_in_the_console_is_the_apis_view_with_the_ledger_beside_i
     found = client.get("/console/messages", params={"q": trace}).text
     assert f'href="/console/messages/{nid}"' in found and "1 notification(s)" in found
     assert client.get("/console/messages/nope").status_code == 404
+
+
+def test_a_campaign_send_recorded_by_its_history_row_shows_as_sent_and_is_found_by_its_message_id(signed_in, db, settings):
+    # the bulk lane leaves its ledger row 'claimed' and records the send by the delivery's sent-once history row
+    client, _ = signed_in
+    nid, did, pmid = f"{settings.app_id}-b1", f"{settings.app_id}-d-b1", f"{settings.app_id}-SGBULK"
+    t0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    db.execute("INSERT INTO notifications (id, event_id, event_type, user_id, template, category, status, created_at, "
+               "updated_at) VALUES (%s, %s, 'CampaignMessage', 'u-b1', 'weekly_digest', 'marketing', 'sent', %s, %s)",
+               (nid, f"e-{nid}", t0, t0 + timedelta(seconds=2)))
+    db.execute("INSERT INTO deliveries (delivery_id, notification_id, channel, address, status, attempts, claimed_at) "
+               "VALUES (%s, %s, 'email', 'b@example.org', 'claimed', 1, %s)", (did, nid, t0 + timedelta(seconds=1)))
+    db.execute("INSERT INTO status_history (notification_id, channel, status, delivery_id, provider_message_id, at) "
+               "VALUES (%s, 'email', 'sent', %s, %s, %s)", (nid, did, pmid, t0 + timedelta(seconds=2)))
+    assert db.execute("SELECT status, provider_message_id, sent_at FROM delivery_state WHERE delivery_id = %s",
+                      (did,)).fetchone() == ("sent", pmid, t0 + timedelta(seconds=2))
+
+    timeline = client.get(f"/console/messages/{nid}").text
+    timeline = timeline[timeline.index('<table id="timeline">'):]
+    assert re.findall(r"<td>(sent|ledger: claimed|ledger: sent|ledger: failed)</td>", timeline) == [
+        "ledger: claimed", "sent", "ledger: sent"]
+    found = client.get("/console/messages", params={"q": pmid}).text
+    assert f'href="/console/messages/{nid}"' in found and "1 notification(s)" in found

@@ -23,7 +23,7 @@ def test_email_delivery_is_sent_once_and_ledger_and_status_say_sent(provider, sa
     worker_factory(settings, agents=["deliver-email", "status"])
 
     def sent_rows():
-        return db.execute("SELECT delivery_id, provider_message_id FROM deliveries WHERE status='sent' AND delivery_id = ANY(%s)",
+        return db.execute("SELECT delivery_id, provider_message_id FROM delivery_state WHERE status='sent' AND delivery_id = ANY(%s)",
                           ([d["delivery_id"] for d in ds],)).fetchall()
 
     rows = wait_for(lambda: len(sent_rows()) == 20 and sent_rows(), 90, message="20 sent ledger rows")

@@ -23,7 +23,7 @@ def _produce(settings, channel, ds):
 
 
 def _ledger(db, ds):
-    return dict(db.execute("SELECT delivery_id, status FROM deliveries WHERE delivery_id = ANY(%s)",
+    return dict(db.execute("SELECT delivery_id, status FROM delivery_state WHERE delivery_id = ANY(%s)",
                            ([d["delivery_id"] for d in ds],)).fetchall())
 
 
@@ -92,7 +92,7 @@ def test_429_is_waited_out_without_spending_an_attempt(sandbox, db, worker_facto
     worker_factory(settings, agents=["deliver-email"], extra_env={"HERALD_BATCH_WITHIN": "2", "HERALD_INTERACTIVE_WITHIN": "2"})
     wait_for(lambda: set(_ledger(db, ds).values()) == {"sent"} and len(_ledger(db, ds)) == 3, 120, message="sent")
     assert ctl.requests("sendgrid") == 3   # 429, 429, then accepted: the same request again, not a retry tier
-    rows = db.execute("SELECT attempts FROM deliveries WHERE delivery_id = ANY(%s)", ([d["delivery_id"] for d in ds],))
+    rows = db.execute("SELECT attempts FROM delivery_state WHERE delivery_id = ANY(%s)", ([d["delivery_id"] for d in ds],))
     assert {a for (a,) in rows} == {1}     # claimed once: no attempt spent
     assert len(ctl.inbox("email")) == 3
 

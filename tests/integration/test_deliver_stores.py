@@ -75,7 +75,7 @@ class RealDeliverEnv(DeliverEnv):
     async def ledger(self, delivery_id: str) -> tuple[LedgerStatus, int] | None:
         assert self._db is not None
         async with self._db.connection() as conn:
-            row = await (await conn.execute("SELECT status, attempts FROM deliveries WHERE delivery_id = %s",
+            row = await (await conn.execute("SELECT status, attempts FROM delivery_state WHERE delivery_id = %s",
                                             (delivery_id,))).fetchone()
         return (LedgerStatus(row[0]), row[1]) if row else None
 

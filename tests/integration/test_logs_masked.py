@@ -39,7 +39,7 @@ def test_worker_at_debug_level_logs_no_sendgrid_key(sandbox, db, tmp_path: Path)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: db.execute("SELECT 1 FROM deliveries WHERE status = 'sent' AND delivery_id = %s",
+        wait_for(lambda: db.execute("SELECT 1 FROM delivery_state WHERE status = 'sent' AND delivery_id = %s",
                                     (d["delivery_id"],)).fetchone(), 90, message="the delivery sent")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -30,7 +30,7 @@ def test_one_crlf_subject_dead_letters_alone_and_the_rest_of_its_chunk_is_sent_o
 
     def ledger():
         return {r[0]: r[1:] for r in db.execute(
-            "SELECT delivery_id, status, attempts, provider_message_id, error FROM deliveries WHERE delivery_id = ANY(%s)",
+            "SELECT delivery_id, status, attempts, provider_message_id, error FROM delivery_state WHERE delivery_id = ANY(%s)",
             ([d["delivery_id"] for d in ds],)).fetchall()}
 
     rows = wait_for(lambda: (lambda r: len(r) == 9 and all(s != "claimed" for s, *_ in r.values()) and r)(ledger()),

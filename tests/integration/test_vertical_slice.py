@@ -74,7 +74,7 @@ def test_order_placed_is_emailed_and_marked_sent(slice_settings, sandbox, db, wo
     assert order["order_id"] in mail["subject"] + mail["text"]
     assert "Herald mug" in mail["text"] and "Herald tee" in mail["text"]
     wait_for(lambda: _status(db, event_id) == "sent", 60, message="notification sent in PostgreSQL")
-    ledger = db.execute("SELECT status, address FROM deliveries WHERE notification_id = %s AND channel = 'email'", (event_id,)).fetchall()
+    ledger = db.execute("SELECT status, address FROM delivery_state WHERE notification_id = %s AND channel = 'email'", (event_id,)).fetchall()
     assert ledger == [("sent", email)]
     # the user has no phone and no device: those channels are skipped with a reason, not lost
     reasons = {r[0]: r[1] for r in db.execute(

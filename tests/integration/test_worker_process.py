@@ -74,7 +74,7 @@ def test_sigterm_finishes_the_batch_in_hand_exits_0_in_bound_and_the_survivor_ta
     ids = [d["delivery_id"] for d in ds]
 
     def sent() -> int:
-        return db.execute("SELECT count(*) FROM deliveries WHERE status='sent' AND delivery_id = ANY(%s)", (ids,)).fetchone()[0]
+        return db.execute("SELECT count(*) FROM delivery_state WHERE status='sent' AND delivery_id = ANY(%s)", (ids,)).fetchone()[0]
 
     leaving = worker_factory(settings, agents=["deliver-email-bulk"])
     survivor = worker_factory(settings, agents=["deliver-email-bulk"])
@@ -94,7 +94,7 @@ def test_sigterm_finishes_the_batch_in_hand_exits_0_in_bound_and_the_survivor_ta
     inbox = Counter(m["to"] for m in sandbox.control.inbox("email"))
     assert sum(inbox.values()) == N and set(inbox) == {d["address"] for d in ds}, \
         f"duplicates: {[a for a, n in inbox.items() if n > 1][:5]}"
-    rows = db.execute("SELECT count(*), count(DISTINCT delivery_id) FROM deliveries WHERE delivery_id = ANY(%s)", (ids,)).fetchone()
+    rows = db.execute("SELECT count(*), count(DISTINCT delivery_id) FROM delivery_state WHERE delivery_id = ANY(%s)", (ids,)).fetchone()
     assert rows == (N, N)
     finished = "finishing the batch in hand" in leaving.log_text()
     print(f"\nSIGTERM → exit 0 in {took:.1f} s with {at_stop}/{N} sent (batch in hand finished: {finished}); "

@@ -46,7 +46,8 @@ class DeliverEnv:
         raise NotImplementedError
 
     async def ledger(self, delivery_id: str) -> tuple[LedgerStatus, int] | None:
-        """(status, attempts) of a delivery's ledger row."""
+        """(status, attempts) of a delivery's ledger row, as ``delivery_state`` says it (a bulk send is 'sent' by its
+        history row)."""
         raise NotImplementedError
 
     async def add_device(self, token: str) -> None:
@@ -97,8 +98,9 @@ class MemoryDeliverEnv(DeliverEnv):
         return "u-1" in self.dropped
 
     async def ledger(self, delivery_id: str) -> tuple[LedgerStatus, int] | None:
-        row = self._shared().ledger.rows.get(delivery_id)  # type: ignore[attr-defined]
-        return (row.status, row.attempts) if row else None
+        ledger = self._shared().ledger
+        row = ledger.rows.get(delivery_id)  # type: ignore[attr-defined]
+        return (ledger.status(delivery_id), row.attempts) if row else None  # type: ignore[attr-defined]
 
     async def add_device(self, token: str) -> None:
         self._shared().devices.add(token)  # type: ignore[attr-defined]
@@ -324,6 +326,29 @@ async def test_a_bulk_chunk_goes_in_one_call_and_the_handler_writes_its_statuses
     # call; only the one that failed is tried again (a failure is nobody's send)
     await handler.handle([chunk])
     assert [[d.delivery_id for d in call] for call in sink.calls][1:] == [[ds[1].delivery_id]]
+    assert await handler.stores.statuses.history_of(ds[0].notification_id) == [Status.SENT]
+
+
+@scenario
+async def test_a_bulk_send_is_recorded_by_its_history_row_and_never_sent_again_however_old_its_claim(
+        env: DeliverEnv) -> None:
+    """The bulk lane leaves its sent rows 'claimed' in the ledger: their sent-once history rows, written right after
+    the call, say 'sent'. A chunk read again after the claims' lease (0 here: every claim is stale at once) sends
+    only the delivery that failed."""
+    sink = MemorySink()
+    ds = [typed(lane="bulk", category="marketing", campaign_id=f"c-{uuid.uuid4().hex[:8]}", event_type="CampaignMessage",
+                template="weekly_digest") for _ in range(2)]
+    sink.script(ds[1].address, Retryable("503 try later"))
+    topic = deliver_topic(env.settings, Channel.EMAIL, "bulk")
+    chunk = InRecord(topic, 0, next(_offsets), b"chunk", env.codec.encode("DeliveryChunk", chunk_record("c/0", ds)), [])
+    handler = env.handler(sink, Lane.BULK, claim_lease=0.0)
+    await handler.handle([chunk])
+    assert await env.ledger(ds[0].delivery_id) == (LedgerStatus.SENT, 1)
+    assert await env.ledger(ds[1].delivery_id) == (LedgerStatus.FAILED, 1)
+    await handler.handle([chunk])
+    assert [[d.delivery_id for d in call] for call in sink.calls] == [[d.delivery_id for d in ds], [ds[1].delivery_id]]
+    assert await env.ledger(ds[0].delivery_id) == (LedgerStatus.SENT, 1)
+    assert handler.stores.statuses is not None
     assert await handler.stores.statuses.history_of(ds[0].notification_id) == [Status.SENT]
 
 

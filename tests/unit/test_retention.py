@@ -1,6 +1,9 @@
 """Retention decisions without a database: bounded batches, which tables get a purge, the window of each."""
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
 from infra.settings import RetentionConfig
 from scheduler.housekeeping import retention_jobs
 from scheduler.retention import TABLES, Kept, drain, purge_sql, window_days
@@ -25,9 +28,8 @@ def test_every_table_has_a_window_setting_and_zero_days_keeps_a_table_forever():
         Kept.DEDUP: 7, Kept.LEDGER: 30, Kept.IDEMPOTENCY: 2, Kept.STATUS_HISTORY: 90, Kept.PUBLISHED: 7,
         Kept.CANCELED: 7, Kept.CANCELLATIONS: 30, Kept.DIGESTS: 7}
     assert [j.__name__ for j in retention_jobs(r)] == [f"purge_{k}" for k in Kept]
-    names = [j.__name__ for j in retention_jobs(RetentionConfig(dedup_days=0, ledger_days=0))]
-    assert names == ["purge_idempotency", "purge_status_history", "purge_published", "purge_canceled",
-                     "purge_cancellations", "purge_digests"]
+    names = [j.__name__ for j in retention_jobs(RetentionConfig(dedup_days=0, ledger_days=0, status_history_days=0))]
+    assert names == ["purge_idempotency", "purge_published", "purge_canceled", "purge_cancellations", "purge_digests"]
     assert "purge_published" not in [j.__name__ for j in retention_jobs(r, published_days=0)]
 
 
@@ -35,3 +37,12 @@ def test_a_purge_is_one_bounded_statement_that_checks_the_age_again_when_it_dele
     sql = purge_sql(TABLES[Kept.LEDGER])
     assert sql.count("LIMIT %s") == 1 and sql.count("updated_at < now() - make_interval(days => %s)") == 2
     assert "published_at IS NOT NULL" in purge_sql(TABLES[Kept.PUBLISHED]).split(") AND ")[-1]
+
+
+@pytest.mark.parametrize("ledger, history", [(30, 29), (0, 90)])
+def test_the_history_may_not_be_purged_before_the_ledger_that_reads_its_sends(ledger, history):
+    # the bulk lane's sends are recorded by their sent-once history rows: purged first, a replay would send again
+    with pytest.raises(ValidationError, match=r"status_history_days .* must be 0 .* or at least ledger_days"):
+        RetentionConfig(ledger_days=ledger, status_history_days=history)
+    assert RetentionConfig(ledger_days=ledger, status_history_days=0).status_history_days == 0
+    assert RetentionConfig(ledger_days=30, status_history_days=30).status_history_days == 30

@@ -105,7 +105,7 @@ def _report(conn: psycopg.Connection, sent: list[tuple[str, str, str]], t0: floa
         FROM notifications n
         JOIN LATERAL (SELECT DISTINCT ON (channel) channel, status, reason FROM status_history
                       WHERE notification_id = n.id AND channel IS NOT NULL ORDER BY channel, id DESC) h ON true
-        LEFT JOIN deliveries d ON d.notification_id = n.id AND d.channel = h.channel
+        LEFT JOIN delivery_state d ON d.notification_id = n.id AND d.channel = h.channel
         WHERE n.id = ANY(%s) ORDER BY n.created_at, n.id, h.channel
         """, (ids,)).fetchall()
     for nid, uid, channel, address, template, status, reason, sent_at in rows:

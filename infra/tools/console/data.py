@@ -21,13 +21,15 @@ from schemas.vocabulary import LedgerStatus, Status
 SEARCH_LIMIT = 100
 
 # one query per way to find a notification; each has its index (the primary key, notifications_user,
-# notifications_trace_id from migration 015, deliveries_provider_id)
+# notifications_trace_id from migration 015, deliveries_provider_id, status_history_sent_pmid from 020)
 SEARCH_SQL = f"""
 SELECT {views.NOTIFICATION_COLUMNS} FROM (
     SELECT * FROM notifications WHERE id = %(q)s
     UNION SELECT * FROM notifications WHERE trace_id = %(q)s
     UNION SELECT * FROM (SELECT * FROM notifications WHERE user_id = %(q)s ORDER BY created_at DESC LIMIT %(limit)s) u
     UNION SELECT n.* FROM notifications n JOIN deliveries d ON d.notification_id = n.id WHERE d.provider_message_id = %(q)s
+    UNION SELECT n.* FROM notifications n JOIN status_history h ON h.notification_id = n.id
+        WHERE h.status = 'sent' AND h.provider_message_id = %(q)s
 ) found ORDER BY created_at DESC, id LIMIT %(limit)s
 """
 
@@ -71,7 +73,7 @@ async def notification(db: AsyncConnectionPool, nid: str) -> tuple[NotificationV
             return None
         ledger = await (await conn.execute(
             "SELECT delivery_id, channel, status, attempts, provider_message_id, error, claimed_at, sent_at, updated_at "
-            "FROM deliveries WHERE notification_id = %s", (nid,))).fetchall()
+            "FROM delivery_state WHERE notification_id = %s", (nid,))).fetchall()
     events = [TimelineEvent(h.at, h.status, h.channel, h.reason, h.delivery_id, h.provider_message_id) for h in n.history]
     for did, channel, status, attempts, pmid, error, claimed_at, sent_at, updated_at in ledger:
         events.append(TimelineEvent(claimed_at, f"ledger: {LedgerStatus.CLAIMED}", channel, None, did, None, attempts))
