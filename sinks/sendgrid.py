@@ -167,9 +167,9 @@ class SendGridSink:
                 for i in idx:
                     results[i] = Retryable(f"sendgrid: unexpected error: {exc!r}")
                 return
-            message_id = resp.headers.get("X-Message-Id") or ""
+            sent = Sent(resp.headers.get("X-Message-Id") or "")   # one request, one message id: one result object
             for i in idx:
-                results[i] = Sent(message_id)
+                results[i] = sent
             return
         for i in idx:
             results[i] = Retryable(f"sendgrid 400 {MAX_ROUNDS} times, each for other personalizations: not sent yet")

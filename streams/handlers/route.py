@@ -199,6 +199,7 @@ class RouteHandler:
         self.max_event_bytes = settings.max_event_bytes
         self.chunk_size = settings.deliver.max_chunk
         self._plans: dict[TemplateSource, Plans | None] = {}
+        self._topics: dict[tuple[Channel, Lane, bool], str] = {}   # deliver topic per (channel, lane, critical)
         self.waiting = Waiting(cfg.routes, self.stores.statuses, self.stores.digests, self.stores.cancellations)
 
     # --- the batch ---------------------------------------------------------------
@@ -413,9 +414,9 @@ class RouteHandler:
             return rendered
         assert tmpl is not None
         # a critical category's deliveries (interactive lane) travel a deliver topic of their own, never behind orders
-        topic = deliver_topic(settings, c.channel, intent.lane, critical=intent.critical)
-        key = intent.user_id.encode()
-        trace = c.rec.trace_id
+        where = (c.channel, intent.lane, intent.critical)
+        if (topic := self._topics.get(where)) is None:
+            topic = self._topics[where] = deliver_topic(settings, c.channel, intent.lane, critical=intent.critical)
         made = [delivery_record(intent, c.channel, address, tmpl, rendered) for address in c.addresses]
         if content is not None:
             for d in made:
@@ -449,6 +450,7 @@ class RouteHandler:
             return None
         for d in made:   # a Delivery of its own is whole
             unshare(d)
+        key, trace = intent.user_id.encode(), c.rec.trace_id
         headers = set_header([], TRACE, trace)
         encoded = [(d, self.ctx.codec.encode("Delivery", d.to_avro())) for d in made]
         if (largest := max((record_size(key, value, headers) for _, value in encoded), default=0)) > limit:

@@ -8,7 +8,7 @@ from schemas.records import StatusChange, Time, epoch_ms
 from schemas.vocabulary import RANK, Status
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)   # not frozen: one per notification a batch moves, and a frozen init costs 3x (treated as immutable)
 class NotificationUpdate:
     id: str
     event_id: str

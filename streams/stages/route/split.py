@@ -30,6 +30,8 @@ PER_RECIPIENT = frozenset({"user", "event_id", "notification_id"})
 # a marker: private-use characters (no escaping touches them) around a random nonce (no variable can forge one) and
 # the slot's index; a render whose text holds those characters anywhere else is not split
 _OPEN, _CLOSE = "\ue000", "\ue001"
+# a marker: its render's nonce and its slot (compiled once: a pattern per nonce was compiled per chunk and part)
+_MARKER = re.compile(f"{_OPEN}([0-9a-f]{{16}}):(\\d+){_CLOSE}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +165,12 @@ def prepare(split: SplitPlan, context: dict[str, Any]) -> Prepared | None:
         render_warnings.reset(token)
     parts: list[str | int] = []
     at = 0
-    for m in re.finditer(f"{_OPEN}{nonce}:(\\d+){_CLOSE}", text):
+    for m in _MARKER.finditer(text):
+        if m.group(1) != nonce:   # not this render's: left in the text, which the check below then refuses
+            continue
         if m.start() > at:
             parts.append(text[at:m.start()])
-        parts.append(int(m.group(1)))
+        parts.append(int(m.group(2)))
         at = m.end()
     if at < len(text):
         parts.append(text[at:])
