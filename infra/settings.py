@@ -81,6 +81,11 @@ class KafkaConfig(BaseModel):
     ssl_key_file: Path | None = Field(None, description="client private key (PEM), for mutual TLS")
     ssl_key_password: SecretStr | None = Field(None, description="password of the client private key")
     ssl_check_hostname: bool = Field(True, description="verify that the broker's certificate names its host")
+    consumer_prefetch_kbytes: int = Field(
+        8_192, ge=1_024, description="kilobytes of records each consumer fetches ahead of its agent (librdkafka's "
+        "queued.max.messages.kbytes and fetch.max.bytes): while a backlog waits, a worker holds about this much per "
+        "busy agent"
+    )
     extra: dict[str, str] = Field(
         default_factory=dict, description="any other librdkafka property, as JSON (e.g. {\"client.rack\": \"eu-1a\"})"
     )

@@ -89,7 +89,10 @@ def consumer_config(settings: Settings, group: str, **overrides: Any) -> dict[st
         "partition.assignment.strategy": "cooperative-sticky",
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 1_000,
-        "queued.max.messages.kbytes": 32_768,
+        # bounded prefetch: a worker's memory under a backlog is this, per busy consumer (32 MB and librdkafka's
+        # 50 MB fetch.max.bytes held ~125 MB more per worker at 3M recipients than 8 MB did, at the same speed)
+        "queued.max.messages.kbytes": settings.kafka.consumer_prefetch_kbytes,
+        "fetch.max.bytes": settings.kafka.consumer_prefetch_kbytes * 1024,
         "fetch.wait.max.ms": 50,
         **overrides,
     }

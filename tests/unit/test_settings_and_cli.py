@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from infra.kafka.config import consumer_config
 from infra.settings import Settings, tier_name
 from infra.topics import topic_specs
 
@@ -20,6 +21,17 @@ def test_settings_read_herald_variables(monkeypatch):
     s = Settings()
     assert (s.kafka_bootstrap, s.partitions, s.retry_delays) == ("10.0.0.1:9092", 24, [1.0, 2.0])
     assert s.retry_topics == ["herald.retry.1s", "herald.retry.2s"]
+
+
+def test_a_consumers_prefetch_is_bounded_by_one_setting(monkeypatch):
+    # what a worker holds while a backlog waits: both librdkafka bounds, the queue and one fetch's response
+    assert {k: consumer_config(Settings(), "g")[k] for k in ("queued.max.messages.kbytes", "fetch.max.bytes")} == {
+        "queued.max.messages.kbytes": 8192, "fetch.max.bytes": 8192 * 1024}
+    monkeypatch.setenv("HERALD_KAFKA__CONSUMER_PREFETCH_KBYTES", "2048")
+    assert consumer_config(Settings(), "g")["fetch.max.bytes"] == 2048 * 1024
+    monkeypatch.setenv("HERALD_KAFKA__CONSUMER_PREFETCH_KBYTES", "100")
+    with pytest.raises(ValidationError, match="consumer_prefetch_kbytes"):
+        Settings()
 
 
 def test_defaults_point_at_the_local_stack():
