@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -28,8 +29,10 @@ from streams.metrics import Metrics
 from streams.runtime.context import Context
 from streams.stages.deliver import Breaker
 from streams.stages.retry import DUE_HEADER
+from streams.stages.status_fold import Fold
 from streams.stores.circuit import Change, MemoryCircuit
 from streams.stores.ledger import MemoryLedger
+from streams.stores.statuses import MemoryStatusStore
 from tests.support.sandbox import delivery
 
 
@@ -548,6 +551,37 @@ def test_the_mark_after_a_provider_call_waits_out_a_postgresql_outage() -> None:
     out = asyncio.run(handler.handle([record(env, d)]))
     assert [s for _, s, _ in statuses(env, out)] == [Status.SENT]
     assert ledger.status(d.delivery_id) == LedgerStatus.SENT and len(sink.calls) == 1
+
+
+def test_a_bulk_send_whose_status_rows_are_refused_is_marked_in_the_ledger_and_not_sent_again() -> None:
+    """Not an outage: PostgreSQL refuses the chunk's status rows. The batch fails, but its sends are in the ledger
+    first, so its retry, even after the claims' lease, acknowledges them without a second call."""
+    env = MemoryDeliverEnv()
+    tuning = DeliverTuning(claim_lease=0.0)
+    refuse = True
+
+    class Refusing(MemoryStatusStore):
+        async def write(self, folded: Fold) -> None:
+            if refuse:
+                raise ValueError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+            await super().write(folded)
+
+    statuses_store = Refusing()
+    stores = replace(DeliverStores.memory(tuning), statuses=statuses_store,
+                     ledger=MemoryLedger(0.0, history_sent=statuses_store.sent))
+    ctx = Context(settings=env.settings, codec=env.codec, output=None, redis=None, db=None,  # type: ignore[arg-type]
+                  metrics=Metrics())
+    sink = MemorySink()
+    handler = DeliverHandler(ctx, Channel.EMAIL, Lane.BULK, sink, LaneGate(), tuning, stores=stores)
+    d = typed(lane="bulk", category="marketing", campaign_id="c-refused", event_type="CampaignMessage")
+    rec = record(env, d, deliver_topic(env.settings, Channel.EMAIL, "bulk"))
+    with pytest.raises(ValueError, match="NUL"):
+        asyncio.run(handler.handle([rec]))
+    assert len(sink.calls) == 1 and stores.ledger.status(d.delivery_id) == LedgerStatus.SENT  # type: ignore[attr-defined]
+    refuse = False
+    asyncio.run(handler.handle([rec]))
+    assert len(sink.calls) == 1
+    assert asyncio.run(statuses_store.history_of(d.notification_id)) == [Status.SENT]
 
 
 def test_a_bulk_batch_waits_while_the_interactive_lane_of_its_channel_holds_one() -> None:
