@@ -5,7 +5,6 @@ The API runs under uvicorn on loopback with the real PostgreSQL, Redis and Kafka
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 import uuid
@@ -20,18 +19,13 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from infra.settings import Settings
+from infra.tools.sandbox.server import free_port
 from infra.topics import ensure_topics
 from producers.api import create_api
 from producers.api.config import ApiConfig
 from tests.support.api import SendGridSigner, make_api_key
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +43,7 @@ def served(test_database: str) -> Iterator[tuple[str, str]]:
         conn.execute("INSERT INTO templates (code, channel, version, body_text, active) VALUES ('welcome', 'email', 1, 'Hi', true)"
                      " ON CONFLICT DO NOTHING")
         conn.execute("INSERT INTO users (id, email) VALUES ('u1', 'u1@example.com') ON CONFLICT DO NOTHING")
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_api(s, ApiConfig(rate_limit=100_000)), host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from infra.kafka.producer import Producer
+from infra.tools.sandbox.server import free_port
 from infra.topics import deliver_topic
 from schemas.codec import Codec
 from tests.support.env import settings_env
@@ -54,21 +55,13 @@ def test_worker_at_debug_level_logs_no_sendgrid_key(sandbox, db, tmp_path: Path)
     assert "jane.roe@example.com" not in text
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_herald_api_logs_json_lines_without_addresses_or_numbers(topics, tmp_path: Path):
     import httpx
 
     from tests.support.api import make_api_key
 
     key = make_api_key(topics)
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "api.log"
     env = {**os.environ, **settings_env(topics), "PYTHONUNBUFFERED": "1", "NO_PROXY": "127.0.0.1,localhost"}
     cmd = [sys.executable, "-m", "infra.tools.cli.main", "api", "--host", "127.0.0.1", "--port", str(port), "--loglevel", "debug"]

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,10 +97,30 @@ class RunningSandbox:
     control: SandboxControl
 
 
+# ports picked for servers in tests lie above the stack's fixed ones (the cluster's 19092-19394) and below the kernel's
+# ephemeral range: a port the kernel hands out for bind(0) can be taken by any outgoing connection (a Kafka or
+# PostgreSQL client's) between the pick and the server's own bind, which made a test fail to start its sandbox
+PICKED_PORTS_FROM = 20_000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    """A port nothing listens on now, for a server about to start (see ``PICKED_PORTS_FROM``)."""
+    try:
+        first_ephemeral = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 0
+    for _ in range(100 if first_ephemeral > PICKED_PORTS_FROM + 1000 else 0):
+        port = random.randrange(PICKED_PORTS_FROM, first_ephemeral)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:   # no such range here: the kernel's pick
         s.bind((host, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def with_free_ports(settings: Settings) -> Settings:
