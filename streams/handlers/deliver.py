@@ -535,17 +535,20 @@ class DeliverHandler:
 
         A handler that writes its statuses itself writes them now, the chunk's sent-once history rows among them,
         and leaves its sent rows 'claimed': the claim reads those history rows as 'sent'."""
+        async def mark(marks: list[Mark]) -> None:
+            await until_reachable(lambda: self.stores.ledger.mark(marks), f"{self.name}: ledger after a provider call")
+
         if self._direct:
             try:
                 await until_reachable(self._write_changes, f"{self.name}: statuses after a provider call")
             except Exception:
                 # not an outage: rows PostgreSQL refuses. The sends go to the ledger as the interactive lane's do, or
                 # a retry of the batch would find bare claims and, after the lease, send them again
-                await until_reachable(lambda: self.stores.ledger.mark(marks), f"{self.name}: ledger after a provider call")
+                await mark(marks)
                 raise
             marks = [m for m in marks if m.status != LedgerStatus.SENT]
         if marks:
-            await until_reachable(lambda: self.stores.ledger.mark(marks), f"{self.name}: ledger after a provider call")
+            await mark(marks)
 
     async def _write_changes(self) -> None:
         """The status changes said so far, in one transaction; kept for the next try when it fails."""

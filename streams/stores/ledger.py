@@ -34,11 +34,8 @@ _CLAIMED = f"unnest({packed('ids')}, {packed('nids')}, {packed('chs')}, {packed(
 CLAIM = f"""
 WITH input AS (
     SELECT * FROM {_CLAIMED} AS t(delivery_id, notification_id, channel, address)
-), prev(delivery_id, status, pmid) AS (
-    SELECT d.delivery_id, CASE WHEN h.delivery_id IS NULL THEN d.status ELSE 'sent' END,
-        COALESCE(d.provider_message_id, h.provider_message_id)
-    FROM deliveries d JOIN input USING (delivery_id)
-    LEFT JOIN status_history h ON h.delivery_id = d.delivery_id AND h.status = 'sent' AND h.delivery_id IS NOT NULL
+), prev AS (   -- delivery_state (migration 020): 'sent' when the ledger or the history recorded the send
+    SELECT s.delivery_id, s.status, s.provider_message_id FROM delivery_state s JOIN input USING (delivery_id)
 ), claimed AS (
     INSERT INTO deliveries AS d (delivery_id, notification_id, channel, address, status, attempts, claimed_at, updated_at)
     SELECT delivery_id, notification_id, channel, address, 'claimed', 1, now(), now() FROM input
@@ -49,7 +46,7 @@ WITH input AS (
                         WHERE h.delivery_id = d.delivery_id AND h.status = 'sent' AND h.delivery_id IS NOT NULL)
     RETURNING d.delivery_id
 )
-SELECT i.delivery_id, c.delivery_id IS NOT NULL, p.status, p.pmid
+SELECT i.delivery_id, c.delivery_id IS NOT NULL, p.status, p.provider_message_id
 FROM input i LEFT JOIN claimed c USING (delivery_id) LEFT JOIN prev p USING (delivery_id)
 """
 
