@@ -73,6 +73,7 @@ from streams.stores.ratelimits import (
     MemoryRateLimitStore,
     RateLimitStore,
     RedisRateLimitStore,
+    Remembered,
 )
 from streams.stores.recipients import (
     MemoryRecipientStore,
@@ -147,6 +148,14 @@ class Candidate:
     addresses: list[str] = field(default_factory=list)
     limits: list[Counter] = field(default_factory=list)
     denied_by: str | None = None  # the rate-limit rule that refused it
+
+
+def remembered(c: Candidate) -> Remembered:
+    """Where the rate-limit decision of a candidate is kept: a campaign chunk's recipients share their record's key
+    (a retry of the record reads the same places), any other (event, channel) has its own."""
+    if (position := c.intent.chunk_position) is not None:
+        return Remembered(c.claim.origin, c.channel, position, chunk=True)
+    return Remembered(c.intent.event_id, c.channel)
 
 
 @dataclass
@@ -376,7 +385,7 @@ class RouteHandler:
         second = self.stores.batch()
         self.stores.recipients.queue_fill(second, loaded)
         limited = [c for c in going if c.limits]
-        verdicts = self.stores.limits.queue_checks(second, [c.limits for c in limited], [c.claim.key for c in limited])
+        verdicts = self.stores.limits.queue_checks(second, [c.limits for c in limited], [remembered(c) for c in limited])
         await second.execute()
         for c, rule in zip(limited, verdicts.value, strict=True):
             c.denied_by = rule

@@ -1,6 +1,8 @@
 """The rate-limit script against its in-memory twin: for checks of one to three counters with small limits, over
 batches, the same answers (the first full counter names the rule), the same counts (a check counts every counter
-or none) and a window on every counter from its first count."""
+or none) and a window on every counter from its first count. Decisions are remembered per event or per campaign
+chunk record (a byte per recipient's place): a retried batch, whole or in part, gets its answers again and counts
+nothing twice."""
 from __future__ import annotations
 
 import asyncio
@@ -12,24 +14,29 @@ import redis.asyncio as aioredis
 from infra.settings import Settings
 from streams.stages.route.limits import Counter
 from streams.stores.batch import MemoryBatch, PipelineBatch
-from streams.stores.ratelimits import MemoryRateLimitStore, RedisRateLimitStore
+from streams.stores.ratelimits import MemoryRateLimitStore, RedisRateLimitStore, Remembered
 
 pytestmark = pytest.mark.integration
 
 
-def _batches(prefix: str, seed: int) -> list[tuple[list[list[Counter]], list[tuple[str, str]]]]:
-    """Three batches of checks of one to three counters over a few shared keys, with limits from 0 to 3."""
+def _batches(prefix: str, seed: int) -> list[tuple[list[list[Counter]], list[Remembered]]]:
+    """Three batches of checks of one to three counters over a few shared keys, with limits from 0 to 3; half of
+    each batch are events of their own, half the recipients of a chunk record at scattered places in it."""
     rng = random.Random(seed)
     limits = {f"{prefix}:r{k}": rng.randint(0, 3) for k in range(6)}
     out = []
     event = 0
-    for _ in range(3):
+    for b in range(3):
         checks: list[list[Counter]] = []
-        decisions: list[tuple[str, str]] = []
-        for _ in range(40):
+        decisions: list[Remembered] = []
+        places = sorted(rng.sample(range(300), 20))
+        for i in range(40):
             keys = rng.sample(sorted(limits), rng.randint(1, 3))
             checks.append([Counter(k, limits[k], 120, k.rsplit(":", 1)[1]) for k in keys])
-            decisions.append((f"e{event}", "email"))
+            if i % 2:
+                decisions.append(Remembered(f"{prefix}-bulk:0:{b}", "email", places[i // 2], chunk=True))
+            else:
+                decisions.append(Remembered(f"e{event}", "email"))
             event += 1
         out.append((checks, decisions))
     return out
@@ -51,6 +58,16 @@ def test_the_script_answers_and_counts_as_the_twin(settings: Settings, seed: int
                 await mem.execute()
                 assert got.value == expected.value
                 answers.append(got.value)
+            keys = sorted({c.key for checks, _ in batches for check in checks for c in check})
+            counted = await client.mget(keys)
+            for (checks, decisions), answered in zip(batches, answers, strict=True):
+                # a retry, in part and in another order: the remembered answers, and no count moves
+                again = [i for i in range(len(checks)) if i % 3][::-1]
+                real = PipelineBatch(client)
+                got = store.queue_checks(real, [checks[i] for i in again], [decisions[i] for i in again])
+                await real.execute()
+                assert got.value == [answered[i] for i in again]
+            assert await client.mget(keys) == counted
             keys = sorted({c.key for checks, _ in batches for check in checks for c in check})
             counts = {k: int(v or 0) for k, v in zip(keys, await client.mget(keys), strict=True)}
             ttls = {k: await client.ttl(k) for k in keys}

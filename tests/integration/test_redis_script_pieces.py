@@ -18,7 +18,7 @@ from streams.stages.route.limits import Counter
 from streams.stages.route.recipient import Recipient
 from streams.stores.batch import SCRIPT_PIECE, MemoryBatch, PipelineBatch
 from streams.stores.dedup import Claim, MemoryDedupStore, RedisDedupStore
-from streams.stores.ratelimits import MemoryRateLimitStore, RedisRateLimitStore
+from streams.stores.ratelimits import MemoryRateLimitStore, RedisRateLimitStore, Remembered
 from streams.stores.recipients import RedisRecipientStore
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,8 @@ def test_rate_limit_checks_count_across_pieces_as_one_script_would(settings: Set
     store, twin = RedisRateLimitStore(settings), MemoryRateLimitStore()
     users = SCRIPT_PIECE + 200   # a user's second check falls in a later piece than its first
     checks = [[Counter(f"{store.prefix}:cap:u{i % users}", 1, 60, "one_a_day")] for i in range(N)]
-    decisions = [(f"e{i}", "email") for i in range(N)]
+    decisions = [Remembered(f"e{i}", "email") if i % 2 else Remembered("bulk:0:1", "email", i, chunk=True)
+                 for i in range(N)]
 
     async def check(client: aioredis.Redis) -> list[str | None]:
         batch = PipelineBatch(client)

@@ -511,6 +511,38 @@ async def test_a_campaign_chunk_routes_each_recipient_and_packs_their_deliveries
     assert decoded(env, await env.handler().handle([resent]), "Delivery") == []
 
 
+def campaign_chunk(env: RouteEnv, users: list[str]) -> InRecord:
+    cid = f"c-{uuid.uuid4().hex[:6]}"
+    chunk = {"chunk_id": f"{cid}:0", "occurred_at": now_ms(), "campaign_id": cid, "template": "weekly_digest",
+             "channels": ["email"], "category": "marketing", "variables_json": json.dumps({"headline": "News"}),
+             "user_ids": users, "user_variables_json": []}
+    return InRecord(env.settings.topic("bulk"), 0, next(_offsets), b"chunk", env.codec.encode("CampaignChunk", chunk))
+
+
+@scenario
+async def test_a_campaign_chunk_handled_again_reads_each_recipients_limit_decision_from_its_place(env: RouteEnv) -> None:
+    """A chunk's decisions are kept per record at each recipient's place in it: a retry in which a recipient
+    before another dropped out (opted out meanwhile) still gives each the answer it had, and counts nothing twice."""
+    full, opts_out, later = (env.uid() for _ in range(3))
+    for uid in (full, opts_out, later):
+        await env.add_user(Recipient(uid, email=f"{uid}@example.test"))
+    handler = env.handler(limited(CFG, 2, frozenset({"marketing"})))
+    for _ in range(2):
+        await handler.handle([campaign_chunk(env, [full])])
+    rec = campaign_chunk(env, [opts_out, full, later])
+    cid = env.codec.decode(rec.value).record["campaign_id"]
+    out = await handler.handle([rec])
+    assert {d["user_id"] for d in decoded(env, out, "Delivery")} == {opts_out, later}
+    assert statuses(env, out, f"{cid}:{full}") == [("email", "rate_limited", "email_per_user_day")]
+    await env.change_user(Recipient(opts_out, email=f"{opts_out}@example.test", categories={"marketing": False}))
+    out = await handler.handle([rec])   # the batch again: a crash before its commit
+    assert {d["user_id"] for d in decoded(env, out, "Delivery")} == {later}
+    assert statuses(env, out, f"{cid}:{full}") == [("email", "rate_limited", "email_per_user_day")]
+    # ``later`` was counted once for that chunk: one more campaign fits its limit of 2, the one after does not
+    assert [d["user_id"] for d in decoded(env, await handler.handle([campaign_chunk(env, [later])]), "Delivery")] == [later]
+    assert decoded(env, await handler.handle([campaign_chunk(env, [later])]), "Delivery") == []
+
+
 @scenario
 async def test_a_thousand_recipients_of_a_30kb_newsletter_travel_in_one_chunk_that_carries_the_html_once(
         env: RouteEnv) -> None:

@@ -42,6 +42,7 @@ class Intent:
     inline: Recipient | None = None  # addresses a request brought, for a user Herald does not store
     cancellation_key: str | None = None  # a cancel of this key ends the notification 'canceled' while it waits
     window: tuple[time, time] | None = None  # a campaign's send window in the recipient's zone (CampaignChunk v2)
+    chunk_position: int | None = None  # a campaign chunk's recipient: its place among the chunk's user_ids
 
 
 def inline_recipient(user_id: str, given: dict[str, Any] | None) -> Recipient | None:
@@ -153,7 +154,7 @@ def chunk_intents(decoded: Decoded, cfg: RouteConfig) -> tuple[list[Intent], lis
     typed = tuple(_CHANNEL_OF[ch] for ch in channels)
     intents: list[Intent] = []
     problems: list[str] = []
-    for user_id, variables_json in zip(users, own, strict=True):
+    for position, (user_id, variables_json) in enumerate(zip(users, own, strict=True)):
         if not user_id or "\x00" in user_id or len(user_id) > MAX_ID_CHARS // 2:
             problems.append(f"user id {user_id[:40]!r} is empty, holds a NUL byte or is too long")
             continue
@@ -163,7 +164,8 @@ def chunk_intents(decoded: Decoded, cfg: RouteConfig) -> tuple[list[Intent], lis
             problems.append(str(exc))
             continue
         intents.append(Intent(f"{campaign_id}:{user_id}", "CampaignMessage", user_id, template, typed, category, Lane.BULK,
-                              ttl, occurred, None, critical, variables, campaign_id, None, window=window))
+                              ttl, occurred, None, critical, variables, campaign_id, None, window=window,
+                              chunk_position=position))
     return intents, problems
 
 

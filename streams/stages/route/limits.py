@@ -78,10 +78,12 @@ def _part(value: str) -> str:
     return value.replace("%", "%25").replace(":", "%3A")
 
 
-def script_args(checks: list[list[Counter]], decisions: list[str] | None = None) -> tuple[list[str], list[int]]:
+def script_args(checks: list[list[Counter]],
+                decisions: list[tuple[str, int]] | None = None) -> tuple[list[str], list[int]]:
     """KEYS and ARGV of the rate-limit script for a batch of checks (each a list of counters).
 
-    ``decisions`` (one key per check) are appended as (key index, ttl) pairs: the ttl is the check's longest.
+    ``decisions`` (per check, the key and byte position remembering its outcome) are appended as (key index,
+    position, ttl) triples: the ttl is the check's longest.
     """
     index: dict[str, int] = {}
     argv: list[int] = [len(checks)]
@@ -98,11 +100,11 @@ def script_args(checks: list[list[Counter]], decisions: list[str] | None = None)
                 ttl = c.ttl
         longest.append(ttl)
     if decisions is not None:
-        for key, ttl in zip(decisions, longest, strict=True):
+        for (key, position), ttl in zip(decisions, longest, strict=True):
             i = index.get(key)
             if i is None:
                 i = index[key] = len(index) + 1
-            argv += (i, ttl)
+            argv += (i, position, ttl)
     return list(index), argv
 
 
