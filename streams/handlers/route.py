@@ -331,7 +331,7 @@ class RouteHandler:
             # a campaign meets each user once: the recipient cache would only be filled, never read, and the
             # de-duplication fast path would only add a Redis write per claim before the authority's own
             loaded, mine, _ = await asyncio.gather(
-                stores.recipients.load(users),
+                stores.recipients.load(users, devices=any(c.channel == Channel.PUSH for c in cands)),
                 stores.dedup.authorize([c.claim for c in cands]),
                 self.templates.refresh(stores.template_rows, {c.intent.template for c in cands}),
             )

@@ -25,13 +25,17 @@ from infra.settings import Settings
 from streams.stages.route.recipient import Recipient, from_cache, to_cache
 from streams.stores.batch import RedisBatch, Reply, RoundTrips, memory_of, pieces, pipeline_of
 
-RECIPIENTS_SQL = """
+_DEVICES = "(SELECT array_agg(d.token ORDER BY d.id) FROM devices d WHERE d.user_id = u.id AND d.active)"
+_RECIPIENTS = """
 SELECT u.id, u.email, u.phone, u.locale, u.time_zone, u.first_name, u.email_undeliverable, u.phone_undeliverable,
-       (SELECT array_agg(d.token ORDER BY d.id) FROM devices d WHERE d.user_id = u.id AND d.active),
+       {devices},
        COALESCE(p.muted, false), p.channels, p.categories, p.quiet_start, p.quiet_end
 FROM users u LEFT JOIN preferences p ON p.user_id = u.id
 WHERE u.id = ANY(%b::text[])
 """
+RECIPIENTS_SQL = _RECIPIENTS.format(devices=_DEVICES)
+# a batch with no push channel (a campaign's email) skips the device look-up, an index probe per user
+RECIPIENTS_NO_DEVICES_SQL = _RECIPIENTS.format(devices="NULL::text[]")
 
 
 # seconds a fill is refused after an invalidation: far longer than one batch's read-then-fill
@@ -94,12 +98,13 @@ def recipient_from_row(row: tuple) -> Recipient:
                      {k: bool(v) for k, v in categories.items()} if categories else {}, qs, qe)
 
 
-async def load_recipients(db: AsyncConnectionPool, user_ids: list[str]) -> dict[str, Recipient]:
-    """One SELECT for all ``user_ids``; users that do not exist are absent from the result."""
+async def load_recipients(db: AsyncConnectionPool, user_ids: list[str], devices: bool = True) -> dict[str, Recipient]:
+    """One SELECT for all ``user_ids``; users that do not exist are absent from the result. ``devices=False``:
+    without their push tokens (never to be cached: the cache's entries are whole)."""
     if not user_ids:
         return {}
     async with db.connection() as conn:
-        rows = await (await conn.execute(RECIPIENTS_SQL, (user_ids,))).fetchall()
+        rows = await (await conn.execute(RECIPIENTS_SQL if devices else RECIPIENTS_NO_DEVICES_SQL, (user_ids,))).fetchall()
     return {r[0]: recipient_from_row(r) for r in rows}
 
 
@@ -117,8 +122,9 @@ class RecipientStore(Protocol):
     def queue_cached(self, batch: RedisBatch, user_ids: list[str]) -> Reply[dict[str, Recipient]]:
         """The cached recipients of ``user_ids`` (one MGET); a miss or an unreadable entry is absent."""
 
-    async def load(self, user_ids: list[str]) -> dict[str, Recipient]:
-        """One statement for all ``user_ids``; users that do not exist are absent."""
+    async def load(self, user_ids: list[str], devices: bool = True) -> dict[str, Recipient]:
+        """One statement for all ``user_ids``; users that do not exist are absent. ``devices=False``: without their
+        push tokens, for a batch that sends no push (such recipients are not cached)."""
 
     def queue_fill(self, batch: RedisBatch, recipients: list[Recipient]) -> None:
         """Cache freshly loaded recipients, skipping users invalidated meanwhile."""
@@ -144,8 +150,8 @@ class RedisRecipientStore:
             return {u: r for u, r in found.items() if r is not None}
         return real.expect(parse)
 
-    async def load(self, user_ids: list[str]) -> dict[str, Recipient]:
-        return await load_recipients(self.db, user_ids)
+    async def load(self, user_ids: list[str], devices: bool = True) -> dict[str, Recipient]:
+        return await load_recipients(self.db, user_ids, devices)
 
     def queue_fill(self, batch: RedisBatch, recipients: list[Recipient]) -> None:
         real = pipeline_of(batch)
@@ -181,11 +187,15 @@ class MemoryRecipientStore:
             return {u: r for u, r in found.items() if r is not None}
         return memory_of(batch).call(run)
 
-    async def load(self, user_ids: list[str]) -> dict[str, Recipient]:
+    async def load(self, user_ids: list[str], devices: bool = True) -> dict[str, Recipient]:
         if not user_ids:
             return {}
         self.trips.sql += 1
-        return {u: from_cache(to_cache(self.users[u])) for u in user_ids if u in self.users}
+        found = {u: from_cache(to_cache(self.users[u])) for u in user_ids if u in self.users}
+        if not devices:
+            for r in found.values():
+                r.devices = []
+        return found
 
     def queue_fill(self, batch: RedisBatch, recipients: list[Recipient]) -> None:
         if not recipients:

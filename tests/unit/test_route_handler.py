@@ -511,12 +511,24 @@ async def test_a_campaign_chunk_routes_each_recipient_and_packs_their_deliveries
     assert decoded(env, await env.handler().handle([resent]), "Delivery") == []
 
 
-def campaign_chunk(env: RouteEnv, users: list[str]) -> InRecord:
+def campaign_chunk(env: RouteEnv, users: list[str], channels: list[str] | None = None) -> InRecord:
     cid = f"c-{uuid.uuid4().hex[:6]}"
     chunk = {"chunk_id": f"{cid}:0", "occurred_at": now_ms(), "campaign_id": cid, "template": "weekly_digest",
-             "channels": ["email"], "category": "marketing", "variables_json": json.dumps({"headline": "News"}),
+             "channels": channels or ["email"], "category": "marketing", "variables_json": json.dumps({"headline": "News"}),
              "user_ids": users, "user_variables_json": []}
     return InRecord(env.settings.topic("bulk"), 0, next(_offsets), b"chunk", env.codec.encode("CampaignChunk", chunk))
+
+
+@scenario
+async def test_a_campaign_chunk_reads_push_tokens_only_when_it_sends_push(env: RouteEnv) -> None:
+    """An email-only chunk skips the device look-up; a chunk that also sends push reaches every active token."""
+    uid = env.uid()
+    await env.add_user(Recipient(uid, email=f"{uid}@example.test", devices=[f"{uid}-tok-a", f"{uid}-tok-b"]))
+    out = await env.handler().handle([campaign_chunk(env, [uid])])
+    assert [(d["channel"], d["address"]) for d in decoded(env, out, "Delivery")] == [("email", f"{uid}@example.test")]
+    out = await env.handler().handle([campaign_chunk(env, [uid], channels=["email", "push"])])
+    assert sorted((d["channel"], d["address"]) for d in decoded(env, out, "Delivery")) == [
+        ("email", f"{uid}@example.test"), ("push", f"{uid}-tok-a"), ("push", f"{uid}-tok-b")]
 
 
 @scenario
