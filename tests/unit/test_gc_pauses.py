@@ -27,10 +27,14 @@ def test_every_collection_is_observed_in_its_generation_until_unwatched() -> Non
     assert _count(registry, "2") == before and callback not in gc.callbacks
 
 
-def test_settle_freezes_what_exists_at_start() -> None:
+def test_settle_freezes_what_exists_at_start_and_spaces_young_collections() -> None:
+    before = gc.get_threshold()
     try:
-        settle()
+        settle(young=50_000)
         assert gc.get_freeze_count() > 1000   # the interpreter, pytest and the imported modules at least
+        assert gc.get_threshold() == (50_000, *before[1:])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*before)
     assert gc.get_freeze_count() == 0
+

@@ -150,7 +150,8 @@ def worker(
     class Worker(faust.Worker):
         async def on_startup_finished(self) -> None:
             await super().on_startup_finished()
-            settle()   # what exists once the agents started lives as long as the process: out of the collector's scans
+            # what exists once the agents started lives as long as the process: out of the collector's scans
+            settle(young=settings.worker.gc_young_objects)
 
         def _schedule_shutdown(self, signal: Any) -> None:  # mode's hook for SIGTERM and SIGINT
             if not self._signal_stop_time:
