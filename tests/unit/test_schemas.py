@@ -306,3 +306,15 @@ def test_a_prepared_encoder_writes_exactly_what_encode_writes(codec: Codec, user
 def test_only_string_fields_can_vary(codec: Codec):
     with pytest.raises(ValueError, match=r"CampaignMessage\.channels"):
         codec.prepared("CampaignMessage", {"occurred_at": NOW, "campaign_id": "c", "template": "t", "category": "m"})
+
+
+def test_epoch_ms_of_datetimes_in_any_order_and_of_ints() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from schemas.records import epoch_ms
+    first = datetime(2026, 12, 8, 1, 2, 3, 456_000, tzinfo=UTC)
+    second = first + timedelta(milliseconds=1)
+    expected = {id(first): 1796691723456, id(second): 1796691723457}
+    for value in (first, first, second, first, second, second):   # the remembered last one never answers for another
+        assert epoch_ms(value) == expected[id(value)]
+    assert epoch_ms(42) == 42
